@@ -1,0 +1,678 @@
+//! The ministry-signed mechanism configuration: parsing, validation and the indexes the rest of
+//! the core reads it through.
+//!
+//! `model` mirrors the TOML; `validate` turns a parsed [`Document`] into a [`Mechanism`] or says
+//! which field is wrong and why; `chain` checks signatures and version-to-version rules.
+
+pub mod chain;
+pub mod model;
+pub mod template;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+
+use time::OffsetDateTime;
+
+pub use model::*;
+
+use crate::keyfiles::{
+    node_endorsement_message, org_encryption_key_message, org_signing_key_message,
+};
+use crate::keys::{self, NodeId, PublicKey, context};
+use crate::limits::{
+    DOCUMENT_SIZE_MAX_BYTES, ID_LENGTH_MAX_CHARS, KEY_EPOCHS_MAX, NAME_LENGTH_MAX_CHARS,
+    ROOT_KEYS_MAX,
+};
+
+/// Why a configuration document was refused. Each names the field and the problem.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("the configuration document is larger than {DOCUMENT_SIZE_MAX_BYTES} bytes")]
+    TooLarge,
+    #[error("the configuration document is not UTF-8 text")]
+    NotUtf8,
+    #[error("the configuration document is not valid: {0}")]
+    Toml(String),
+    #[error(
+        "the configuration uses schema version {found}, newer than version {supported} that this Passerelle understands: upgrade Passerelle"
+    )]
+    SchemaTooNew { found: u64, supported: u32 },
+    #[error("{field}: {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// A 32-byte BLAKE3 hash, written as 64 hex digits: document hashes, the mechanism id, event ids.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Hash32(pub [u8; 32]);
+
+impl Hash32 {
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(*blake3::hash(bytes).as_bytes())
+    }
+
+    pub fn to_hex(&self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+
+    pub fn from_hex(s: &str) -> Option<Self> {
+        if s.len() != 64 {
+            return None;
+        }
+        blake3::Hash::from_hex(s).ok().map(|h| Self(*h.as_bytes()))
+    }
+
+    /// The first 12 hex digits, for people reading tables.
+    pub fn short(&self) -> String {
+        self.to_hex()[..12].to_string()
+    }
+}
+
+impl fmt::Display for Hash32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Hash32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.short())
+    }
+}
+
+/// Parses a document's bytes: size, UTF-8, schema version, then the strict TOML schema.
+pub fn parse_document(bytes: &[u8]) -> Result<Document, ConfigError> {
+    if bytes.len() > DOCUMENT_SIZE_MAX_BYTES {
+        return Err(ConfigError::TooLarge);
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8)?;
+    let table: toml::Table = toml::from_str(text).map_err(|e| toml_error(&e))?;
+    let schema = match table.get("schema") {
+        None => return Err(invalid("schema", "missing")),
+        Some(toml::Value::Integer(n)) if *n >= 1 => *n as u64,
+        Some(_) => return Err(invalid("schema", "must be a whole number from 1")),
+    };
+    if schema > u64::from(SCHEMA_VERSION) {
+        return Err(ConfigError::SchemaTooNew {
+            found: schema,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    toml::from_str(text).map_err(|e| toml_error(&e))
+}
+
+/// Turns a TOML error into one line that names the place (line, column) and the problem.
+fn toml_error(e: &toml::de::Error) -> ConfigError {
+    let message = e.message().trim().to_string();
+    match e.span() {
+        Some(_) => {
+            // The Display form carries "TOML parse error at line L, column C" then a snippet;
+            // keep the first line and the message.
+            let first = e.to_string().lines().next().unwrap_or_default().to_string();
+            let place = first
+                .strip_prefix("TOML parse error at ")
+                .unwrap_or(&first)
+                .to_string();
+            ConfigError::Toml(format!("{place}: {message}"))
+        }
+        None => ConfigError::Toml(message),
+    }
+}
+
+/// A validated configuration version, with the indexes every other part reads it through.
+#[derive(Debug, Clone)]
+pub struct Mechanism {
+    pub doc: Document,
+    /// BLAKE3 of the document bytes.
+    pub hash: Hash32,
+    orgs: HashMap<String, usize>,
+    nodes: HashMap<NodeId, NodeInfo>,
+    nodes_by_key: HashMap<[u8; 32], NodeId>,
+    /// Each organisation's signing keys, oldest first.
+    signing_keys: HashMap<String, Vec<PublicKey>>,
+    /// Each organisation's encryption epochs, ascending.
+    epochs: HashMap<String, BTreeMap<u32, age::x25519::Recipient>>,
+    removals: HashMap<NodeId, u64>,
+}
+
+/// What the rest of the core needs to know about an endorsed node.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    pub key: PublicKey,
+    pub org: String,
+    pub label: String,
+    pub recipient: age::x25519::Recipient,
+}
+
+impl Mechanism {
+    /// The organisation with this id.
+    pub fn org(&self, id: &str) -> Option<&Organisation> {
+        self.orgs.get(id).and_then(|&i| self.doc.organisations.get(i))
+    }
+
+    /// The endorsed node with this id.
+    pub fn node(&self, id: &NodeId) -> Option<&NodeInfo> {
+        self.nodes.get(id)
+    }
+
+    /// The endorsed node whose ed25519 key is `key`.
+    pub fn node_by_key(&self, key: &[u8; 32]) -> Option<&NodeInfo> {
+        self.nodes_by_key.get(key).and_then(|id| self.nodes.get(id))
+    }
+
+    /// Every endorsed node.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.nodes.values()
+    }
+
+    /// The endorsed nodes of one organisation.
+    pub fn nodes_of<'a>(&'a self, org: &'a str) -> impl Iterator<Item = &'a NodeInfo> + 'a {
+        self.nodes.values().filter(move |n| n.org == org)
+    }
+
+    /// The removal cut-off of a node: the last of its sequence numbers still accepted.
+    pub fn removal_cutoff(&self, node: &NodeId) -> Option<u64> {
+        self.removals.get(node).copied()
+    }
+
+    /// The organisation's current signing key.
+    pub fn org_signing_key(&self, org: &str) -> Option<&PublicKey> {
+        self.signing_keys.get(org).and_then(|keys| keys.last())
+    }
+
+    /// The organisation's current (highest) encryption epoch and its recipient.
+    pub fn current_epoch(&self, org: &str) -> Option<(u32, &age::x25519::Recipient)> {
+        self.epochs
+            .get(org)
+            .and_then(|epochs| epochs.iter().next_back())
+            .map(|(e, r)| (*e, r))
+    }
+
+    /// The recipient of one of the organisation's epochs.
+    pub fn epoch_recipient(&self, org: &str, epoch: u32) -> Option<&age::x25519::Recipient> {
+        self.epochs.get(org).and_then(|epochs| epochs.get(&epoch))
+    }
+
+    /// Every epoch of the organisation, ascending.
+    pub fn epochs_of(&self, org: &str) -> Vec<(u32, String)> {
+        self.epochs
+            .get(org)
+            .map(|e| e.iter().map(|(n, r)| (*n, r.to_string())).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn category(&self, id: &str) -> Option<&Category> {
+        self.doc.taxonomy.iter().find(|c| c.id == id)
+    }
+
+    pub fn case_type(&self, id: &str) -> Option<&CaseType> {
+        self.doc.case_types.iter().find(|c| c.id == id)
+    }
+
+    pub fn site(&self, id: &str) -> Option<&Site> {
+        self.doc.sites.iter().find(|s| s.id == id)
+    }
+
+    /// The display name of an organisation, or its id when unknown.
+    pub fn org_name<'a>(&'a self, id: &'a str) -> &'a str {
+        self.org(id).map(Organisation::display_name).unwrap_or(id)
+    }
+
+    /// Whether this version has expired at `now`.
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        now >= self.doc.expires_at
+    }
+
+    /// Validates a parsed document whose bytes hash to `hash`.
+    pub fn from_document(doc: Document, hash: Hash32) -> Result<Self, ConfigError> {
+        validate(doc, hash)
+    }
+
+    /// Parses and validates a document's bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let doc = parse_document(bytes)?;
+        validate(doc, Hash32::of(bytes))
+    }
+}
+
+fn check_id(field: &str, id: &str) -> Result<(), ConfigError> {
+    let ok = !id.is_empty()
+        && id.chars().count() <= ID_LENGTH_MAX_CHARS
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!(
+                "`{}` is not a valid id (1 to {ID_LENGTH_MAX_CHARS} characters: a-z, 0-9, - and _)",
+                keys::truncate_for_error(id)
+            ),
+        ))
+    }
+}
+
+fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    if name.trim().is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if name.chars().count() > NAME_LENGTH_MAX_CHARS {
+        return Err(invalid(
+            field,
+            format!("longer than {NAME_LENGTH_MAX_CHARS} characters"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+fn check_names(field: &str, names: &Names) -> Result<(), ConfigError> {
+    check_name(&format!("{field}.fr"), &names.fr)?;
+    check_name(&format!("{field}.en"), &names.en)?;
+    if let Some(ar) = &names.ar {
+        check_name(&format!("{field}.ar"), ar)?;
+    }
+    Ok(())
+}
+
+fn unique<'a>(
+    field: &str,
+    ids: impl Iterator<Item = &'a str>,
+) -> Result<HashSet<&'a str>, ConfigError> {
+    let mut seen = HashSet::new();
+    for (i, id) in ids.enumerate() {
+        check_id(&format!("{field}[{i}].id"), id)?;
+        if !seen.insert(id) {
+            return Err(invalid(
+                format!("{field}[{i}].id"),
+                format!("duplicate id `{id}`"),
+            ));
+        }
+    }
+    Ok(seen)
+}
+
+fn validate(doc: Document, hash: Hash32) -> Result<Mechanism, ConfigError> {
+    check_name("mechanism", &doc.mechanism)?;
+    if doc.country.len() != 2 || !doc.country.chars().all(|c| c.is_ascii_uppercase()) {
+        return Err(invalid(
+            "country",
+            "must be a two-letter ISO 3166-1 code in capitals, like TN",
+        ));
+    }
+    if doc.version == 0 {
+        return Err(invalid("version", "must be 1 or more"));
+    }
+    match (&doc.previous, doc.version) {
+        (Some(_), 1) => return Err(invalid("previous", "version 1 has no previous version")),
+        (None, v) if v > 1 => {
+            return Err(invalid(
+                "previous",
+                "missing: every version after 1 names the previous version's document hash",
+            ));
+        }
+        (Some(p), _) if Hash32::from_hex(p).is_none() => {
+            return Err(invalid("previous", "must be 64 hex digits (a document hash)"));
+        }
+        _ => {}
+    }
+    if doc.expires_at <= doc.issued_at {
+        return Err(invalid("expires_at", "must be after issued_at"));
+    }
+
+    // Root keys.
+    if doc.roots.keys.is_empty() {
+        return Err(invalid("roots.keys", "at least one root key is needed"));
+    }
+    if doc.roots.keys.len() > ROOT_KEYS_MAX {
+        return Err(invalid(
+            "roots.keys",
+            format!("more than {ROOT_KEYS_MAX} keys"),
+        ));
+    }
+    let mut root_seen = HashSet::new();
+    for (i, key) in doc.roots.keys.iter().enumerate() {
+        if !root_seen.insert(key.to_bytes()) {
+            return Err(invalid(
+                format!("roots.keys[{i}]"),
+                format!("duplicate key {key}"),
+            ));
+        }
+    }
+    if doc.roots.threshold == 0 {
+        return Err(invalid("roots.threshold", "must be at least 1"));
+    }
+    if doc.roots.threshold as usize > doc.roots.keys.len() {
+        return Err(invalid(
+            "roots.threshold",
+            format!(
+                "{} is more than the {} root keys listed",
+                doc.roots.threshold,
+                doc.roots.keys.len()
+            ),
+        ));
+    }
+
+    // Sites, organisations, taxonomy, case types, decline reasons.
+    let sites = unique("sites", doc.sites.iter().map(|s| s.id.as_str()))?;
+    for (i, site) in doc.sites.iter().enumerate() {
+        check_names(&format!("sites[{i}].name"), &site.name)?;
+        check_name(&format!("sites[{i}].region"), &site.region)?;
+        if let Some(lat) = site.latitude
+            && !(-90.0..=90.0).contains(&lat)
+        {
+            return Err(invalid(format!("sites[{i}].latitude"), "out of range"));
+        }
+        if let Some(lon) = site.longitude
+            && !(-180.0..=180.0).contains(&lon)
+        {
+            return Err(invalid(format!("sites[{i}].longitude"), "out of range"));
+        }
+    }
+    unique(
+        "organisations",
+        doc.organisations.iter().map(|o| o.id.as_str()),
+    )?;
+    let mut orgs = HashMap::new();
+    for (i, org) in doc.organisations.iter().enumerate() {
+        check_name(&format!("organisations[{i}].name"), &org.name)?;
+        if let Some(short) = &org.short_name {
+            check_name(&format!("organisations[{i}].short_name"), short)?;
+        }
+        let mut roles = HashSet::new();
+        for role in &org.roles {
+            if !roles.insert(role) {
+                return Err(invalid(
+                    format!("organisations[{i}].roles"),
+                    format!("role `{}` listed twice", role.as_str()),
+                ));
+            }
+        }
+        for (j, site) in org.sites.iter().enumerate() {
+            if !sites.contains(site.as_str()) {
+                return Err(invalid(
+                    format!("organisations[{i}].sites[{j}]"),
+                    format!("unknown site `{}`", keys::truncate_for_error(site)),
+                ));
+            }
+        }
+        orgs.insert(org.id.clone(), i);
+    }
+    let org_known = |field: String, id: &str| -> Result<&Organisation, ConfigError> {
+        orgs.get(id)
+            .and_then(|&i| doc.organisations.get(i))
+            .ok_or_else(|| {
+                invalid(
+                    field,
+                    format!("unknown organisation `{}`", keys::truncate_for_error(id)),
+                )
+            })
+    };
+    let lead = org_known("lead_org".into(), &doc.lead_org)?;
+    if !lead.has_role(Role::Coordinate) {
+        return Err(invalid(
+            "lead_org",
+            format!("`{}` does not hold the `coordinate` role", lead.id),
+        ));
+    }
+    unique("taxonomy", doc.taxonomy.iter().map(|c| c.id.as_str()))?;
+    for (i, cat) in doc.taxonomy.iter().enumerate() {
+        check_names(&format!("taxonomy[{i}].name"), &cat.name)?;
+    }
+    if doc.taxonomy.is_empty() {
+        return Err(invalid("taxonomy", "at least one service category is needed"));
+    }
+    unique("case_types", doc.case_types.iter().map(|c| c.id.as_str()))?;
+    for (i, ct) in doc.case_types.iter().enumerate() {
+        check_names(&format!("case_types[{i}].name"), &ct.name)?;
+        if ct.requires_status_determination && ct.status_authorities.is_empty() {
+            return Err(invalid(
+                format!("case_types[{i}].status_authorities"),
+                "a case type that requires status determination needs at least one authority",
+            ));
+        }
+        for (j, auth) in ct.status_authorities.iter().enumerate() {
+            let field = format!("case_types[{i}].status_authorities[{j}]");
+            let org = org_known(field.clone(), auth)?;
+            if !org.has_role(Role::DetermineStatus) {
+                return Err(invalid(
+                    field,
+                    format!("`{auth}` does not hold the `determine_status` role"),
+                ));
+            }
+        }
+    }
+    unique(
+        "sop.decline_reasons",
+        doc.sop.decline_reasons.iter().map(|r| r.id.as_str()),
+    )?;
+    for (i, r) in doc.sop.decline_reasons.iter().enumerate() {
+        check_names(&format!("sop.decline_reasons[{i}].name"), &r.name)?;
+    }
+    if doc.sop.decline_reasons.is_empty() {
+        return Err(invalid("sop.decline_reasons", "at least one reason is needed"));
+    }
+    for (name, d) in [
+        ("emergency", doc.sop.urgency.emergency),
+        ("urgent", doc.sop.urgency.urgent),
+        ("routine", doc.sop.urgency.routine),
+    ] {
+        if d.acknowledge_hours == 0 || d.accept_hours == 0 {
+            return Err(invalid(
+                format!("sop.urgency.{name}"),
+                "deadlines must be at least one hour",
+            ));
+        }
+        if d.accept_hours < d.acknowledge_hours {
+            return Err(invalid(
+                format!("sop.urgency.{name}.accept_hours"),
+                "must not be shorter than acknowledge_hours",
+            ));
+        }
+    }
+    if doc.sop.clock_skew_secs == 0 || doc.sop.clock_skew_secs > 86_400 {
+        return Err(invalid(
+            "sop.clock_skew_secs",
+            "must be between 1 and 86400 seconds",
+        ));
+    }
+    if doc.sop.retention_days == 0 {
+        return Err(invalid("sop.retention_days", "must be at least 1"));
+    }
+
+    // Organisation signing keys: per organisation a chain, each key endorsed by the one before.
+    let mut signing_keys: HashMap<String, Vec<PublicKey>> = HashMap::new();
+    for (i, stanza) in doc.org_signing_keys.iter().enumerate() {
+        let field = format!("org_signing_keys[{i}]");
+        org_known(format!("{field}.org"), &stanza.org)?;
+        let chain = signing_keys.entry(stanza.org.clone()).or_default();
+        match (chain.last(), &stanza.previous_key, &stanza.endorsement) {
+            (None, None, None) => {}
+            (None, _, _) => {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "the first signing key of `{}` cannot name a previous key",
+                        stanza.org
+                    ),
+                ));
+            }
+            (Some(last), Some(prev), Some(sig)) if last == prev => {
+                prev.verify(
+                    context::ORG_SIGNING_KEY,
+                    &org_signing_key_message(&stanza.org, &stanza.key),
+                    sig,
+                )
+                .map_err(|_| {
+                    invalid(
+                        format!("{field}.endorsement"),
+                        "the previous key's endorsement does not verify",
+                    )
+                })?;
+            }
+            (Some(_), _, _) => {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "a new signing key of `{}` must be endorsed by its previous key",
+                        stanza.org
+                    ),
+                ));
+            }
+        }
+        if chain.contains(&stanza.key) {
+            return Err(invalid(
+                format!("{field}.key"),
+                "this key was already used by the organisation",
+            ));
+        }
+        chain.push(stanza.key);
+    }
+
+    // Encryption epochs: 1, 2, 3… per organisation, each signed by one of its signing keys.
+    let mut epochs: HashMap<String, BTreeMap<u32, age::x25519::Recipient>> = HashMap::new();
+    for (i, stanza) in doc.org_encryption_keys.iter().enumerate() {
+        let field = format!("org_encryption_keys[{i}]");
+        org_known(format!("{field}.org"), &stanza.org)?;
+        let recipient = keys::parse_recipient(&stanza.recipient)
+            .map_err(|e| invalid(format!("{field}.recipient"), e.to_string()))?;
+        let chain = signing_keys.get(&stanza.org).ok_or_else(|| {
+            invalid(
+                field.clone(),
+                format!(
+                    "`{}` has no signing key to vouch for this encryption key",
+                    stanza.org
+                ),
+            )
+        })?;
+        let message = org_encryption_key_message(&stanza.org, stanza.epoch, &stanza.recipient);
+        if !chain
+            .iter()
+            .any(|k| k.verify(context::ORG_ENCRYPTION_KEY, &message, &stanza.signature).is_ok())
+        {
+            return Err(invalid(
+                format!("{field}.signature"),
+                format!("not signed by a signing key of `{}`", stanza.org),
+            ));
+        }
+        let org_epochs = epochs.entry(stanza.org.clone()).or_default();
+        let expected = org_epochs.len() as u32 + 1;
+        if stanza.epoch != expected || stanza.epoch > KEY_EPOCHS_MAX {
+            return Err(invalid(
+                format!("{field}.epoch"),
+                format!(
+                    "epoch {} of `{}` where epoch {expected} was expected (epochs count 1, 2, 3…)",
+                    stanza.epoch, stanza.org
+                ),
+            ));
+        }
+        org_epochs.insert(stanza.epoch, recipient);
+    }
+
+    // Removals.
+    let mut removals = HashMap::new();
+    for (i, removal) in doc.removals.iter().enumerate() {
+        check_id(&format!("removals[{i}].org"), &removal.org)?;
+        if removals.insert(removal.node, removal.last_seq).is_some() {
+            return Err(invalid(
+                format!("removals[{i}].node"),
+                format!("node {} is removed twice", removal.node),
+            ));
+        }
+    }
+
+    // Nodes: endorsed by their organisation's current signing key.
+    let mut nodes = HashMap::new();
+    let mut nodes_by_key = HashMap::new();
+    for (i, node) in doc.nodes.iter().enumerate() {
+        let field = format!("nodes[{i}]");
+        let org = org_known(format!("{field}.org"), &node.org)?;
+        check_name(&format!("{field}.label"), &node.label)?;
+        if !org.runs_nodes {
+            return Err(invalid(
+                format!("{field}.org"),
+                format!("`{}` is marked as running no nodes", org.id),
+            ));
+        }
+        if removals.contains_key(&node.id) {
+            return Err(invalid(
+                format!("{field}.id"),
+                format!("node {} was removed and cannot come back", node.id),
+            ));
+        }
+        let recipient = keys::parse_recipient(&node.recipient)
+            .map_err(|e| invalid(format!("{field}.recipient"), e.to_string()))?;
+        let key = node
+            .id
+            .public_key()
+            .map_err(|e| invalid(format!("{field}.id"), e.to_string()))?;
+        let org_key = signing_keys
+            .get(&node.org)
+            .and_then(|k| k.last())
+            .ok_or_else(|| {
+                invalid(
+                    format!("{field}.endorsement"),
+                    format!("`{}` has no signing key to endorse its nodes", node.org),
+                )
+            })?;
+        org_key
+            .verify(
+                context::NODE_ENDORSEMENT,
+                &node_endorsement_message(&node.org, &node.id, &node.recipient),
+                &node.endorsement,
+            )
+            .map_err(|_| {
+                invalid(
+                    format!("{field}.endorsement"),
+                    format!(
+                        "does not verify with the current signing key of `{}`: the node must be endorsed by its own organisation",
+                        node.org
+                    ),
+                )
+            })?;
+        for (j, addr) in node.addresses.iter().enumerate() {
+            if addr.is_empty() || addr.len() > 256 || !addr.starts_with('/') {
+                return Err(invalid(
+                    format!("{field}.addresses[{j}]"),
+                    "must be a libp2p multiaddr such as /ip4/192.0.2.10/tcp/4010",
+                ));
+            }
+        }
+        let info = NodeInfo {
+            id: node.id,
+            key,
+            org: node.org.clone(),
+            label: node.label.clone(),
+            recipient,
+        };
+        if nodes.insert(node.id, info).is_some() {
+            return Err(invalid(
+                format!("{field}.id"),
+                format!("duplicate node {}", node.id),
+            ));
+        }
+        nodes_by_key.insert(key.to_bytes(), node.id);
+    }
+
+    Ok(Mechanism {
+        doc,
+        hash,
+        orgs,
+        nodes,
+        nodes_by_key,
+        signing_keys,
+        epochs,
+        removals,
+    })
+}

@@ -1,0 +1,13 @@
+//! `passerelle-core`: Passerelle's domain model and protocol cores.
+//!
+//! The mechanism configuration and its signed chain (`config`), keys and key files (`keys`,
+//! `keyfiles`), and — in later modules — the event log, the fold, storage and sync state
+//! machines. This crate knows nothing about clap, HTTP, processes or file paths: callers hand it
+//! bytes and the time, and persist what it returns.
+
+pub mod config;
+pub mod keyfiles;
+pub mod keys;
+pub mod limits;
+pub mod time_fmt;
+pub mod store;

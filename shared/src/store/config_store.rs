@@ -1,0 +1,195 @@
+//! The configuration chain in the store: every accepted version's signed file, highest last.
+//! The highest accepted version is persisted and never goes back, across restarts too.
+
+use std::sync::Arc;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use time::OffsetDateTime;
+
+use super::{Store, StoreError};
+use crate::config::chain::{self, ChainError, SignedFile};
+use crate::config::{Hash32, Mechanism};
+
+/// Accepted configuration versions: version → signed file bytes.
+pub(crate) const CONFIG: TableDefinition<u64, &[u8]> = TableDefinition::new("config-1");
+
+/// The chain of accepted configuration versions, parsed.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigState {
+    /// Index i holds version i + 1.
+    versions: Vec<Arc<Mechanism>>,
+}
+
+impl ConfigState {
+    /// The mechanism id: the genesis document hash.
+    pub fn mechanism_id(&self) -> Option<Hash32> {
+        self.versions.first().map(|m| m.hash)
+    }
+
+    /// The version in force (the highest accepted).
+    pub fn current(&self) -> Option<&Arc<Mechanism>> {
+        self.versions.last()
+    }
+
+    /// The version in force, or the error that says the node has not joined.
+    pub fn require(&self) -> Result<&Arc<Mechanism>, StoreError> {
+        self.current().ok_or(StoreError::NotJoined)
+    }
+
+    /// A given version, if held.
+    pub fn version(&self, version: u64) -> Option<&Arc<Mechanism>> {
+        let index = usize::try_from(version.checked_sub(1)?).ok()?;
+        self.versions.get(index)
+    }
+
+    /// The highest version held (0 when none).
+    pub fn highest(&self) -> u64 {
+        self.versions.len() as u64
+    }
+
+    /// Every version held, oldest first.
+    pub fn all(&self) -> &[Arc<Mechanism>] {
+        &self.versions
+    }
+}
+
+/// What applying configuration files did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApplyOutcome {
+    /// Versions newly accepted, ascending.
+    pub accepted: Vec<u64>,
+    /// Versions given that were already held, byte for byte.
+    pub already_held: Vec<u64>,
+}
+
+pub(crate) fn load(db: &redb::Database) -> Result<ConfigState, StoreError> {
+    let tx = db.begin_read()?;
+    let table = match tx.open_table(CONFIG) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(ConfigState::default()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut versions = Vec::new();
+    for (i, row) in table.iter()?.enumerate() {
+        let (version, bytes) = row?;
+        if version.value() != i as u64 + 1 {
+            return Err(StoreError::Corrupt(format!(
+                "configuration version {} stored where {} was expected",
+                version.value(),
+                i + 1
+            )));
+        }
+        // These bytes were verified before they were stored; parse them again, do not trust
+        // that they were not damaged on disk.
+        let file = SignedFile::from_bytes(bytes.value())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mechanism = file
+            .mechanism()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        versions.push(Arc::new(mechanism));
+    }
+    Ok(ConfigState { versions })
+}
+
+impl Store {
+    /// Applies configuration files (a genesis and/or next versions, ascending): each new version
+    /// is checked against the one before it, expiry against `now` for the newest; all accepted
+    /// versions commit together, or none does.
+    pub fn apply_config(
+        &mut self,
+        files: &[SignedFile],
+        now: OffsetDateTime,
+    ) -> Result<ApplyOutcome, StoreError> {
+        let (new_versions, outcome) = plan_apply(&self.config, files, now)?;
+        if new_versions.is_empty() {
+            return Ok(outcome);
+        }
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(CONFIG)?;
+            for (mechanism, file) in &new_versions {
+                if table.get(mechanism.doc.version)?.is_some() {
+                    return Err(StoreError::Corrupt(format!(
+                        "configuration version {} is stored but was not loaded",
+                        mechanism.doc.version
+                    )));
+                }
+                table.insert(mechanism.doc.version, file.to_bytes().as_slice())?;
+            }
+        }
+        tx.commit()?;
+        for (mechanism, _) in new_versions {
+            self.config.versions.push(Arc::new(mechanism));
+        }
+        Ok(outcome)
+    }
+}
+
+/// Decides, without writing, which of `files` are new versions and checks each of them.
+fn plan_apply<'f>(
+    held: &ConfigState,
+    files: &'f [SignedFile],
+    now: OffsetDateTime,
+) -> Result<(Vec<(Mechanism, &'f SignedFile)>, ApplyOutcome), StoreError> {
+    if files.is_empty() {
+        return Err(ChainError::Empty.into());
+    }
+    let mut outcome = ApplyOutcome::default();
+    let mut accepted: Vec<(Mechanism, &SignedFile)> = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        let newest = i + 1 == files.len();
+        let mechanism = file.mechanism()?;
+        let version = mechanism.doc.version;
+        if let Some(existing) = held.version(version) {
+            if version == 1 && existing.hash != file.hash() {
+                return Err(ChainError::OtherMechanism {
+                    found: file.hash().to_hex(),
+                    expected: existing.hash.to_hex(),
+                }
+                .into());
+            }
+            if existing.hash == file.hash() {
+                outcome.already_held.push(version);
+                continue;
+            }
+            if version < held.highest() {
+                return Err(ChainError::Rollback {
+                    found: version,
+                    held: held.highest(),
+                }
+                .into());
+            }
+            return Err(ChainError::Conflict {
+                version,
+                found: file.hash().short(),
+                held: existing.hash.short(),
+            }
+            .into());
+        }
+        let prev = accepted
+            .last()
+            .map(|(m, _)| m)
+            .or_else(|| held.current().map(|m| m.as_ref()));
+        let checked = match prev {
+            None => chain::check_genesis(file, now, newest)?,
+            Some(prev) => chain::check_next(prev, file, now, newest)?,
+        };
+        outcome.accepted.push(version);
+        accepted.push((checked, file));
+    }
+    Ok((accepted, outcome))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_store_has_no_mechanism() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Db(e.to_string()))?;
+        let store = Store::open(&dir.path().join("store.redb"))?;
+        assert!(store.config().current().is_none());
+        assert!(matches!(store.config().require(), Err(StoreError::NotJoined)));
+        Ok(())
+    }
+}

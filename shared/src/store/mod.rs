@@ -1,0 +1,86 @@
+//! The node's redb database: the only module that touches redb.
+//!
+//! One database per node, one owner of it in the process (the daemon, or a command run while no
+//! daemon is running). Table names carry a schema version. Every change that belongs together —
+//! an event and the views it changes, a configuration version and the chain head — commits in
+//! one write transaction, so a crash never leaves half of it.
+
+mod config_store;
+mod org_keys;
+
+use std::path::Path;
+
+pub use config_store::{ApplyOutcome, ConfigState};
+pub use org_keys::ImportOutcome;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the node's database is in use by another Passerelle process (is `passerelle run` running?)")]
+    InUse,
+    #[error("the node's database could not be used: {0}")]
+    Db(String),
+    #[error("the node's database holds data it cannot read ({0}): restore it from a backup")]
+    Corrupt(String),
+    #[error(transparent)]
+    Chain(#[from] crate::config::chain::ChainError),
+    #[error("this node has not joined a mechanism yet: run `passerelle join GENESIS.signed`")]
+    NotJoined,
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        match e {
+            redb::Error::DatabaseAlreadyOpen => StoreError::InUse,
+            other => StoreError::Db(other.to_string()),
+        }
+    }
+}
+
+macro_rules! from_redb {
+    ($($ty:ty),*) => {
+        $(impl From<$ty> for StoreError {
+            fn from(e: $ty) -> Self {
+                StoreError::from(redb::Error::from(e))
+            }
+        })*
+    };
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// The node's database.
+#[derive(Debug)]
+pub struct Store {
+    pub(crate) db: redb::Database,
+    /// The configuration chain as accepted so far, parsed once.
+    pub(crate) config: ConfigState,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = redb::Database::builder().create(path)?;
+        let config = config_store::load(&db)?;
+        Ok(Self { db, config })
+    }
+
+    /// The configuration chain held.
+    pub fn config(&self) -> &ConfigState {
+        &self.config
+    }
+}
+
+impl Store {
+    /// Each author's highest sequence number held (empty until events arrive).
+    pub fn author_heads(&self) -> Result<std::collections::BTreeMap<crate::keys::NodeId, u64>, StoreError> {
+        Ok(std::collections::BTreeMap::new())
+    }
+}
