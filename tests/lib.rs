@@ -1,1 +1,316 @@
-//! Test harness
+//! The test harness: runs the real `passerelle` binary in temporary directories, and builds
+//! whole mechanisms (root keys, organisations, endorsed nodes, signed versions) from the same
+//! commands a ministry and its partners would type.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// The `passerelle` binary, built once per test run so tests never run a stale one.
+pub fn bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("PASSERELLE_BIN") {
+            return PathBuf::from(path);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "passerelle-node",
+                "--bin",
+                "passerelle",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status();
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "building the passerelle binary failed"
+        );
+        let exe = std::env::current_exe().unwrap_or_default();
+        // target/debug/deps/tests-HASH -> target/debug/passerelle
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        dir.join("passerelle")
+    })
+}
+
+/// What a command printed, and how it exited.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// Panics with the command's output unless it succeeded.
+    #[track_caller]
+    pub fn expect_ok(self) -> Self {
+        assert!(
+            self.ok(),
+            "command failed ({:?}):\nstdout: {}\nstderr: {}",
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Panics unless the command failed with exit code 1 and an error line containing `needle`.
+    #[track_caller]
+    pub fn expect_refused(self, needle: &str) -> Self {
+        assert_eq!(
+            self.code,
+            Some(1),
+            "expected a refusal with `{needle}`, got exit {:?}:\nstdout: {}\nstderr: {}",
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            self.stderr.contains(needle),
+            "the refusal does not say `{needle}`:\n{}",
+            self.stderr
+        );
+        let error_lines: Vec<_> = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect();
+        assert_eq!(
+            error_lines.len(),
+            1,
+            "a refusal is one line:\n{}",
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `passerelle` with `args` in `cwd`, with no inherited data directory or passphrase.
+pub fn run_in(cwd: &Path, args: &[&str]) -> Run {
+    run_env(cwd, args, &[])
+}
+
+/// Runs `passerelle` with extra environment variables.
+pub fn run_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .current_dir(cwd)
+        .env_remove("PASSERELLE_DATA_DIR")
+        .env_remove("PASSERELLE_PASSPHRASE")
+        .env_remove("PASSERELLE_KEY_PASSPHRASE")
+        .env("HOME", cwd)
+        .env_remove("XDG_DATA_HOME")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = match cmd.output() {
+        Ok(o) => o,
+        Err(e) => panic!("cannot run {}: {e}", bin().display()),
+    };
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// A mechanism set up from scratch in a temporary directory, the way scenario 1 tells it:
+/// two ministry officials (threshold 2), organisations with their keys, endorsed nodes.
+#[derive(Debug)]
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    /// Public keys of the root key files `root-<name>.key`.
+    pub roots: Vec<(String, String)>,
+}
+
+impl Setup {
+    /// Root keys `a` and `b` exist; nothing else yet.
+    pub fn new() -> Self {
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("tempdir: {e}"),
+        };
+        let mut setup = Self {
+            dir,
+            roots: Vec::new(),
+        };
+        setup.root_key("a");
+        setup.root_key("b");
+        setup
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.file(name)).unwrap_or_default()
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        if let Err(e) = std::fs::write(self.file(name), text) {
+            panic!("write {name}: {e}");
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        run_in(self.path(), args)
+    }
+
+    /// Creates root key `root-<name>.key` and returns its public key.
+    pub fn root_key(&mut self, name: &str) -> String {
+        let file = format!("root-{name}.key");
+        let out = self
+            .run(&["mechanism", "keygen", "--out", &file])
+            .expect_ok();
+        let public = out.stdout.trim().to_string();
+        self.roots.push((name.to_string(), public.clone()));
+        public
+    }
+
+    pub fn root_public(&self, name: &str) -> String {
+        self.roots
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default()
+    }
+
+    /// Writes the template document `name` with the given root keys and threshold.
+    pub fn template(&self, name: &str, roots: &[&str], threshold: u32) {
+        let mut args = vec!["mechanism".to_string(), "template".to_string()];
+        for r in roots {
+            args.push("--root-key".into());
+            args.push(self.root_public(r));
+        }
+        args.extend([
+            "--threshold".into(),
+            threshold.to_string(),
+            "--out".into(),
+            name.into(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run(&args).expect_ok();
+    }
+
+    /// Creates the organisation key file `org-<org>.key`; returns its stanzas.
+    pub fn org_keygen(&self, org: &str) -> String {
+        let key = format!("org-{org}.key");
+        self.run(&["org", "keygen", "--org", org, "--out", &key])
+            .expect_ok()
+            .stdout
+    }
+
+    /// Creates node `node-<name>` of `org` and returns (node id, endorsed stanza).
+    pub fn node(&self, name: &str, org: &str) -> (String, String) {
+        let data = format!("node-{name}");
+        self.run(&["--data-dir", &data, "init", "--org", org, "--label", name])
+            .expect_ok();
+        let stanza = self
+            .run(&["--data-dir", &data, "id", "--toml"])
+            .expect_ok()
+            .stdout;
+        let stanza_file = format!("{name}.node.toml");
+        self.write(&stanza_file, &stanza);
+        let endorsed = self
+            .run(&[
+                "org",
+                "endorse",
+                &stanza_file,
+                "--key",
+                &format!("org-{org}.key"),
+            ])
+            .expect_ok()
+            .stdout;
+        let id = self
+            .run(&["--data-dir", &data, "id"])
+            .expect_ok()
+            .stdout
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        (id, endorsed)
+    }
+
+    /// Appends TOML text to a document.
+    pub fn append(&self, doc: &str, text: &str) {
+        let mut current = self.read(doc);
+        if !current.ends_with('\n') {
+            current.push('\n');
+        }
+        current.push('\n');
+        current.push_str(text);
+        self.write(doc, &current);
+    }
+
+    /// Signs `doc` (TOML or .signed) with root keys into `out`.
+    pub fn sign(&self, doc: &str, keys: &[&str], out: &str) -> Run {
+        let mut args = vec!["mechanism".to_string(), "sign".into(), doc.into()];
+        for k in keys {
+            args.push("--key".into());
+            args.push(format!("root-{k}.key"));
+        }
+        args.extend(["--out".into(), out.into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run(&args)
+    }
+
+    /// Runs `mechanism next` from a signed file into a new document.
+    pub fn next(&self, current: &str, out: &str) {
+        self.run(&["mechanism", "next", current, "--out", out])
+            .expect_ok();
+    }
+
+    /// The node's status as JSON.
+    pub fn status(&self, node: &str) -> serde_json::Value {
+        let out = self
+            .run(&["--data-dir", &format!("node-{node}"), "status", "--json"])
+            .expect_ok();
+        serde_json::from_str(&out.stdout).unwrap_or_default()
+    }
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A genesis with organisations `crt` (two nodes) and `iom` (one node), signed by a and b.
+/// Returns the setup; files: `v1.toml`, `v1.signed`, nodes `crt1`, `crt2`, `iom1`.
+pub fn standard_genesis() -> Setup {
+    let setup = Setup::new();
+    setup.template("v1.toml", &["a", "b"], 2);
+    for org in ["crt", "iom"] {
+        let stanzas = setup.org_keygen(org);
+        setup.append("v1.toml", &stanzas);
+    }
+    for (name, org) in [("crt1", "crt"), ("crt2", "crt"), ("iom1", "iom")] {
+        let (_, stanza) = setup.node(name, org);
+        setup.append("v1.toml", &stanza);
+    }
+    setup.sign("v1.toml", &["a", "b"], "v1.signed").expect_ok();
+    setup
+}

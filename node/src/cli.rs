@@ -169,7 +169,10 @@ pub enum OrgCmd {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     let passphrases = Passphrases {
-        node: datadir::passphrase(cli.global.passphrase_file.as_deref(), "PASSERELLE_PASSPHRASE")?,
+        node: datadir::passphrase(
+            cli.global.passphrase_file.as_deref(),
+            "PASSERELLE_PASSPHRASE",
+        )?,
         key: datadir::passphrase(
             cli.global.key_passphrase_file.as_deref(),
             "PASSERELLE_KEY_PASSPHRASE",

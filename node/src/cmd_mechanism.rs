@@ -70,12 +70,21 @@ fn template_cmd(root_keys: &[String], threshold: Option<u32>, out: &Path) -> Res
     let keys = root_keys
         .iter()
         .map(|k| {
-            k.parse::<PublicKey>()
-                .with_context(|| format!("--root-key {}", passerelle_core::keys::truncate_for_error(k)))
+            k.parse::<PublicKey>().with_context(|| {
+                format!(
+                    "--root-key {}",
+                    passerelle_core::keys::truncate_for_error(k)
+                )
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     let threshold = threshold.unwrap_or(keys.len() as u32);
-    let text = template::from_sample(SAMPLE_MECHANISM, &keys, threshold, OffsetDateTime::now_utc())?;
+    let text = template::from_sample(
+        SAMPLE_MECHANISM,
+        &keys,
+        threshold,
+        OffsetDateTime::now_utc(),
+    )?;
     fsutil::write_atomic(out, text.as_bytes(), false)?;
     eprintln!(
         "Wrote {} (version 1, {} root key(s), threshold {threshold}). Append the partners' stanzas, then sign it with `passerelle mechanism sign`.",
@@ -102,8 +111,8 @@ pub fn read_chain(paths: &[PathBuf]) -> Result<Vec<SignedFile>> {
 
 fn read_root_key(path: &Path, pass: &Passphrases) -> Result<RootKey> {
     let bytes = fsutil::read_bounded(path, KEY_FILE_SIZE_MAX_BYTES)?;
-    let text = keyfiles::open(&bytes, pass.key.as_ref())
-        .with_context(|| path.display().to_string())?;
+    let text =
+        keyfiles::open(&bytes, pass.key.as_ref()).with_context(|| path.display().to_string())?;
     RootKey::from_text(&text).with_context(|| path.display().to_string())
 }
 
@@ -114,7 +123,10 @@ fn sign(file: &Path, key_paths: &[PathBuf], out: &Path, pass: &Passphrases) -> R
         SignedFile::from_bytes(&bytes).with_context(|| file.display().to_string())?
     } else {
         if bytes.len() > DOCUMENT_SIZE_MAX_BYTES {
-            bail!("{} is larger than {DOCUMENT_SIZE_MAX_BYTES} bytes", file.display());
+            bail!(
+                "{} is larger than {DOCUMENT_SIZE_MAX_BYTES} bytes",
+                file.display()
+            );
         }
         let text = String::from_utf8(bytes)
             .with_context(|| format!("{} is not UTF-8 text", file.display()))?;
@@ -313,7 +325,9 @@ fn verify(paths: &[PathBuf]) -> Result<()> {
 
 fn show(path: &Path, as_json: bool) -> Result<()> {
     let file = read_signed(path)?;
-    let m = file.mechanism().with_context(|| path.display().to_string())?;
+    let m = file
+        .mechanism()
+        .with_context(|| path.display().to_string())?;
     let d = &m.doc;
     let signatures: Vec<_> = file
         .signatures
@@ -384,7 +398,11 @@ fn show(path: &Path, as_json: bool) -> Result<()> {
     for (key, root, valid) in &signatures {
         println!(
             "  signed by      {key}{}{}",
-            if *root { "" } else { " (not a root key of this version)" },
+            if *root {
+                ""
+            } else {
+                " (not a root key of this version)"
+            },
             if *valid { "" } else { " (DOES NOT VERIFY)" }
         );
     }
@@ -433,7 +451,10 @@ fn update(dir: &DataDir, paths: &[PathBuf]) -> Result<()> {
             "Version {v} accepted and in force until {}.",
             time_fmt::readable(current.doc.expires_at)
         ),
-        None => println!("Nothing new: version {} stays in force.", current.doc.version),
+        None => println!(
+            "Nothing new: version {} stays in force.",
+            current.doc.version
+        ),
     }
     let _ = config::SCHEMA_VERSION;
     Ok(())

@@ -129,7 +129,12 @@ pub fn node_stanza_text(stanza: &NodeStanza) -> Result<String> {
     self::stanza("nodes", stanza)
 }
 
-fn endorse(node_path: &Path, key_path: &Path, addresses: &[String], pass: &Passphrases) -> Result<()> {
+fn endorse(
+    node_path: &Path,
+    key_path: &Path,
+    addresses: &[String],
+    pass: &Passphrases,
+) -> Result<()> {
     let bytes = fsutil::read_bounded(node_path, STANZA_FILE_SIZE_MAX_BYTES)?;
     let text = String::from_utf8(bytes)
         .with_context(|| format!("{} is not UTF-8 text", node_path.display()))?;
@@ -154,7 +159,10 @@ fn endorse(node_path: &Path, key_path: &Path, addresses: &[String], pass: &Passp
     }
     for addr in addresses {
         if !addr.starts_with('/') || addr.len() > 256 {
-            bail!("--address `{}` is not a libp2p multiaddr (like /ip4/192.0.2.10/tcp/4010)", keys::truncate_for_error(addr));
+            bail!(
+                "--address `{}` is not a libp2p multiaddr (like /ip4/192.0.2.10/tcp/4010)",
+                keys::truncate_for_error(addr)
+            );
         }
         if !node.addresses.contains(addr) {
             node.addresses.push(addr.clone());
@@ -192,7 +200,10 @@ fn import_key(dir: &DataDir, key_path: &Path, pass: &Passphrases) -> Result<()> 
         .collect();
     let outcome = store.import_org_epochs(&public.org, &public.recipient, &epochs)?;
     for epoch in &outcome.installed {
-        println!("Installed encryption key epoch {epoch} of `{}`.", public.org);
+        println!(
+            "Installed encryption key epoch {epoch} of `{}`.",
+            public.org
+        );
     }
     for epoch in &outcome.already_held {
         println!("Epoch {epoch} was already installed.");

@@ -34,8 +34,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
     ));
     let _ = fs::remove_file(&tmp);
     {
-        let mut file = open_new(&tmp, secret)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        let mut file =
+            open_new(&tmp, secret).with_context(|| format!("cannot write {}", tmp.display()))?;
         file.write_all(bytes)
             .and_then(|()| file.sync_all())
             .with_context(|| format!("cannot write {}", tmp.display()))?;

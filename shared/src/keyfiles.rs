@@ -21,7 +21,9 @@ use crate::limits::{
 pub enum KeyFileError {
     #[error("the key file is larger than {KEY_FILE_SIZE_MAX_BYTES} bytes")]
     TooLarge,
-    #[error("the key file is protected by a passphrase: give --passphrase-file or set PASSERELLE_PASSPHRASE")]
+    #[error(
+        "the key file is protected by a passphrase: give --passphrase-file or set PASSERELLE_PASSPHRASE"
+    )]
     NeedsPassphrase,
     #[error("the passphrase does not open this key file")]
     WrongPassphrase,
@@ -58,9 +60,8 @@ pub fn seal(
     let encryptor = age::Encryptor::with_recipients(std::iter::once(&recipient as _))
         .map_err(|e| KeyFileError::Damaged(e.to_string()))?;
     let mut out = Vec::new();
-    let armor =
-        age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)
-            .map_err(|e| KeyFileError::Damaged(e.to_string()))?;
+    let armor = age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)
+        .map_err(|e| KeyFileError::Damaged(e.to_string()))?;
     let mut writer = encryptor
         .wrap_output(armor)
         .map_err(|e| KeyFileError::Damaged(e.to_string()))?;

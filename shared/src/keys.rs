@@ -380,7 +380,11 @@ mod tests {
     fn bad_text_is_refused() {
         assert!("ed25519:abc".parse::<PublicKey>().is_err());
         assert!("nope".parse::<NodeId>().is_err());
-        assert!("QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N".parse::<NodeId>().is_err());
+        assert!(
+            "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"
+                .parse::<NodeId>()
+                .is_err()
+        );
         assert!(parse_recipient("age1xyz").is_err());
         assert!("x".repeat(86).parse::<Signature>().is_err());
     }

@@ -9,5 +9,5 @@ pub mod config;
 pub mod keyfiles;
 pub mod keys;
 pub mod limits;
-pub mod time_fmt;
 pub mod store;
+pub mod time_fmt;

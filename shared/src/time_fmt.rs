@@ -9,7 +9,8 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
         .to_offset(time::UtcOffset::UTC)
         .replace_nanosecond(0)
         .unwrap_or(t);
-    t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 /// Parses RFC 3339 text.

@@ -70,7 +70,11 @@ pub enum ChainError {
     #[error(
         "version {version} changes or drops encryption key epoch {epoch} of `{org}`: epochs are never rewritten"
     )]
-    EpochRewritten { version: u64, org: String, epoch: u32 },
+    EpochRewritten {
+        version: u64,
+        org: String,
+        epoch: u32,
+    },
     #[error(
         "version {version} drops or changes the removal of node {node}: a removal is permanent"
     )]
@@ -83,7 +87,9 @@ pub enum ChainError {
         node: String,
         org: String,
     },
-    #[error("this is a different mechanism (mechanism id {found}, this node belongs to {expected})")]
+    #[error(
+        "this is a different mechanism (mechanism id {found}, this node belongs to {expected})"
+    )]
     OtherMechanism { found: String, expected: String },
     #[error("a different version {version} (hash {found}) is already in force (hash {held})")]
     Conflict {
@@ -366,7 +372,10 @@ fn check_histories(prev: &Mechanism, next: &Mechanism) -> Result<(), ChainError>
 }
 
 /// Checks a whole chain from its genesis; returns every accepted version, oldest first.
-pub fn check_chain(files: &[SignedFile], now: OffsetDateTime) -> Result<Vec<Mechanism>, ChainError> {
+pub fn check_chain(
+    files: &[SignedFile],
+    now: OffsetDateTime,
+) -> Result<Vec<Mechanism>, ChainError> {
     let (first, rest) = files.split_first().ok_or(ChainError::Empty)?;
     let mut accepted = vec![check_genesis(first, now, rest.is_empty())?];
     for (i, file) in rest.iter().enumerate() {

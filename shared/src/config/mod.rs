@@ -49,7 +49,9 @@ fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError 
 }
 
 /// A 32-byte BLAKE3 hash, written as 64 hex digits: document hashes, the mechanism id, event ids.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Hash32(pub [u8; 32]);
 
 impl Hash32 {
@@ -154,7 +156,9 @@ pub struct NodeInfo {
 impl Mechanism {
     /// The organisation with this id.
     pub fn org(&self, id: &str) -> Option<&Organisation> {
-        self.orgs.get(id).and_then(|&i| self.doc.organisations.get(i))
+        self.orgs
+            .get(id)
+            .and_then(|&i| self.doc.organisations.get(i))
     }
 
     /// The endorsed node with this id.
@@ -323,7 +327,10 @@ fn validate(doc: Document, hash: Hash32) -> Result<Mechanism, ConfigError> {
             ));
         }
         (Some(p), _) if Hash32::from_hex(p).is_none() => {
-            return Err(invalid("previous", "must be 64 hex digits (a document hash)"));
+            return Err(invalid(
+                "previous",
+                "must be 64 hex digits (a document hash)",
+            ));
         }
         _ => {}
     }
@@ -431,7 +438,10 @@ fn validate(doc: Document, hash: Hash32) -> Result<Mechanism, ConfigError> {
         check_names(&format!("taxonomy[{i}].name"), &cat.name)?;
     }
     if doc.taxonomy.is_empty() {
-        return Err(invalid("taxonomy", "at least one service category is needed"));
+        return Err(invalid(
+            "taxonomy",
+            "at least one service category is needed",
+        ));
     }
     unique("case_types", doc.case_types.iter().map(|c| c.id.as_str()))?;
     for (i, ct) in doc.case_types.iter().enumerate() {
@@ -461,7 +471,10 @@ fn validate(doc: Document, hash: Hash32) -> Result<Mechanism, ConfigError> {
         check_names(&format!("sop.decline_reasons[{i}].name"), &r.name)?;
     }
     if doc.sop.decline_reasons.is_empty() {
-        return Err(invalid("sop.decline_reasons", "at least one reason is needed"));
+        return Err(invalid(
+            "sop.decline_reasons",
+            "at least one reason is needed",
+        ));
     }
     for (name, d) in [
         ("emergency", doc.sop.urgency.emergency),
@@ -557,10 +570,10 @@ fn validate(doc: Document, hash: Hash32) -> Result<Mechanism, ConfigError> {
             )
         })?;
         let message = org_encryption_key_message(&stanza.org, stanza.epoch, &stanza.recipient);
-        if !chain
-            .iter()
-            .any(|k| k.verify(context::ORG_ENCRYPTION_KEY, &message, &stanza.signature).is_ok())
-        {
+        if !chain.iter().any(|k| {
+            k.verify(context::ORG_ENCRYPTION_KEY, &message, &stanza.signature)
+                .is_ok()
+        }) {
             return Err(invalid(
                 format!("{field}.signature"),
                 format!("not signed by a signing key of `{}`", stanza.org),

@@ -76,13 +76,15 @@ pub fn next_version(
     doc["expires_at"] = value(rfc3339(now + validity));
 
     for removal in removals {
-        let node = current.node(&removal.node).ok_or_else(|| ConfigError::Invalid {
-            field: "--remove-node".into(),
-            problem: format!(
-                "node {} is not in version {}",
-                removal.node, current.doc.version
-            ),
-        })?;
+        let node = current
+            .node(&removal.node)
+            .ok_or_else(|| ConfigError::Invalid {
+                field: "--remove-node".into(),
+                problem: format!(
+                    "node {} is not in version {}",
+                    removal.node, current.doc.version
+                ),
+            })?;
         let org = node.org.clone();
         if let Some(nodes) = doc.get_mut("nodes").and_then(Item::as_array_of_tables_mut) {
             let id = removal.node.to_string();
@@ -95,7 +97,10 @@ pub fn next_version(
             i64::try_from(removal.last_seq)
                 .map_err(|_| ConfigError::Toml("sequence out of range".into()))?,
         );
-        match doc.get_mut("removals").and_then(Item::as_array_of_tables_mut) {
+        match doc
+            .get_mut("removals")
+            .and_then(Item::as_array_of_tables_mut)
+        {
             Some(list) => list.push(entry),
             None => {
                 let mut list = ArrayOfTables::new();

@@ -125,12 +125,15 @@ impl Store {
     }
 }
 
+/// A newly checked version and the file it came from.
+type Checked<'f> = (Mechanism, &'f SignedFile);
+
 /// Decides, without writing, which of `files` are new versions and checks each of them.
 fn plan_apply<'f>(
     held: &ConfigState,
     files: &'f [SignedFile],
     now: OffsetDateTime,
-) -> Result<(Vec<(Mechanism, &'f SignedFile)>, ApplyOutcome), StoreError> {
+) -> Result<(Vec<Checked<'f>>, ApplyOutcome), StoreError> {
     if files.is_empty() {
         return Err(ChainError::Empty.into());
     }
@@ -189,7 +192,10 @@ mod tests {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Db(e.to_string()))?;
         let store = Store::open(&dir.path().join("store.redb"))?;
         assert!(store.config().current().is_none());
-        assert!(matches!(store.config().require(), Err(StoreError::NotJoined)));
+        assert!(matches!(
+            store.config().require(),
+            Err(StoreError::NotJoined)
+        ));
         Ok(())
     }
 }

@@ -16,7 +16,9 @@ pub use org_keys::ImportOutcome;
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the node's database is in use by another Passerelle process (is `passerelle run` running?)")]
+    #[error(
+        "the node's database is in use by another Passerelle process (is `passerelle run` running?)"
+    )]
     InUse,
     #[error("the node's database could not be used: {0}")]
     Db(String),
@@ -80,7 +82,9 @@ impl Store {
 
 impl Store {
     /// Each author's highest sequence number held (empty until events arrive).
-    pub fn author_heads(&self) -> Result<std::collections::BTreeMap<crate::keys::NodeId, u64>, StoreError> {
+    pub fn author_heads(
+        &self,
+    ) -> Result<std::collections::BTreeMap<crate::keys::NodeId, u64>, StoreError> {
         Ok(std::collections::BTreeMap::new())
     }
 }

@@ -104,8 +104,8 @@ impl Store {
             );
             let text = std::str::from_utf8(&plain)
                 .map_err(|_| StoreError::Corrupt("organisation key epoch".into()))?;
-            let identity = keys::parse_identity(text)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let identity =
+                keys::parse_identity(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             out.insert(epoch.value(), identity);
         }
         Ok(out)
