@@ -2,3 +2,4 @@
 
 mod config_chain;
 mod config_files;
+mod events;

@@ -5,9 +5,16 @@
 //! machines. This crate knows nothing about clap, HTTP, processes or file paths: callers hand it
 //! bytes and the time, and persist what it returns.
 
+pub mod admission;
 pub mod config;
+pub mod engine;
+pub mod event;
+pub mod fold;
 pub mod keyfiles;
 pub mod keys;
 pub mod limits;
+pub mod map;
+pub mod payload;
+pub mod sim;
 pub mod store;
 pub mod time_fmt;

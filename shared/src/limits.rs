@@ -30,3 +30,27 @@ pub const PASSPHRASE_SCRYPT_LOG_N: u8 = 16;
 /// Highest scrypt work factor accepted when opening a passphrase-protected file: bounds the
 /// memory and time a crafted file can make us spend.
 pub const PASSPHRASE_SCRYPT_LOG_N_MAX: u8 = 20;
+/// Largest event header (postcard bytes), in bytes.
+pub const EVENT_HEADER_SIZE_MAX_BYTES: usize = 4096;
+/// Largest event body (ciphertext, or a map change or snapshot), in bytes.
+pub const EVENT_BODY_SIZE_MAX_BYTES: usize = 256 * 1024;
+/// Largest encoded event (header, signature, body and framing), in bytes.
+pub const EVENT_WIRE_SIZE_MAX_BYTES: usize =
+    EVENT_HEADER_SIZE_MAX_BYTES + EVENT_BODY_SIZE_MAX_BYTES + 128;
+/// Most dependencies one event may name.
+pub const EVENT_DEPS_MAX: usize = 16;
+/// Most organisations one event may address (one age stanza each).
+pub const EVENT_ORGS_MAX: usize = 16;
+/// Largest decrypted case payload, in bytes.
+pub const PAYLOAD_SIZE_MAX_BYTES: usize = 192 * 1024;
+/// Longest free-text field in a case (a note, a summary), in characters.
+pub const TEXT_FIELD_MAX_CHARS: usize = 8000;
+/// Longest short field in a case (a name, a phone number), in characters.
+pub const SHORT_FIELD_MAX_CHARS: usize = 200;
+/// Most items in one list of a case (needs, vulnerabilities, languages, scope entries).
+pub const LIST_ITEMS_MAX: usize = 64;
+/// Most events held back at admission (waiting for a configuration version, an earlier event of
+/// their author, or their time to come) before new ones are refused.
+pub const HELD_EVENTS_MAX: usize = 100_000;
+/// Most equivocation evidence records kept per author.
+pub const EQUIVOCATIONS_PER_AUTHOR_MAX: usize = 16;

@@ -50,7 +50,7 @@ fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError 
 
 /// A 32-byte BLAKE3 hash, written as 64 hex digits: document hashes, the mechanism id, event ids.
 #[derive(
-    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+    Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 pub struct Hash32(pub [u8; 32]);
 

@@ -6,11 +6,13 @@
 //! one write transaction, so a crash never leaves half of it.
 
 mod config_store;
+mod log;
 mod org_keys;
 
 use std::path::Path;
 
 pub use config_store::{ApplyOutcome, ConfigState};
+pub use log::{FoldKeys, IngestReport, LogCounts, decrypt_event};
 pub use org_keys::ImportOutcome;
 
 /// Why the store could not do what was asked.
@@ -64,6 +66,9 @@ pub struct Store {
     pub(crate) db: redb::Database,
     /// The configuration chain as accepted so far, parsed once.
     pub(crate) config: ConfigState,
+    /// The highest hybrid-logical-clock timestamp written or admitted, so a restarted node's
+    /// clock never goes back.
+    pub(crate) hlc_seen: crate::event::Hlc,
 }
 
 impl Store {
@@ -71,7 +76,12 @@ impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = redb::Database::builder().create(path)?;
         let config = config_store::load(&db)?;
-        Ok(Self { db, config })
+        let hlc_seen = log::max_hlc(&db)?;
+        Ok(Self {
+            db,
+            config,
+            hlc_seen,
+        })
     }
 
     /// The configuration chain held.
@@ -81,10 +91,16 @@ impl Store {
 }
 
 impl Store {
-    /// Each author's highest sequence number held (empty until events arrive).
+    /// Each author's highest sequence number held, by node id.
     pub fn author_heads(
         &self,
     ) -> Result<std::collections::BTreeMap<crate::keys::NodeId, u64>, StoreError> {
-        Ok(std::collections::BTreeMap::new())
+        let mut out = std::collections::BTreeMap::new();
+        for (author, seq, _) in self.heads()? {
+            if let Ok(key) = crate::keys::PublicKey::from_bytes(&author) {
+                out.insert(key.node_id(), seq);
+            }
+        }
+        Ok(out)
     }
 }

@@ -1,0 +1,986 @@
+//! The engine: one node's store, keys and clock, and the operations a caseworker's actions
+//! become — open a case, record a determination, refer, take a referral through its life,
+//! manage the case, share the organisation's keys — plus the decrypted views of what this node
+//! may read.
+//!
+//! Every created event goes through the same admission and fold as a received one
+//! (`Store::append_local`), so an honest node never creates an invalid event: if the fold would
+//! mark it, it is not written and the caller gets the rule it would break.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::config::{Mechanism, Role};
+use crate::event::{
+    Addressed, CaseAction, EVENT_FORMAT, Event, EventId, Header, HlcClock, Kind, Transition,
+    Urgency,
+};
+use crate::fold::{self, CaseRecord, Decrypted, ReferralRecord, Status, Verdict};
+use crate::keyfiles::NodeSecrets;
+use crate::keys::{self, NodeId};
+use crate::payload::{
+    self, CaseData, CaseOpenPayload, CaseUpdatePayload, Consent, DeterminationPayload,
+    EmergencyOverride, ReferralPayload, ReferralUpdatePayload, SHAREABLE_FIELDS,
+};
+use crate::store::{ApplyOutcome, FoldKeys, IngestReport, Store, StoreError};
+use crate::time_fmt;
+
+/// Why an operation was refused. Each is one sentence for a caseworker.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "configuration version {version} in force expired at {expired}: this node creates no new case events until the ministry's next version arrives"
+    )]
+    ConfigExpired { version: u64, expired: String },
+    #[error(
+        "this node was restored from a backup and stays read-only until it has learned its own latest events from a peer"
+    )]
+    ReadOnly,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no case {0} that this node can read")]
+    NoCase(String),
+    #[error("no referral {0} known to this node")]
+    NoReferral(String),
+    #[error("the event would break a rule of the mechanism: {0}")]
+    Rule(String),
+    #[error(transparent)]
+    Payload(#[from] payload::PayloadError),
+    #[error(transparent)]
+    Event(#[from] crate::event::EventError),
+}
+
+fn invalid(message: impl Into<String>) -> EngineError {
+    EngineError::Invalid(message.into())
+}
+
+/// A new referral as the caseworker asks for it.
+#[derive(Debug, Clone)]
+pub struct ReferralRequest {
+    pub case: EventId,
+    pub to_org: String,
+    pub category: String,
+    pub urgency: Urgency,
+    /// Which of the person's fields to share (data minimisation).
+    pub share: Vec<String>,
+    pub note: String,
+    /// An emergency override of consent, with its reason.
+    pub emergency_override: Option<String>,
+}
+
+/// One line of a case's timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineEntry {
+    pub id: String,
+    pub at: String,
+    pub kind: String,
+    pub org: String,
+    /// The rule the event broke, if any.
+    pub invalid: Option<String>,
+    /// A readable description (decrypted text where this node may read it).
+    pub text: String,
+}
+
+/// A referral as a caseworker sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReferralView {
+    pub id: String,
+    pub case: String,
+    pub from_org: String,
+    pub to_org: String,
+    pub category: String,
+    pub urgency: String,
+    pub status: String,
+    pub sent_at: String,
+    pub acknowledged_at: Option<String>,
+    pub accepted_at: Option<String>,
+    pub decided_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub decline_reason: Option<String>,
+    pub overdue: Option<String>,
+    /// Whether this node can read the referral's contents.
+    pub readable: bool,
+    /// The shared fields, when readable.
+    pub shared: BTreeMap<String, String>,
+    pub note: Option<String>,
+    pub invalid: Option<String>,
+}
+
+/// A case as this node may read it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseView {
+    pub id: String,
+    pub opened_at: String,
+    pub opened_by: String,
+    pub manager: String,
+    pub status: String,
+    pub data: CaseData,
+    pub determinations: Vec<String>,
+    pub timeline: Vec<TimelineEntry>,
+    pub referrals: Vec<ReferralView>,
+}
+
+/// A case in a list.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseSummary {
+    pub id: String,
+    pub opened_at: String,
+    pub manager: String,
+    pub status: String,
+    pub case_type: String,
+    pub site: String,
+    pub name: String,
+    pub needs: Vec<String>,
+    pub referrals: usize,
+    pub last_activity: String,
+}
+
+/// A node's engine.
+pub struct Engine {
+    store: Store,
+    secrets: NodeSecrets,
+    node_id: NodeId,
+    org: String,
+    keys: FoldKeys,
+    clock: HlcClock,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Engine({} of {})", self.node_id, self.org)
+    }
+}
+
+/// Meta key: set while a restored node has not yet learned its own latest sequence.
+pub const META_READ_ONLY: &str = "restored_read_only";
+/// Meta key: an operator's override of an expired configuration, until this RFC 3339 time.
+pub const META_EXPIRY_OVERRIDE: &str = "expiry_override_until";
+
+fn now_ms(now: OffsetDateTime) -> u64 {
+    u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+fn hlc_text(h: crate::event::Hlc) -> String {
+    time_fmt::rfc3339(h.to_datetime())
+}
+
+impl Engine {
+    /// Opens the engine over a store, with this node's secrets and organisation.
+    pub fn open(store: Store, secrets: NodeSecrets, org: &str) -> Result<Self, EngineError> {
+        let epochs = store.org_epoch_identities(&secrets.age)?;
+        let keys = FoldKeys {
+            node_key: secrets.signing.public().to_bytes(),
+            node_age: secrets.age.clone(),
+            org: org.to_string(),
+            epochs,
+        };
+        let clock = HlcClock::new(store.hlc_seen());
+        Ok(Self {
+            node_id: secrets.signing.public().node_id(),
+            store,
+            secrets,
+            org: org.to_string(),
+            keys,
+            clock,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    pub fn node_key(&self) -> [u8; 32] {
+        self.keys.node_key
+    }
+
+    pub fn org(&self) -> &str {
+        &self.org
+    }
+
+    /// The key epochs of the organisation this node holds.
+    pub fn epochs_held(&self) -> Vec<u32> {
+        self.keys.epochs.keys().copied().collect()
+    }
+
+    /// The configuration version in force.
+    pub fn mechanism(&self) -> Result<&Mechanism, EngineError> {
+        Ok(self.store.config().require()?.as_ref())
+    }
+
+    /// Admits, stores and folds received events.
+    pub fn receive(
+        &mut self,
+        events: &[Event],
+        now: OffsetDateTime,
+    ) -> Result<IngestReport, EngineError> {
+        for e in events {
+            self.clock.observe(e.header().hlc);
+        }
+        Ok(self.store.ingest(events, &mut self.keys, now_ms(now))?)
+    }
+
+    /// Applies configuration files, then retries events held for a version not held before.
+    pub fn apply_config(
+        &mut self,
+        files: &[crate::config::chain::SignedFile],
+        now: OffsetDateTime,
+    ) -> Result<ApplyOutcome, EngineError> {
+        let outcome = self.store.apply_config(files, now)?;
+        if !outcome.accepted.is_empty() {
+            self.store.retry_all_held(&mut self.keys, now_ms(now))?;
+        }
+        Ok(outcome)
+    }
+
+    /// Retries held events (call as time passes: events from a clock ahead of ours).
+    pub fn retry_held(&mut self, now: OffsetDateTime) -> Result<IngestReport, EngineError> {
+        Ok(self.store.retry_all_held(&mut self.keys, now_ms(now))?)
+    }
+
+    /// Installs organisation epochs imported by hand, and re-reads what they open.
+    pub fn import_epochs(
+        &mut self,
+        epochs: &[(u32, age::x25519::Identity)],
+        now: OffsetDateTime,
+    ) -> Result<crate::store::ImportOutcome, EngineError> {
+        let recipient = self.secrets.age.to_public().to_string();
+        let outcome = self
+            .store
+            .import_org_epochs(&self.org, &recipient, epochs)?;
+        if !outcome.installed.is_empty() {
+            self.keys.epochs = self.store.org_epoch_identities(&self.secrets.age)?;
+            self.store
+                .reread(&outcome.installed, &mut self.keys, now_ms(now))?;
+        }
+        Ok(outcome)
+    }
+
+    /// Whether this node may create case events now; the reason if not.
+    pub fn can_create_case_events(&self, now: OffsetDateTime) -> Result<(), EngineError> {
+        if self.store.meta(META_READ_ONLY)?.is_some() {
+            return Err(EngineError::ReadOnly);
+        }
+        let m = self.mechanism()?;
+        if m.is_expired(now) {
+            let override_until = self
+                .store
+                .meta(META_EXPIRY_OVERRIDE)?
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| time_fmt::parse_rfc3339(&s));
+            if override_until.is_none_or(|until| now >= until) {
+                return Err(EngineError::ConfigExpired {
+                    version: m.doc.version,
+                    expired: time_fmt::rfc3339(m.doc.expires_at),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds, signs and appends an event; nothing is written if a rule would be broken.
+    fn append(
+        &mut self,
+        kind: Kind,
+        subject: Option<EventId>,
+        deps: Vec<EventId>,
+        orgs: Vec<String>,
+        plain: Vec<u8>,
+        now: OffsetDateTime,
+    ) -> Result<EventId, EngineError> {
+        let m = self.store.config().require()?.clone();
+        if kind.is_case_event() {
+            self.can_create_case_events(now)?;
+        }
+        let mut addressed = Vec::new();
+        let mut recipients = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for org in orgs {
+            if !seen.insert(org.clone()) {
+                continue;
+            }
+            let (epoch, recipient) = m.current_epoch(&org).ok_or_else(|| {
+                invalid(format!(
+                    "`{org}` has no encryption key in the configuration yet: it cannot be sent case data"
+                ))
+            })?;
+            addressed.push(Addressed { org, epoch });
+            recipients.push(recipient.clone());
+        }
+        let body = if kind.is_encrypted_to_orgs() {
+            let refs: Vec<&age::x25519::Recipient> = recipients.iter().collect();
+            payload::seal(&plain, &refs)?
+        } else {
+            plain
+        };
+        let event = self.sign(kind, subject, deps, addressed, body, now)?;
+        match self
+            .store
+            .append_local(&event, &mut self.keys, now_ms(now))?
+        {
+            Ok(_) => Ok(event.id()),
+            Err(reason) => Err(EngineError::Rule(reason)),
+        }
+    }
+
+    /// Signs a header for the next event of this node's log.
+    fn sign(
+        &mut self,
+        kind: Kind,
+        subject: Option<EventId>,
+        deps: Vec<EventId>,
+        orgs: Vec<Addressed>,
+        body: Vec<u8>,
+        now: OffsetDateTime,
+    ) -> Result<Event, EngineError> {
+        let m = self.store.config().require()?.clone();
+        let mechanism = self
+            .store
+            .config()
+            .mechanism_id()
+            .ok_or(StoreError::NotJoined)?;
+        let head = self.store.head(&self.keys.node_key)?;
+        // Never claim a lower version than this node's previous event.
+        let config_version = m.doc.version.max(head.map(|h| h.2).unwrap_or(0));
+        let header = Header {
+            format: EVENT_FORMAT,
+            mechanism,
+            author: self.keys.node_key,
+            seq: head.map(|h| h.0).unwrap_or(0) + 1,
+            prev: head.map(|h| h.1),
+            config_version,
+            hlc: self.clock.tick(now_ms(now)),
+            kind,
+            subject,
+            deps,
+            orgs,
+            body_hash: Default::default(),
+            body_len: 0,
+        };
+        Ok(Event::sign(header, body, &self.secrets.signing)?)
+    }
+
+    /// Opens a case. The case is addressed to this organisation (its first case manager) and,
+    /// when its type requires a status determination, to the type's authorities.
+    pub fn open_case(
+        &mut self,
+        data: CaseData,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<EventId, EngineError> {
+        data.validate()?;
+        let m = self.mechanism()?.clone();
+        let case_type = m
+            .case_type(&data.case_type)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "unknown case type `{}`",
+                    keys::truncate_for_error(&data.case_type)
+                ))
+            })?
+            .clone();
+        if m.site(&data.site).is_none() {
+            return Err(invalid(format!(
+                "unknown site `{}`",
+                keys::truncate_for_error(&data.site)
+            )));
+        }
+        for need in &data.needs {
+            if m.category(need).is_none() {
+                return Err(invalid(format!(
+                    "needs: unknown service category `{}`",
+                    keys::truncate_for_error(need)
+                )));
+            }
+        }
+        let mut orgs = vec![self.org.clone()];
+        if case_type.requires_status_determination {
+            orgs.extend(
+                case_type
+                    .status_authorities
+                    .iter()
+                    .filter(|a| m.current_epoch(a).is_some())
+                    .cloned(),
+            );
+        }
+        let plain = payload::encode(&CaseOpenPayload {
+            data,
+            by: by.to_string(),
+        })?;
+        self.append(Kind::CaseOpen, None, vec![], orgs, plain, now)
+    }
+
+    /// Records a status / case-type determination for a case (by an authority).
+    pub fn determine_status(
+        &mut self,
+        case: EventId,
+        case_type: &str,
+        determined: bool,
+        note: &str,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<EventId, EngineError> {
+        let record = self.readable_case_record(&case)?;
+        let plain = payload::encode(&DeterminationPayload {
+            case_type: case_type.to_string(),
+            determined,
+            note: note.to_string(),
+            by: by.to_string(),
+        })?;
+        self.append(
+            Kind::StatusDetermination,
+            Some(case),
+            vec![],
+            record.readers.clone(),
+            plain,
+            now,
+        )
+    }
+
+    fn readable_case_record(&self, case: &EventId) -> Result<CaseRecord, EngineError> {
+        let record = self
+            .store
+            .case_record(case)?
+            .ok_or_else(|| EngineError::NoCase(case.short()))?;
+        if !record.readers.iter().any(|r| r == &self.org) {
+            return Err(EngineError::NoCase(case.short()));
+        }
+        Ok(record)
+    }
+
+    /// The current data of a case this node can read (from its opening or latest transfer).
+    fn case_data(&self, record: &CaseRecord) -> Result<(CaseData, Vec<Consent>), EngineError> {
+        let mut data = None;
+        let mut consents = Vec::new();
+        let mut events = vec![record.id];
+        events.extend(record.events.iter().copied());
+        let mut decoded = Vec::new();
+        for id in events {
+            if let Some(event) = self.store.event(&id)? {
+                let valid = self.store.verdict(&id)?.is_some_and(|v| v.is_valid());
+                if valid && let (Some(Ok(p)), _) = crate::store::decrypt_event(&event, &self.keys) {
+                    decoded.push((event.header().hlc, id, p));
+                }
+            }
+        }
+        decoded.sort_by_key(|(h, id, _)| (*h, *id));
+        for (_, _, p) in decoded {
+            match p {
+                Decrypted::CaseOpen(p) => data = Some(p.data),
+                Decrypted::CaseUpdate(u) => {
+                    if let Some(d) = u.data {
+                        data = Some(d);
+                    }
+                    if let Some(c) = u.consent {
+                        consents.push(c);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut data = data.ok_or_else(|| EngineError::NoCase(record.id.short()))?;
+        if let Some(latest) = consents.last() {
+            data.consent = latest.clone();
+        }
+        Ok((data, consents))
+    }
+
+    /// Sends a referral, sharing only the chosen fields.
+    pub fn send_referral(
+        &mut self,
+        request: ReferralRequest,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<EventId, EngineError> {
+        let m = self.mechanism()?.clone();
+        let record = self.readable_case_record(&request.case)?;
+        let (data, _) = self.case_data(&record)?;
+        let category = m.category(&request.category).ok_or_else(|| {
+            invalid(format!(
+                "unknown service category `{}`",
+                keys::truncate_for_error(&request.category)
+            ))
+        })?;
+        let receiver = m.org(&request.to_org).ok_or_else(|| {
+            invalid(format!(
+                "unknown organisation `{}`",
+                keys::truncate_for_error(&request.to_org)
+            ))
+        })?;
+        if !receiver.has_role(Role::ProvideServices) {
+            return Err(invalid(format!(
+                "`{}` does not provide services in this mechanism",
+                receiver.id
+            )));
+        }
+        let mut shared = BTreeMap::new();
+        for field in &request.share {
+            if !SHAREABLE_FIELDS.contains(&field.as_str()) {
+                return Err(invalid(format!(
+                    "--share: unknown field `{}` (fields: {})",
+                    keys::truncate_for_error(field),
+                    SHAREABLE_FIELDS.join(", ")
+                )));
+            }
+            let value = match field.as_str() {
+                "needs" => Some(data.needs.join(", ")),
+                "vulnerabilities" => Some(data.vulnerabilities.join(", ")),
+                other => data.person.field(other),
+            };
+            if let Some(v) = value.filter(|v| !v.is_empty()) {
+                shared.insert(field.clone(), v);
+            }
+        }
+        if request.note.chars().count() > crate::limits::TEXT_FIELD_MAX_CHARS {
+            return Err(invalid("the note is too long"));
+        }
+        // The status determinations this referral relies on.
+        let deps: Vec<EventId> = record
+            .determinations
+            .iter()
+            .filter(|(_, org)| {
+                m.case_type(&data.case_type)
+                    .is_some_and(|ct| ct.status_authorities.contains(org))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let clear_category = (!category.sensitive).then(|| category.id.clone());
+        let plain = payload::encode(&ReferralPayload {
+            case_type: data.case_type.clone(),
+            category: category.id.clone(),
+            shared,
+            note: request.note,
+            consent: data.consent.clone(),
+            emergency_override: request.emergency_override.map(|reason| EmergencyOverride {
+                reason,
+                by: by.to_string(),
+            }),
+            by: by.to_string(),
+        })?;
+        let mut orgs = vec![self.org.clone(), request.to_org.clone()];
+        if record.manager_org != self.org {
+            orgs.push(record.manager_org.clone());
+        }
+        self.append(
+            Kind::ReferralSend {
+                to_org: request.to_org,
+                category: clear_category,
+                urgency: request.urgency,
+            },
+            Some(request.case),
+            deps,
+            orgs,
+            plain,
+            now,
+        )
+    }
+
+    /// Takes a referral one step: acknowledge, accept, decline (with a reason code), complete
+    /// (with an outcome) or withdraw.
+    pub fn referral_step(
+        &mut self,
+        referral: EventId,
+        transition: Transition,
+        reason: Option<String>,
+        note: &str,
+        outcome: Option<String>,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<EventId, EngineError> {
+        let record = self
+            .store
+            .referral_record(&referral)?
+            .ok_or_else(|| EngineError::NoReferral(referral.short()))?;
+        if transition == Transition::Decline && reason.is_none() {
+            return Err(invalid("a decline needs a reason code (--reason)"));
+        }
+        let plain = payload::encode(&ReferralUpdatePayload {
+            note: note.to_string(),
+            outcome,
+            by: by.to_string(),
+        })?;
+        let orgs = vec![record.sender_org.clone(), record.receiver_org.clone()];
+        self.append(
+            Kind::ReferralUpdate { transition, reason },
+            Some(referral),
+            vec![],
+            orgs,
+            plain,
+            now,
+        )
+    }
+
+    /// A case-management action: a note, a transfer, closing, reopening, or new consent.
+    pub fn case_action(
+        &mut self,
+        case: EventId,
+        action: CaseAction,
+        note: &str,
+        consent: Option<Consent>,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<EventId, EngineError> {
+        let record = self.readable_case_record(&case)?;
+        let mut orgs = record.readers.clone();
+        let data = match &action {
+            CaseAction::Transfer { to_org } => {
+                orgs.push(to_org.clone());
+                Some(self.case_data(&record)?.0)
+            }
+            _ => None,
+        };
+        let plain = payload::encode(&CaseUpdatePayload {
+            note: note.to_string(),
+            data,
+            consent,
+            by: by.to_string(),
+        })?;
+        self.append(
+            Kind::CaseUpdate(action),
+            Some(case),
+            vec![],
+            orgs,
+            plain,
+            now,
+        )
+    }
+
+    /// Shares every epoch of the organisation's key this node holds with each other endorsed
+    /// node of the organisation that has not received it, after checking each key matches the
+    /// configured recipient. Returns the key-share events created.
+    pub fn share_keys(&mut self, now: OffsetDateTime) -> Result<Vec<EventId>, EngineError> {
+        let m = self.mechanism()?.clone();
+        let mut created = Vec::new();
+        let mut targets: Vec<_> = m
+            .nodes_of(&self.org)
+            .filter(|n| n.key.to_bytes() != self.keys.node_key)
+            .cloned()
+            .collect();
+        targets.sort_by_key(|n| n.id);
+        for target in targets {
+            let target_key = target.key.to_bytes();
+            let mut epochs = Vec::new();
+            for (epoch, identity) in &self.keys.epochs {
+                let configured = m
+                    .epoch_recipient(&self.org, *epoch)
+                    .is_some_and(|r| r.to_string() == identity.to_public().to_string());
+                if configured && !self.store.key_shared(&target_key, *epoch)? {
+                    epochs.push((*epoch, keys::identity_text(identity).to_string()));
+                }
+            }
+            if epochs.is_empty() {
+                continue;
+            }
+            let plain = zeroize::Zeroizing::new(payload::encode(&epochs)?);
+            let body = payload::seal(&plain, &[&target.recipient])?;
+            let kind = Kind::KeyShare {
+                to: target_key,
+                epochs: epochs.iter().map(|(e, _)| *e).collect(),
+            };
+            let event = self.sign(kind, None, vec![], vec![], body, now)?;
+            match self
+                .store
+                .append_local(&event, &mut self.keys, now_ms(now))?
+            {
+                Ok(_) => created.push(event.id()),
+                Err(reason) => return Err(EngineError::Rule(reason)),
+            }
+        }
+        Ok(created)
+    }
+
+    /// Appends an event whose body the caller built (partner-map changes).
+    pub fn append_plain(
+        &mut self,
+        kind: Kind,
+        body: Vec<u8>,
+        now: OffsetDateTime,
+    ) -> Result<EventId, EngineError> {
+        self.append(kind, None, vec![], vec![], body, now)
+    }
+
+    // ----- Views -----
+
+    fn referral_view(
+        &self,
+        record: &ReferralRecord,
+        m: &Mechanism,
+        now: OffsetDateTime,
+        decrypt: bool,
+    ) -> Result<ReferralView, EngineError> {
+        let verdict = self.store.verdict(&record.id)?;
+        let mut view = ReferralView {
+            id: record.id.to_hex(),
+            case: record.case.to_hex(),
+            from_org: record.sender_org.clone(),
+            to_org: record.receiver_org.clone(),
+            category: record
+                .category
+                .clone()
+                .unwrap_or_else(|| "(sensitive)".into()),
+            urgency: record.urgency.as_str().into(),
+            status: record.status.as_str().into(),
+            sent_at: hlc_text(record.sent_at),
+            acknowledged_at: record.acknowledged_at.map(hlc_text),
+            accepted_at: record.accepted_at.map(hlc_text),
+            decided_at: record.accepted_at.or(record.declined_at).map(hlc_text),
+            completed_at: record.completed_at.map(hlc_text),
+            decline_reason: record.decline_reason.clone(),
+            overdue: fold::overdue(record, m, now).map(str::to_string),
+            readable: false,
+            shared: BTreeMap::new(),
+            note: None,
+            invalid: verdict.and_then(|v| v.broken).map(|r| r.to_string()),
+        };
+        if decrypt
+            && let Some(event) = self.store.event(&record.id)?
+            && let (Some(Ok(Decrypted::Referral(p))), _) =
+                crate::store::decrypt_event(&event, &self.keys)
+        {
+            view.readable = true;
+            view.category = p.category;
+            view.shared = p.shared;
+            view.note = Some(p.note);
+        }
+        Ok(view)
+    }
+
+    /// Referrals in this organisation's inbox (`sent = false`) or outbox, newest first.
+    /// With `decrypt`, the shared fields are opened (the caller records that in the audit log).
+    pub fn referrals(
+        &self,
+        sent: bool,
+        status: Option<Status>,
+        decrypt: bool,
+        now: OffsetDateTime,
+    ) -> Result<Vec<ReferralView>, EngineError> {
+        let m = self.mechanism()?.clone();
+        let mut out = Vec::new();
+        for id in self.store.referrals_of_org(&self.org, sent)? {
+            let Some(record) = self.store.referral_record(&id)? else {
+                continue;
+            };
+            if status.is_some_and(|s| s != record.status) {
+                continue;
+            }
+            out.push(self.referral_view(&record, &m, now, decrypt)?);
+        }
+        Ok(out)
+    }
+
+    /// One referral, decrypted where this node may read it.
+    pub fn referral(&self, id: &EventId, now: OffsetDateTime) -> Result<ReferralView, EngineError> {
+        let m = self.mechanism()?.clone();
+        let record = self
+            .store
+            .referral_record(id)?
+            .ok_or_else(|| EngineError::NoReferral(id.short()))?;
+        self.referral_view(&record, &m, now, true)
+    }
+
+    /// Finds a referral or case id from a prefix of its hex id (as printed in tables).
+    pub fn resolve_id(&self, prefix: &str, referral: bool) -> Result<EventId, EngineError> {
+        let prefix = prefix.trim().to_ascii_lowercase();
+        if prefix.len() < 6 || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(invalid(format!(
+                "`{}` is not an id (at least 6 hex digits, as printed in lists)",
+                keys::truncate_for_error(&prefix)
+            )));
+        }
+        let ids: Vec<EventId> = if referral {
+            self.store
+                .referral_records()?
+                .into_iter()
+                .map(|r| r.id)
+                .collect()
+        } else {
+            self.store
+                .case_records()?
+                .into_iter()
+                .map(|c| c.id)
+                .collect()
+        };
+        let matches: Vec<_> = ids
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&prefix))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            [] if referral => Err(EngineError::NoReferral(prefix)),
+            [] => Err(EngineError::NoCase(prefix)),
+            _ => Err(invalid(format!(
+                "`{prefix}` matches several; give more digits"
+            ))),
+        }
+    }
+
+    /// The cases this node can read, optionally filtered by a search over their data.
+    pub fn cases(&self, search: Option<&str>) -> Result<Vec<CaseSummary>, EngineError> {
+        let needle = search.map(|s| s.to_lowercase());
+        let mut out = Vec::new();
+        for record in self.store.case_records()? {
+            if !record.valid || !record.readers.iter().any(|r| r == &self.org) {
+                continue;
+            }
+            let Ok((data, _)) = self.case_data(&record) else {
+                continue; // Addressed to us but not readable yet (no key).
+            };
+            if let Some(needle) = &needle {
+                let haystack = format!(
+                    "{} {} {} {} {}",
+                    data.person.search_text(),
+                    data.case_type,
+                    data.site,
+                    data.needs.join(" "),
+                    record.id.to_hex()
+                )
+                .to_lowercase();
+                if !haystack.contains(needle.as_str()) {
+                    continue;
+                }
+            }
+            let name = [
+                data.person.first_name.clone(),
+                data.person.last_name.clone(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+            out.push(CaseSummary {
+                id: record.id.to_hex(),
+                opened_at: hlc_text(record.opened_at),
+                manager: record.manager_org.clone(),
+                status: if record.closed { "closed" } else { "open" }.into(),
+                case_type: data.case_type,
+                site: data.site,
+                name,
+                needs: data.needs,
+                referrals: record.referrals.len(),
+                last_activity: hlc_text(record.last_activity),
+            });
+        }
+        out.sort_by(|a, b| b.last_activity.cmp(&a.last_activity));
+        Ok(out)
+    }
+
+    /// One case with its timeline and referrals, decrypted.
+    pub fn case(&self, id: &EventId, now: OffsetDateTime) -> Result<CaseView, EngineError> {
+        let m = self.mechanism()?.clone();
+        let record = self.readable_case_record(id)?;
+        let (data, _) = self.case_data(&record)?;
+        let mut timeline = Vec::new();
+        let mut ids = vec![record.id];
+        ids.extend(record.events.iter().copied());
+        ids.extend(record.referrals.iter().copied());
+        for referral in &record.referrals {
+            if let Some(r) = self.store.referral_record(referral)? {
+                ids.extend(r.events);
+            }
+        }
+        for eid in ids {
+            let Some(event) = self.store.event(&eid)? else {
+                continue;
+            };
+            let verdict: Option<Verdict> = self.store.verdict(&eid)?;
+            let h = event.header();
+            let org = m
+                .node_by_key(&h.author)
+                .map(|n| n.org.clone())
+                .or_else(|| {
+                    self.store
+                        .config()
+                        .version(h.config_version)
+                        .and_then(|v| v.node_by_key(&h.author).map(|n| n.org.clone()))
+                })
+                .unwrap_or_default();
+            let (payload, _) = crate::store::decrypt_event(&event, &self.keys);
+            timeline.push(TimelineEntry {
+                id: eid.to_hex(),
+                at: hlc_text(h.hlc),
+                kind: describe_kind(&h.kind),
+                org,
+                invalid: verdict.and_then(|v| v.broken).map(|r| r.to_string()),
+                text: describe_payload(payload),
+            });
+        }
+        timeline.sort_by(|a, b| a.at.cmp(&b.at));
+        let mut referrals = Vec::new();
+        for rid in &record.referrals {
+            if let Some(r) = self.store.referral_record(rid)? {
+                referrals.push(self.referral_view(&r, &m, now, true)?);
+            }
+        }
+        Ok(CaseView {
+            id: record.id.to_hex(),
+            opened_at: hlc_text(record.opened_at),
+            opened_by: record.opened_by_org.clone(),
+            manager: record.manager_org.clone(),
+            status: if record.closed { "closed" } else { "open" }.into(),
+            data,
+            determinations: record
+                .determinations
+                .iter()
+                .map(|(_, org)| org.clone())
+                .collect(),
+            timeline,
+            referrals,
+        })
+    }
+}
+
+fn describe_kind(kind: &Kind) -> String {
+    match kind {
+        Kind::CaseOpen => "case opened".into(),
+        Kind::StatusDetermination => "status determination".into(),
+        Kind::CaseUpdate(CaseAction::Note) => "note".into(),
+        Kind::CaseUpdate(CaseAction::Transfer { to_org }) => format!("transferred to {to_org}"),
+        Kind::CaseUpdate(CaseAction::Close) => "case closed".into(),
+        Kind::CaseUpdate(CaseAction::Reopen) => "case reopened".into(),
+        Kind::CaseUpdate(CaseAction::Consent) => "consent recorded".into(),
+        Kind::ReferralSend { to_org, .. } => format!("referral sent to {to_org}"),
+        Kind::ReferralUpdate { transition, reason } => match reason {
+            Some(r) => format!("referral {} ({r})", transition.as_str()),
+            None => format!("referral {}", transition.as_str()),
+        },
+        other => other.name().into(),
+    }
+}
+
+fn describe_payload(payload: Option<Result<Decrypted, ()>>) -> String {
+    match payload {
+        None => String::new(),
+        Some(Err(())) => "(unreadable payload)".into(),
+        Some(Ok(p)) => match p {
+            Decrypted::CaseOpen(p) => format!("by {}: {}", p.by, p.data.notes),
+            Decrypted::Determination(d) => format!(
+                "by {}: {} {}: {}",
+                d.by,
+                d.case_type,
+                if d.determined {
+                    "confirmed"
+                } else {
+                    "not confirmed"
+                },
+                d.note
+            ),
+            Decrypted::CaseUpdate(u) => format!("by {}: {}", u.by, u.note),
+            Decrypted::Referral(r) => format!("by {} ({}): {}", r.by, r.category, r.note),
+            Decrypted::ReferralUpdate(u) => match u.outcome {
+                Some(o) => format!("by {}: {} — outcome: {o}", u.by, u.note),
+                None => format!("by {}: {}", u.by, u.note),
+            },
+        },
+    }
+}

@@ -1,0 +1,584 @@
+//! The event: the only unit that is stored and synced.
+//!
+//! An event is a signed header and a body. The header is encoded with postcard (a compact,
+//! deterministic serde format) and its exact bytes are what the author signs, under
+//! [`context::EVENT`]; the event id is the BLAKE3 hash of the signed header (header bytes and
+//! signature). The header carries the BLAKE3 hash and length of the body, so a body can be
+//! pruned after the retention period while the log stays verifiable. Each author's events form
+//! a hash chain (`seq`, `prev`).
+//!
+//! What the header holds in clear is exactly what routing, deadlines and indicators need and
+//! nothing that names or describes a person: kind, author, organisations addressed, service
+//! category unless sensitive, status transitions, decline reason codes, urgency, timestamps.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Hash32;
+use crate::keys::{PublicKey, Signature, SigningKey, context};
+use crate::limits::{
+    EVENT_BODY_SIZE_MAX_BYTES, EVENT_DEPS_MAX, EVENT_HEADER_SIZE_MAX_BYTES, EVENT_ORGS_MAX,
+    EVENT_WIRE_SIZE_MAX_BYTES,
+};
+
+/// The envelope format this build writes and reads.
+pub const EVENT_FORMAT: u8 = 1;
+
+/// An event id: BLAKE3 of the signed header.
+pub type EventId = Hash32;
+
+/// Why bytes are not a well-formed event.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum EventError {
+    #[error("the event is larger than {EVENT_WIRE_SIZE_MAX_BYTES} bytes")]
+    TooLarge,
+    #[error("the event header is larger than {EVENT_HEADER_SIZE_MAX_BYTES} bytes")]
+    HeaderTooLarge,
+    #[error("the event body is larger than {EVENT_BODY_SIZE_MAX_BYTES} bytes")]
+    BodyTooLarge,
+    #[error("the event is malformed: {0}")]
+    Malformed(String),
+    #[error(
+        "the event uses envelope format {0}, which this Passerelle does not know: upgrade Passerelle"
+    )]
+    UnknownFormat(u8),
+    #[error("the event names more than {EVENT_DEPS_MAX} dependencies")]
+    TooManyDeps,
+    #[error("the event addresses more than {EVENT_ORGS_MAX} organisations")]
+    TooManyOrgs,
+    #[error("the event's body does not match the hash its header carries")]
+    BodyMismatch,
+}
+
+/// A hybrid logical clock timestamp: wall-clock milliseconds and a counter that orders events
+/// within one millisecond (and after a clock that went back).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Hlc {
+    pub ms: u64,
+    pub counter: u32,
+}
+
+impl Hlc {
+    /// The wall-clock part as an instant.
+    pub fn to_datetime(&self) -> time::OffsetDateTime {
+        let nanos = i128::from(self.ms) * 1_000_000;
+        time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    }
+}
+
+/// A node's hybrid logical clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HlcClock {
+    last: Hlc,
+}
+
+impl HlcClock {
+    pub fn new(last: Hlc) -> Self {
+        Self { last }
+    }
+
+    /// A timestamp after every one this clock has issued or observed.
+    pub fn tick(&mut self, now_ms: u64) -> Hlc {
+        self.last = if now_ms > self.last.ms {
+            Hlc {
+                ms: now_ms,
+                counter: 0,
+            }
+        } else {
+            Hlc {
+                ms: self.last.ms,
+                counter: self.last.counter.saturating_add(1),
+            }
+        };
+        self.last
+    }
+
+    /// Takes a received timestamp into account, so what this node writes next comes after it.
+    pub fn observe(&mut self, seen: Hlc) {
+        if seen > self.last {
+            self.last = seen;
+        }
+    }
+
+    pub fn last(&self) -> Hlc {
+        self.last
+    }
+}
+
+/// How urgent a referral is; the SOP gives each level its deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Urgency {
+    Emergency,
+    Urgent,
+    Routine,
+}
+
+impl Urgency {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Urgency::Emergency => "emergency",
+            Urgency::Urgent => "urgent",
+            Urgency::Routine => "routine",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "emergency" => Some(Urgency::Emergency),
+            "urgent" => Some(Urgency::Urgent),
+            "routine" => Some(Urgency::Routine),
+            _ => None,
+        }
+    }
+}
+
+/// A step in a referral's life after it was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Transition {
+    Acknowledge,
+    Accept,
+    Decline,
+    Complete,
+    Withdraw,
+}
+
+impl Transition {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Transition::Acknowledge => "acknowledge",
+            Transition::Accept => "accept",
+            Transition::Decline => "decline",
+            Transition::Complete => "complete",
+            Transition::Withdraw => "withdraw",
+        }
+    }
+}
+
+/// A case-management action.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CaseAction {
+    Note,
+    /// Case management moves to another organisation.
+    Transfer {
+        to_org: String,
+    },
+    Close,
+    Reopen,
+    /// The person's consent was recorded again (given, withdrawn or its scope changed).
+    Consent,
+}
+
+/// The kind of an event, with the fields of that kind that travel in clear.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    /// An organisation's key epochs, shared with another endorsed node of the organisation;
+    /// the body is age-encrypted to that node's own recipient.
+    KeyShare { to: [u8; 32], epochs: Vec<u32> },
+    /// A case is opened; its id is this event's id.
+    CaseOpen,
+    /// An authority records a status / case-type determination for the case in `subject`.
+    StatusDetermination,
+    /// A case-management action on the case in `subject`.
+    CaseUpdate(CaseAction),
+    /// A referral of the case in `subject` to another organisation. The category is `None` in
+    /// clear when it is sensitive (it then travels inside the ciphertext).
+    ReferralSend {
+        to_org: String,
+        category: Option<String>,
+        urgency: Urgency,
+    },
+    /// A step of the referral in `subject`; a decline carries its reason code in clear.
+    ReferralUpdate {
+        transition: Transition,
+        reason: Option<String>,
+    },
+    /// A change to an organisation's partner-map profile (plain body: an Automerge change).
+    MapChange { org: String },
+    /// A compacted save of an organisation's partner-map profile.
+    MapSnapshot { org: String },
+}
+
+impl Kind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::KeyShare { .. } => "key_share",
+            Kind::CaseOpen => "case_open",
+            Kind::StatusDetermination => "status_determination",
+            Kind::CaseUpdate(_) => "case_update",
+            Kind::ReferralSend { .. } => "referral_send",
+            Kind::ReferralUpdate { .. } => "referral_update",
+            Kind::MapChange { .. } => "map_change",
+            Kind::MapSnapshot { .. } => "map_snapshot",
+        }
+    }
+
+    /// Whether the body is age ciphertext (one stanza per organisation addressed).
+    pub fn is_encrypted_to_orgs(&self) -> bool {
+        matches!(
+            self,
+            Kind::CaseOpen
+                | Kind::StatusDetermination
+                | Kind::CaseUpdate(_)
+                | Kind::ReferralSend { .. }
+                | Kind::ReferralUpdate { .. }
+        )
+    }
+
+    /// Whether this is a case event (refused while the configuration in force has expired).
+    pub fn is_case_event(&self) -> bool {
+        self.is_encrypted_to_orgs()
+    }
+}
+
+/// An organisation an event is addressed to, and which of its key epochs the body uses.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Addressed {
+    pub org: String,
+    pub epoch: u32,
+}
+
+/// The signed part of an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub format: u8,
+    /// The mechanism id (genesis document hash).
+    pub mechanism: Hash32,
+    /// The author node's ed25519 public key.
+    pub author: [u8; 32],
+    /// Position in the author's log, from 1.
+    pub seq: u64,
+    /// The id of the author's previous event; `None` for sequence 1.
+    pub prev: Option<EventId>,
+    /// The configuration version the author claims (never lower than its previous event's).
+    pub config_version: u64,
+    pub hlc: Hlc,
+    pub kind: Kind,
+    /// The case or referral this event is about (also a dependency).
+    pub subject: Option<EventId>,
+    /// Other authors' events this one builds on (e.g. a referral names its determination).
+    pub deps: Vec<EventId>,
+    /// Organisations addressed, each with the key epoch used: one age stanza each.
+    pub orgs: Vec<Addressed>,
+    pub body_hash: Hash32,
+    pub body_len: u32,
+}
+
+impl Header {
+    /// Every event this one depends on: the author's previous event, the subject, the deps.
+    pub fn causal_deps(&self) -> impl Iterator<Item = EventId> + '_ {
+        self.prev
+            .iter()
+            .chain(self.subject.iter())
+            .chain(self.deps.iter())
+            .copied()
+    }
+
+    pub fn author_key(&self) -> Result<PublicKey, EventError> {
+        PublicKey::from_bytes(&self.author)
+            .map_err(|_| EventError::Malformed("the author key is not an ed25519 key".into()))
+    }
+
+    /// Whether the organisation is addressed, and with which epoch.
+    pub fn epoch_for(&self, org: &str) -> Option<u32> {
+        self.orgs.iter().find(|a| a.org == org).map(|a| a.epoch)
+    }
+}
+
+/// The form an event travels and is stored in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Wire {
+    header: Vec<u8>,
+    signature: Vec<u8>,
+    body: Option<Vec<u8>>,
+}
+
+/// A decoded event: the exact header bytes, the signature, the header, and the body unless pruned.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Event {
+    header_bytes: Vec<u8>,
+    signature: Signature,
+    header: Header,
+    id: EventId,
+    body: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the body: it may be a person's data (even encrypted, it has no place in logs).
+        write!(
+            f,
+            "Event({} {} seq {} by {})",
+            self.id.short(),
+            self.header.kind.name(),
+            self.header.seq,
+            PublicKey::from_bytes(&self.header.author)
+                .map(|k| k.node_id().to_string())
+                .unwrap_or_default()
+        )
+    }
+}
+
+fn check_header_bounds(header: &Header) -> Result<(), EventError> {
+    if header.deps.len() > EVENT_DEPS_MAX {
+        return Err(EventError::TooManyDeps);
+    }
+    if header.orgs.len() > EVENT_ORGS_MAX {
+        return Err(EventError::TooManyOrgs);
+    }
+    if header.body_len as usize > EVENT_BODY_SIZE_MAX_BYTES {
+        return Err(EventError::BodyTooLarge);
+    }
+    Ok(())
+}
+
+impl Event {
+    /// Signs a header over `body` with the author's key. The header's body hash and length are
+    /// set here, from the body.
+    pub fn sign(mut header: Header, body: Vec<u8>, key: &SigningKey) -> Result<Self, EventError> {
+        if body.len() > EVENT_BODY_SIZE_MAX_BYTES {
+            return Err(EventError::BodyTooLarge);
+        }
+        header.body_hash = Hash32::of(&body);
+        header.body_len = body.len() as u32;
+        header.format = EVENT_FORMAT;
+        check_header_bounds(&header)?;
+        let header_bytes =
+            postcard::to_stdvec(&header).map_err(|e| EventError::Malformed(e.to_string()))?;
+        if header_bytes.len() > EVENT_HEADER_SIZE_MAX_BYTES {
+            return Err(EventError::HeaderTooLarge);
+        }
+        let signature = key.sign(context::EVENT, &header_bytes);
+        let id = Self::compute_id(&header_bytes, &signature);
+        let event = Self {
+            header_bytes,
+            signature,
+            header,
+            id,
+            body: Some(body),
+        };
+        Ok(event)
+    }
+
+    fn compute_id(header_bytes: &[u8], signature: &Signature) -> EventId {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(header_bytes);
+        hasher.update(&signature.to_bytes());
+        Hash32(*hasher.finalize().as_bytes())
+    }
+
+    /// Decodes an event from its wire bytes: bounds, canonical header encoding, body hash.
+    /// The signature is not checked here (admission does it, with the author's key).
+    pub fn decode(bytes: &[u8]) -> Result<Self, EventError> {
+        if bytes.len() > EVENT_WIRE_SIZE_MAX_BYTES {
+            return Err(EventError::TooLarge);
+        }
+        let wire: Wire =
+            postcard::from_bytes(bytes).map_err(|e| EventError::Malformed(e.to_string()))?;
+        if wire.header.len() > EVENT_HEADER_SIZE_MAX_BYTES {
+            return Err(EventError::HeaderTooLarge);
+        }
+        let signature: [u8; 64] = wire
+            .signature
+            .as_slice()
+            .try_into()
+            .map_err(|_| EventError::Malformed("the signature is not 64 bytes".into()))?;
+        let signature = Signature::from_bytes(&signature);
+        let header: Header =
+            postcard::from_bytes(&wire.header).map_err(|e| EventError::Malformed(e.to_string()))?;
+        if header.format != EVENT_FORMAT {
+            return Err(EventError::UnknownFormat(header.format));
+        }
+        // One header, one encoding: re-encoding must give the very bytes that were signed.
+        let canonical =
+            postcard::to_stdvec(&header).map_err(|e| EventError::Malformed(e.to_string()))?;
+        if canonical != wire.header {
+            return Err(EventError::Malformed(
+                "the header is not canonically encoded".into(),
+            ));
+        }
+        check_header_bounds(&header)?;
+        if let Some(body) = &wire.body {
+            if body.len() > EVENT_BODY_SIZE_MAX_BYTES {
+                return Err(EventError::BodyTooLarge);
+            }
+            if body.len() != header.body_len as usize || Hash32::of(body) != header.body_hash {
+                return Err(EventError::BodyMismatch);
+            }
+        }
+        let id = Self::compute_id(&wire.header, &signature);
+        Ok(Self {
+            header_bytes: wire.header,
+            signature,
+            header,
+            id,
+            body: wire.body,
+        })
+    }
+
+    /// The wire bytes (header, signature, body if held).
+    pub fn encode(&self) -> Vec<u8> {
+        let wire = Wire {
+            header: self.header_bytes.clone(),
+            signature: self.signature.to_bytes().to_vec(),
+            body: self.body.clone(),
+        };
+        postcard::to_stdvec(&wire).unwrap_or_default()
+    }
+
+    /// Checks the author's signature over the header bytes.
+    pub fn verify_signature(&self) -> Result<(), crate::keys::KeyError> {
+        let key = PublicKey::from_bytes(&self.header.author)?;
+        key.verify(context::EVENT, &self.header_bytes, &self.signature)
+    }
+
+    pub fn id(&self) -> EventId {
+        self.id
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    pub fn body(&self) -> Option<&[u8]> {
+        self.body.as_deref()
+    }
+
+    /// The same event without its body (after the retention period).
+    pub fn pruned(&self) -> Self {
+        Self {
+            body: None,
+            ..self.clone()
+        }
+    }
+
+    /// The size of the event on the wire, without encoding it.
+    pub fn wire_len(&self) -> usize {
+        self.header_bytes.len() + 64 + self.body.as_ref().map_or(0, Vec::len) + 8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header(seq: u64, kind: Kind) -> Header {
+        Header {
+            format: EVENT_FORMAT,
+            mechanism: Hash32([7; 32]),
+            author: [0; 32],
+            seq,
+            prev: None,
+            config_version: 1,
+            hlc: Hlc {
+                ms: 1_700_000_000_000,
+                counter: 0,
+            },
+            kind,
+            subject: None,
+            deps: vec![],
+            orgs: vec![Addressed {
+                org: "crt".into(),
+                epoch: 1,
+            }],
+            body_hash: Hash32([0; 32]),
+            body_len: 0,
+        }
+    }
+
+    fn arb_kind() -> impl Strategy<Value = Kind> {
+        prop_oneof![
+            Just(Kind::CaseOpen),
+            Just(Kind::StatusDetermination),
+            "[a-z]{1,12}".prop_map(|o| Kind::MapChange { org: o }),
+            ("[a-z]{1,12}", proptest::option::of("[a-z_]{1,12}")).prop_map(|(o, c)| {
+                Kind::ReferralSend {
+                    to_org: o,
+                    category: c,
+                    urgency: Urgency::Urgent,
+                }
+            }),
+            proptest::option::of("[a-z_]{1,12}").prop_map(|r| Kind::ReferralUpdate {
+                transition: Transition::Decline,
+                reason: r
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trip(seq in 1u64..u64::MAX, kind in arb_kind(),
+                                    body in proptest::collection::vec(any::<u8>(), 0..2048),
+                                    deps in proptest::collection::vec(any::<[u8; 32]>(), 0..4)) {
+            let key = SigningKey::generate();
+            let mut h = header(seq, kind);
+            h.author = key.public().to_bytes();
+            h.deps = deps.into_iter().map(Hash32).collect();
+            let event = Event::sign(h, body, &key).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let decoded = Event::decode(&event.encode()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert!(decoded.verify_signature().is_ok());
+            prop_assert_eq!(decoded.id(), event.id());
+            prop_assert_eq!(&decoded, &event);
+            let pruned = Event::decode(&event.pruned().encode()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(pruned.id(), event.id(), "pruning keeps the id");
+        }
+
+        #[test]
+        fn random_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let _ = Event::decode(&bytes);
+        }
+
+        #[test]
+        fn flipped_bytes_never_verify_as_the_same_event(flip in 0usize..200, bit in 0u8..8) {
+            let key = SigningKey::generate();
+            let mut h = header(3, Kind::CaseOpen);
+            h.author = key.public().to_bytes();
+            let event = Event::sign(h, b"ciphertext".to_vec(), &key).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut bytes = event.encode();
+            let i = flip % bytes.len();
+            bytes[i] ^= 1 << bit;
+            if let Ok(decoded) = Event::decode(&bytes) {
+                prop_assert!(decoded.verify_signature().is_err() || decoded.id() != event.id() || decoded == event);
+            }
+        }
+    }
+
+    #[test]
+    fn a_changed_body_is_refused() -> Result<(), EventError> {
+        let key = SigningKey::generate();
+        let mut h = header(1, Kind::CaseOpen);
+        h.author = key.public().to_bytes();
+        let event = Event::sign(h, b"abc".to_vec(), &key)?;
+        let mut tampered = event.clone();
+        tampered.body = Some(b"abd".to_vec());
+        assert_eq!(
+            Event::decode(&tampered.encode()),
+            Err(EventError::BodyMismatch)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_clock_moves_forward() {
+        let mut clock = HlcClock::default();
+        let a = clock.tick(100);
+        let b = clock.tick(100);
+        let c = clock.tick(50);
+        assert!(a < b && b < c);
+        clock.observe(Hlc {
+            ms: 500,
+            counter: 3,
+        });
+        assert!(
+            clock.tick(200)
+                > Hlc {
+                    ms: 500,
+                    counter: 3
+                }
+        );
+    }
+}

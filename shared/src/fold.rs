@@ -1,0 +1,681 @@
+//! Validity: the mechanism's rules, judged by the fold over admitted events.
+//!
+//! An admitted event that breaks a rule stays in the log, marked with the rule, and has no
+//! effect. Rules that need only the clear header are judged by every node; rules that need the
+//! payload are judged by every node that can read it. Each case and each referral is an entity
+//! whose state is the replay of its valid events in one deterministic order — (HLC, event id),
+//! which every valid event's causal dependencies precede — so every node that holds the same
+//! events computes the same state, whatever order they arrived in.
+//!
+//! The same functions judge events at creation (`engine`), so an honest node never creates an
+//! invalid event.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Activation, Mechanism, Role};
+use crate::event::{CaseAction, EventId, Header, Hlc, Kind, Transition, Urgency};
+use crate::payload::{
+    CaseOpenPayload, CaseUpdatePayload, DeterminationPayload, ReferralPayload,
+    ReferralUpdatePayload,
+};
+use crate::store::ConfigState;
+
+/// A rule an event broke.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Rule {
+    /// The event's timestamp is not after one of its dependencies'.
+    TimestampBeforeDependency,
+    /// It addresses an organisation or key epoch the configuration it claims does not list.
+    UnknownAddressee,
+    /// The author's organisation is not among those addressed.
+    AuthorNotAddressed,
+    /// Opening a case needs the `identify` role under a `designated` SOP.
+    NotAllowedToIdentify,
+    /// Referring needs the `identify` role under a `designated` SOP.
+    NotAllowedToActivate,
+    /// The subject is not a validly opened case (or not a referral, for referral steps).
+    BadSubject,
+    /// Only an organisation holding `determine_status` may record a determination.
+    NotStatusAuthority,
+    /// The case type does not name this organisation as its authority.
+    NotAuthorityForCaseType,
+    /// The receiving organisation does not provide services or has no encryption key.
+    BadReceiver,
+    /// The service category is not in the taxonomy (or differs from the ciphertext's).
+    UnknownCategory,
+    /// No consent covers this referral and no allowed emergency override was recorded.
+    NoConsent,
+    /// The case type requires a status determination the referral does not depend on.
+    StatusDeterminationMissing,
+    /// Only the receiving organisation may acknowledge, accept, decline or complete.
+    NotReceiver,
+    /// Only the sending organisation may withdraw.
+    NotSender,
+    /// The transition is not allowed from the referral's current status.
+    InvalidTransition,
+    /// The decline reason code is not one the SOP lists.
+    UnknownReason,
+    /// Only the case manager may transfer, close or reopen the case.
+    NotCaseManager,
+    /// The case action is not allowed in the case's current status.
+    InvalidCaseAction,
+    /// A key share to a node of another organisation, or to a node not endorsed.
+    KeyShareNotAllowed,
+    /// The payload does not decode or does not fit its kind.
+    BadPayload,
+    /// A change to an organisation's map profile by someone not allowed to make it.
+    MapNotAllowed,
+}
+
+impl Rule {
+    /// A short code for tables and JSON.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rule::TimestampBeforeDependency => "timestamp_before_dependency",
+            Rule::UnknownAddressee => "unknown_addressee",
+            Rule::AuthorNotAddressed => "author_not_addressed",
+            Rule::NotAllowedToIdentify => "not_allowed_to_identify",
+            Rule::NotAllowedToActivate => "not_allowed_to_activate",
+            Rule::BadSubject => "bad_subject",
+            Rule::NotStatusAuthority => "not_status_authority",
+            Rule::NotAuthorityForCaseType => "not_authority_for_case_type",
+            Rule::BadReceiver => "bad_receiver",
+            Rule::UnknownCategory => "unknown_category",
+            Rule::NoConsent => "no_consent",
+            Rule::StatusDeterminationMissing => "status_determination_missing",
+            Rule::NotReceiver => "not_receiver",
+            Rule::NotSender => "not_sender",
+            Rule::InvalidTransition => "invalid_transition",
+            Rule::UnknownReason => "unknown_reason",
+            Rule::NotCaseManager => "not_case_manager",
+            Rule::InvalidCaseAction => "invalid_case_action",
+            Rule::KeyShareNotAllowed => "key_share_not_allowed",
+            Rule::BadPayload => "bad_payload",
+            Rule::MapNotAllowed => "map_not_allowed",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            Rule::TimestampBeforeDependency => "its timestamp is not after its dependencies'",
+            Rule::UnknownAddressee => {
+                "it addresses an organisation or key epoch the configuration does not list"
+            }
+            Rule::AuthorNotAddressed => "its author's organisation is not among those addressed",
+            Rule::NotAllowedToIdentify => {
+                "the SOP lets only designated organisations (role `identify`) open cases"
+            }
+            Rule::NotAllowedToActivate => {
+                "the SOP lets only designated organisations (role `identify`) activate referrals"
+            }
+            Rule::BadSubject => "it is not about a validly opened case or a referral",
+            Rule::NotStatusAuthority => "its organisation does not hold `determine_status`",
+            Rule::NotAuthorityForCaseType => {
+                "its organisation is not an authority for the case type"
+            }
+            Rule::BadReceiver => {
+                "the receiving organisation does not provide services or has no key yet"
+            }
+            Rule::UnknownCategory => "the service category is not in the taxonomy",
+            Rule::NoConsent => {
+                "no consent covers it and no allowed emergency override was recorded"
+            }
+            Rule::StatusDeterminationMissing => {
+                "the case type requires a status determination before referral"
+            }
+            Rule::NotReceiver => "only the receiving organisation may take this step",
+            Rule::NotSender => "only the sending organisation may withdraw a referral",
+            Rule::InvalidTransition => "this step is not allowed in the referral's status",
+            Rule::UnknownReason => "the decline reason is not one the SOP lists",
+            Rule::NotCaseManager => "only the case manager may transfer, close or reopen a case",
+            Rule::InvalidCaseAction => "this action is not allowed in the case's status",
+            Rule::KeyShareNotAllowed => {
+                "a key share goes only to an endorsed node of the same organisation"
+            }
+            Rule::BadPayload => "its payload does not fit its kind",
+            Rule::MapNotAllowed => {
+                "only the organisation (or a coordinator, for an organisation without nodes) may change its profile"
+            }
+        };
+        f.write_str(text)
+    }
+}
+
+/// The fold's judgement of one event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The rule broken, if any.
+    pub broken: Option<Rule>,
+    /// Whether this node could read the payload (and so judged the payload rules too).
+    pub readable: bool,
+}
+
+impl Verdict {
+    pub fn is_valid(&self) -> bool {
+        self.broken.is_none()
+    }
+}
+
+/// A decrypted payload, by kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decrypted {
+    CaseOpen(CaseOpenPayload),
+    Determination(DeterminationPayload),
+    CaseUpdate(CaseUpdatePayload),
+    Referral(ReferralPayload),
+    ReferralUpdate(ReferralUpdatePayload),
+}
+
+/// An event as the fold sees it.
+#[derive(Debug, Clone)]
+pub struct Seen<'a> {
+    pub id: EventId,
+    pub header: &'a Header,
+    /// The author's organisation (from the configuration version the event claims).
+    pub author_org: &'a str,
+    /// The payload, when this node could read it; `Some(Err)` when it did not decode.
+    pub payload: Option<Result<Decrypted, ()>>,
+}
+
+impl Seen<'_> {
+    /// The deterministic replay order.
+    pub fn order_key(&self) -> (Hlc, EventId) {
+        (self.header.hlc, self.id)
+    }
+}
+
+/// What the fold may look up about other events (all already folded: causal order).
+pub trait Lookup {
+    fn header(&self, id: &EventId) -> Option<Header>;
+    fn verdict(&self, id: &EventId) -> Option<Verdict>;
+    fn case(&self, id: &EventId) -> Option<CaseRecord>;
+}
+
+/// A case's clear state: what every node knows from headers. Person data never lives here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseRecord {
+    pub id: EventId,
+    pub opened_by_org: String,
+    pub opened_at: Hlc,
+    pub valid: bool,
+    pub manager_org: String,
+    pub closed: bool,
+    /// Organisations that can read the case (addressed by its opening or a transfer).
+    pub readers: Vec<String>,
+    /// Valid determinations: (event id, authority organisation).
+    pub determinations: Vec<(EventId, String)>,
+    /// Referrals sent for this case.
+    pub referrals: Vec<EventId>,
+    /// Case-level events after the opening (valid or not), in arrival order.
+    pub events: Vec<EventId>,
+    /// The replay position: the key of the last event replayed.
+    pub last: (Hlc, EventId),
+    pub last_activity: Hlc,
+}
+
+/// A referral's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Status {
+    Sent,
+    Acknowledged,
+    Accepted,
+    Declined,
+    Completed,
+    Withdrawn,
+    /// The referral itself broke a rule: it has no effect.
+    Invalid,
+}
+
+impl Status {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::Sent => "sent",
+            Status::Acknowledged => "acknowledged",
+            Status::Accepted => "accepted",
+            Status::Declined => "declined",
+            Status::Completed => "completed",
+            Status::Withdrawn => "withdrawn",
+            Status::Invalid => "invalid",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Status::Sent,
+            Status::Acknowledged,
+            Status::Accepted,
+            Status::Declined,
+            Status::Completed,
+            Status::Withdrawn,
+            Status::Invalid,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
+    /// Whether the referral still waits for the receiver.
+    pub fn is_open(&self) -> bool {
+        matches!(self, Status::Sent | Status::Acknowledged | Status::Accepted)
+    }
+}
+
+/// A referral's clear state, known to every node from headers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferralRecord {
+    pub id: EventId,
+    pub case: EventId,
+    pub sender_org: String,
+    pub receiver_org: String,
+    /// In clear unless the category is sensitive.
+    pub category: Option<String>,
+    pub urgency: Urgency,
+    pub config_version: u64,
+    pub sent_at: Hlc,
+    pub status: Status,
+    pub acknowledged_at: Option<Hlc>,
+    pub accepted_at: Option<Hlc>,
+    pub declined_at: Option<Hlc>,
+    pub completed_at: Option<Hlc>,
+    pub withdrawn_at: Option<Hlc>,
+    pub decline_reason: Option<String>,
+    /// Steps after sending (valid or not), in arrival order.
+    pub events: Vec<EventId>,
+    pub last: (Hlc, EventId),
+}
+
+/// What is overdue about a referral at `now`, if anything: computed when read, never folded.
+pub fn overdue(
+    record: &ReferralRecord,
+    mechanism: &Mechanism,
+    now: time::OffsetDateTime,
+) -> Option<&'static str> {
+    let deadlines = match record.urgency {
+        Urgency::Emergency => mechanism.doc.sop.urgency.emergency,
+        Urgency::Urgent => mechanism.doc.sop.urgency.urgent,
+        Urgency::Routine => mechanism.doc.sop.urgency.routine,
+    };
+    let sent = record.sent_at.to_datetime();
+    let hours = |h: u32| time::Duration::hours(i64::from(h));
+    match record.status {
+        Status::Sent if now > sent + hours(deadlines.acknowledge_hours) => {
+            Some("acknowledgement overdue")
+        }
+        Status::Sent | Status::Acknowledged if now > sent + hours(deadlines.accept_hours) => {
+            Some("decision overdue")
+        }
+        _ => None,
+    }
+}
+
+fn org_role(m: &Mechanism, org: &str, role: Role) -> bool {
+    m.org(org).is_some_and(|o| o.has_role(role))
+}
+
+/// The rules every event must follow, from its header and its dependencies' headers.
+pub fn check_common(seen: &Seen<'_>, config: &ConfigState, lookup: &impl Lookup) -> Option<Rule> {
+    let h = seen.header;
+    let m = config.version(h.config_version)?;
+    for dep in h.causal_deps() {
+        if let Some(dep_header) = lookup.header(&dep)
+            && dep_header.hlc >= h.hlc
+        {
+            return Some(Rule::TimestampBeforeDependency);
+        }
+    }
+    for a in &h.orgs {
+        if m.epoch_recipient(&a.org, a.epoch).is_none() {
+            return Some(Rule::UnknownAddressee);
+        }
+    }
+    if h.kind.is_encrypted_to_orgs() && h.epoch_for(seen.author_org).is_none() {
+        return Some(Rule::AuthorNotAddressed);
+    }
+    None
+}
+
+/// Opens a case: returns its record (valid or not) and the rule broken.
+pub fn case_open(seen: &Seen<'_>, m: &Mechanism) -> (CaseRecord, Option<Rule>) {
+    let h = seen.header;
+    let mut broken = None;
+    if m.doc.sop.activation == Activation::Designated
+        && !org_role(m, seen.author_org, Role::Identify)
+    {
+        broken = Some(Rule::NotAllowedToIdentify);
+    }
+    if broken.is_none() && h.subject.is_some() {
+        broken = Some(Rule::BadSubject);
+    }
+    if broken.is_none()
+        && let Some(payload) = &seen.payload
+    {
+        match payload {
+            Ok(Decrypted::CaseOpen(p)) => {
+                if m.case_type(&p.data.case_type).is_none() || m.site(&p.data.site).is_none() {
+                    broken = Some(Rule::BadPayload);
+                }
+            }
+            _ => broken = Some(Rule::BadPayload),
+        }
+    }
+    let record = CaseRecord {
+        id: seen.id,
+        opened_by_org: seen.author_org.to_string(),
+        opened_at: h.hlc,
+        valid: broken.is_none(),
+        manager_org: seen.author_org.to_string(),
+        closed: false,
+        readers: h.orgs.iter().map(|a| a.org.clone()).collect(),
+        determinations: Vec::new(),
+        referrals: Vec::new(),
+        events: Vec::new(),
+        last: seen.order_key(),
+        last_activity: h.hlc,
+    };
+    (record, broken)
+}
+
+/// Applies one case-level event (determination or case update) to a case, in replay order.
+pub fn case_apply(record: &mut CaseRecord, seen: &Seen<'_>, m: &Mechanism) -> Option<Rule> {
+    if !record.valid {
+        return Some(Rule::BadSubject);
+    }
+    match &seen.header.kind {
+        Kind::StatusDetermination => {
+            if !org_role(m, seen.author_org, Role::DetermineStatus) {
+                return Some(Rule::NotStatusAuthority);
+            }
+            if let Some(payload) = &seen.payload {
+                let Ok(Decrypted::Determination(p)) = payload else {
+                    return Some(Rule::BadPayload);
+                };
+                let authority = m
+                    .case_type(&p.case_type)
+                    .is_some_and(|ct| ct.status_authorities.iter().any(|a| a == seen.author_org));
+                if !authority {
+                    return Some(Rule::NotAuthorityForCaseType);
+                }
+            }
+            record
+                .determinations
+                .push((seen.id, seen.author_org.to_string()));
+            None
+        }
+        Kind::CaseUpdate(action) => {
+            if let Some(Err(())) = &seen.payload {
+                return Some(Rule::BadPayload);
+            }
+            let manager = seen.author_org == record.manager_org;
+            match action {
+                CaseAction::Note | CaseAction::Consent => {
+                    if !record.readers.iter().any(|r| r == seen.author_org) {
+                        return Some(Rule::AuthorNotAddressed);
+                    }
+                }
+                CaseAction::Transfer { to_org } => {
+                    if !manager {
+                        return Some(Rule::NotCaseManager);
+                    }
+                    if record.closed {
+                        return Some(Rule::InvalidCaseAction);
+                    }
+                    if !org_role(m, to_org, Role::CaseManagement)
+                        || seen.header.epoch_for(to_org).is_none()
+                    {
+                        return Some(Rule::BadReceiver);
+                    }
+                    record.manager_org = to_org.clone();
+                    if !record.readers.contains(to_org) {
+                        record.readers.push(to_org.clone());
+                    }
+                }
+                CaseAction::Close => {
+                    if !manager {
+                        return Some(Rule::NotCaseManager);
+                    }
+                    if record.closed {
+                        return Some(Rule::InvalidCaseAction);
+                    }
+                    record.closed = true;
+                }
+                CaseAction::Reopen => {
+                    if !manager {
+                        return Some(Rule::NotCaseManager);
+                    }
+                    if !record.closed {
+                        return Some(Rule::InvalidCaseAction);
+                    }
+                    record.closed = false;
+                }
+            }
+            None
+        }
+        _ => Some(Rule::BadSubject),
+    }
+}
+
+/// Sends a referral: returns its record and the rule broken. `case` is the subject's record.
+pub fn referral_send(
+    seen: &Seen<'_>,
+    m: &Mechanism,
+    case: Option<&CaseRecord>,
+    lookup: &impl Lookup,
+) -> (ReferralRecord, Option<Rule>) {
+    let h = seen.header;
+    let (to_org, category, urgency) = match &h.kind {
+        Kind::ReferralSend {
+            to_org,
+            category,
+            urgency,
+        } => (to_org.clone(), category.clone(), *urgency),
+        _ => (String::new(), None, Urgency::Routine),
+    };
+    let broken = referral_rules(seen, m, case, lookup, &to_org, category.as_deref());
+    let record = ReferralRecord {
+        id: seen.id,
+        case: h.subject.unwrap_or_default(),
+        sender_org: seen.author_org.to_string(),
+        receiver_org: to_org,
+        category,
+        urgency,
+        config_version: h.config_version,
+        sent_at: h.hlc,
+        status: if broken.is_some() {
+            Status::Invalid
+        } else {
+            Status::Sent
+        },
+        acknowledged_at: None,
+        accepted_at: None,
+        declined_at: None,
+        completed_at: None,
+        withdrawn_at: None,
+        decline_reason: None,
+        events: Vec::new(),
+        last: seen.order_key(),
+    };
+    (record, broken)
+}
+
+fn referral_rules(
+    seen: &Seen<'_>,
+    m: &Mechanism,
+    case: Option<&CaseRecord>,
+    lookup: &impl Lookup,
+    to_org: &str,
+    category: Option<&str>,
+) -> Option<Rule> {
+    let h = seen.header;
+    if m.doc.sop.activation == Activation::Designated
+        && !org_role(m, seen.author_org, Role::Identify)
+    {
+        return Some(Rule::NotAllowedToActivate);
+    }
+    match case {
+        Some(c) if c.valid => {}
+        _ => return Some(Rule::BadSubject),
+    }
+    if !org_role(m, to_org, Role::ProvideServices)
+        || h.epoch_for(to_org).is_none()
+        || to_org == seen.author_org
+    {
+        return Some(Rule::BadReceiver);
+    }
+    if let Some(cat) = category
+        && m.category(cat).is_none_or(|c| c.sensitive)
+    {
+        // A sensitive category never travels in clear.
+        return Some(Rule::UnknownCategory);
+    }
+    let Some(payload) = &seen.payload else {
+        return None;
+    };
+    let Ok(Decrypted::Referral(p)) = payload else {
+        return Some(Rule::BadPayload);
+    };
+    let Some(cat) = m.category(&p.category) else {
+        return Some(Rule::UnknownCategory);
+    };
+    let clear_ok = if cat.sensitive {
+        category.is_none()
+    } else {
+        category == Some(p.category.as_str())
+    };
+    if !clear_ok {
+        return Some(Rule::UnknownCategory);
+    }
+    if m.doc.sop.consent_required && !p.consent.covers(to_org, &p.category) {
+        let may_override = m.org(seen.author_org).is_some_and(|o| {
+            m.doc
+                .sop
+                .emergency_override_roles
+                .iter()
+                .any(|r| o.has_role(*r))
+        });
+        if !(p.emergency_override.is_some() && may_override) {
+            return Some(Rule::NoConsent);
+        }
+    }
+    let Some(case_type) = m.case_type(&p.case_type) else {
+        return Some(Rule::BadPayload);
+    };
+    if case_type.requires_status_determination {
+        let determined = h.deps.iter().any(|d| {
+            let Some(dh) = lookup.header(d) else {
+                return false;
+            };
+            let valid = lookup.verdict(d).is_some_and(|v| v.is_valid());
+            let author_org = m.node_by_key(&dh.author).map(|n| n.org.as_str());
+            valid
+                && dh.kind == Kind::StatusDetermination
+                && dh.subject == h.subject
+                && author_org.is_some_and(|o| case_type.status_authorities.iter().any(|a| a == o))
+        });
+        if !determined {
+            return Some(Rule::StatusDeterminationMissing);
+        }
+    }
+    None
+}
+
+/// Applies one referral step, in replay order.
+pub fn referral_apply(record: &mut ReferralRecord, seen: &Seen<'_>, m: &Mechanism) -> Option<Rule> {
+    if let Some(Err(())) = &seen.payload {
+        return Some(Rule::BadPayload);
+    }
+    let Kind::ReferralUpdate { transition, reason } = &seen.header.kind else {
+        return Some(Rule::BadSubject);
+    };
+    if record.status == Status::Invalid {
+        return Some(Rule::BadSubject);
+    }
+    let by_receiver = seen.author_org == record.receiver_org;
+    let by_sender = seen.author_org == record.sender_org;
+    let at = seen.header.hlc;
+    use Status::*;
+    match transition {
+        Transition::Acknowledge
+        | Transition::Accept
+        | Transition::Decline
+        | Transition::Complete
+            if !by_receiver =>
+        {
+            Some(Rule::NotReceiver)
+        }
+        Transition::Withdraw if !by_sender => Some(Rule::NotSender),
+        Transition::Acknowledge => match record.status {
+            Sent => {
+                record.status = Acknowledged;
+                record.acknowledged_at = Some(at);
+                None
+            }
+            _ => Some(Rule::InvalidTransition),
+        },
+        Transition::Accept => match record.status {
+            Sent | Acknowledged => {
+                record.status = Accepted;
+                record.acknowledged_at.get_or_insert(at);
+                record.accepted_at = Some(at);
+                None
+            }
+            _ => Some(Rule::InvalidTransition),
+        },
+        Transition::Decline => {
+            let known = reason
+                .as_deref()
+                .is_some_and(|r| m.doc.sop.decline_reasons.iter().any(|d| d.id == r));
+            if !known {
+                return Some(Rule::UnknownReason);
+            }
+            match record.status {
+                Sent | Acknowledged => {
+                    record.status = Declined;
+                    record.acknowledged_at.get_or_insert(at);
+                    record.declined_at = Some(at);
+                    record.decline_reason = reason.clone();
+                    None
+                }
+                _ => Some(Rule::InvalidTransition),
+            }
+        }
+        Transition::Complete => match record.status {
+            Accepted => {
+                record.status = Completed;
+                record.completed_at = Some(at);
+                None
+            }
+            _ => Some(Rule::InvalidTransition),
+        },
+        Transition::Withdraw => match record.status {
+            Sent | Acknowledged | Accepted => {
+                record.status = Withdrawn;
+                record.withdrawn_at = Some(at);
+                None
+            }
+            _ => Some(Rule::InvalidTransition),
+        },
+    }
+}
+
+/// Judges a key share: it goes only to an endorsed node of the author's own organisation.
+pub fn key_share(seen: &Seen<'_>, m: &Mechanism) -> Option<Rule> {
+    let Kind::KeyShare { to, epochs } = &seen.header.kind else {
+        return Some(Rule::BadPayload);
+    };
+    let Some(target) = m.node_by_key(to) else {
+        return Some(Rule::KeyShareNotAllowed);
+    };
+    if target.org != seen.author_org || epochs.is_empty() || to == &seen.header.author {
+        return Some(Rule::KeyShareNotAllowed);
+    }
+    if epochs
+        .iter()
+        .any(|e| m.epoch_recipient(&target.org, *e).is_none())
+    {
+        return Some(Rule::UnknownAddressee);
+    }
+    None
+}

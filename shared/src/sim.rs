@@ -1,0 +1,324 @@
+//! A whole mechanism built in memory, for tests, the benchmark and the demo: a ministry root
+//! key, organisations with their keys, endorsed nodes, a signed genesis, and engines over real
+//! redb stores in directories the caller gives. Everything is made with the same code paths as
+//! the command line (templates, stanzas, endorsements, signatures).
+//!
+//! It can also forge: sign arbitrary events as one of its nodes, the way a malicious or buggy
+//! node would, so tests can check that the rest of the mechanism refuses or marks them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use time::OffsetDateTime;
+
+use crate::config::chain::SignedFile;
+use crate::config::template;
+use crate::config::{Hash32, Mechanism};
+use crate::engine::{Engine, EngineError};
+use crate::event::{Addressed, EVENT_FORMAT, Event, EventId, Header, Hlc, Kind};
+use crate::keyfiles::{NodeSecrets, OrgKeys, RootKey, node_endorsement_message};
+use crate::keys::{NodeId, SigningKey, context};
+use crate::payload;
+use crate::store::Store;
+
+/// A simulated node: its name, organisation and secrets.
+#[derive(Debug, Clone)]
+pub struct SimNode {
+    pub name: String,
+    pub org: String,
+    pub secrets: NodeSecrets,
+}
+
+impl SimNode {
+    pub fn id(&self) -> NodeId {
+        self.secrets.signing.public().node_id()
+    }
+
+    pub fn key(&self) -> [u8; 32] {
+        self.secrets.signing.public().to_bytes()
+    }
+}
+
+/// A simulated mechanism.
+#[derive(Debug)]
+pub struct Sim {
+    pub root: RootKey,
+    pub orgs: BTreeMap<String, OrgKeys>,
+    pub nodes: Vec<SimNode>,
+    /// The signed chain, genesis first.
+    pub files: Vec<SignedFile>,
+}
+
+/// Why a simulated mechanism could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Chain(#[from] crate::config::chain::ChainError),
+    #[error(transparent)]
+    KeyFile(#[from] crate::keyfiles::KeyFileError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Other(String),
+}
+
+fn stanza<T: serde::Serialize>(name: &str, value: &T) -> Result<String, SimError> {
+    let body = toml::to_string(value).map_err(|e| SimError::Other(e.to_string()))?;
+    Ok(format!("\n[[{name}]]\n{body}"))
+}
+
+impl Sim {
+    /// Builds a mechanism from the sample document: keys for `orgs`, the `nodes` (name, org)
+    /// endorsed, all signed by one root key.
+    pub fn new(
+        sample: &str,
+        orgs: &[&str],
+        nodes: &[(&str, &str)],
+        now: OffsetDateTime,
+    ) -> Result<Self, SimError> {
+        let root = RootKey(SigningKey::generate());
+        let mut text = template::from_sample(sample, &[root.0.public()], 1, now)?;
+        let mut org_keys = BTreeMap::new();
+        for org in orgs {
+            let keys = OrgKeys::generate(org);
+            text.push_str(&stanza("org_signing_keys", &keys.signing_key_stanza()?)?);
+            for epoch in &keys.epochs {
+                text.push_str(&stanza("org_encryption_keys", &keys.epoch_stanza(epoch)?)?);
+            }
+            org_keys.insert(org.to_string(), keys);
+        }
+        let mut sim_nodes = Vec::new();
+        for (name, org) in nodes {
+            let secrets = NodeSecrets::generate();
+            let keys = org_keys
+                .get(*org)
+                .ok_or_else(|| SimError::Other(format!("no keys for {org}")))?;
+            text.push_str(&Self::node_stanza(keys, &secrets, name)?);
+            sim_nodes.push(SimNode {
+                name: name.to_string(),
+                org: org.to_string(),
+                secrets,
+            });
+        }
+        let mut file = SignedFile::new(text);
+        file.sign(&root.0)?;
+        crate::config::chain::check_genesis(&file, now, true)?;
+        Ok(Self {
+            root,
+            orgs: org_keys,
+            nodes: sim_nodes,
+            files: vec![file],
+        })
+    }
+
+    /// The `[[nodes]]` stanza of a node, endorsed by its organisation.
+    pub fn node_stanza(
+        keys: &OrgKeys,
+        secrets: &NodeSecrets,
+        label: &str,
+    ) -> Result<String, SimError> {
+        let id = secrets.signing.public().node_id();
+        let recipient = secrets.age.to_public().to_string();
+        let endorsement = keys.signing_key()?.sign(
+            context::NODE_ENDORSEMENT,
+            &node_endorsement_message(&keys.org, &id, &recipient),
+        );
+        Ok(format!(
+            "\n[[nodes]]\nid = \"{id}\"\norg = \"{}\"\nlabel = \"{label}\"\nrecipient = \"{recipient}\"\nendorsement = \"{endorsement}\"\n",
+            keys.org
+        ))
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Result<&SimNode, SimError> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| SimError::Other(format!("no node {name}")))
+    }
+
+    /// The version in force.
+    pub fn mechanism(&self) -> Result<Mechanism, SimError> {
+        let file = self
+            .files
+            .last()
+            .ok_or_else(|| SimError::Other("no version".into()))?;
+        Ok(file.mechanism()?)
+    }
+
+    /// The mechanism id.
+    pub fn mechanism_id(&self) -> Hash32 {
+        self.files.first().map(SignedFile::hash).unwrap_or_default()
+    }
+
+    /// Writes and signs the next version: `edit` changes the text produced by
+    /// `mechanism next` (with the given removals) before it is signed.
+    pub fn next_version(
+        &mut self,
+        removals: &[template::RemovalCutoff],
+        edit: impl FnOnce(String) -> String,
+        now: OffsetDateTime,
+    ) -> Result<&SignedFile, SimError> {
+        let current = self
+            .files
+            .last()
+            .ok_or_else(|| SimError::Other("no version".into()))?;
+        let mechanism = current.mechanism()?;
+        let text = template::next_version(&current.document, &mechanism, removals, now)?;
+        let mut file = SignedFile::new(edit(text));
+        file.sign(&self.root.0)?;
+        crate::config::chain::check_next(&mechanism, &file, now, true)?;
+        self.files.push(file);
+        self.files
+            .last()
+            .ok_or_else(|| SimError::Other("no version".into()))
+    }
+
+    /// Adds a node of `org` to the simulation (its stanza goes into the next version).
+    pub fn add_node(&mut self, name: &str, org: &str) -> Result<String, SimError> {
+        let secrets = NodeSecrets::generate();
+        let keys = self
+            .orgs
+            .get(org)
+            .ok_or_else(|| SimError::Other(format!("no keys for {org}")))?;
+        let stanza = Self::node_stanza(keys, &secrets, name)?;
+        self.nodes.push(SimNode {
+            name: name.to_string(),
+            org: org.to_string(),
+            secrets,
+        });
+        Ok(stanza)
+    }
+
+    /// Rotates an organisation's encryption key; returns the stanza for the next version.
+    pub fn rotate(&mut self, org: &str) -> Result<String, SimError> {
+        let keys = self
+            .orgs
+            .get_mut(org)
+            .ok_or_else(|| SimError::Other(format!("no keys for {org}")))?;
+        let epoch = keys.rotate_encryption()?.clone();
+        stanza("org_encryption_keys", &keys.epoch_stanza(&epoch)?)
+    }
+
+    /// An engine for node `name` over a new store in `dir`, joined to the chain; with
+    /// `org_keys`, the organisation's epochs are installed by hand (`org import-key`).
+    pub fn engine(
+        &self,
+        name: &str,
+        dir: &Path,
+        org_keys: bool,
+        now: OffsetDateTime,
+    ) -> Result<Engine, SimError> {
+        let node = self.node(name)?;
+        let mut store = Store::open(&dir.join(format!("{name}.redb")))?;
+        store.apply_config(&self.files, now)?;
+        let mut engine = Engine::open(store, node.secrets.clone(), &node.org)?;
+        if org_keys {
+            let keys = self
+                .orgs
+                .get(&node.org)
+                .ok_or_else(|| SimError::Other(format!("no keys for {}", node.org)))?;
+            let epochs: Vec<_> = keys
+                .epochs
+                .iter()
+                .map(|e| (e.epoch, e.identity.clone()))
+                .collect();
+            engine.import_epochs(&epochs, now)?;
+        }
+        Ok(engine)
+    }
+}
+
+/// Signs arbitrary events as one node: what a malicious node (or a buggy one) could send.
+#[derive(Debug)]
+pub struct Forger {
+    pub node: SimNode,
+    pub mechanism: Hash32,
+    pub seq: u64,
+    pub prev: Option<EventId>,
+    pub config_version: u64,
+    pub hlc: Hlc,
+}
+
+impl Forger {
+    pub fn new(
+        node: &SimNode,
+        mechanism: Hash32,
+        config_version: u64,
+        now: OffsetDateTime,
+    ) -> Self {
+        Self {
+            node: node.clone(),
+            mechanism,
+            seq: 0,
+            prev: None,
+            config_version,
+            hlc: Hlc {
+                ms: u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
+                counter: 0,
+            },
+        }
+    }
+
+    /// The next event of this node's log: the body is `plain` encrypted to the current epochs
+    /// of `orgs` (or given as is, for kinds that are not encrypted), signed, chained.
+    pub fn next(
+        &mut self,
+        m: &Mechanism,
+        kind: Kind,
+        subject: Option<EventId>,
+        deps: Vec<EventId>,
+        orgs: &[&str],
+        plain: &[u8],
+    ) -> Result<Event, SimError> {
+        let mut addressed = Vec::new();
+        let mut recipients = Vec::new();
+        for org in orgs {
+            let (epoch, r) = m
+                .current_epoch(org)
+                .ok_or_else(|| SimError::Other(format!("{org} has no key")))?;
+            addressed.push(Addressed {
+                org: org.to_string(),
+                epoch,
+            });
+            recipients.push(r.clone());
+        }
+        let body = if kind.is_encrypted_to_orgs() {
+            let refs: Vec<_> = recipients.iter().collect();
+            payload::seal(plain, &refs).map_err(|e| SimError::Other(e.to_string()))?
+        } else {
+            plain.to_vec()
+        };
+        self.hlc.counter += 1;
+        let header = Header {
+            format: EVENT_FORMAT,
+            mechanism: self.mechanism,
+            author: self.node.key(),
+            seq: self.seq + 1,
+            prev: self.prev,
+            config_version: self.config_version,
+            hlc: self.hlc,
+            kind,
+            subject,
+            deps,
+            orgs: addressed,
+            body_hash: Hash32::default(),
+            body_len: 0,
+        };
+        let event = self.sign(header, body)?;
+        Ok(event)
+    }
+
+    /// Signs a header exactly as given (no chaining), and advances the chain to it.
+    pub fn sign(&mut self, header: Header, body: Vec<u8>) -> Result<Event, SimError> {
+        let event = Event::sign(header, body, &self.node.secrets.signing)
+            .map_err(|e| SimError::Other(e.to_string()))?;
+        self.seq = event.header().seq;
+        self.prev = Some(event.id());
+        Ok(event)
+    }
+}

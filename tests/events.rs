@@ -1,0 +1,938 @@
+//! The event log, end-to-end encryption and the fold, with several real engines (redb stores in
+//! temp directories) exchanging their logs in process: scenario 3, admission refusals, rule
+//! violations marked on every node, key shares, removal and rotation.
+
+use passerelle_core::engine::{Engine, ReferralRequest};
+use passerelle_core::event::{CaseAction, Event, Kind, Transition, Urgency};
+use passerelle_core::fold::{Rule, Status};
+use passerelle_core::payload::{self, CaseData, Consent, Person};
+use passerelle_core::sim::{Forger, Sim};
+use time::OffsetDateTime;
+
+pub const SAMPLE: &str = include_str!("../config/mechanism.toml");
+
+pub fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+/// The mechanism of scenario 3: the ministry's social workers (mas), the child protection
+/// delegate (dpe), a health partner (mdm), and a bystander (iom) that must read nothing.
+pub fn scenario() -> (Sim, tempfile::TempDir, Vec<Engine>) {
+    let sim = Sim::new(
+        SAMPLE,
+        &["mas", "dpe", "mdm", "iom"],
+        &[
+            ("aicha", "mas"),
+            ("delegate", "dpe"),
+            ("nurse", "mdm"),
+            ("iom1", "iom"),
+        ],
+        now(),
+    )
+    .unwrap_or_else(|e| panic!("sim: {e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let engines = ["aicha", "delegate", "nurse", "iom1"]
+        .iter()
+        .map(|n| {
+            sim.engine(n, dir.path(), true, now())
+                .unwrap_or_else(|e| panic!("engine {n}: {e}"))
+        })
+        .collect();
+    (sim, dir, engines)
+}
+
+/// Every event every engine holds.
+pub fn all_events(engines: &[Engine]) -> Vec<Event> {
+    let mut out = Vec::new();
+    for e in engines {
+        for (author, _, _) in e.store().heads().unwrap_or_default() {
+            out.extend(
+                e.store()
+                    .log_range(&author, 1, usize::MAX)
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    out
+}
+
+/// Gives every engine every event the others hold (what sync does over the network).
+pub fn sync(engines: &mut [Engine]) {
+    let events = all_events(engines);
+    for e in engines.iter_mut() {
+        e.receive(&events, now())
+            .unwrap_or_else(|err| panic!("receive: {err}"));
+    }
+}
+
+pub fn boy() -> CaseData {
+    CaseData {
+        case_type: "unaccompanied_child".into(),
+        site: "medenine".into(),
+        person: Person {
+            first_name: Some("Youssef".into()),
+            last_name: Some("B.".into()),
+            age: Some(16),
+            languages: vec!["ar".into()],
+            health: Some("fever and cough for three days".into()),
+            phone: Some("+216 00 000 000".into()),
+            ..Person::default()
+        },
+        needs: vec!["health".into(), "shelter".into(), "child_protection".into()],
+        vulnerabilities: vec!["unaccompanied".into()],
+        consent: Consent {
+            given: true,
+            guardian_given: Some(true),
+            guardian_name: Some("centre guardian".into()),
+            explained_by: "Aïcha".into(),
+            explained:
+                "referral to a health partner, sharing first name, age, language and symptoms"
+                    .into(),
+            recorded_at: "2026-11-27T09:00:00Z".into(),
+            ..Consent::default()
+        },
+        notes: "met at the centre's reception".into(),
+    }
+}
+
+pub fn health_referral(case: passerelle_core::event::EventId) -> ReferralRequest {
+    ReferralRequest {
+        case,
+        to_org: "mdm".into(),
+        category: "health".into(),
+        urgency: Urgency::Urgent,
+        share: vec![
+            "first_name".into(),
+            "age".into(),
+            "languages".into(),
+            "health".into(),
+        ],
+        note: "needs to see a doctor today".into(),
+        emergency_override: None,
+    }
+}
+
+#[test]
+fn scenario_3_identification_determination_referral_and_follow_up() {
+    let (_sim, _dir, mut e) = scenario();
+    let case = e[0]
+        .open_case(boy(), "aicha", now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    sync(&mut e);
+    // The case type requires status determination: no referral before it.
+    let early = e[0].send_referral(health_referral(case), "aicha", now());
+    assert!(
+        matches!(&early, Err(err) if err.to_string().contains("status determination")),
+        "{early:?}"
+    );
+    // The delegate's node can read the case (it is addressed to the authority) and records it.
+    let seen_by_delegate = e[1].case(&case, now()).unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(
+        seen_by_delegate.data.person.first_name.as_deref(),
+        Some("Youssef")
+    );
+    e[1].determine_status(
+        case,
+        "unaccompanied_child",
+        true,
+        "alone, 16",
+        "delegate",
+        now(),
+    )
+    .unwrap_or_else(|x| panic!("{x}"));
+    sync(&mut e);
+    let referral = e[0]
+        .send_referral(health_referral(case), "aicha", now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    sync(&mut e);
+
+    // The nurse's inbox shows it, with only the fields shared.
+    let inbox = e[2]
+        .referrals(false, None, true, now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(inbox.len(), 1);
+    let r = &inbox[0];
+    assert!(r.readable);
+    assert_eq!(r.status, "sent");
+    assert_eq!(r.urgency, "urgent");
+    assert_eq!(
+        r.shared.get("first_name").map(String::as_str),
+        Some("Youssef")
+    );
+    assert_eq!(r.shared.get("age").map(String::as_str), Some("16"));
+    assert!(
+        !r.shared.contains_key("phone"),
+        "data minimisation: the phone was not shared"
+    );
+    assert!(!r.shared.contains_key("last_name"));
+    // The health partner cannot read the case itself.
+    assert!(e[2].case(&case, now()).is_err());
+    assert!(e[2].cases(None).unwrap_or_default().is_empty());
+
+    for (t, note) in [
+        (Transition::Acknowledge, "seen in inbox"),
+        (Transition::Accept, "appointment at 14:00"),
+    ] {
+        e[2].referral_step(referral, t, None, note, None, "nurse", now())
+            .unwrap_or_else(|x| panic!("{x}"));
+    }
+    e[2].referral_step(
+        referral,
+        Transition::Complete,
+        None,
+        "treated",
+        Some("antibiotics, follow-up in a week".into()),
+        "nurse",
+        now(),
+    )
+    .unwrap_or_else(|x| panic!("{x}"));
+    sync(&mut e);
+
+    // Aïcha sees each step.
+    let outbox = e[0]
+        .referrals(true, None, true, now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].status, "completed");
+    assert!(outbox[0].acknowledged_at.is_some() && outbox[0].accepted_at.is_some());
+    let view = e[0].case(&case, now()).unwrap_or_else(|x| panic!("{x}"));
+    assert!(view.timeline.iter().any(|t| t.text.contains("antibiotics")));
+    assert_eq!(view.determinations, vec!["dpe".to_string()]);
+
+    // The bystander holds every event, as ciphertext it cannot read; it still sees the clear
+    // facts (an urgent health referral from mas to mdm, completed) for indicators.
+    let iom = &e[3];
+    assert!(iom.cases(None).unwrap_or_default().is_empty());
+    assert!(iom.case(&case, now()).is_err());
+    let record = iom
+        .store()
+        .referral_record(&referral)
+        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("iom holds the referral's clear record"));
+    assert_eq!(record.status, Status::Completed);
+    assert_eq!(record.category.as_deref(), Some("health"));
+    let event = iom
+        .store()
+        .event(&referral)
+        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("held"));
+    let body = event.body().unwrap_or_default();
+    assert!(
+        !String::from_utf8_lossy(body).contains("Youssef"),
+        "only ciphertext"
+    );
+    assert!(
+        iom.referral(&referral, now())
+            .map(|v| !v.readable)
+            .unwrap_or(false)
+    );
+    // And every node agrees on the referral's state.
+    for engine in &e {
+        let r = engine
+            .store()
+            .referral_record(&referral)
+            .unwrap_or_default();
+        assert_eq!(r.map(|r| r.status), Some(Status::Completed));
+    }
+}
+
+#[test]
+fn a_sensitive_category_never_travels_in_clear() {
+    let (_sim, _dir, mut e) = scenario();
+    let mut data = boy();
+    data.case_type = "general".into();
+    let case = e[0]
+        .open_case(data, "aicha", now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    // GBV response is sensitive; send it to an organisation that provides services.
+    let mut req = health_referral(case);
+    req.category = "gbv".into();
+    let referral = e[0]
+        .send_referral(req, "aicha", now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    sync(&mut e);
+    let event = e[3]
+        .store()
+        .event(&referral)
+        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("held"));
+    match &event.header().kind {
+        Kind::ReferralSend { category, .. } => assert_eq!(category, &None),
+        other => panic!("{other:?}"),
+    }
+    assert!(!format!("{:?}", event.header()).contains("gbv"));
+    let seen = e[2]
+        .referral(&referral, now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(
+        seen.category, "gbv",
+        "the receiver reads it inside the ciphertext"
+    );
+}
+
+#[test]
+fn an_expired_configuration_stops_new_case_events() {
+    let sim = Sim::new(SAMPLE, &["mas", "mdm"], &[("aicha", "mas")], now())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut a = sim
+        .engine("aicha", dir.path(), true, now())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let later = now() + time::Duration::days(400);
+    let err = a.open_case(boy(), "aicha", later).map(|_| ()).unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+    assert!(
+        a.store().case_records().unwrap_or_default().is_empty(),
+        "nothing written"
+    );
+}
+
+/// A malicious node's events, checked on three honest nodes.
+#[test]
+fn admission_refuses_forged_broken_and_out_of_bounds_events() {
+    let (sim, _dir, mut e) = scenario();
+    let m = sim.mechanism().unwrap_or_else(|x| panic!("{x}"));
+    let aicha = sim.node("aicha").unwrap_or_else(|x| panic!("{x}")).clone();
+    let mut forger = Forger::new(&aicha, sim.mechanism_id(), 1, now());
+    let plain = payload::encode(&payload::CaseOpenPayload {
+        data: boy(),
+        by: "x".into(),
+    })
+    .unwrap_or_default();
+    let good = forger
+        .next(&m, Kind::CaseOpen, None, vec![], &["mas"], &plain)
+        .unwrap_or_else(|x| panic!("{x}"));
+
+    let refusal = |engine: &mut Engine, event: &Event| -> String {
+        let report = engine
+            .receive(std::slice::from_ref(event), now())
+            .unwrap_or_default();
+        assert!(report.admitted.is_empty(), "not admitted: {report:?}");
+        report
+            .refused
+            .first()
+            .map(|(_, r)| r.to_string())
+            .unwrap_or_else(|| format!("{report:?}"))
+    };
+
+    // Forged signature: another key signs aicha's header.
+    let mut h = good.header().clone();
+    h.hlc.counter += 100;
+    let forged = Event::sign(
+        h,
+        good.body().unwrap_or_default().to_vec(),
+        &passerelle_core::keys::SigningKey::generate(),
+    )
+    .unwrap_or_else(|x| panic!("{x}"));
+    assert!(refusal(&mut e[1], &forged).contains("signature does not verify"));
+
+    // Wrong mechanism id.
+    let mut other = Forger::new(&aicha, passerelle_core::config::Hash32([9; 32]), 1, now());
+    let foreign = other
+        .next(&m, Kind::CaseOpen, None, vec![], &["mas"], &plain)
+        .unwrap_or_else(|x| panic!("{x}"));
+    assert!(refusal(&mut e[1], &foreign).contains("another mechanism"));
+
+    // Author not in the configuration.
+    let stranger = passerelle_core::sim::SimNode {
+        name: "stranger".into(),
+        org: "mas".into(),
+        secrets: passerelle_core::keyfiles::NodeSecrets::generate(),
+    };
+    let mut outsider = Forger::new(&stranger, sim.mechanism_id(), 1, now());
+    let ev = outsider
+        .next(&m, Kind::CaseOpen, None, vec![], &["mas"], &plain)
+        .unwrap_or_else(|x| panic!("{x}"));
+    assert!(refusal(&mut e[1], &ev).contains("not an endorsed node"));
+
+    // More stanzas than organisations addressed: encrypt to two, claim one.
+    let mut h = good.header().clone();
+    h.seq = 1;
+    let (_, r1) = m.current_epoch("mas").unwrap_or_else(|| panic!("key"));
+    let (_, r2) = m.current_epoch("iom").unwrap_or_else(|| panic!("key"));
+    let body = payload::seal(&plain, &[r1, r2]).unwrap_or_default();
+    let mut f2 = Forger::new(&aicha, sim.mechanism_id(), 1, now());
+    let ev = f2.sign(h, body).unwrap_or_else(|x| panic!("{x}"));
+    assert!(refusal(&mut e[1], &ev).contains("2 recipient stanza(s) for 1 organisation"));
+
+    // The valid first event is admitted; a second event that does not follow it is a broken chain.
+    let report = e[1]
+        .receive(std::slice::from_ref(&good), now())
+        .unwrap_or_default();
+    assert_eq!(report.admitted, vec![good.id()]);
+    let mut h = good.header().clone();
+    h.seq = 2;
+    h.prev = Some(passerelle_core::config::Hash32([1; 32]));
+    h.hlc.counter += 5;
+    let mut f3 = Forger::new(&aicha, sim.mechanism_id(), 1, now());
+    let broken = f3
+        .sign(h, good.body().unwrap_or_default().to_vec())
+        .unwrap_or_else(|x| panic!("{x}"));
+    assert!(refusal(&mut e[1], &broken).contains("broken chain"));
+
+    // Oversized: a body past the bound cannot even be decoded.
+    let huge = vec![0u8; passerelle_core::limits::EVENT_WIRE_SIZE_MAX_BYTES + 1];
+    assert!(Event::decode(&huge).is_err());
+
+    // Equivocation: another event with aicha's sequence 1.
+    let mut f4 = Forger::new(&aicha, sim.mechanism_id(), 1, now());
+    let twin = f4
+        .next(&m, Kind::CaseOpen, None, vec![], &["mas"], b"other")
+        .unwrap_or_else(|x| panic!("{x}"));
+    let report = e[1]
+        .receive(std::slice::from_ref(&twin), now())
+        .unwrap_or_default();
+    assert_eq!(report.equivocations, vec![(twin.id(), good.id())]);
+    assert_eq!(
+        e[1].store().equivocations().unwrap_or_default().len(),
+        1,
+        "kept as evidence"
+    );
+    assert_eq!(
+        e[1].store()
+            .head(&aicha.key())
+            .unwrap_or_default()
+            .map(|h| h.1),
+        Some(good.id())
+    );
+}
+
+#[test]
+fn a_decreasing_configuration_version_and_a_removed_author_are_refused() {
+    let (mut sim, dir, mut e) = scenario();
+    let iom1 = sim.node("iom1").unwrap_or_else(|x| panic!("{x}")).clone();
+    // Version 2: iom1 removed after its sequence 1; iom rotates its key in the same version.
+    let rotated = sim.rotate("iom").unwrap_or_else(|x| panic!("{x}"));
+    sim.next_version(
+        &[passerelle_core::config::template::RemovalCutoff {
+            node: iom1.id(),
+            last_seq: 1,
+        }],
+        |t| t + &rotated,
+        now(),
+    )
+    .unwrap_or_else(|x| panic!("{x}"));
+    let files = sim.files.clone();
+    for engine in e.iter_mut() {
+        engine
+            .apply_config(&files, now())
+            .unwrap_or_else(|x| panic!("{x}"));
+    }
+    let m2 = sim.mechanism().unwrap_or_else(|x| panic!("{x}"));
+    let m1 = sim.files[0].mechanism().unwrap_or_else(|x| panic!("{x}"));
+    let mut f = Forger::new(&iom1, sim.mechanism_id(), 1, now());
+    let note = |f: &mut Forger, m: &passerelle_core::config::Mechanism| {
+        f.next(
+            m,
+            Kind::MapChange { org: "iom".into() },
+            None,
+            vec![],
+            &[],
+            b"x",
+        )
+        .unwrap_or_else(|x| panic!("{x}"))
+    };
+    let first = note(&mut f, &m1);
+    let second = note(&mut f, &m1);
+    let report = e[0]
+        .receive(&[first.clone(), second], now())
+        .unwrap_or_default();
+    assert_eq!(report.admitted, vec![first.id()], "up to the cut-off only");
+    assert!(
+        report.refused[0]
+            .1
+            .to_string()
+            .contains("removed from the mechanism after sequence 1")
+    );
+
+    // A decreasing claimed version, by an author still in the mechanism.
+    let aicha = sim.node("aicha").unwrap_or_else(|x| panic!("{x}")).clone();
+    let mut f = Forger::new(&aicha, sim.mechanism_id(), 2, now());
+    let a1 = note_for(&mut f, &m2, "mas");
+    f.config_version = 1;
+    let a2 = note_for(&mut f, &m1, "mas");
+    let report = e[1].receive(&[a1.clone(), a2], now()).unwrap_or_default();
+    assert_eq!(report.admitted, vec![a1.id()]);
+    assert!(
+        report.refused[0]
+            .1
+            .to_string()
+            .contains("lower than its author's previous event")
+    );
+    drop(dir);
+}
+
+fn note_for(f: &mut Forger, m: &passerelle_core::config::Mechanism, org: &str) -> Event {
+    f.next(
+        m,
+        Kind::MapChange { org: org.into() },
+        None,
+        vec![],
+        &[],
+        b"x",
+    )
+    .unwrap_or_else(|x| panic!("{x}"))
+}
+
+/// Delivers events to every engine and returns each engine's verdict on `id`.
+fn verdicts_everywhere(
+    e: &mut [Engine],
+    events: &[Event],
+    id: passerelle_core::event::EventId,
+) -> Vec<Option<Rule>> {
+    for engine in e.iter_mut() {
+        engine
+            .receive(events, now())
+            .unwrap_or_else(|x| panic!("{x}"));
+    }
+    e.iter()
+        .map(|engine| {
+            engine
+                .store()
+                .verdict(&id)
+                .unwrap_or_default()
+                .unwrap_or_else(|| panic!("folded"))
+                .broken
+        })
+        .collect()
+}
+
+#[test]
+fn rule_violations_are_marked_on_every_node_and_have_no_effect() {
+    let (sim, _dir, mut e) = scenario();
+    let m = sim.mechanism().unwrap_or_else(|x| panic!("{x}"));
+    // mdm (provide_services only) opens a case under the designated SOP.
+    let nurse = sim.node("nurse").unwrap_or_else(|x| panic!("{x}")).clone();
+    let mut bad = Forger::new(&nurse, sim.mechanism_id(), 1, now());
+    let plain = payload::encode(&payload::CaseOpenPayload {
+        data: boy(),
+        by: "nurse".into(),
+    })
+    .unwrap_or_default();
+    let open = bad
+        .next(&m, Kind::CaseOpen, None, vec![], &["mdm"], &plain)
+        .unwrap_or_else(|x| panic!("{x}"));
+    let v = verdicts_everywhere(&mut e, std::slice::from_ref(&open), open.id());
+    assert!(
+        v.iter().all(|r| r == &Some(Rule::NotAllowedToIdentify)),
+        "{v:?}"
+    );
+    assert!(e.iter().all(|x| {
+        x.store()
+            .case_record(&open.id())
+            .unwrap_or_default()
+            .is_some_and(|c| !c.valid)
+    }));
+    // The honest engine refuses to create the same thing.
+    let refused = e[2].open_case(boy(), "nurse", now());
+    assert!(
+        matches!(&refused, Err(x) if x.to_string().contains("designated")),
+        "{refused:?}"
+    );
+
+    // The nurse's next valid event is still admitted: the chain never breaks on a rule.
+    let later = bad
+        .next(
+            &m,
+            Kind::MapChange { org: "mdm".into() },
+            None,
+            vec![],
+            &[],
+            b"profile",
+        )
+        .unwrap_or_else(|x| panic!("{x}"));
+    let v = verdicts_everywhere(&mut e, std::slice::from_ref(&later), later.id());
+    assert!(v.iter().all(Option::is_none), "{v:?}");
+
+    // A real case by aicha, determined by the delegate.
+    let mut data = boy();
+    data.consent.given = false;
+    let case = e[0]
+        .open_case(data, "aicha", now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    sync(&mut e);
+    let aicha = sim.node("aicha").unwrap_or_else(|x| panic!("{x}")).clone();
+    let head = e[0]
+        .store()
+        .head(&aicha.key())
+        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("head"));
+    let mut af = Forger {
+        seq: head.0,
+        prev: Some(head.1),
+        ..Forger::new(
+            &aicha,
+            sim.mechanism_id(),
+            1,
+            now() + time::Duration::seconds(1),
+        )
+    };
+
+    // A determination by an organisation that is not the case type's authority (iom).
+    let iom1 = sim.node("iom1").unwrap_or_else(|x| panic!("{x}")).clone();
+    let mut iomf = Forger::new(
+        &iom1,
+        sim.mechanism_id(),
+        1,
+        now() + time::Duration::seconds(1),
+    );
+    let det_plain = payload::encode(&payload::DeterminationPayload {
+        case_type: "unaccompanied_child".into(),
+        determined: true,
+        note: String::new(),
+        by: "x".into(),
+    })
+    .unwrap_or_default();
+    let fake_det = iomf
+        .next(
+            &m,
+            Kind::StatusDetermination,
+            Some(case),
+            vec![],
+            &["mas", "dpe", "iom"],
+            &det_plain,
+        )
+        .unwrap_or_else(|x| panic!("{x}"));
+    let v = verdicts_everywhere(&mut e, std::slice::from_ref(&fake_det), fake_det.id());
+    assert!(
+        v.iter().all(|r| r == &Some(Rule::NotStatusAuthority)),
+        "{v:?}"
+    );
+
+    // A referral before the required status determination (it names the fake one).
+    let ref_plain = payload::encode(&payload::ReferralPayload {
+        case_type: "unaccompanied_child".into(),
+        category: "health".into(),
+        shared: Default::default(),
+        note: String::new(),
+        consent: Consent {
+            given: true,
+            ..boy().consent
+        },
+        emergency_override: None,
+        by: "aicha".into(),
+    })
+    .unwrap_or_default();
+    let kind = Kind::ReferralSend {
+        to_org: "mdm".into(),
+        category: Some("health".into()),
+        urgency: Urgency::Urgent,
+    };
+    af.hlc.ms += 3_000;
+    let early = af
+        .next(
+            &m,
+            kind.clone(),
+            Some(case),
+            vec![fake_det.id()],
+            &["mas", "mdm"],
+            &ref_plain,
+        )
+        .unwrap_or_else(|x| panic!("{x}"));
+    let v = verdicts_everywhere(&mut e, std::slice::from_ref(&early), early.id());
+    // Readers (mas, mdm) judge the payload rule; the others see a header-valid referral.
+    assert_eq!(v[0], Some(Rule::StatusDeterminationMissing));
+    assert_eq!(v[2], Some(Rule::StatusDeterminationMissing));
+    assert_eq!(v[1], None, "dpe cannot read the referral's payload");
+
+    // The real determination, then a referral without consent.
+    e[1].determine_status(
+        case,
+        "unaccompanied_child",
+        true,
+        "",
+        "delegate",
+        now() + time::Duration::seconds(2),
+    )
+    .unwrap_or_else(|x| panic!("{x}"));
+    sync(&mut e);
+    let det = e[0]
+        .store()
+        .case_record(&case)
+        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("case"))
+        .determinations[0]
+        .0;
+    let no_consent_plain = payload::encode(&payload::ReferralPayload {
+        consent: Consent {
+            given: false,
+            ..boy().consent
+        },
+        ..payload::decode::<payload::ReferralPayload>(&ref_plain).unwrap_or_else(|x| panic!("{x}"))
+    })
+    .unwrap_or_default();
+    af.hlc.ms += 5_000;
+    let no_consent = af
+        .next(
+            &m,
+            kind.clone(),
+            Some(case),
+            vec![det],
+            &["mas", "mdm"],
+            &no_consent_plain,
+        )
+        .unwrap_or_else(|x| panic!("{x}"));
+    let v = verdicts_everywhere(&mut e, std::slice::from_ref(&no_consent), no_consent.id());
+    assert_eq!(v[0], Some(Rule::NoConsent));
+    assert_eq!(v[2], Some(Rule::NoConsent));
+    let honest = e[0].send_referral(
+        health_referral(case),
+        "aicha",
+        now() + time::Duration::seconds(10),
+    );
+    assert!(
+        matches!(&honest, Err(x) if x.to_string().contains("consent")),
+        "{honest:?}"
+    );
+
+    // A valid referral (with consent) that its own sender then tries to accept.
+    let valid = af
+        .next(&m, kind, Some(case), vec![det], &["mas", "mdm"], &ref_plain)
+        .unwrap_or_else(|x| panic!("{x}"));
+    let v = verdicts_everywhere(&mut e, std::slice::from_ref(&valid), valid.id());
+    assert!(v.iter().all(Option::is_none), "{v:?}");
+    let upd = payload::encode(&payload::ReferralUpdatePayload {
+        note: String::new(),
+        outcome: None,
+        by: "aicha".into(),
+    })
+    .unwrap_or_default();
+    let self_accept = af
+        .next(
+            &m,
+            Kind::ReferralUpdate {
+                transition: Transition::Accept,
+                reason: None,
+            },
+            Some(valid.id()),
+            vec![],
+            &["mas", "mdm"],
+            &upd,
+        )
+        .unwrap_or_else(|x| panic!("{x}"));
+    let v = verdicts_everywhere(&mut e, std::slice::from_ref(&self_accept), self_accept.id());
+    assert!(v.iter().all(|r| r == &Some(Rule::NotReceiver)), "{v:?}");
+    for engine in &e {
+        let r = engine
+            .store()
+            .referral_record(&valid.id())
+            .unwrap_or_default()
+            .unwrap_or_else(|| panic!("record"));
+        assert_eq!(r.status, Status::Sent, "no effect");
+    }
+    // And the sender's next valid event still goes in.
+    let withdraw = af
+        .next(
+            &m,
+            Kind::ReferralUpdate {
+                transition: Transition::Withdraw,
+                reason: None,
+            },
+            Some(valid.id()),
+            vec![],
+            &["mas", "mdm"],
+            &upd,
+        )
+        .unwrap_or_else(|x| panic!("{x}"));
+    let v = verdicts_everywhere(&mut e, std::slice::from_ref(&withdraw), withdraw.id());
+    assert!(v.iter().all(Option::is_none), "{v:?}");
+}
+
+#[test]
+fn a_new_node_reads_earlier_cases_after_the_key_share_and_a_removed_node_cannot_read_new_ones() {
+    let (mut sim, dir, mut e) = scenario();
+    let mut data = boy();
+    data.case_type = "general".into();
+    let case = e[0]
+        .open_case(data.clone(), "aicha", now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    // A second mas node joins (version 2), without the organisation's keys.
+    let stanza = sim
+        .add_node("aicha2", "mas")
+        .unwrap_or_else(|x| panic!("{x}"));
+    sim.next_version(&[], |t| t + &stanza, now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    for engine in e.iter_mut() {
+        engine
+            .apply_config(&sim.files, now())
+            .unwrap_or_else(|x| panic!("{x}"));
+    }
+    let mut newcomer = sim
+        .engine("aicha2", dir.path(), false, now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    let events = all_events(&e);
+    newcomer
+        .receive(&events, now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    assert!(
+        newcomer.cases(None).unwrap_or_default().is_empty(),
+        "no key yet"
+    );
+    assert!(newcomer.store().unread_count().unwrap_or(0) > 0);
+    // aicha's node shares the key (checked against the configuration) with the newcomer.
+    let shares = e[0].share_keys(now()).unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(shares.len(), 1);
+    assert!(
+        e[0].share_keys(now()).unwrap_or_default().is_empty(),
+        "shared once"
+    );
+    let events = all_events(&e);
+    let report = newcomer
+        .receive(&events, now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(report.keys_installed, vec![1]);
+    let cases = newcomer.cases(None).unwrap_or_default();
+    assert_eq!(cases.len(), 1, "the earlier case is readable now");
+    assert_eq!(cases[0].id, case.to_hex());
+    // Others cannot use the key share: iom1 holds it as ciphertext addressed to another node.
+    assert!(e[3].epochs_held() == vec![1]);
+
+    // Version 3 removes aicha2 and rotates mas's key: a new case is unreadable to it.
+    let aicha2 = sim.node("aicha2").unwrap_or_else(|x| panic!("{x}")).clone();
+    let rotated = sim.rotate("mas").unwrap_or_else(|x| panic!("{x}"));
+    sim.next_version(
+        &[passerelle_core::config::template::RemovalCutoff {
+            node: aicha2.id(),
+            last_seq: 0,
+        }],
+        |t| t + &rotated,
+        now(),
+    )
+    .unwrap_or_else(|x| panic!("{x}"));
+    e[0].apply_config(&sim.files, now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    newcomer
+        .apply_config(&sim.files, now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    // The administrator installs epoch 2 on aicha's node by hand.
+    let epochs: Vec<_> = sim.orgs["mas"]
+        .epochs
+        .iter()
+        .map(|x| (x.epoch, x.identity.clone()))
+        .collect();
+    e[0].import_epochs(&epochs, now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    let secret = e[0]
+        .open_case(data, "aicha", now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    let event = e[0]
+        .store()
+        .event(&secret)
+        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("event"));
+    assert_eq!(
+        event.header().orgs[0].epoch,
+        2,
+        "new case data uses the new epoch"
+    );
+    newcomer
+        .receive(&[event], now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    assert!(
+        newcomer.case(&secret, now()).is_err(),
+        "the removed node cannot read it"
+    );
+    assert!(
+        newcomer.share_keys(now()).is_err()
+            || newcomer.share_keys(now()).unwrap_or_default().is_empty()
+    );
+    // And no node shares epoch 2 with a node the configuration no longer lists.
+    assert!(e[0].share_keys(now()).unwrap_or_default().is_empty());
+}
+
+#[test]
+fn a_node_without_its_organisations_endorsement_gets_no_key_share() {
+    let (sim, dir, mut e) = scenario();
+    // A node endorsed by iom's key but claiming to be mas's: the configuration refuses it, so
+    // no mas node ever counts it among its organisation's nodes.
+    let rogue = passerelle_core::keyfiles::NodeSecrets::generate();
+    let stanza = Sim::node_stanza(&sim.orgs["iom"], &rogue, "rogue")
+        .unwrap_or_default()
+        .replace("org = \"iom\"", "org = \"mas\"");
+    let mut file = passerelle_core::config::chain::SignedFile::new(
+        passerelle_core::config::template::next_version(
+            &sim.files[0].document,
+            &sim.mechanism().unwrap_or_else(|x| panic!("{x}")),
+            &[],
+            now(),
+        )
+        .unwrap_or_default()
+            + &stanza,
+    );
+    file.sign(&sim.root.0).unwrap_or_default();
+    let mut files = sim.files.clone();
+    files.push(file);
+    let err = e[0].apply_config(&files, now()).map(|_| ()).unwrap_err();
+    assert!(
+        err.to_string().contains("endorsed by its own organisation"),
+        "{err}"
+    );
+    assert!(e[0].share_keys(now()).unwrap_or_default().is_empty());
+    drop(dir);
+}
+
+#[test]
+fn case_management_transfer_close_and_reopen() {
+    let (_sim, _dir, mut e) = scenario();
+    let mut data = boy();
+    data.case_type = "general".into();
+    let case = e[0]
+        .open_case(data, "aicha", now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    e[0].case_action(
+        case,
+        CaseAction::Note,
+        "called the family",
+        None,
+        "aicha",
+        now(),
+    )
+    .unwrap_or_else(|x| panic!("{x}"));
+    // Transfer case management to the delegate (dpe holds case_management).
+    e[0].case_action(
+        case,
+        CaseAction::Transfer {
+            to_org: "dpe".into(),
+        },
+        "handing over",
+        None,
+        "aicha",
+        now(),
+    )
+    .unwrap_or_else(|x| panic!("{x}"));
+    sync(&mut e);
+    let view = e[1].case(&case, now()).unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(view.manager, "dpe");
+    assert_eq!(
+        view.data.person.first_name.as_deref(),
+        Some("Youssef"),
+        "the new manager reads the case"
+    );
+    // The former manager may no longer close it; the new one may.
+    let refused = e[0].case_action(case, CaseAction::Close, "", None, "aicha", now());
+    assert!(
+        matches!(&refused, Err(x) if x.to_string().contains("case manager")),
+        "{refused:?}"
+    );
+    e[1].case_action(case, CaseAction::Close, "done", None, "delegate", now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    e[1].case_action(
+        case,
+        CaseAction::Reopen,
+        "new need",
+        None,
+        "delegate",
+        now(),
+    )
+    .unwrap_or_else(|x| panic!("{x}"));
+    sync(&mut e);
+    for engine in &e {
+        let c = engine
+            .store()
+            .case_record(&case)
+            .unwrap_or_default()
+            .unwrap_or_else(|| panic!("case"));
+        assert_eq!(c.manager_org, "dpe");
+        assert!(!c.closed);
+    }
+}
