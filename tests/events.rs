@@ -2,7 +2,7 @@
 //! temp directories) exchanging their logs in process: scenario 3, admission refusals, rule
 //! violations marked on every node, key shares, removal and rotation.
 
-use passerelle_core::engine::{Engine, ReferralRequest};
+use passerelle_core::engine::{Engine, ReferralRequest, Step};
 use passerelle_core::event::{CaseAction, Event, Kind, Transition, Urgency};
 use passerelle_core::fold::{Rule, Status};
 use passerelle_core::payload::{self, CaseData, Consent, Person};
@@ -173,19 +173,15 @@ fn scenario_3_identification_determination_referral_and_follow_up() {
         (Transition::Acknowledge, "seen in inbox"),
         (Transition::Accept, "appointment at 14:00"),
     ] {
-        e[2].referral_step(referral, t, None, note, None, "nurse", now())
+        e[2].referral_step(referral, Step::new(t, note), "nurse", now())
             .unwrap_or_else(|x| panic!("{x}"));
     }
-    e[2].referral_step(
-        referral,
-        Transition::Complete,
-        None,
-        "treated",
-        Some("antibiotics, follow-up in a week".into()),
-        "nurse",
-        now(),
-    )
-    .unwrap_or_else(|x| panic!("{x}"));
+    let complete = Step {
+        outcome: Some("antibiotics, follow-up in a week".into()),
+        ..Step::new(Transition::Complete, "treated")
+    };
+    e[2].referral_step(referral, complete, "nurse", now())
+        .unwrap_or_else(|x| panic!("{x}"));
     sync(&mut e);
 
     // Aïcha sees each step.
@@ -935,4 +931,45 @@ fn case_management_transfer_close_and_reopen() {
         assert_eq!(c.manager_org, "dpe");
         assert!(!c.closed);
     }
+}
+
+#[test]
+fn a_backup_restores_everything_and_starts_read_only() {
+    let (sim, dir, mut e) = scenario();
+    let case = e[0]
+        .open_case(boy(), "aicha", now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    let backup = dir.path().join("aicha.backup");
+    let events = e[0]
+        .store()
+        .backup(&backup)
+        .unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(events, 1);
+    assert!(e[0].store().backup(&backup).is_err(), "never overwrites");
+    let restored =
+        passerelle_core::store::Store::prepare_restore(&backup, Some(sim.mechanism_id()))
+            .unwrap_or_else(|x| panic!("{x}"));
+    let node = sim.node("aicha").unwrap_or_else(|x| panic!("{x}"));
+    let mut engine =
+        Engine::open(restored, node.secrets.clone(), "mas").unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(
+        engine.cases(None).unwrap_or_default().len(),
+        1,
+        "cases and keys came back"
+    );
+    assert!(engine.case(&case, now()).is_ok());
+    let err = engine
+        .open_case(boy(), "aicha", now())
+        .map(|_| ())
+        .unwrap_err();
+    assert!(err.to_string().contains("read-only"), "{err}");
+    let other =
+        Sim::new(SAMPLE, &["mas"], &[("x", "mas")], now()).unwrap_or_else(|x| panic!("{x}"));
+    let again = dir.path().join("again.backup");
+    e[1].store()
+        .backup(&again)
+        .unwrap_or_else(|x| panic!("{x}"));
+    assert!(
+        passerelle_core::store::Store::prepare_restore(&again, Some(other.mechanism_id())).is_err()
+    );
 }

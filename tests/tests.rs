@@ -1,5 +1,9 @@
 //! Passerelle's integration tests: one test binary, one module per theme.
 
+#![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure with its message.
+
 mod config_chain;
 mod config_files;
+mod crash;
 mod events;
+mod fold_order;

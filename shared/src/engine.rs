@@ -72,6 +72,29 @@ pub struct ReferralRequest {
     pub emergency_override: Option<String>,
 }
 
+/// One step of a referral, as the receiving (or sending) caseworker takes it.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub transition: Transition,
+    /// The decline reason code (required for a decline).
+    pub reason: Option<String>,
+    pub note: String,
+    /// The outcome, on completion.
+    pub outcome: Option<String>,
+}
+
+impl Step {
+    /// A step with a note and nothing else.
+    pub fn new(transition: Transition, note: &str) -> Self {
+        Self {
+            transition,
+            reason: None,
+            note: note.to_string(),
+            outcome: None,
+        }
+    }
+}
+
 /// One line of a case's timeline.
 #[derive(Debug, Clone, Serialize)]
 pub struct TimelineEntry {
@@ -591,10 +614,7 @@ impl Engine {
     pub fn referral_step(
         &mut self,
         referral: EventId,
-        transition: Transition,
-        reason: Option<String>,
-        note: &str,
-        outcome: Option<String>,
+        step: Step,
         by: &str,
         now: OffsetDateTime,
     ) -> Result<EventId, EngineError> {
@@ -602,17 +622,23 @@ impl Engine {
             .store
             .referral_record(&referral)?
             .ok_or_else(|| EngineError::NoReferral(referral.short()))?;
-        if transition == Transition::Decline && reason.is_none() {
+        if step.transition == Transition::Decline && step.reason.is_none() {
             return Err(invalid("a decline needs a reason code (--reason)"));
         }
+        if step.note.chars().count() > crate::limits::TEXT_FIELD_MAX_CHARS {
+            return Err(invalid("the note is too long"));
+        }
         let plain = payload::encode(&ReferralUpdatePayload {
-            note: note.to_string(),
-            outcome,
+            note: step.note,
+            outcome: step.outcome,
             by: by.to_string(),
         })?;
         let orgs = vec![record.sender_org.clone(), record.receiver_org.clone()];
         self.append(
-            Kind::ReferralUpdate { transition, reason },
+            Kind::ReferralUpdate {
+                transition: step.transition,
+                reason: step.reason,
+            },
             Some(referral),
             vec![],
             orgs,

@@ -5,6 +5,7 @@
 //! an event and the views it changes, a configuration version and the chain head — commits in
 //! one write transaction, so a crash never leaves half of it.
 
+mod backup;
 mod config_store;
 mod log;
 mod org_keys;
