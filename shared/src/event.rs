@@ -376,8 +376,11 @@ impl Event {
         if bytes.len() > EVENT_WIRE_SIZE_MAX_BYTES {
             return Err(EventError::TooLarge);
         }
-        let wire: Wire =
-            postcard::from_bytes(bytes).map_err(|e| EventError::Malformed(e.to_string()))?;
+        let (wire, rest): (Wire, _) =
+            postcard::take_from_bytes(bytes).map_err(|e| EventError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(EventError::Malformed("trailing bytes after the event".into()));
+        }
         if wire.header.len() > EVENT_HEADER_SIZE_MAX_BYTES {
             return Err(EventError::HeaderTooLarge);
         }
