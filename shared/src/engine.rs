@@ -72,6 +72,39 @@ pub struct ReferralRequest {
     pub emergency_override: Option<String>,
 }
 
+/// An event about to be created: its kind, what it is about, whom it is addressed to, and
+/// its payload (encrypted to the current epochs of `orgs`).
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub kind: Kind,
+    pub subject: Option<EventId>,
+    pub deps: Vec<EventId>,
+    pub orgs: Vec<String>,
+    pub payload: Decrypted,
+}
+
+impl Draft {
+    pub fn new(kind: Kind, subject: Option<EventId>, orgs: Vec<String>, payload: Decrypted) -> Self {
+        Self {
+            kind,
+            subject,
+            deps: Vec::new(),
+            orgs,
+            payload,
+        }
+    }
+}
+
+fn encode_payload(p: &Decrypted) -> Result<Vec<u8>, payload::PayloadError> {
+    match p {
+        Decrypted::CaseOpen(x) => payload::encode(x),
+        Decrypted::Determination(x) => payload::encode(x),
+        Decrypted::CaseUpdate(x) => payload::encode(x),
+        Decrypted::Referral(x) => payload::encode(x),
+        Decrypted::ReferralUpdate(x) => payload::encode(x),
+    }
+}
+
 /// One step of a referral, as the receiving (or sending) caseworker takes it.
 #[derive(Debug, Clone)]
 pub struct Step {
@@ -313,51 +346,122 @@ impl Engine {
     }
 
     /// Builds, signs and appends an event; nothing is written if a rule would be broken.
-    fn append(
+    fn append(&mut self, draft: Draft, now: OffsetDateTime) -> Result<EventId, EngineError> {
+        let ids = self.append_batch(vec![draft], now)?;
+        ids.into_iter()
+            .next()
+            .ok_or_else(|| invalid("nothing was appended"))
+    }
+
+    /// Builds, encrypts (on every core), signs and appends several events in one durable
+    /// transaction. All are written, or — if any would break a rule — none is.
+    pub fn append_batch(
         &mut self,
-        kind: Kind,
-        subject: Option<EventId>,
-        deps: Vec<EventId>,
-        orgs: Vec<String>,
-        plain: Vec<u8>,
+        drafts: Vec<Draft>,
         now: OffsetDateTime,
-    ) -> Result<EventId, EngineError> {
+    ) -> Result<Vec<EventId>, EngineError> {
         let m = self.store.config().require()?.clone();
-        if kind.is_case_event() {
+        if drafts.iter().any(|d| d.kind.is_case_event()) {
             self.can_create_case_events(now)?;
         }
-        let mut addressed = Vec::new();
-        let mut recipients = Vec::new();
-        let mut seen = std::collections::BTreeSet::new();
-        for org in orgs {
-            if !seen.insert(org.clone()) {
-                continue;
-            }
-            let (epoch, recipient) = m.current_epoch(&org).ok_or_else(|| {
-                invalid(format!(
-                    "`{org}` has no encryption key in the configuration yet: it cannot be sent case data"
-                ))
-            })?;
-            addressed.push(Addressed { org, epoch });
-            recipients.push(recipient.clone());
+        struct Prepared {
+            draft: Draft,
+            addressed: Vec<Addressed>,
+            recipients: Vec<age::x25519::Recipient>,
+            plain: zeroize::Zeroizing<Vec<u8>>,
         }
-        let body = if kind.is_encrypted_to_orgs() {
-            let refs: Vec<&age::x25519::Recipient> = recipients.iter().collect();
-            payload::seal(&plain, &refs)?
-        } else {
-            plain
+        let mut prepared = Vec::with_capacity(drafts.len());
+        for draft in drafts {
+            let mut addressed = Vec::new();
+            let mut recipients = Vec::new();
+            let mut seen = std::collections::BTreeSet::new();
+            for org in &draft.orgs {
+                if !seen.insert(org.clone()) {
+                    continue;
+                }
+                let (epoch, recipient) = m.current_epoch(org).ok_or_else(|| {
+                    invalid(format!(
+                        "`{org}` has no encryption key in the configuration yet: it cannot be sent case data"
+                    ))
+                })?;
+                addressed.push(Addressed {
+                    org: org.clone(),
+                    epoch,
+                });
+                recipients.push(recipient.clone());
+            }
+            let plain = zeroize::Zeroizing::new(encode_payload(&draft.payload)?);
+            prepared.push(Prepared {
+                draft,
+                addressed,
+                recipients,
+                plain,
+            });
+        }
+        // Encryption dominates: spread it over the cores.
+        let bodies: Vec<Result<Vec<u8>, payload::PayloadError>> = {
+            let seal = |p: &Prepared| {
+                let refs: Vec<&age::x25519::Recipient> = p.recipients.iter().collect();
+                payload::seal(&p.plain, &refs)
+            };
+            let threads = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(8);
+            if prepared.len() < 4 || threads < 2 {
+                prepared.iter().map(seal).collect()
+            } else {
+                let chunk = prepared.len().div_ceil(threads);
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = prepared
+                        .chunks(chunk)
+                        .map(|part| scope.spawn(move || part.iter().map(seal).collect::<Vec<_>>()))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .flat_map(|h| {
+                            h.join().unwrap_or_else(|_| {
+                                vec![Err(payload::PayloadError::Encrypt(
+                                    "an encryption thread failed".into(),
+                                ))]
+                            })
+                        })
+                        .collect()
+                })
+            }
         };
-        let event = self.sign(kind, subject, deps, addressed, body, now)?;
+        // Signing chains each event to the previous one: in order, on one core.
+        let head = self.store.head(&self.keys.node_key)?;
+        let mut seq = head.map(|h| h.0).unwrap_or(0);
+        let mut prev = head.map(|h| h.1);
+        let config_version = m.doc.version.max(head.map(|h| h.2).unwrap_or(0));
+        let mut events = Vec::with_capacity(prepared.len());
+        for (p, body) in prepared.into_iter().zip(bodies) {
+            let event = self.sign(
+                p.draft.kind,
+                p.draft.subject,
+                p.draft.deps,
+                p.addressed,
+                body?,
+                (seq + 1, prev, config_version),
+                now,
+            )?;
+            seq += 1;
+            prev = Some(event.id());
+            events.push((event, Some(p.draft.payload)));
+        }
+        let ids = events.iter().map(|(e, _)| e.id()).collect();
         match self
             .store
-            .append_local(&event, &mut self.keys, now_ms(now))?
+            .append_local_batch(events, &mut self.keys, now_ms(now))?
         {
-            Ok(_) => Ok(event.id()),
+            Ok(()) => Ok(ids),
             Err(reason) => Err(EngineError::Rule(reason)),
         }
     }
 
-    /// Signs a header for the next event of this node's log.
+    /// Signs a header at the given position of this node's log.
+    #[allow(clippy::too_many_arguments)]
     fn sign(
         &mut self,
         kind: Kind,
@@ -365,23 +469,20 @@ impl Engine {
         deps: Vec<EventId>,
         orgs: Vec<Addressed>,
         body: Vec<u8>,
+        (seq, prev, config_version): (u64, Option<EventId>, u64),
         now: OffsetDateTime,
     ) -> Result<Event, EngineError> {
-        let m = self.store.config().require()?.clone();
         let mechanism = self
             .store
             .config()
             .mechanism_id()
             .ok_or(StoreError::NotJoined)?;
-        let head = self.store.head(&self.keys.node_key)?;
-        // Never claim a lower version than this node's previous event.
-        let config_version = m.doc.version.max(head.map(|h| h.2).unwrap_or(0));
         let header = Header {
             format: EVENT_FORMAT,
             mechanism,
             author: self.keys.node_key,
-            seq: head.map(|h| h.0).unwrap_or(0) + 1,
-            prev: head.map(|h| h.1),
+            seq,
+            prev,
             config_version,
             hlc: self.clock.tick(now_ms(now)),
             kind,
@@ -392,6 +493,23 @@ impl Engine {
             body_len: 0,
         };
         Ok(Event::sign(header, body, &self.secrets.signing)?)
+    }
+
+    /// Signs the next event of this node's log.
+    fn sign_next(
+        &mut self,
+        kind: Kind,
+        body: Vec<u8>,
+        now: OffsetDateTime,
+    ) -> Result<Event, EngineError> {
+        let m = self.store.config().require()?.clone();
+        let head = self.store.head(&self.keys.node_key)?;
+        let position = (
+            head.map(|h| h.0).unwrap_or(0) + 1,
+            head.map(|h| h.1),
+            m.doc.version.max(head.map(|h| h.2).unwrap_or(0)),
+        );
+        self.sign(kind, None, vec![], vec![], body, position, now)
     }
 
     /// Opens a case. The case is addressed to this organisation (its first case manager) and,
@@ -437,11 +555,11 @@ impl Engine {
                     .cloned(),
             );
         }
-        let plain = payload::encode(&CaseOpenPayload {
+        let payload = Decrypted::CaseOpen(CaseOpenPayload {
             data,
             by: by.to_string(),
-        })?;
-        self.append(Kind::CaseOpen, None, vec![], orgs, plain, now)
+        });
+        self.append(Draft::new(Kind::CaseOpen, None, orgs, payload), now)
     }
 
     /// Records a status / case-type determination for a case (by an authority).
@@ -455,18 +573,19 @@ impl Engine {
         now: OffsetDateTime,
     ) -> Result<EventId, EngineError> {
         let record = self.readable_case_record(&case)?;
-        let plain = payload::encode(&DeterminationPayload {
+        let payload = Decrypted::Determination(DeterminationPayload {
             case_type: case_type.to_string(),
             determined,
             note: note.to_string(),
             by: by.to_string(),
-        })?;
+        });
         self.append(
-            Kind::StatusDetermination,
-            Some(case),
-            vec![],
-            record.readers.clone(),
-            plain,
+            Draft::new(
+                Kind::StatusDetermination,
+                Some(case),
+                record.readers.clone(),
+                payload,
+            ),
             now,
         )
     }
@@ -526,6 +645,25 @@ impl Engine {
         by: &str,
         now: OffsetDateTime,
     ) -> Result<EventId, EngineError> {
+        let draft = self.referral_draft(request, by)?;
+        self.append(draft, now)
+    }
+
+    /// Sends several referrals in one transaction (all or none), encrypting on every core.
+    pub fn send_referrals(
+        &mut self,
+        requests: Vec<ReferralRequest>,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<EventId>, EngineError> {
+        let drafts = requests
+            .into_iter()
+            .map(|r| self.referral_draft(r, by))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.append_batch(drafts, now)
+    }
+
+    fn referral_draft(&self, request: ReferralRequest, by: &str) -> Result<Draft, EngineError> {
         let m = self.mechanism()?.clone();
         let record = self.readable_case_record(&request.case)?;
         let (data, _) = self.case_data(&record)?;
@@ -579,7 +717,7 @@ impl Engine {
             .map(|(id, _)| *id)
             .collect();
         let clear_category = (!category.sensitive).then(|| category.id.clone());
-        let plain = payload::encode(&ReferralPayload {
+        let payload = Decrypted::Referral(ReferralPayload {
             case_type: data.case_type.clone(),
             category: category.id.clone(),
             shared,
@@ -590,23 +728,22 @@ impl Engine {
                 by: by.to_string(),
             }),
             by: by.to_string(),
-        })?;
+        });
         let mut orgs = vec![self.org.clone(), request.to_org.clone()];
         if record.manager_org != self.org {
             orgs.push(record.manager_org.clone());
         }
-        self.append(
-            Kind::ReferralSend {
+        Ok(Draft {
+            kind: Kind::ReferralSend {
                 to_org: request.to_org,
                 category: clear_category,
                 urgency: request.urgency,
             },
-            Some(request.case),
+            subject: Some(request.case),
             deps,
             orgs,
-            plain,
-            now,
-        )
+            payload,
+        })
     }
 
     /// Takes a referral one step: acknowledge, accept, decline (with a reason code), complete
@@ -628,23 +765,17 @@ impl Engine {
         if step.note.chars().count() > crate::limits::TEXT_FIELD_MAX_CHARS {
             return Err(invalid("the note is too long"));
         }
-        let plain = payload::encode(&ReferralUpdatePayload {
+        let payload = Decrypted::ReferralUpdate(ReferralUpdatePayload {
             note: step.note,
             outcome: step.outcome,
             by: by.to_string(),
-        })?;
+        });
         let orgs = vec![record.sender_org.clone(), record.receiver_org.clone()];
-        self.append(
-            Kind::ReferralUpdate {
-                transition: step.transition,
-                reason: step.reason,
-            },
-            Some(referral),
-            vec![],
-            orgs,
-            plain,
-            now,
-        )
+        let kind = Kind::ReferralUpdate {
+            transition: step.transition,
+            reason: step.reason,
+        };
+        self.append(Draft::new(kind, Some(referral), orgs, payload), now)
     }
 
     /// A case-management action: a note, a transfer, closing, reopening, or new consent.
@@ -666,18 +797,14 @@ impl Engine {
             }
             _ => None,
         };
-        let plain = payload::encode(&CaseUpdatePayload {
+        let payload = Decrypted::CaseUpdate(CaseUpdatePayload {
             note: note.to_string(),
             data,
             consent,
             by: by.to_string(),
-        })?;
+        });
         self.append(
-            Kind::CaseUpdate(action),
-            Some(case),
-            vec![],
-            orgs,
-            plain,
+            Draft::new(Kind::CaseUpdate(action), Some(case), orgs, payload),
             now,
         )
     }
@@ -714,12 +841,13 @@ impl Engine {
                 to: target_key,
                 epochs: epochs.iter().map(|(e, _)| *e).collect(),
             };
-            let event = self.sign(kind, None, vec![], vec![], body, now)?;
-            match self
-                .store
-                .append_local(&event, &mut self.keys, now_ms(now))?
-            {
-                Ok(_) => created.push(event.id()),
+            let event = self.sign_next(kind, body, now)?;
+            match self.store.append_local_batch(
+                vec![(event.clone(), None)],
+                &mut self.keys,
+                now_ms(now),
+            )? {
+                Ok(()) => created.push(event.id()),
                 Err(reason) => return Err(EngineError::Rule(reason)),
             }
         }
@@ -733,7 +861,14 @@ impl Engine {
         body: Vec<u8>,
         now: OffsetDateTime,
     ) -> Result<EventId, EngineError> {
-        self.append(kind, None, vec![], vec![], body, now)
+        let event = self.sign_next(kind, body, now)?;
+        match self
+            .store
+            .append_local_batch(vec![(event.clone(), None)], &mut self.keys, now_ms(now))?
+        {
+            Ok(()) => Ok(event.id()),
+            Err(reason) => Err(EngineError::Rule(reason)),
+        }
     }
 
     // ----- Views -----

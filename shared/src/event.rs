@@ -297,14 +297,27 @@ struct Wire {
 }
 
 /// A decoded event: the exact header bytes, the signature, the header, and the body unless pruned.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Event {
     header_bytes: Vec<u8>,
     signature: Signature,
     header: Header,
     id: EventId,
     body: Option<Vec<u8>>,
+    /// The outcome of checking the signature, once checked: a batch is verified on every core
+    /// before admission, which then reads the result instead of verifying again.
+    verified: std::sync::OnceLock<bool>,
 }
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        self.header_bytes == other.header_bytes
+            && self.signature == other.signature
+            && self.body == other.body
+    }
+}
+
+impl Eq for Event {}
 
 impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -359,6 +372,7 @@ impl Event {
             header,
             id,
             body: Some(body),
+            verified: std::sync::OnceLock::new(),
         };
         Ok(event)
     }
@@ -419,6 +433,7 @@ impl Event {
             header,
             id,
             body: wire.body,
+            verified: std::sync::OnceLock::new(),
         })
     }
 
@@ -434,8 +449,21 @@ impl Event {
 
     /// Checks the author's signature over the header bytes.
     pub fn verify_signature(&self) -> Result<(), crate::keys::KeyError> {
-        let key = PublicKey::from_bytes(&self.header.author)?;
-        key.verify(context::EVENT, &self.header_bytes, &self.signature)
+        let ok = *self.verified.get_or_init(|| {
+            PublicKey::from_bytes(&self.header.author)
+                .and_then(|key| key.verify(context::EVENT, &self.header_bytes, &self.signature))
+                .is_ok()
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(crate::keys::KeyError::SignatureMismatch)
+        }
+    }
+
+    /// The exact signed header bytes and the signature (for measuring raw verification).
+    pub fn signed_parts(&self) -> (&[u8], &Signature) {
+        (&self.header_bytes, &self.signature)
     }
 
     pub fn id(&self) -> EventId {
@@ -456,6 +484,30 @@ impl Event {
             body: None,
             ..self.clone()
         }
+    }
+
+    /// Checks the signatures of many events on every core, so admission finds them checked.
+    pub fn verify_all(events: &[Event]) {
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(8);
+        if events.len() < 64 || threads < 2 {
+            for e in events {
+                let _ = e.verify_signature();
+            }
+            return;
+        }
+        let chunk = events.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            for part in events.chunks(chunk) {
+                scope.spawn(move || {
+                    for e in part {
+                        let _ = e.verify_signature();
+                    }
+                });
+            }
+        });
     }
 
     /// The size of the event on the wire, without encoding it.

@@ -260,6 +260,8 @@ pub(crate) struct Ingest<'a, 't> {
     pub report: IngestReport,
     /// Authors whose heads moved: their held events may now be admissible.
     advanced: BTreeSet<Id>,
+    /// Payloads of events this node just created, so the fold reads them without decrypting.
+    pub known: std::collections::HashMap<EventId, Decrypted>,
 }
 
 impl<'a, 't> Ingest<'a, 't> {
@@ -278,6 +280,7 @@ impl<'a, 't> Ingest<'a, 't> {
             now_ms,
             report: IngestReport::default(),
             advanced: BTreeSet::new(),
+            known: std::collections::HashMap::new(),
         }
     }
 
@@ -443,7 +446,10 @@ impl<'a, 't> Ingest<'a, 't> {
         let Some(m) = self.config.version(h.config_version).cloned() else {
             return Err(StoreError::Corrupt("missing configuration version".into()));
         };
-        let (payload, unread) = decrypt_event(event, self.keys);
+        let (payload, unread) = match self.known.remove(&id) {
+            Some(known) => (Some(Ok(known)), None),
+            None => decrypt_event(event, self.keys),
+        };
         if let Some(epoch) = unread {
             self.t.unread.insert(id.0, epoch)?;
         }
@@ -851,6 +857,8 @@ impl Store {
     ) -> Result<IngestReport, StoreError> {
         let mechanism_id = self.config.mechanism_id().ok_or(StoreError::NotJoined)?;
         let saved_keys = keys.clone();
+        // Signatures are checked on every core before the single-threaded transaction.
+        Event::verify_all(events);
         let result = (|| {
             let tx = self.db.begin_write()?;
             let report = {
@@ -899,40 +907,55 @@ impl Store {
         result
     }
 
-    /// Appends an event this node created: admitted and folded like any other, and committed
-    /// only if admission let it in and the fold found it valid. Otherwise nothing is written
-    /// and the reason is returned.
-    pub fn append_local(
+    /// Appends events this node created, with their payloads in clear (so the fold need not
+    /// decrypt what it just encrypted): admitted and folded like any other, in one durable
+    /// transaction, committed only if admission let every one in and the fold found every one
+    /// valid. Otherwise nothing is written and the reason is returned.
+    pub fn append_local_batch(
         &mut self,
-        event: &Event,
+        events: Vec<(Event, Option<Decrypted>)>,
         keys: &mut FoldKeys,
         now_ms: u64,
-    ) -> Result<Result<IngestReport, String>, StoreError> {
+    ) -> Result<Result<(), String>, StoreError> {
         let mechanism_id = self.config.mechanism_id().ok_or(StoreError::NotJoined)?;
         let saved_keys = keys.clone();
         let tx = self.db.begin_write()?;
-        let outcome = {
+        let mut outcome = Ok(());
+        {
             let mut tables = Tables::open(&tx)?;
             let mut ingest = Ingest::new(&mut tables, &self.config, mechanism_id, keys, now_ms);
-            let admission = ingest.ingest(event)?;
-            match admission {
-                Admission::Admit => match tables.verdict_of(&event.id())? {
-                    Some(v) if v.is_valid() => Ok(ingest_report_of(event)),
-                    Some(v) => Err(v
-                        .broken
-                        .map(|r| r.to_string())
-                        .unwrap_or_else(|| "invalid".into())),
-                    None => Err("it waits for a dependency this node does not hold".into()),
-                },
-                Admission::Refuse(r) => Err(r.to_string()),
-                other => Err(format!("it was not admitted ({other:?})")),
+            for (event, known) in &events {
+                if let Some(payload) = known {
+                    ingest.known.insert(event.id(), payload.clone());
+                }
+                let admission = ingest.ingest(event)?;
+                let verdict = ingest.t.verdict_of(&event.id())?;
+                let problem = match (admission, verdict) {
+                    (Admission::Admit, Some(v)) if v.is_valid() => None,
+                    (Admission::Admit, Some(v)) => Some(
+                        v.broken
+                            .map(|r| r.to_string())
+                            .unwrap_or_else(|| "invalid".into()),
+                    ),
+                    (Admission::Admit, None) => {
+                        Some("it waits for a dependency this node does not hold".into())
+                    }
+                    (Admission::Refuse(r), _) => Some(r.to_string()),
+                    (other, _) => Some(format!("it was not admitted ({other:?})")),
+                };
+                if let Some(problem) = problem {
+                    outcome = Err(problem);
+                    break;
+                }
             }
-        };
+        }
         match outcome {
-            Ok(report) => {
+            Ok(()) => {
                 tx.commit()?;
-                observe_hlc(&mut self.hlc_seen, event.header().hlc);
-                Ok(Ok(report))
+                if let Some((last, _)) = events.last() {
+                    observe_hlc(&mut self.hlc_seen, last.header().hlc);
+                }
+                Ok(Ok(()))
             }
             Err(reason) => {
                 tx.abort()?;
@@ -1168,12 +1191,6 @@ pub struct LogCounts {
     pub unread: u64,
 }
 
-fn ingest_report_of(event: &Event) -> IngestReport {
-    IngestReport {
-        admitted: vec![event.id()],
-        ..IngestReport::default()
-    }
-}
 
 fn observe_hlc(seen: &mut Hlc, hlc: Hlc) {
     if hlc > *seen {
