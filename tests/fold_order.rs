@@ -14,17 +14,30 @@ use crate::events::{SAMPLE, boy, health_referral, now, sync};
 /// A comparable snapshot of everything the fold computed.
 fn snapshot(engine: &Engine, events: &[Event]) -> String {
     let store = engine.store();
-    let mut cases = store.case_records().unwrap_or_default();
-    for c in &mut cases {
-        c.events.sort();
-        c.referrals.sort();
-    }
-    cases.sort_by_key(|c| c.id);
-    let mut referrals = store.referral_records().unwrap_or_default();
-    for r in &mut referrals {
-        r.events.sort();
-    }
-    referrals.sort_by_key(|r| r.id);
+    let mut cases: Vec<_> = store
+        .case_records()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            let mut events = store.case_events(&c.id).unwrap_or_default();
+            let mut referrals = store.case_referrals(&c.id).unwrap_or_default();
+            events.sort();
+            referrals.sort();
+            (c, events, referrals)
+        })
+        .collect();
+    cases.sort_by_key(|c| c.0.id);
+    let mut referrals: Vec<_> = store
+        .referral_records()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| {
+            let mut steps = store.referral_steps(&r.id).unwrap_or_default();
+            steps.sort();
+            (r, steps)
+        })
+        .collect();
+    referrals.sort_by_key(|r| r.0.id);
     let verdicts: BTreeMap<_, _> = events
         .iter()
         .map(|e| (e.id(), store.verdict(&e.id()).unwrap_or_default()))

@@ -68,6 +68,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The performance figures, each beside a baseline measured in the same run.
+    Bench {
+        /// Smaller sizes: about a minute.
+        #[arg(long)]
+        quick: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,5 +194,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Org(cmd) => cmd_org::run(cmd, data_dir, &passphrases),
         Command::Join { files } => cmd_node::join(&data_dir()?, &files, &passphrases),
         Command::Status { json } => cmd_node::status(&data_dir()?, json),
+        Command::Bench { quick, json } => crate::bench::run(quick, json),
     }
 }

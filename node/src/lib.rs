@@ -2,6 +2,7 @@
 //! web UI, bundles, the demo and the benchmark. The domain logic lives in `passerelle-core`;
 //! this crate moves bytes between it and files, sockets, terminals and browsers.
 
+mod bench;
 mod cli;
 mod cmd_mechanism;
 mod cmd_node;

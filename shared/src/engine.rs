@@ -84,7 +84,12 @@ pub struct Draft {
 }
 
 impl Draft {
-    pub fn new(kind: Kind, subject: Option<EventId>, orgs: Vec<String>, payload: Decrypted) -> Self {
+    pub fn new(
+        kind: Kind,
+        subject: Option<EventId>,
+        orgs: Vec<String>,
+        payload: Decrypted,
+    ) -> Self {
         Self {
             kind,
             subject,
@@ -203,7 +208,15 @@ pub struct Engine {
     org: String,
     keys: FoldKeys,
     clock: HlcClock,
+    /// Decrypted case data by case, keyed by the case's replay position: repeated actions on a
+    /// case do not decrypt its history again. In memory only, bounded by [`CASE_CACHE_MAX`].
+    case_cache: std::sync::Mutex<std::collections::HashMap<EventId, (CaseCacheKey, CaseData)>>,
 }
+
+type CaseCacheKey = ((crate::event::Hlc, EventId), u32);
+
+/// Most cases whose decrypted data the engine keeps in memory.
+pub const CASE_CACHE_MAX: usize = 256;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -242,6 +255,7 @@ impl Engine {
             org: org.to_string(),
             keys,
             clock,
+            case_cache: Default::default(),
         })
     }
 
@@ -404,10 +418,7 @@ impl Engine {
                 let refs: Vec<&age::x25519::Recipient> = p.recipients.iter().collect();
                 payload::seal(&p.plain, &refs)
             };
-            let threads = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-                .min(8);
+            let threads = crate::limits::batch_threads();
             if prepared.len() < 4 || threads < 2 {
                 prepared.iter().map(seal).collect()
             } else {
@@ -432,21 +443,20 @@ impl Engine {
         };
         // Signing chains each event to the previous one: in order, on one core.
         let head = self.store.head(&self.keys.node_key)?;
-        let mut seq = head.map(|h| h.0).unwrap_or(0);
+        let first_seq = head.map(|h| h.0).unwrap_or(0) + 1;
         let mut prev = head.map(|h| h.1);
         let config_version = m.doc.version.max(head.map(|h| h.2).unwrap_or(0));
         let mut events = Vec::with_capacity(prepared.len());
-        for (p, body) in prepared.into_iter().zip(bodies) {
+        for (seq, (p, body)) in (first_seq..).zip(prepared.into_iter().zip(bodies)) {
             let event = self.sign(
                 p.draft.kind,
                 p.draft.subject,
                 p.draft.deps,
                 p.addressed,
                 body?,
-                (seq + 1, prev, config_version),
+                (seq, prev, config_version),
                 now,
             )?;
-            seq += 1;
             prev = Some(event.id());
             events.push((event, Some(p.draft.payload)));
         }
@@ -521,7 +531,7 @@ impl Engine {
         now: OffsetDateTime,
     ) -> Result<EventId, EngineError> {
         data.validate()?;
-        let m = self.mechanism()?.clone();
+        let m = self.store.config().require()?.clone();
         let case_type = m
             .case_type(&data.case_type)
             .ok_or_else(|| {
@@ -601,12 +611,31 @@ impl Engine {
         Ok(record)
     }
 
-    /// The current data of a case this node can read (from its opening or latest transfer).
-    fn case_data(&self, record: &CaseRecord) -> Result<(CaseData, Vec<Consent>), EngineError> {
+    /// The current data of a case this node can read (from its opening or latest transfer,
+    /// with the latest consent recorded), from the cache when the case has not changed.
+    fn case_data(&self, record: &CaseRecord) -> Result<CaseData, EngineError> {
+        let key = (record.last, record.event_count);
+        if let Ok(cache) = self.case_cache.lock()
+            && let Some((k, data)) = cache.get(&record.id)
+            && *k == key
+        {
+            return Ok(data.clone());
+        }
+        let data = self.decrypt_case_data(record)?;
+        if let Ok(mut cache) = self.case_cache.lock() {
+            if cache.len() >= CASE_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(record.id, (key, data.clone()));
+        }
+        Ok(data)
+    }
+
+    fn decrypt_case_data(&self, record: &CaseRecord) -> Result<CaseData, EngineError> {
         let mut data = None;
-        let mut consents = Vec::new();
+        let mut consent = None;
         let mut events = vec![record.id];
-        events.extend(record.events.iter().copied());
+        events.extend(self.store.case_events(&record.id)?);
         let mut decoded = Vec::new();
         for id in events {
             if let Some(event) = self.store.event(&id)? {
@@ -625,17 +654,17 @@ impl Engine {
                         data = Some(d);
                     }
                     if let Some(c) = u.consent {
-                        consents.push(c);
+                        consent = Some(c);
                     }
                 }
                 _ => {}
             }
         }
         let mut data = data.ok_or_else(|| EngineError::NoCase(record.id.short()))?;
-        if let Some(latest) = consents.last() {
-            data.consent = latest.clone();
+        if let Some(latest) = consent {
+            data.consent = latest;
         }
-        Ok((data, consents))
+        Ok(data)
     }
 
     /// Sends a referral, sharing only the chosen fields.
@@ -664,9 +693,9 @@ impl Engine {
     }
 
     fn referral_draft(&self, request: ReferralRequest, by: &str) -> Result<Draft, EngineError> {
-        let m = self.mechanism()?.clone();
+        let m = self.store.config().require()?.clone();
         let record = self.readable_case_record(&request.case)?;
-        let (data, _) = self.case_data(&record)?;
+        let data = self.case_data(&record)?;
         let category = m.category(&request.category).ok_or_else(|| {
             invalid(format!(
                 "unknown service category `{}`",
@@ -793,7 +822,7 @@ impl Engine {
         let data = match &action {
             CaseAction::Transfer { to_org } => {
                 orgs.push(to_org.clone());
-                Some(self.case_data(&record)?.0)
+                Some(self.case_data(&record)?)
             }
             _ => None,
         };
@@ -813,7 +842,7 @@ impl Engine {
     /// node of the organisation that has not received it, after checking each key matches the
     /// configured recipient. Returns the key-share events created.
     pub fn share_keys(&mut self, now: OffsetDateTime) -> Result<Vec<EventId>, EngineError> {
-        let m = self.mechanism()?.clone();
+        let m = self.store.config().require()?.clone();
         let mut created = Vec::new();
         let mut targets: Vec<_> = m
             .nodes_of(&self.org)
@@ -862,10 +891,11 @@ impl Engine {
         now: OffsetDateTime,
     ) -> Result<EventId, EngineError> {
         let event = self.sign_next(kind, body, now)?;
-        match self
-            .store
-            .append_local_batch(vec![(event.clone(), None)], &mut self.keys, now_ms(now))?
-        {
+        match self.store.append_local_batch(
+            vec![(event.clone(), None)],
+            &mut self.keys,
+            now_ms(now),
+        )? {
             Ok(()) => Ok(event.id()),
             Err(reason) => Err(EngineError::Rule(reason)),
         }
@@ -926,7 +956,7 @@ impl Engine {
         decrypt: bool,
         now: OffsetDateTime,
     ) -> Result<Vec<ReferralView>, EngineError> {
-        let m = self.mechanism()?.clone();
+        let m = self.store.config().require()?.clone();
         let mut out = Vec::new();
         for id in self.store.referrals_of_org(&self.org, sent)? {
             let Some(record) = self.store.referral_record(&id)? else {
@@ -942,7 +972,7 @@ impl Engine {
 
     /// One referral, decrypted where this node may read it.
     pub fn referral(&self, id: &EventId, now: OffsetDateTime) -> Result<ReferralView, EngineError> {
-        let m = self.mechanism()?.clone();
+        let m = self.store.config().require()?.clone();
         let record = self
             .store
             .referral_record(id)?
@@ -994,7 +1024,7 @@ impl Engine {
             if !record.valid || !record.readers.iter().any(|r| r == &self.org) {
                 continue;
             }
-            let Ok((data, _)) = self.case_data(&record) else {
+            let Ok(data) = self.case_data(&record) else {
                 continue; // Addressed to us but not readable yet (no key).
             };
             if let Some(needle) = &needle {
@@ -1028,7 +1058,7 @@ impl Engine {
                 site: data.site,
                 name,
                 needs: data.needs,
-                referrals: record.referrals.len(),
+                referrals: record.referral_count as usize,
                 last_activity: hlc_text(record.last_activity),
             });
         }
@@ -1038,17 +1068,16 @@ impl Engine {
 
     /// One case with its timeline and referrals, decrypted.
     pub fn case(&self, id: &EventId, now: OffsetDateTime) -> Result<CaseView, EngineError> {
-        let m = self.mechanism()?.clone();
+        let m = self.store.config().require()?.clone();
         let record = self.readable_case_record(id)?;
-        let (data, _) = self.case_data(&record)?;
+        let data = self.case_data(&record)?;
         let mut timeline = Vec::new();
         let mut ids = vec![record.id];
-        ids.extend(record.events.iter().copied());
-        ids.extend(record.referrals.iter().copied());
-        for referral in &record.referrals {
-            if let Some(r) = self.store.referral_record(referral)? {
-                ids.extend(r.events);
-            }
+        let referral_ids = self.store.case_referrals(&record.id)?;
+        ids.extend(self.store.case_events(&record.id)?);
+        ids.extend(referral_ids.iter().copied());
+        for referral in &referral_ids {
+            ids.extend(self.store.referral_steps(referral)?);
         }
         for eid in ids {
             let Some(event) = self.store.event(&eid)? else {
@@ -1078,7 +1107,7 @@ impl Engine {
         }
         timeline.sort_by(|a, b| a.at.cmp(&b.at));
         let mut referrals = Vec::new();
-        for rid in &record.referrals {
+        for rid in &referral_ids {
             if let Some(r) = self.store.referral_record(rid)? {
                 referrals.push(self.referral_view(&r, &m, now, true)?);
             }

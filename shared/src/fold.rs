@@ -208,10 +208,10 @@ pub struct CaseRecord {
     pub readers: Vec<String>,
     /// Valid determinations: (event id, authority organisation).
     pub determinations: Vec<(EventId, String)>,
-    /// Referrals sent for this case.
-    pub referrals: Vec<EventId>,
-    /// Case-level events after the opening (valid or not), in arrival order.
-    pub events: Vec<EventId>,
+    /// How many referrals were sent for this case (the ids are in the store's link index).
+    pub referral_count: u32,
+    /// How many case-level events followed the opening, valid or not (ids in the link index).
+    pub event_count: u32,
     /// The replay position: the key of the last event replayed.
     pub last: (Hlc, EventId),
     pub last_activity: Hlc,
@@ -282,8 +282,8 @@ pub struct ReferralRecord {
     pub completed_at: Option<Hlc>,
     pub withdrawn_at: Option<Hlc>,
     pub decline_reason: Option<String>,
-    /// Steps after sending (valid or not), in arrival order.
-    pub events: Vec<EventId>,
+    /// How many steps followed the sending, valid or not (ids in the store's link index).
+    pub step_count: u32,
     pub last: (Hlc, EventId),
 }
 
@@ -370,8 +370,8 @@ pub fn case_open(seen: &Seen<'_>, m: &Mechanism) -> (CaseRecord, Option<Rule>) {
         closed: false,
         readers: h.orgs.iter().map(|a| a.org.clone()).collect(),
         determinations: Vec::new(),
-        referrals: Vec::new(),
-        events: Vec::new(),
+        referral_count: 0,
+        event_count: 0,
         last: seen.order_key(),
         last_activity: h.hlc,
     };
@@ -494,7 +494,7 @@ pub fn referral_send(
         completed_at: None,
         withdrawn_at: None,
         decline_reason: None,
-        events: Vec::new(),
+        step_count: 0,
         last: seen.order_key(),
     };
     (record, broken)

@@ -54,3 +54,17 @@ pub const LIST_ITEMS_MAX: usize = 64;
 pub const HELD_EVENTS_MAX: usize = 100_000;
 /// Most equivocation evidence records kept per author.
 pub const EQUIVOCATIONS_PER_AUTHOR_MAX: usize = 16;
+/// Most threads one batch operation (verification, encryption) spreads over.
+pub const BATCH_THREADS_MAX: usize = 8;
+
+/// The number of cores to spread a batch over, read once (the standard library reads cgroup
+/// files on every call, which costs more than a small batch's work).
+pub fn batch_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(BATCH_THREADS_MAX)
+    })
+}

@@ -322,3 +322,157 @@ impl Forger {
         Ok(event)
     }
 }
+
+/// Payloads for generated histories.
+fn generated_case(site: &str) -> crate::payload::CaseData {
+    use crate::payload::{CaseData, Consent, Person};
+    CaseData {
+        case_type: "general".into(),
+        site: site.into(),
+        person: Person {
+            first_name: Some("Generated".into()),
+            age: Some(30),
+            languages: vec!["fr".into(), "ar".into()],
+            ..Person::default()
+        },
+        needs: vec!["health".into()],
+        vulnerabilities: vec![],
+        consent: Consent {
+            given: true,
+            explained_by: "generator".into(),
+            explained: "generated for a benchmark".into(),
+            recorded_at: "2026-01-01T00:00:00Z".into(),
+            ..Consent::default()
+        },
+        notes: String::new(),
+    }
+}
+
+impl Sim {
+    /// Generates a valid history on every core: for each case, an opening by the identifying
+    /// node, a referral to the provider's organisation, then acknowledge, accept and complete
+    /// by the provider node — five events per case, across two authors. Each (identifier,
+    /// provider) pair runs on its own thread; `note_bytes` pads the referral's note.
+    pub fn history(
+        &self,
+        pairs: &[(&str, &str)],
+        cases_per_pair: usize,
+        note_bytes: usize,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Event>, SimError> {
+        use crate::event::{Transition, Urgency};
+        use crate::payload::{CaseOpenPayload, ReferralPayload, ReferralUpdatePayload};
+        let m = self.mechanism()?;
+        let version = m.doc.version;
+        let mechanism_id = self.mechanism_id();
+        let mut jobs = Vec::new();
+        for (identifier, provider) in pairs {
+            jobs.push((self.node(identifier)?.clone(), self.node(provider)?.clone()));
+        }
+        let results: Vec<Result<Vec<Event>, SimError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = jobs
+                .into_iter()
+                .map(|(a, p)| {
+                    let m = &m;
+                    scope.spawn(move || -> Result<Vec<Event>, SimError> {
+                        let mut fa = Forger::new(&a, mechanism_id, version, now);
+                        let mut fp = Forger::new(&p, mechanism_id, version, now);
+                        let mut out = Vec::with_capacity(cases_per_pair * 5);
+                        let both = [a.org.as_str(), p.org.as_str()];
+                        let enc = |x: &dyn erased::Encode| x.encode();
+                        for _ in 0..cases_per_pair {
+                            let open = fa.next(
+                                m,
+                                Kind::CaseOpen,
+                                None,
+                                vec![],
+                                &[a.org.as_str()],
+                                &enc(&CaseOpenPayload {
+                                    data: generated_case("medenine"),
+                                    by: "generator".into(),
+                                })?,
+                            )?;
+                            let referral = ReferralPayload {
+                                case_type: "general".into(),
+                                category: "health".into(),
+                                shared: [("first_name".to_string(), "Generated".to_string())]
+                                    .into_iter()
+                                    .collect(),
+                                note: "n".repeat(note_bytes),
+                                consent: generated_case("medenine").consent,
+                                emergency_override: None,
+                                by: "generator".into(),
+                            };
+                            let send = fa.next(
+                                m,
+                                Kind::ReferralSend {
+                                    to_org: p.org.clone(),
+                                    category: Some("health".into()),
+                                    urgency: Urgency::Urgent,
+                                },
+                                Some(open.id()),
+                                vec![],
+                                &both,
+                                &enc(&referral)?,
+                            )?;
+                            fp.hlc = fp.hlc.max(fa.hlc);
+                            let mut steps = Vec::new();
+                            for t in [
+                                Transition::Acknowledge,
+                                Transition::Accept,
+                                Transition::Complete,
+                            ] {
+                                steps.push(fp.next(
+                                    m,
+                                    Kind::ReferralUpdate {
+                                        transition: t,
+                                        reason: None,
+                                    },
+                                    Some(send.id()),
+                                    vec![],
+                                    &both,
+                                    &enc(&ReferralUpdatePayload {
+                                        note: "ok".into(),
+                                        outcome: None,
+                                        by: "generator".into(),
+                                    })?,
+                                )?);
+                            }
+                            fa.hlc = fa.hlc.max(fp.hlc);
+                            out.push(open);
+                            out.push(send);
+                            out.extend(steps);
+                        }
+                        Ok(out)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(SimError::Other("a generator thread failed".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut all = Vec::new();
+        for r in results {
+            all.extend(r?);
+        }
+        Ok(all)
+    }
+}
+
+/// Object-safe encoding of payloads, for the generator.
+mod erased {
+    pub trait Encode {
+        fn encode(&self) -> Result<Vec<u8>, super::SimError>;
+    }
+
+    impl<T: serde::Serialize> Encode for T {
+        fn encode(&self) -> Result<Vec<u8>, super::SimError> {
+            crate::payload::encode(self).map_err(|e| super::SimError::Other(e.to_string()))
+        }
+    }
+}

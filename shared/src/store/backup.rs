@@ -9,7 +9,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::config_store::CONFIG;
 use super::log::{
-    BY_ORG, CASES, EQUIVOCATIONS, EVENTS, HEADS, HELD, LOG, META, REFERRALS, SHARES, UNREAD,
+    BY_ORG, CASES, EQUIVOCATIONS, EVENTS, HEADS, HELD, LINKS, LOG, META, REFERRALS, SHARES, UNREAD,
     VERDICTS, WAITING,
 };
 use super::org_keys::ORG_KEYS;
@@ -64,6 +64,7 @@ impl Store {
         copy(&src, &tx, UNREAD)?;
         copy(&src, &tx, META)?;
         copy(&src, &tx, SHARES)?;
+        copy(&src, &tx, LINKS)?;
         tx.commit()?;
         Ok(events)
     }

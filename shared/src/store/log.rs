@@ -45,6 +45,15 @@ pub(crate) const BY_ORG: TableDefinition<(&str, u8, u64, Id), ()> =
     TableDefinition::new("referrals_by_org-1");
 /// Events addressed to this node's organisation that it cannot read yet: id → key epoch.
 pub(crate) const UNREAD: TableDefinition<Id, u32> = TableDefinition::new("unread-1");
+/// What belongs to a case or referral: (case or referral id, event id) → link kind
+/// ([`LINK_CASE_EVENT`], [`LINK_REFERRAL`] or [`LINK_STEP`]).
+pub(crate) const LINKS: TableDefinition<(Id, Id), u8> = TableDefinition::new("links-1");
+/// A case-level event (determination, case update) of a case.
+pub(crate) const LINK_CASE_EVENT: u8 = 0;
+/// A referral sent for a case.
+pub(crate) const LINK_REFERRAL: u8 = 1;
+/// A step of a referral.
+pub(crate) const LINK_STEP: u8 = 2;
 /// Node-local settings: name → bytes.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
 /// Valid key shares seen: (target node key, epoch) → (), so a node shares each epoch once.
@@ -106,7 +115,14 @@ pub(crate) struct Tables<'t> {
     pub unread: redb::Table<'t, Id, u32>,
     pub org_keys: redb::Table<'t, u32, &'static [u8]>,
     pub shares: redb::Table<'t, (Id, u32), ()>,
+    pub links: redb::Table<'t, (Id, Id), u8>,
+    /// Headers read or written in this transaction, so the fold's lookups of dependencies do
+    /// not decode whole events again.
+    headers: std::cell::RefCell<std::collections::HashMap<Id, Header>>,
 }
+
+/// Most headers one transaction keeps in its lookup cache.
+const HEADER_CACHE_MAX: usize = 65_536;
 
 impl<'t> Tables<'t> {
     pub fn open(tx: &'t WriteTransaction) -> Result<Self, StoreError> {
@@ -124,16 +140,45 @@ impl<'t> Tables<'t> {
             unread: tx.open_table(UNREAD)?,
             org_keys: tx.open_table(ORG_KEYS)?,
             shares: tx.open_table(SHARES)?,
+            links: tx.open_table(LINKS)?,
+            headers: Default::default(),
         })
     }
 
     fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
         match self.events.get(id.0)? {
-            Some(bytes) => Event::decode(bytes.value())
+            Some(bytes) => Event::decode_stored(bytes.value())
                 .map(Some)
                 .map_err(|e| StoreError::Corrupt(format!("event {}: {e}", id.short()))),
             None => Ok(None),
         }
+    }
+
+    /// The events linked to a case or referral with the given link kind.
+    fn linked(&self, entity: &EventId, kind: u8) -> Result<Vec<EventId>, StoreError> {
+        let mut out = Vec::new();
+        for row in self
+            .links
+            .range((entity.0, [0u8; 32])..=(entity.0, [255u8; 32]))?
+        {
+            let (key, value) = row?;
+            if value.value() == kind {
+                out.push(Hash32(key.value().1));
+            }
+        }
+        Ok(out)
+    }
+
+    fn link(&mut self, entity: &EventId, event: &EventId, kind: u8) -> Result<bool, StoreError> {
+        Ok(self.links.insert((entity.0, event.0), kind)?.is_none())
+    }
+
+    fn remember(&self, id: &EventId, header: &Header) {
+        let mut cache = self.headers.borrow_mut();
+        if cache.len() >= HEADER_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(id.0, header.clone());
     }
 
     fn case_record(&self, id: &EventId) -> Result<Option<CaseRecord>, StoreError> {
@@ -198,7 +243,17 @@ struct TxLookup<'a, 't>(&'a Tables<'t>);
 
 impl Lookup for TxLookup<'_, '_> {
     fn header(&self, id: &EventId) -> Option<Header> {
-        self.0.event(id).ok().flatten().map(|e| e.header().clone())
+        if let Some(h) = self.0.headers.borrow().get(&id.0) {
+            return Some(h.clone());
+        }
+        let header = self
+            .0
+            .event(id)
+            .ok()
+            .flatten()
+            .map(|e| e.header().clone())?;
+        self.0.remember(id, &header);
+        Some(header)
     }
 
     fn verdict(&self, id: &EventId) -> Option<Verdict> {
@@ -306,7 +361,8 @@ impl<'a, 't> Ingest<'a, 't> {
                 self.t.held.remove((h.author, h.seq, event.id().0))?;
                 self.advanced.insert(h.author);
                 self.report.admitted.push(event.id());
-                self.fold_when_ready(event.id())?;
+                self.t.remember(&event.id(), h);
+                self.fold_when_ready(event.clone())?;
             }
             Admission::Duplicate => {
                 self.report.duplicates += 1;
@@ -397,13 +453,11 @@ impl<'a, 't> Ingest<'a, 't> {
     }
 
     /// Folds `id` now if every causal dependency is folded; otherwise registers it as waiting.
-    fn fold_when_ready(&mut self, id: EventId) -> Result<(), StoreError> {
-        let mut queue = VecDeque::from([id]);
-        while let Some(id) = queue.pop_front() {
-            let Some(event) = self.t.event(&id)? else {
-                continue;
-            };
-            if self.t.verdict_of(&id)?.is_some() {
+    fn fold_when_ready(&mut self, first: Event) -> Result<(), StoreError> {
+        let mut queue = VecDeque::from([first]);
+        while let Some(event) = queue.pop_front() {
+            let id = event.id();
+            if self.t.verdicts.get(id.0)?.is_some() {
                 continue;
             }
             let mut missing = false;
@@ -426,7 +480,9 @@ impl<'a, 't> Ingest<'a, 't> {
                 .collect::<Result<_, _>>()?;
             for waiter in waiters {
                 self.t.waiting.remove((id.0, waiter))?;
-                queue.push_back(Hash32(waiter));
+                if let Some(event) = self.t.event(&Hash32(waiter))? {
+                    queue.push_back(event);
+                }
             }
         }
         Ok(())
@@ -474,7 +530,9 @@ impl<'a, 't> Ingest<'a, 't> {
                 match self.t.case_record(&case_id)? {
                     None => common.or(Some(Rule::BadSubject)),
                     Some(mut record) => {
-                        record.events.push(id);
+                        if self.t.link(&case_id, &id, LINK_CASE_EVENT)? {
+                            record.event_count += 1;
+                        }
                         if seen.order_key() > record.last {
                             let broken = match common {
                                 Some(rule) => Some(rule),
@@ -505,9 +563,9 @@ impl<'a, 't> Ingest<'a, 't> {
                 self.t.put_referral(&record)?;
                 self.index_referral(&record)?;
                 if let Some(mut case) = case
-                    && !case.referrals.contains(&id)
+                    && self.t.link(&case_id, &id, LINK_REFERRAL)?
                 {
-                    case.referrals.push(id);
+                    case.referral_count += 1;
                     case.last_activity = case.last_activity.max(h.hlc);
                     self.t.put_case(&case)?;
                 }
@@ -518,7 +576,9 @@ impl<'a, 't> Ingest<'a, 't> {
                 match self.t.referral_record(&referral_id)? {
                     None => common.or(Some(Rule::BadSubject)),
                     Some(mut record) => {
-                        record.events.push(id);
+                        if self.t.link(&referral_id, &id, LINK_STEP)? {
+                            record.step_count += 1;
+                        }
                         if seen.order_key() > record.last {
                             let broken = match common {
                                 Some(rule) => Some(rule),
@@ -630,10 +690,11 @@ impl<'a, 't> Ingest<'a, 't> {
         let (mut record, broken) = fold::case_open(&seen, &m);
         let broken = common.or(broken);
         record.valid = broken.is_none();
-        record.referrals = old.referrals.clone();
-        record.events = old.events.clone();
+        record.referral_count = old.referral_count;
+        record.event_count = old.event_count;
         self.put_verdict(case_id, broken, readable)?;
-        for (event, org) in self.load_sorted(&old.events)? {
+        let events = self.t.linked(case_id, LINK_CASE_EVENT)?;
+        for (event, org) in self.load_sorted(&events)? {
             let (payload, _) = decrypt_event(&event, self.keys);
             let readable = payload.is_some();
             let Some(m) = self.config.version(event.header().config_version).cloned() else {
@@ -654,7 +715,7 @@ impl<'a, 't> Ingest<'a, 't> {
             record.last_activity = record.last_activity.max(event.header().hlc);
             self.put_verdict(&event.id(), broken, readable)?;
         }
-        for referral in &record.referrals {
+        for referral in &self.t.linked(case_id, LINK_REFERRAL)? {
             if let Some(r) = self.t.referral_record(referral)? {
                 record.last_activity = record.last_activity.max(r.last.0);
             }
@@ -717,8 +778,9 @@ impl<'a, 't> Ingest<'a, 't> {
                 ..old.clone()
             }
         };
-        record.events = old.events.clone();
-        for (event, org) in self.load_sorted(&old.events)? {
+        record.step_count = old.step_count;
+        let steps = self.t.linked(referral_id, LINK_STEP)?;
+        for (event, org) in self.load_sorted(&steps)? {
             let Some(m) = self.config.version(event.header().config_version).cloned() else {
                 continue;
             };
@@ -1191,7 +1253,6 @@ pub struct LogCounts {
     pub unread: u64,
 }
 
-
 fn observe_hlc(seen: &mut Hlc, hlc: Hlc) {
     if hlc > *seen {
         *seen = hlc;
@@ -1279,5 +1340,40 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// The case-level events of a case (determinations, case updates), in arrival order.
+    pub fn case_events(&self, case: &EventId) -> Result<Vec<EventId>, StoreError> {
+        self.linked(case, LINK_CASE_EVENT)
+    }
+
+    /// The referrals sent for a case.
+    pub fn case_referrals(&self, case: &EventId) -> Result<Vec<EventId>, StoreError> {
+        self.linked(case, LINK_REFERRAL)
+    }
+
+    /// The steps of a referral.
+    pub fn referral_steps(&self, referral: &EventId) -> Result<Vec<EventId>, StoreError> {
+        self.linked(referral, LINK_STEP)
+    }
+
+    fn linked(&self, entity: &EventId, kind: u8) -> Result<Vec<EventId>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        let table = match tx.open_table(LINKS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for row in table.range((entity.0, [0u8; 32])..=(entity.0, [255u8; 32]))? {
+            let (key, value) = row?;
+            if value.value() == kind {
+                out.push(Hash32(key.value().1));
+            }
+        }
+        Ok(out)
     }
 }

@@ -1,0 +1,415 @@
+//! `passerelle bench`: the performance figures, each printed beside a baseline measured in the
+//! same run on the same machine, so a noisy or slow machine still gives an honest ratio.
+//!
+//! Build with `--release` for real figures. `--quick` runs smaller sizes (a minute or so).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use passerelle_core::engine::ReferralRequest;
+use passerelle_core::event::{CaseAction, Event, Urgency};
+use passerelle_core::keys::{SigningKey, context};
+use passerelle_core::payload::{self, CaseData, Consent, Person};
+use passerelle_core::sim::Sim;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::cmd_mechanism::SAMPLE_MECHANISM;
+
+/// One measured figure beside its baseline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    pub section: String,
+    pub name: String,
+    pub unit: String,
+    pub value: f64,
+    pub baseline_name: String,
+    pub baseline: f64,
+    /// How the figure compares with the baseline (the direction depends on the unit).
+    pub ratio: f64,
+    pub target: String,
+    pub met: Option<bool>,
+}
+
+/// Sizes of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    pub single_appends: usize,
+    pub batch: usize,
+    pub batches: usize,
+    pub admit_cases: usize,
+}
+
+impl Sizes {
+    pub fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                single_appends: 60,
+                batch: 100,
+                batches: 3,
+                admit_cases: 1_000,
+            }
+        } else {
+            Self {
+                single_appends: 300,
+                batch: 200,
+                batches: 10,
+                admit_cases: 8_000,
+            }
+        }
+    }
+}
+
+fn per_sec(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+fn median_micros(samples: &mut [Duration]) -> f64 {
+    samples.sort();
+    samples
+        .get(samples.len() / 2)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+}
+
+fn micros(d: Duration, n: usize) -> f64 {
+    d.as_secs_f64() * 1e6 / n.max(1) as f64
+}
+
+pub fn run(quick: bool, json: bool) -> Result<()> {
+    let sizes = Sizes::new(quick);
+    let dir = tempfile::tempdir().context("a temporary directory for the benchmark")?;
+    let mut figures = Vec::new();
+    if !json {
+        eprintln!(
+            "Passerelle benchmark ({}; {} cores). Each figure is beside a baseline measured now.",
+            if quick { "quick" } else { "full" },
+            passerelle_core::limits::batch_threads()
+        );
+        if cfg!(debug_assertions) {
+            eprintln!("Note: this is a debug build; build with --release for real figures.");
+        }
+    }
+    event_log(dir.path(), sizes, &mut figures, json)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    }
+    Ok(())
+}
+
+fn report(figures: &mut Vec<Figure>, figure: Figure, json: bool) {
+    if !json {
+        let met = match figure.met {
+            Some(true) => "  target met",
+            Some(false) => "  TARGET MISSED",
+            None => "",
+        };
+        println!(
+            "[{}] {}: {:.1} {}  | baseline {}: {:.1} {}  | ratio {:.2} ({}){}",
+            figure.section,
+            figure.name,
+            figure.value,
+            figure.unit,
+            figure.baseline_name,
+            figure.baseline,
+            figure.unit,
+            figure.ratio,
+            figure.target,
+            met
+        );
+    }
+    figures.push(figure);
+}
+
+fn case_data() -> CaseData {
+    CaseData {
+        case_type: "general".into(),
+        site: "medenine".into(),
+        person: Person {
+            first_name: Some("Amadou".into()),
+            age: Some(24),
+            languages: vec!["fr".into(), "bm".into()],
+            health: Some("sprained ankle".into()),
+            ..Person::default()
+        },
+        needs: vec!["health".into(), "shelter".into()],
+        vulnerabilities: vec![],
+        consent: Consent {
+            given: true,
+            explained_by: "bench".into(),
+            explained: "benchmark".into(),
+            recorded_at: "2026-11-27T09:00:00Z".into(),
+            ..Consent::default()
+        },
+        notes: String::new(),
+    }
+}
+
+/// A referral of about 1.5 KB addressed to 3 organisations: sender (mas), receiver (mdm) and
+/// the case manager (dpe, after a transfer).
+fn referral(case: passerelle_core::event::EventId) -> ReferralRequest {
+    ReferralRequest {
+        case,
+        to_org: "mdm".into(),
+        category: "health".into(),
+        urgency: Urgency::Urgent,
+        share: vec![
+            "first_name".into(),
+            "age".into(),
+            "languages".into(),
+            "health".into(),
+        ],
+        note: "x".repeat(1_200),
+        emergency_override: None,
+    }
+}
+
+fn event_log(dir: &Path, sizes: Sizes, figures: &mut Vec<Figure>, json: bool) -> Result<()> {
+    let now = OffsetDateTime::now_utc();
+    let sim = Sim::new(
+        SAMPLE_MECHANISM,
+        &["mas", "dpe", "mdm", "crt", "unicef"],
+        &[
+            ("mas1", "mas"),
+            ("mas2", "mas"),
+            ("mdm1", "mdm"),
+            ("mdm2", "mdm"),
+            ("observer", "unicef"),
+        ],
+        now,
+    )?;
+    let mut engine = sim.engine("mas1", dir, true, now)?;
+    let case = engine.open_case(case_data(), "bench", now)?;
+    engine.case_action(
+        case,
+        CaseAction::Transfer {
+            to_org: "dpe".into(),
+        },
+        "",
+        None,
+        "bench",
+        now,
+    )?;
+    // Warm up once (page cache, lazily built tables).
+    let first = engine.send_referral(referral(case), "bench", now)?;
+    let event = engine
+        .store()
+        .event(&first)?
+        .context("the referral just written")?;
+    let event_bytes = event.encode().len();
+    let plain_len = event.body().map_or(0, <[u8]>::len);
+
+    // 1. Single durable append, interleaved with its raw parts so disk noise hits both alike;
+    // medians of per-operation times.
+    let n = sizes.single_appends;
+    let raw = RawParts::new(dir, event_bytes, plain_len, &sim)?;
+    let (mut ours, mut commits, mut encrypts, mut signs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let started = Instant::now();
+        engine.send_referral(referral(case), "bench", OffsetDateTime::now_utc())?;
+        ours.push(started.elapsed());
+        let (c, e, s) = raw.one(i)?;
+        commits.push(c);
+        encrypts.push(e);
+        signs.push(s);
+    }
+    let (ours, commit, encrypt, sign) = (
+        median_micros(&mut ours),
+        median_micros(&mut commits),
+        median_micros(&mut encrypts),
+        median_micros(&mut signs),
+    );
+    let baseline = commit + encrypt + sign;
+    report(
+        figures,
+        Figure {
+            section: "event log".into(),
+            name: format!(
+                "single durable append (encrypt + sign + commit), referral of {event_bytes} bytes to 3 orgs, median"
+            ),
+            unit: "µs/event".into(),
+            value: ours,
+            baseline_name: format!(
+                "raw redb durable commit {commit:.0} + raw age to 3 recipients {encrypt:.0} + ed25519 sign {sign:.0}"
+            ),
+            baseline,
+            ratio: baseline / ours,
+            target: "ratio ≥ 0.9".into(),
+            met: Some(baseline / ours >= 0.9),
+        },
+        json,
+    );
+
+    // 2. Batched append, both cores.
+    let mut total = Duration::ZERO;
+    for _ in 0..sizes.batches {
+        let requests = (0..sizes.batch).map(|_| referral(case)).collect();
+        let started = Instant::now();
+        engine.send_referrals(requests, "bench", OffsetDateTime::now_utc())?;
+        total += started.elapsed();
+    }
+    let ours = micros(total, sizes.batch * sizes.batches);
+    let baseline = raw.batched(sizes.batch, sizes.batches)?;
+    report(
+        figures,
+        Figure {
+            section: "event log".into(),
+            name: format!(
+                "batched append ({} per transaction, all cores)",
+                sizes.batch
+            ),
+            unit: "µs/event".into(),
+            value: ours,
+            baseline_name: "raw age (all cores) + ed25519 signs + one redb commit per batch".into(),
+            baseline,
+            ratio: baseline / ours,
+            target: "ratio ≥ 0.9".into(),
+            met: Some(baseline / ours >= 0.9),
+        },
+        json,
+    );
+
+    // 3. Batched admit-and-store at a node that cannot read the events.
+    let pairs = [("mas1", "mdm1"), ("mas2", "mdm2")];
+    let history = sim.history(&pairs, sizes.admit_cases / 2, 1_200, now)?;
+    // Fresh copies: nothing verified yet, as when they arrive from the network.
+    let history: Vec<Event> = history
+        .iter()
+        .map(|e| Event::decode(&e.encode()))
+        .collect::<Result<_, _>>()?;
+    let mut observer = sim.engine("observer", dir, true, now)?;
+    let started = Instant::now();
+    for chunk in history.chunks(1_000) {
+        let report = observer.receive(chunk, OffsetDateTime::now_utc())?;
+        anyhow::ensure!(
+            report.admitted.len() == chunk.len(),
+            "the benchmark's history was not all admitted: {report:?}"
+        );
+    }
+    let ours = per_sec(history.len(), started.elapsed());
+    let baseline = raw_verify(&history);
+    report(
+        figures,
+        Figure {
+            section: "event log".into(),
+            name: format!(
+                "batched admit-and-store of {} received events (unreadable here)",
+                history.len()
+            ),
+            unit: "events/s".into(),
+            value: ours,
+            baseline_name: "raw ed25519 verification, all cores".into(),
+            baseline,
+            ratio: ours / baseline,
+            target: "≥ 20,000 events/s".into(),
+            met: Some(ours >= 20_000.0),
+        },
+        json,
+    );
+    Ok(())
+}
+
+/// The raw parts an append is made of, measured alone.
+struct RawParts {
+    db: redb::Database,
+    value: Vec<u8>,
+    plain: Vec<u8>,
+    recipients: Vec<age::x25519::Recipient>,
+    key: SigningKey,
+    header: Vec<u8>,
+}
+
+const RAW: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("raw");
+
+impl RawParts {
+    fn new(dir: &Path, event_bytes: usize, plain_len: usize, sim: &Sim) -> Result<Self> {
+        let m = sim.mechanism()?;
+        let recipients = ["mas", "mdm", "dpe"]
+            .iter()
+            .filter_map(|o| m.current_epoch(o).map(|(_, r)| r.clone()))
+            .collect();
+        Ok(Self {
+            db: redb::Database::create(dir.join("raw.redb"))?,
+            value: vec![7u8; event_bytes],
+            // The payload size the referral's ciphertext carries (ciphertext minus overhead).
+            plain: vec![1u8; plain_len.saturating_sub(400).max(1_024)],
+            recipients,
+            key: SigningKey::generate(),
+            header: vec![3u8; 300],
+        })
+    }
+
+    /// One durable commit, one age encryption, one signature, each timed.
+    fn one(&self, i: usize) -> Result<(Duration, Duration, Duration)> {
+        let started = Instant::now();
+        let tx = self.db.begin_write()?;
+        tx.open_table(RAW)?
+            .insert(i as u64, self.value.as_slice())?;
+        tx.commit()?;
+        let commit = started.elapsed();
+        let refs: Vec<_> = self.recipients.iter().collect();
+        let started = Instant::now();
+        payload::seal(&self.plain, &refs)?;
+        let encrypt = started.elapsed();
+        let started = Instant::now();
+        self.key.sign(context::EVENT, &self.header);
+        Ok((commit, encrypt, started.elapsed()))
+    }
+
+    /// Mean µs per event of the same parts batched: encryption on every core, signatures in
+    /// order, one commit per batch.
+    fn batched(&self, batch: usize, batches: usize) -> Result<f64> {
+        let refs: Vec<_> = self.recipients.iter().collect();
+        let threads = passerelle_core::limits::batch_threads();
+        let mut total = Duration::ZERO;
+        for b in 0..batches {
+            let started = Instant::now();
+            let per = batch.div_ceil(threads);
+            std::thread::scope(|scope| {
+                for _ in 0..threads {
+                    let refs = &refs;
+                    let plain = &self.plain;
+                    scope.spawn(move || {
+                        for _ in 0..per {
+                            let _ = payload::seal(plain, refs);
+                        }
+                    });
+                }
+            });
+            for _ in 0..batch {
+                self.key.sign(context::EVENT, &self.header);
+            }
+            let tx = self.db.begin_write()?;
+            {
+                let mut table = tx.open_table(RAW)?;
+                for i in 0..batch {
+                    table.insert((1_000_000 + b * batch + i) as u64, self.value.as_slice())?;
+                }
+            }
+            tx.commit()?;
+            total += started.elapsed();
+        }
+        Ok(micros(total, batch * batches))
+    }
+}
+
+/// Raw ed25519 verification of the events' signed headers, on every core; events/s.
+fn raw_verify(events: &[Event]) -> f64 {
+    let threads = passerelle_core::limits::batch_threads();
+    let chunk = events.len().div_ceil(threads).max(1);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for part in events.chunks(chunk) {
+            scope.spawn(move || {
+                for e in part {
+                    let (header, signature) = e.signed_parts();
+                    if let Ok(key) = e.header().author_key() {
+                        let _ = key.verify(context::EVENT, header, signature);
+                    }
+                }
+            });
+        }
+    });
+    per_sec(events.len(), started.elapsed())
+}
