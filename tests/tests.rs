@@ -7,3 +7,4 @@ mod config_files;
 mod crash;
 mod events;
 mod fold_order;
+mod sync_rounds;

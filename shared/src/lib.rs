@@ -15,6 +15,8 @@ pub mod keys;
 pub mod limits;
 pub mod map;
 pub mod payload;
+pub mod round;
 pub mod sim;
 pub mod store;
+pub mod sync;
 pub mod time_fmt;

@@ -68,3 +68,12 @@ pub fn batch_threads() -> usize {
             .min(BATCH_THREADS_MAX)
     })
 }
+/// Largest sync message (a request or a response), in bytes.
+pub const SYNC_MESSAGE_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Largest batch of events in one sync response or push, in bytes (one larger event still goes
+/// alone).
+pub const SYNC_BATCH_MAX_BYTES: usize = 1024 * 1024;
+/// Most events in one sync batch.
+pub const SYNC_BATCH_EVENTS_MAX: usize = 4096;
+/// Most authors in one version vector (and ranges in one request).
+pub const SYNC_AUTHORS_MAX: usize = 50_000;

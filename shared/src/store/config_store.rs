@@ -92,6 +92,21 @@ pub(crate) fn load(db: &redb::Database) -> Result<ConfigState, StoreError> {
 }
 
 impl Store {
+    /// The signed files of the configuration versions after `after`, ascending (as stored).
+    pub fn config_files_after(&self, after: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = match tx.open_table(CONFIG) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for row in table.range(after.saturating_add(1)..)? {
+            out.push(row?.1.value().to_vec());
+        }
+        Ok(out)
+    }
+
     /// Applies configuration files (a genesis and/or next versions, ascending): each new version
     /// is checked against the one before it, expiry against `now` for the newest; all accepted
     /// versions commit together, or none does.

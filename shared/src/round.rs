@@ -1,0 +1,382 @@
+//! One sync round between this node's engine and a peer, as a state machine: the initiator
+//! feeds it each response and sends the request it returns; the responder answers each request
+//! with [`Engine::respond`]. Neither side does I/O here — libp2p or a test moves the messages.
+
+use time::OffsetDateTime;
+
+use crate::config::chain::SignedFile;
+use crate::engine::{Engine, EngineError, META_READ_ONLY};
+use crate::event::Event;
+use crate::limits::{SYNC_BATCH_EVENTS_MAX, SYNC_BATCH_MAX_BYTES};
+use crate::store::StoreError;
+use crate::sync::{
+    self, EventSource, Range, Request, Response, SYNC_VERSION, SyncError, VersionVector,
+};
+
+/// How many times one round may restart after a configuration update.
+const RESTARTS_MAX: u32 = 3;
+
+/// What a round did, for `status` and the benchmark.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    pub fetched: usize,
+    pub admitted: usize,
+    pub pushed: usize,
+    pub config_versions: usize,
+    pub refused: Vec<String>,
+}
+
+/// The next thing the initiator does.
+#[derive(Debug)]
+pub enum Step {
+    Send(Request),
+    Done(RoundReport),
+}
+
+#[derive(Debug)]
+enum State {
+    AwaitHello,
+    AwaitConfigAck,
+    Fetching(Vec<Range>),
+    Pushing,
+    Done,
+}
+
+/// The initiator's side of a round.
+#[derive(Debug)]
+pub struct Round {
+    state: State,
+    restarts: u32,
+    /// Ranges of our log still to push, and where each stands.
+    push: Vec<Range>,
+    their_vector: Option<VersionVector>,
+    report: RoundReport,
+}
+
+impl EventSource for Engine {
+    fn range(&self, author: &[u8; 32], from: u64, to: Option<u64>, max: usize) -> Vec<Event> {
+        let max = match to {
+            Some(to) => max.min(usize::try_from(to.saturating_sub(from) + 1).unwrap_or(max)),
+            None => max,
+        };
+        self.store().log_range(author, from, max).unwrap_or_default()
+    }
+}
+
+fn decode_events(wire: &[Vec<u8>]) -> (Vec<Event>, Vec<String>) {
+    let mut events = Vec::with_capacity(wire.len());
+    let mut refused = Vec::new();
+    for bytes in wire {
+        match Event::decode(bytes) {
+            Ok(e) => events.push(e),
+            Err(e) => refused.push(e.to_string()),
+        }
+    }
+    (events, refused)
+}
+
+fn signed_files(files: &[Vec<u8>]) -> Result<Vec<SignedFile>, EngineError> {
+    files
+        .iter()
+        .map(|f| SignedFile::from_bytes(f).map_err(|e| EngineError::Store(StoreError::Chain(e))))
+        .collect()
+}
+
+impl Engine {
+    /// This node's version vector.
+    pub fn version_vector(&self) -> Result<VersionVector, EngineError> {
+        Ok(VersionVector::from_heads(self.store().heads()?))
+    }
+
+    /// The `Hello` that opens a round.
+    pub fn hello(&self) -> Result<Request, EngineError> {
+        let mechanism = self
+            .store()
+            .config()
+            .mechanism_id()
+            .ok_or(StoreError::NotJoined)?;
+        Ok(Request::Hello {
+            version: SYNC_VERSION,
+            mechanism,
+            config_version: self.store().config().highest(),
+            digest: self.version_vector()?.digest(),
+        })
+    }
+
+    /// Answers one request from a peer (the responder's side of a round).
+    pub fn respond(&mut self, request: Request, now: OffsetDateTime) -> Response {
+        match self.respond_inner(request, now) {
+            Ok(r) => r,
+            Err(e) => Response::Refused {
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    fn respond_inner(
+        &mut self,
+        request: Request,
+        now: OffsetDateTime,
+    ) -> Result<Response, EngineError> {
+        sync::check_request(&request).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let ours = self.store().config().highest();
+        match request {
+            Request::Hello {
+                mechanism,
+                config_version,
+                digest,
+                ..
+            } => {
+                if Some(mechanism) != self.store().config().mechanism_id() {
+                    return Err(EngineError::Invalid(SyncError::OtherMechanism.to_string()));
+                }
+                if config_version < ours {
+                    return Ok(Response::Config {
+                        files: self.store().config_files_after(config_version)?,
+                    });
+                }
+                let vector = self.version_vector()?;
+                if vector.digest() == digest {
+                    return Ok(Response::InSync);
+                }
+                Ok(Response::Vector {
+                    config_version: ours,
+                    vector,
+                })
+            }
+            Request::Want { ranges } => Ok(sync::answer_want(&ranges, self)),
+            Request::Push { events } => {
+                let (events, _) = decode_events(&events);
+                let report = self.receive(&events, now)?;
+                Ok(Response::Received {
+                    admitted: report.admitted.len() as u32,
+                })
+            }
+            Request::PushConfig { files } => {
+                let files = signed_files(&files)?;
+                self.apply_config(&files, now)?;
+                Ok(Response::Received { admitted: 0 })
+            }
+        }
+    }
+
+    /// Whether this node is a restored one that has not yet learned its own latest events.
+    pub fn read_only(&self) -> bool {
+        self.store().meta(META_READ_ONLY).ok().flatten().is_some()
+    }
+}
+
+impl Round {
+    /// Starts a round: the `Hello` to send.
+    pub fn start(engine: &Engine) -> Result<(Self, Request), EngineError> {
+        Ok((
+            Self {
+                state: State::AwaitHello,
+                restarts: 0,
+                push: Vec::new(),
+                their_vector: None,
+                report: RoundReport::default(),
+            },
+            engine.hello()?,
+        ))
+    }
+
+    /// The peer's vector, once it was received in this round.
+    pub fn their_vector(&self) -> Option<&VersionVector> {
+        self.their_vector.as_ref()
+    }
+
+    /// Feeds the peer's response; returns the next request, or the end of the round.
+    pub fn on_response(
+        &mut self,
+        engine: &mut Engine,
+        response: Response,
+        now: OffsetDateTime,
+    ) -> Result<Step, EngineError> {
+        sync::check_response(&response).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        if let Response::Refused { reason } = &response {
+            self.state = State::Done;
+            return Err(EngineError::Invalid(format!("the peer refused: {reason}")));
+        }
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::AwaitHello => match response {
+                Response::InSync => {
+                    self.clear_read_only(engine, None)?;
+                    Ok(Step::Done(std::mem::take(&mut self.report)))
+                }
+                Response::Config { files } => {
+                    let files = signed_files(&files)?;
+                    let outcome = engine.apply_config(&files, now)?;
+                    self.report.config_versions += outcome.accepted.len();
+                    self.restart(engine, outcome.accepted.is_empty())
+                }
+                Response::Vector {
+                    config_version,
+                    vector,
+                } => {
+                    let ours = engine.store().config().highest();
+                    if config_version < ours {
+                        self.state = State::AwaitConfigAck;
+                        return Ok(Step::Send(Request::PushConfig {
+                            files: engine.store().config_files_after(config_version)?,
+                        }));
+                    }
+                    let local = engine.version_vector()?;
+                    let plan = sync::plan(&local, &vector, |author, seq| {
+                        engine
+                            .store()
+                            .log_range(author, seq, 1)
+                            .ok()
+                            .and_then(|v| v.first().map(Event::id))
+                            .filter(|_| seq >= 1)
+                    });
+                    self.their_vector = Some(vector);
+                    self.push = plan.push;
+                    if plan.want.is_empty() {
+                        self.clear_read_only(engine, None)?;
+                        self.next_push(engine)
+                    } else {
+                        self.state = State::Fetching(plan.want.clone());
+                        Ok(Step::Send(Request::Want { ranges: plan.want }))
+                    }
+                }
+                other => self.unexpected(&other),
+            },
+            State::AwaitConfigAck => match response {
+                Response::Received { .. } => self.restart(engine, false),
+                other => self.unexpected(&other),
+            },
+            State::Fetching(want) => match response {
+                Response::Events { events, more } => {
+                    let (decoded, refused) = decode_events(&events);
+                    self.report.fetched += events.len();
+                    self.report.refused.extend(refused);
+                    let report = engine.receive(&decoded, now)?;
+                    self.report.admitted += report.admitted.len();
+                    self.report
+                        .refused
+                        .extend(report.refused.iter().map(|(_, r)| r.to_string()));
+                    let rest = sync::remaining(&want, &decoded);
+                    if more && !decoded.is_empty() && !rest.is_empty() {
+                        self.state = State::Fetching(rest.clone());
+                        return Ok(Step::Send(Request::Want { ranges: rest }));
+                    }
+                    let theirs = self.their_vector.clone();
+                    self.clear_read_only(engine, theirs.as_ref())?;
+                    self.next_push(engine)
+                }
+                other => self.unexpected(&other),
+            },
+            State::Pushing => match response {
+                Response::Received { .. } => self.next_push(engine),
+                other => self.unexpected(&other),
+            },
+            State::Done => Ok(Step::Done(std::mem::take(&mut self.report))),
+        }
+    }
+
+    fn restart(&mut self, engine: &Engine, nothing_new: bool) -> Result<Step, EngineError> {
+        self.restarts += 1;
+        if self.restarts > RESTARTS_MAX || nothing_new && self.restarts > 1 {
+            return Ok(Step::Done(std::mem::take(&mut self.report)));
+        }
+        self.state = State::AwaitHello;
+        Ok(Step::Send(engine.hello()?))
+    }
+
+    fn unexpected(&mut self, response: &Response) -> Result<Step, EngineError> {
+        Err(EngineError::Invalid(format!(
+            "the peer answered out of turn ({})",
+            match response {
+                Response::InSync => "in sync",
+                Response::Vector { .. } => "vector",
+                Response::Config { .. } => "config",
+                Response::Events { .. } => "events",
+                Response::Received { .. } => "received",
+                Response::Refused { .. } => "refused",
+            }
+        )))
+    }
+
+    /// The next batch of our events the peer lacks, or the end of the round.
+    fn next_push(&mut self, engine: &Engine) -> Result<Step, EngineError> {
+        let mut events = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(range) = self.push.first_mut() {
+            let room = SYNC_BATCH_EVENTS_MAX.saturating_sub(events.len());
+            if room == 0 {
+                break;
+            }
+            let chunk = engine.store().log_range(&range.author, range.from, room.min(256))?;
+            if chunk.is_empty() {
+                self.push.remove(0);
+                continue;
+            }
+            let mut full = false;
+            for event in chunk {
+                let wire = event.encode();
+                if bytes + wire.len() > SYNC_BATCH_MAX_BYTES && !events.is_empty() {
+                    full = true;
+                    break;
+                }
+                bytes += wire.len();
+                range.from = event.header().seq + 1;
+                events.push(wire);
+            }
+            if full {
+                break;
+            }
+        }
+        if events.is_empty() {
+            return Ok(Step::Done(std::mem::take(&mut self.report)));
+        }
+        self.report.pushed += events.len();
+        self.state = State::Pushing;
+        Ok(Step::Send(Request::Push { events }))
+    }
+
+    /// A restored node learns its own latest sequence from a peer: once it holds at least what
+    /// the peer holds of its own log, it may write again.
+    fn clear_read_only(
+        &self,
+        engine: &mut Engine,
+        theirs: Option<&VersionVector>,
+    ) -> Result<(), EngineError> {
+        if !engine.read_only() {
+            return Ok(());
+        }
+        let me = engine.node_key();
+        let ours = engine.version_vector()?.seq(&me);
+        let known = theirs.map_or(ours, |v| v.seq(&me));
+        if ours >= known {
+            engine.store_mut().set_meta(META_READ_ONLY, None)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs whole rounds between two engines in memory (tests, the demo's field site, the
+/// benchmark's baseline): `a` initiates, `b` responds; returns the bytes sent each way.
+pub fn run_round(
+    a: &mut Engine,
+    b: &mut Engine,
+    now: OffsetDateTime,
+) -> Result<(RoundReport, usize, usize), EngineError> {
+    let (mut round, mut request) = Round::start(a)?;
+    let (mut sent, mut received) = (0, 0);
+    loop {
+        let bytes = sync::encode(&request).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        sent += bytes.len();
+        let decoded: Request =
+            sync::decode(&bytes).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let response = b.respond(decoded, now);
+        let bytes = sync::encode(&response).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        received += bytes.len();
+        let response: Response =
+            sync::decode(&bytes).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        match round.on_response(a, response, now)? {
+            Step::Send(next) => request = next,
+            Step::Done(report) => return Ok((report, sent, received)),
+        }
+    }
+}
