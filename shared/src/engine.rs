@@ -211,7 +211,12 @@ pub struct Engine {
     /// Decrypted case data by case, keyed by the case's replay position: repeated actions on a
     /// case do not decrypt its history again. In memory only, bounded by [`CASE_CACHE_MAX`].
     case_cache: std::sync::Mutex<std::collections::HashMap<EventId, (CaseCacheKey, CaseData)>>,
+    /// Events admitted since the daemon last took them, to push to connected peers.
+    fresh: Vec<EventId>,
 }
+
+/// Most fresh events kept for pushing; past it, sync rounds carry them instead.
+pub const FRESH_EVENTS_MAX: usize = 10_000;
 
 type CaseCacheKey = ((crate::event::Hlc, EventId), u32);
 
@@ -256,6 +261,7 @@ impl Engine {
             keys,
             clock,
             case_cache: Default::default(),
+            fresh: Vec::new(),
         })
     }
 
@@ -298,7 +304,25 @@ impl Engine {
         for e in events {
             self.clock.observe(e.header().hlc);
         }
-        Ok(self.store.ingest(events, &mut self.keys, now_ms(now))?)
+        let report = self.store.ingest(events, &mut self.keys, now_ms(now))?;
+        self.note_fresh(&report.admitted);
+        Ok(report)
+    }
+
+    fn note_fresh(&mut self, ids: &[EventId]) {
+        if self.fresh.len() + ids.len() > FRESH_EVENTS_MAX {
+            self.fresh.clear();
+        } else {
+            self.fresh.extend_from_slice(ids);
+        }
+    }
+
+    /// The events admitted since the last call, to push to connected peers.
+    pub fn take_fresh(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.fresh)
+            .iter()
+            .filter_map(|id| self.store.event(id).ok().flatten())
+            .collect()
     }
 
     /// Applies configuration files, then retries events held for a version not held before.
@@ -460,12 +484,15 @@ impl Engine {
             prev = Some(event.id());
             events.push((event, Some(p.draft.payload)));
         }
-        let ids = events.iter().map(|(e, _)| e.id()).collect();
+        let ids: Vec<EventId> = events.iter().map(|(e, _)| e.id()).collect();
         match self
             .store
             .append_local_batch(events, &mut self.keys, now_ms(now))?
         {
-            Ok(()) => Ok(ids),
+            Ok(()) => {
+                self.note_fresh(&ids);
+                Ok(ids)
+            }
             Err(reason) => Err(EngineError::Rule(reason)),
         }
     }
@@ -880,6 +907,7 @@ impl Engine {
                 Err(reason) => return Err(EngineError::Rule(reason)),
             }
         }
+        self.note_fresh(&created);
         Ok(created)
     }
 
@@ -896,7 +924,10 @@ impl Engine {
             &mut self.keys,
             now_ms(now),
         )? {
-            Ok(()) => Ok(event.id()),
+            Ok(()) => {
+                self.note_fresh(&[event.id()]);
+                Ok(event.id())
+            }
             Err(reason) => Err(EngineError::Rule(reason)),
         }
     }

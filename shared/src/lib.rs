@@ -6,6 +6,7 @@
 //! bytes and the time, and persist what it returns.
 
 pub mod admission;
+pub mod bundle;
 pub mod config;
 pub mod engine;
 pub mod event;

@@ -77,3 +77,7 @@ pub const SYNC_BATCH_MAX_BYTES: usize = 1024 * 1024;
 pub const SYNC_BATCH_EVENTS_MAX: usize = 4096;
 /// Most authors in one version vector (and ranges in one request).
 pub const SYNC_AUTHORS_MAX: usize = 50_000;
+/// Most events one bundle may carry.
+pub const BUNDLE_EVENTS_MAX: u64 = 50_000_000;
+/// Largest bundle header (mostly the configuration chain), in bytes.
+pub const BUNDLE_HEADER_MAX_BYTES: usize = 64 * 1024 * 1024;

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::audit::AUDIT;
 use super::config_store::CONFIG;
 use super::log::{
     BY_ORG, CASES, EQUIVOCATIONS, EVENTS, HEADS, HELD, LINKS, LOG, META, REFERRALS, SHARES, UNREAD,
@@ -65,6 +66,7 @@ impl Store {
         copy(&src, &tx, META)?;
         copy(&src, &tx, SHARES)?;
         copy(&src, &tx, LINKS)?;
+        copy(&src, &tx, AUDIT)?;
         tx.commit()?;
         Ok(events)
     }

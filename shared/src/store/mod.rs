@@ -5,6 +5,7 @@
 //! an event and the views it changes, a configuration version and the chain head — commits in
 //! one write transaction, so a crash never leaves half of it.
 
+mod audit;
 mod backup;
 mod config_store;
 mod log;
@@ -12,6 +13,7 @@ mod org_keys;
 
 use std::path::Path;
 
+pub use audit::AuditEntry;
 pub use config_store::{ApplyOutcome, ConfigState};
 pub use log::{FoldKeys, IngestReport, LogCounts, decrypt_event};
 pub use org_keys::ImportOutcome;
