@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use crate::datadir::{self, DataDir, Passphrases};
-use crate::{cmd_mechanism, cmd_node, cmd_org};
+use crate::{cmd_case, cmd_mechanism, cmd_node, cmd_org};
 
 /// Passerelle: a referral mechanism between the organisations that assist migrants, with
 /// ministry-signed configuration, end-to-end encrypted referrals and peer-to-peer sync.
@@ -32,6 +32,9 @@ pub struct Global {
     /// (root key, organisation key; or set PASSERELLE_KEY_PASSPHRASE).
     #[arg(long, global = true, value_name = "FILE")]
     pub key_passphrase_file: Option<PathBuf>,
+    /// Who is acting, for the audit log (default: PASSERELLE_USER, else the system user).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,11 +66,57 @@ pub enum Command {
         #[arg(required = true, value_name = "SIGNED")]
         files: Vec<PathBuf>,
     },
-    /// This node's configuration version, expiry and keys.
+    /// Run the node: peer-to-peer sync, the local API and web UI. Stops on Ctrl-C or SIGTERM.
+    Run {
+        /// Where to listen for peers (libp2p multiaddr); may repeat.
+        /// Default: /ip4/0.0.0.0/tcp/4010 and /ip4/0.0.0.0/udp/4010/quic-v1.
+        #[arg(long = "listen", value_name = "MULTIADDR")]
+        listen: Vec<String>,
+        /// A peer to connect to (libp2p multiaddr, with or without /p2p/NODE_ID); may repeat.
+        #[arg(long = "peer", value_name = "MULTIADDR")]
+        peers: Vec<String>,
+        /// The local API and web UI address (default 127.0.0.1:4011; port 0 picks one).
+        #[arg(long, value_name = "ADDR")]
+        api: Option<String>,
+        /// Discover member nodes on the local network by mDNS (field LANs).
+        #[arg(long)]
+        mdns: bool,
+    },
+    /// This node's configuration version and expiry, peers, what is pending, and warnings.
     Status {
         #[arg(long)]
         json: bool,
     },
+    /// Cases this node can read.
+    #[command(subcommand)]
+    Case(CaseCmd),
+    /// Referrals: send them, list them, take them through their life.
+    #[command(subcommand)]
+    Referral(ReferralCmd),
+    /// Who saw or exported personal data, and when.
+    Audit {
+        #[arg(long)]
+        json: bool,
+        /// How many of the newest entries.
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
+    },
+    /// Write a consistent copy of this node's database.
+    Backup {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Replace this node's database by a backup (the daemon must be stopped). The node stays
+    /// read-only until it has learned its own latest events from a peer.
+    Restore {
+        file: PathBuf,
+        /// Write at once, without waiting to hear from a peer (risks forking this node's log).
+        #[arg(long)]
+        accept_risk: bool,
+    },
+    /// Carry sync on a USB stick: export what a peer lacks, import what a peer sent.
+    #[command(subcommand)]
+    Bundle(BundleCmd),
     /// The performance figures, each beside a baseline measured in the same run.
     Bench {
         /// Smaller sizes: about a minute.
@@ -135,6 +184,162 @@ pub enum MechanismCmd {
         #[arg(required = true, value_name = "SIGNED")]
         files: Vec<PathBuf>,
     },
+    /// Let this node create case events for a while although its configuration has expired
+    /// (at most 72 hours; recorded in the audit log).
+    OverrideExpiry {
+        #[arg(long)]
+        hours: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaseCmd {
+    /// Open a case from a JSON file (person, needs, consent); prints the case id.
+    Open {
+        #[arg(long, value_name = "CASE.json")]
+        from: PathBuf,
+    },
+    /// The cases this node can read.
+    List {
+        /// Only cases whose data contains this text.
+        #[arg(long)]
+        search: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One case: the person, consent, timeline and referrals.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a note to a case.
+    Note {
+        id: String,
+        #[arg(long)]
+        note: String,
+    },
+    /// Hand case management to another organisation.
+    Transfer {
+        id: String,
+        #[arg(long, value_name = "ORG")]
+        to: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Close a case (case manager only).
+    Close {
+        id: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Reopen a closed case (case manager only).
+    Reopen {
+        id: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Record a status / case-type determination (by an authority the case type names).
+    Determine {
+        id: String,
+        #[arg(long = "case-type", value_name = "TYPE")]
+        case_type: String,
+        /// The person was found not to belong to the case type.
+        #[arg(long)]
+        not_confirmed: bool,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReferralCmd {
+    /// Refer a case to a partner, sharing only the fields named; prints the referral id.
+    Send {
+        #[arg(long)]
+        case: String,
+        /// The receiving organisation.
+        #[arg(long, value_name = "ORG")]
+        to: String,
+        /// The service category.
+        #[arg(long, value_name = "C")]
+        category: String,
+        /// emergency, urgent or routine.
+        #[arg(long, value_name = "U", default_value = "routine")]
+        urgency: String,
+        /// The person's fields to share, comma-separated (first_name,age,languages,health…).
+        #[arg(long, value_name = "FIELDS")]
+        share: Vec<String>,
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+        /// Refer without recorded consent, with the reason (only roles the SOP allows).
+        #[arg(long, value_name = "REASON")]
+        emergency_override: Option<String>,
+    },
+    /// Referrals received (--inbox), sent (--outbox), or both.
+    List {
+        #[arg(long)]
+        inbox: bool,
+        #[arg(long)]
+        outbox: bool,
+        #[arg(long, value_name = "S")]
+        status: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One referral, with what was shared when this node may read it.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Acknowledge a received referral.
+    Ack {
+        id: String,
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+    },
+    /// Accept a received referral.
+    Accept {
+        id: String,
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+    },
+    /// Decline a received referral, with a reason code from the SOP.
+    Decline {
+        id: String,
+        #[arg(long, value_name = "CODE")]
+        reason: String,
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+    },
+    /// Record that the service was delivered.
+    Complete {
+        id: String,
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+        #[arg(long, value_name = "TEXT")]
+        outcome: Option<String>,
+    },
+    /// Withdraw a referral this organisation sent.
+    Withdraw {
+        id: String,
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCmd {
+    /// Write what a peer lacks (--for NODE_ID), or everything, to one encrypted file.
+    Export {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[arg(long = "for", value_name = "NODE_ID")]
+        for_node: Option<String>,
+    },
+    /// Admit every event of a bundle, as sync would; importing twice changes nothing.
+    Import { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,13 +392,35 @@ pub fn run(cli: Cli) -> Result<()> {
         )?,
     };
     let data_dir = || DataDir::resolve(cli.global.data_dir.clone());
+    let user = crate::client::user(cli.global.user.as_deref());
     match cli.command {
-        Command::Mechanism(cmd) => cmd_mechanism::run(cmd, data_dir, &passphrases),
+        Command::Mechanism(cmd) => cmd_mechanism::run(cmd, data_dir, &passphrases, &user),
         Command::Init { org, label } => cmd_node::init(&data_dir()?, &org, &label, &passphrases),
         Command::Id { toml } => cmd_node::id(&data_dir()?, toml),
-        Command::Org(cmd) => cmd_org::run(cmd, data_dir, &passphrases),
-        Command::Join { files } => cmd_node::join(&data_dir()?, &files, &passphrases),
-        Command::Status { json } => cmd_node::status(&data_dir()?, json),
+        Command::Org(cmd) => cmd_org::run(cmd, data_dir, &passphrases, &user),
+        Command::Join { files } => cmd_node::join(&data_dir()?, &files, &passphrases, &user),
+        Command::Status { json } => cmd_node::status(&data_dir()?, &passphrases, &user, json),
+        Command::Run {
+            listen,
+            peers,
+            api,
+            mdns,
+        } => crate::daemon::run_blocking(
+            data_dir()?,
+            passphrases,
+            crate::daemon::Options {
+                listen,
+                peers,
+                api,
+                mdns,
+            },
+        ),
+        Command::Case(cmd) => cmd_case::case(cmd, &data_dir()?, &passphrases, &user),
+        Command::Referral(cmd) => cmd_case::referral(cmd, &data_dir()?, &passphrases, &user),
+        Command::Audit { json, limit } => cmd_case::audit(&data_dir()?, &passphrases, &user, json, limit),
+        Command::Backup { out } => cmd_case::backup(&data_dir()?, &passphrases, &user, &out),
+        Command::Restore { file, accept_risk } => cmd_case::restore(&data_dir()?, &file, accept_risk),
+        Command::Bundle(cmd) => cmd_case::bundle(cmd, &data_dir()?, &passphrases, &user),
         Command::Bench { quick, json } => crate::bench::run(quick, json),
     }
 }

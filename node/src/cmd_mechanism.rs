@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use passerelle_core::config::chain::{self, SignedFile};
 use passerelle_core::config::template::{self, RemovalCutoff};
-use passerelle_core::config::{self, Mechanism};
+use passerelle_core::config::Mechanism;
 use passerelle_core::keyfiles::{self, RootKey};
 use passerelle_core::keys::{NodeId, PublicKey, SigningKey};
 use passerelle_core::limits::{
@@ -30,6 +30,7 @@ pub fn run(
     cmd: MechanismCmd,
     data_dir: impl Fn() -> Result<DataDir>,
     pass: &Passphrases,
+    user: &str,
 ) -> Result<()> {
     match cmd {
         MechanismCmd::Keygen { out } => keygen(&out, pass),
@@ -47,7 +48,20 @@ pub fn run(
         } => next(&current, &remove_nodes, &cutoffs, &out, data_dir),
         MechanismCmd::Verify { files } => verify(&files),
         MechanismCmd::Show { file, json } => show(&file, json),
-        MechanismCmd::Update { files } => update(&data_dir()?, &files),
+        MechanismCmd::Update { files } => update(&data_dir()?, &files, pass, user),
+        MechanismCmd::OverrideExpiry { hours } => {
+            let out = crate::client::call(
+                &data_dir()?,
+                pass,
+                user,
+                crate::rpc::Request::OverrideExpiry { hours },
+            )?;
+            println!(
+                "This node may create case events until {} although its configuration has expired; the override is in the audit log.",
+                out["until"].as_str().unwrap_or_default()
+            );
+            Ok(())
+        }
     }
 }
 
@@ -428,34 +442,30 @@ fn show(path: &Path, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Applies files to this node's chain and says what changed.
-pub fn apply(dir: &DataDir, files: &[SignedFile]) -> Result<Vec<u64>> {
-    let mut store = dir.store()?;
-    let outcome = store.apply_config(files, OffsetDateTime::now_utc())?;
-    for v in &outcome.already_held {
+/// Applies signed files to this node (through the daemon when it runs) and says what changed.
+pub fn apply(
+    dir: &DataDir,
+    files: &[SignedFile],
+    pass: &Passphrases,
+    user: &str,
+) -> Result<serde_json::Value> {
+    let texts = files.iter().map(|f| f.to_bytes()).map(String::from_utf8).collect::<Result<Vec<_>, _>>()?;
+    let out = crate::client::call(dir, pass, user, crate::rpc::Request::ConfigUpdate { files: texts })?;
+    for v in out["already_held"].as_array().into_iter().flatten() {
         eprintln!("Version {v} was already in force here.");
     }
-    Ok(outcome.accepted)
+    Ok(out)
 }
 
-fn update(dir: &DataDir, paths: &[PathBuf]) -> Result<()> {
+fn update(dir: &DataDir, paths: &[PathBuf], pass: &Passphrases, user: &str) -> Result<()> {
     let files = read_chain(paths)?;
-    let store = dir.store()?;
-    store.config().require()?;
-    drop(store);
-    let accepted = apply(dir, &files)?;
-    let store = dir.store()?;
-    let current = store.config().require()?;
-    match accepted.last() {
-        Some(v) => println!(
-            "Version {v} accepted and in force until {}.",
-            time_fmt::readable(current.doc.expires_at)
-        ),
+    let out = apply(dir, &files, pass, user)?;
+    match out["accepted"].as_array().and_then(|a| a.last()) {
+        Some(v) => println!("Version {v} accepted and in force."),
         None => println!(
             "Nothing new: version {} stays in force.",
-            current.doc.version
+            out["version"]
         ),
     }
-    let _ = config::SCHEMA_VERSION;
     Ok(())
 }

@@ -8,6 +8,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::cmd_mechanism::{apply, read_chain};
+
 use crate::cmd_org::{NodeStanza, node_stanza_text};
 use crate::datadir::{DataDir, Passphrases, check_cli_id};
 
@@ -52,24 +53,25 @@ pub fn id(dir: &DataDir, toml: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn join(dir: &DataDir, paths: &[PathBuf], pass: &Passphrases) -> Result<()> {
+pub fn join(dir: &DataDir, paths: &[PathBuf], pass: &Passphrases, user: &str) -> Result<()> {
     let public = dir.public()?;
     // The secrets must open: a node that cannot read its own key cannot take part.
     dir.secrets(pass.node.as_ref())?;
     let files = read_chain(paths)?;
-    let store = dir.store()?;
-    if let (Some(held), Some(first)) = (store.config().mechanism_id(), files.first())
-        && held != first.hash()
+    let status = crate::client::call(dir, pass, user, crate::rpc::Request::Status)?;
+    if let (Some(held), Some(first)) = (status["mechanism_id"].as_str(), files.first())
+        && held != first.hash().to_hex()
     {
         bail!(
             "this node already belongs to mechanism {}: {} is the genesis of another mechanism",
-            held.short(),
+            &held[..12.min(held.len())],
             paths[0].display()
         );
     }
     // Check the chain before anything is written: the newest version must list this node,
     // endorsed for its organisation, with its own recipient.
-    let checked = passerelle_core::config::chain::check_chain(&files, OffsetDateTime::now_utc())?;
+    let checked =
+        passerelle_core::config::chain::check_chain(&files, OffsetDateTime::now_utc())?;
     let newest = checked
         .last()
         .ok_or_else(|| anyhow::anyhow!("no configuration files were given"))?;
@@ -87,77 +89,30 @@ pub fn join(dir: &DataDir, paths: &[PathBuf], pass: &Passphrases) -> Result<()> 
             entry.org
         );
     }
-    drop(store);
-    apply(dir, &files)?;
+    apply(dir, &files, pass, user)?;
     println!(
         "Joined {} (mechanism {}), version {} in force until {}.",
         newest.doc.mechanism,
-        checked.first().map(|m| m.hash.to_hex()).unwrap_or_default(),
+        checked
+            .first()
+            .map(|m| m.hash.to_hex())
+            .unwrap_or_default(),
         newest.doc.version,
         time_fmt::readable(newest.doc.expires_at)
     );
     Ok(())
 }
 
-pub fn status(dir: &DataDir, as_json: bool) -> Result<()> {
+pub fn status(dir: &DataDir, pass: &Passphrases, user: &str, as_json: bool) -> Result<()> {
     let public = dir.public()?;
-    let store = dir.store()?;
-    let now = OffsetDateTime::now_utc();
-    let config = store.config();
-    let current = config.current();
-    let epochs = store.org_epochs_held()?;
+    let s = crate::client::call(dir, pass, user, crate::rpc::Request::Status)?;
     if as_json {
-        let value = json!({
-            "node_id": public.id.to_string(),
-            "org": public.org,
-            "label": public.label,
-            "joined": current.is_some(),
-            "mechanism_id": config.mechanism_id().map(|h| h.to_hex()),
-            "mechanism": current.map(|m| m.doc.mechanism.clone()),
-            "config_version": current.map(|m| m.doc.version),
-            "config_expires_at": current.map(|m| time_fmt::rfc3339(m.doc.expires_at)),
-            "config_expired": current.map(|m| m.is_expired(now)),
-            "org_key_epochs": epochs,
-        });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        let mut s = s;
+        s["label"] = json!(public.label);
+        s["joined"] = json!(s["config_version"].is_u64());
+        println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
-    println!("Node {} ({}, {})", public.id, public.label, public.org);
-    let Some(m) = current else {
-        println!("Not joined: run `passerelle join GENESIS.signed`.");
-        return Ok(());
-    };
-    println!("Mechanism     {} ({})", m.doc.mechanism, m.doc.country);
-    println!(
-        "Configuration version {} of mechanism {}",
-        m.doc.version,
-        config.mechanism_id().map(|h| h.short()).unwrap_or_default()
-    );
-    if m.is_expired(now) {
-        println!(
-            "EXPIRED       since {}: this node keeps its data and keeps syncing, but creates no new case events until the ministry's next version arrives.",
-            time_fmt::readable(m.doc.expires_at)
-        );
-    } else {
-        println!(
-            "Valid until   {} ({} days left)",
-            time_fmt::readable(m.doc.expires_at),
-            (m.doc.expires_at - now).whole_days()
-        );
-    }
-    if epochs.is_empty() {
-        println!(
-            "Org keys      none yet: this node cannot read its organisation's cases until it receives them."
-        );
-    } else {
-        println!(
-            "Org keys      epochs {}",
-            epochs
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
+    crate::status_view::print(&public, &s);
     Ok(())
 }

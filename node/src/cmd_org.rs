@@ -13,7 +13,12 @@ use crate::cli::OrgCmd;
 use crate::datadir::{DataDir, Passphrases, check_cli_id};
 use crate::fsutil;
 
-pub fn run(cmd: OrgCmd, data_dir: impl Fn() -> Result<DataDir>, pass: &Passphrases) -> Result<()> {
+pub fn run(
+    cmd: OrgCmd,
+    data_dir: impl Fn() -> Result<DataDir>,
+    pass: &Passphrases,
+    user: &str,
+) -> Result<()> {
     match cmd {
         OrgCmd::Keygen { org, out } => keygen(&org, &out, pass),
         OrgCmd::RotateKey { key } => rotate_key(&key, pass),
@@ -23,7 +28,7 @@ pub fn run(cmd: OrgCmd, data_dir: impl Fn() -> Result<DataDir>, pass: &Passphras
             key,
             addresses,
         } => endorse(&node, &key, &addresses, pass),
-        OrgCmd::ImportKey { key } => import_key(&data_dir()?, &key, pass),
+        OrgCmd::ImportKey { key } => import_key(&data_dir()?, &key, pass, user),
     }
 }
 
@@ -181,7 +186,7 @@ fn endorse(
     Ok(())
 }
 
-fn import_key(dir: &DataDir, key_path: &Path, pass: &Passphrases) -> Result<()> {
+fn import_key(dir: &DataDir, key_path: &Path, pass: &Passphrases, user: &str) -> Result<()> {
     let public = dir.public()?;
     let keys = read_org_keys(key_path, pass)?;
     if keys.org != public.org {
@@ -192,23 +197,27 @@ fn import_key(dir: &DataDir, key_path: &Path, pass: &Passphrases) -> Result<()> 
             keys.org
         );
     }
-    let mut store = dir.store()?;
-    let epochs: Vec<(u32, age::x25519::Identity)> = keys
+    let epochs: Vec<(u32, String)> = keys
         .epochs
         .iter()
-        .map(|e| (e.epoch, e.identity.clone()))
+        .map(|e| (e.epoch, keys::identity_text(&e.identity).to_string()))
         .collect();
-    let outcome = store.import_org_epochs(&public.org, &public.recipient, &epochs)?;
-    for epoch in &outcome.installed {
-        println!(
-            "Installed encryption key epoch {epoch} of `{}`.",
-            public.org
-        );
+    let out = crate::client::call(dir, pass, user, crate::rpc::Request::ImportKey { epochs })?;
+    let list = |k: &str| -> Vec<String> {
+        out[k]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect()
+    };
+    for epoch in list("installed") {
+        println!("Installed encryption key epoch {epoch} of `{}`.", public.org);
     }
-    for epoch in &outcome.already_held {
+    for epoch in list("already_held") {
         println!("Epoch {epoch} was already installed.");
     }
-    for epoch in &outcome.not_configured {
+    for epoch in list("not_configured") {
         println!(
             "Epoch {epoch} is not in the configuration in force yet: import it again once the version that lists it has arrived."
         );

@@ -4,11 +4,17 @@
 
 mod bench;
 mod cli;
+mod client;
+mod cmd_case;
 mod cmd_mechanism;
 mod cmd_node;
 mod cmd_org;
+mod daemon;
 mod datadir;
 mod fsutil;
+mod rpc;
+mod status_view;
+mod table;
 
 use std::process::ExitCode;
 
@@ -31,7 +37,7 @@ pub fn main_entry() -> ExitCode {
 }
 
 /// The error and its causes on one line, without repeating a cause a message already carries.
-fn one_sentence(e: &anyhow::Error) -> String {
+pub(crate) fn one_sentence(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
         let text = cause.to_string();

@@ -285,6 +285,11 @@ impl Engine {
         &self.org
     }
 
+    /// This node's own age identity (to open bundles addressed to it).
+    pub fn node_identity(&self) -> Option<age::x25519::Identity> {
+        Some(self.secrets.age.clone())
+    }
+
     /// The key epochs of the organisation this node holds.
     pub fn epochs_held(&self) -> Vec<u32> {
         self.keys.epochs.keys().copied().collect()

@@ -167,6 +167,17 @@ impl Engine {
 }
 
 impl Round {
+    /// A round that is already over (a placeholder where a round could not start).
+    pub fn idle() -> Self {
+        Self {
+            state: State::Done,
+            restarts: 0,
+            push: Vec::new(),
+            their_vector: None,
+            report: RoundReport::default(),
+        }
+    }
+
     /// Starts a round: the `Hello` to send.
     pub fn start(engine: &Engine) -> Result<(Self, Request), EngineError> {
         Ok((

@@ -1,0 +1,128 @@
+//! How a command reaches the node: over the local API when the daemon runs (it owns the
+//! database), or in-process otherwise. Either way the same `rpc::dispatch` does the work.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use passerelle_core::engine::Engine;
+use passerelle_core::store::StoreError;
+use serde_json::Value;
+
+use crate::datadir::{DataDir, Passphrases};
+use crate::fsutil;
+use crate::rpc::{self, Request};
+
+/// Largest API response the command line accepts, in bytes.
+pub const API_RESPONSE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The user recorded in the audit log for commands: `--user`, `PASSERELLE_USER`, or the
+/// operating-system user.
+pub fn user(flag: Option<&str>) -> String {
+    flag.map(str::to_string)
+        .or_else(|| std::env::var("PASSERELLE_USER").ok())
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|u| !u.trim().is_empty())
+        .map(|u| passerelle_core::keys::truncate_for_error(u.trim()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Where the running daemon's API listens and its token, if a daemon runs for this data dir.
+pub fn daemon_api(dir: &DataDir) -> Option<(String, String)> {
+    let addr = std::fs::read_to_string(dir.root.join("api.addr")).ok()?;
+    let token = std::fs::read_to_string(dir.root.join("api.token")).ok()?;
+    Some((addr.trim().to_string(), token.trim().to_string()))
+}
+
+/// Sends a request to the node and returns its JSON answer.
+pub fn call(dir: &DataDir, pass: &Passphrases, user: &str, request: Request) -> Result<Value> {
+    if let Some((addr, token)) = daemon_api(dir) {
+        match call_daemon(&addr, &token, user, &request) {
+            Ok(v) => return Ok(v),
+            Err(CallError::Unreachable) => {} // A stale api.addr: the daemon is gone.
+            Err(CallError::Refused(message)) => bail!("{message}"),
+        }
+    }
+    let mut engine = open_engine(dir, pass)?;
+    let ctx = rpc::Context {
+        user: user.to_string(),
+        network: rpc::NetworkView::default(),
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    rpc::dispatch(&mut engine, &ctx, request)
+}
+
+/// Opens this node's engine in-process (no daemon runs).
+pub fn open_engine(dir: &DataDir, pass: &Passphrases) -> Result<Engine> {
+    let public = dir.public()?;
+    let store = match dir.store() {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(StoreError::InUse) = e.downcast_ref::<StoreError>() {
+                bail!(
+                    "the node's database is in use by a running `passerelle run`, whose API could not be reached"
+                );
+            }
+            return Err(e);
+        }
+    };
+    let secrets = dir.secrets(pass.node.as_ref())?;
+    Ok(Engine::open(store, secrets, &public.org)?)
+}
+
+enum CallError {
+    Unreachable,
+    Refused(String),
+}
+
+#[derive(serde::Deserialize)]
+struct ApiAnswer {
+    ok: bool,
+    #[serde(default)]
+    result: Value,
+    #[serde(default)]
+    error: String,
+}
+
+fn call_daemon(addr: &str, token: &str, user: &str, request: &Request) -> Result<Value, CallError> {
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(600)))
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let url = format!("http://{addr}/api/v1/rpc");
+    let body = serde_json::json!({ "user": user, "request": request });
+    let response = agent
+        .post(&url)
+        .header("Authorization", &format!("Bearer {token}"))
+        .send_json(&body)
+        .map_err(|_| CallError::Unreachable)?;
+    let status = response.status();
+    let mut body = response.into_body();
+    let answer: ApiAnswer = body
+        .with_config()
+        .limit(API_RESPONSE_MAX_BYTES)
+        .read_json()
+        .map_err(|e| CallError::Refused(format!("the daemon answered {status}: {e}")))?;
+    if answer.ok {
+        Ok(answer.result)
+    } else {
+        Err(CallError::Refused(answer.error))
+    }
+}
+
+/// An absolute path for a request the daemon carries out (it may run in another directory).
+pub fn absolute(path: &std::path::Path) -> Result<PathBuf> {
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    Ok(std::env::current_dir()
+        .context("the current directory")?
+        .join(path))
+}
+
+/// Reads a small JSON input file, bounded.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path, max: usize) -> Result<T> {
+    let bytes = fsutil::read_bounded(path, max)?;
+    serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}

@@ -1,0 +1,116 @@
+//! The local HTTP/JSON API (and, later, the web UI) on 127.0.0.1: every request must name this
+//! server in its Host header (against DNS rebinding) and carry the token written in the data
+//! directory. Bodies are bounded.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request as HttpRequest, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::engine_thread::EngineHandle;
+use crate::rpc::{self, NetworkView, Request};
+
+/// Largest API request body, in bytes.
+pub const API_BODY_MAX_BYTES: usize = 2 * 1024 * 1024;
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    pub engine: EngineHandle,
+    pub token: Arc<String>,
+    /// The Host header values this server answers to.
+    pub hosts: Arc<Vec<String>>,
+    pub network: Arc<Mutex<NetworkView>>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/rpc", post(rpc_handler))
+        .route("/api/v1/health", get(|| async { "ok" }))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(DefaultBodyLimit::max(API_BODY_MAX_BYTES))
+        .with_state(state)
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "ok": false, "error": message }))).into_response()
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The Host check (DNS rebinding) and the token check, before any handler runs.
+async fn guard(State(state): State<ApiState>, request: HttpRequest<Body>, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if !state.hosts.iter().any(|h| h == &host) {
+        return refuse(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this local server answers only to its own address (Host header refused)",
+        );
+    }
+    let path = request.uri().path();
+    if path.starts_with("/api/") && path != "/api/v1/health" {
+        let token = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !same(token.as_bytes(), state.token.as_bytes()) {
+            return refuse(StatusCode::UNAUTHORIZED, "a valid API token is required");
+        }
+    }
+    next.run(request).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RpcBody {
+    user: String,
+    request: Request,
+}
+
+async fn rpc_handler(State(state): State<ApiState>, body: axum::body::Bytes) -> Response {
+    let body: RpcBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("malformed request: {e}")),
+    };
+    let network = state
+        .network
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default();
+    let name = body.request.name();
+    let ctx = rpc::Context {
+        user: passerelle_core::keys::truncate_for_error(&body.user),
+        network,
+        progress: false,
+    };
+    let request = body.request;
+    let result = state
+        .engine
+        .call(move |engine| rpc::dispatch(engine, &ctx, request))
+        .await;
+    match result {
+        Ok(Ok(value)) => axum::Json(json!({ "ok": true, "result": value })).into_response(),
+        Ok(Err(e)) => {
+            tracing::debug!(request = name, "refused: {e:#}");
+            refuse(StatusCode::UNPROCESSABLE_ENTITY, &crate::one_sentence(&e))
+        }
+        Err(e) => refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}

@@ -1,0 +1,703 @@
+//! The libp2p side of the daemon: TCP and QUIC with Noise and Yamux, identify and ping, the
+//! connection allow-list built from the configuration, connection limits, redialling with
+//! backoff, opt-in mDNS, and the sync protocol carried by request-response.
+//!
+//! The swarm lives in one task. Whatever needs the engine (answering a request, the next step
+//! of a round) runs as a job on the engine's thread; the result comes back to this task
+//! through a channel, so the swarm keeps being polled meanwhile.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle, dial_opts::DialOpts};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, allow_block_list, connection_limits, identify, mdns, noise, ping,
+    tcp, yamux,
+};
+use passerelle_core::engine::Engine;
+use passerelle_core::event::Event;
+use passerelle_core::round::{Round, Step};
+use passerelle_core::sync::{Request, Response};
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+
+use super::codec::{Counters, PROTOCOL, SyncCodec};
+use super::engine_thread::{EngineHandle, EngineSignals};
+use crate::rpc::{self, NetworkView, PeerView};
+
+/// Most established connections.
+pub const CONNECTIONS_MAX: u32 = 64;
+/// Most connections to one peer.
+pub const CONNECTIONS_PER_PEER_MAX: u32 = 2;
+/// Most connections being set up at once, each way.
+pub const PENDING_CONNECTIONS_MAX: u32 = 32;
+/// How long a request may take before it fails.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a round runs with each connected peer even when nothing was pushed.
+pub const ROUND_INTERVAL: Duration = Duration::from_secs(15);
+/// The shortest pause between two rounds with one peer.
+pub const ROUND_MIN_GAP: Duration = Duration::from_millis(500);
+/// Backoff between dial attempts: first and longest.
+pub const DIAL_BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Messages from helper tasks waiting for the swarm task.
+pub const INNER_QUEUE_MAX: usize = 1024;
+
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    limits: connection_limits::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    sync: request_response::Behaviour<SyncCodec>,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+/// What the daemon asks of the network.
+#[derive(Debug, Clone)]
+pub struct NetOptions {
+    pub listen: Vec<Multiaddr>,
+    pub peers: Vec<Multiaddr>,
+    pub mdns: bool,
+}
+
+/// Results of engine jobs, coming back to the swarm task.
+enum Inner {
+    Respond(ResponseChannel<Response>, Response),
+    RoundStep(PeerId, Box<Round>, Result<Step, String>),
+    /// A push from this peer could not all be admitted: a round will fetch what is missing.
+    WantRound(PeerId),
+}
+
+enum Pending {
+    Round(Box<Round>),
+    Push,
+}
+
+#[derive(Debug)]
+struct PeerState {
+    org: String,
+    label: String,
+    connected: bool,
+    last_seen: Option<OffsetDateTime>,
+    addrs: Vec<Multiaddr>,
+    next_dial: Instant,
+    backoff: Duration,
+    round_active: bool,
+    round_wanted: bool,
+    last_round: Option<Instant>,
+}
+
+/// A --peer address without a node id: dialled with its own backoff until it connects.
+#[derive(Debug)]
+struct Bootstrap {
+    addr: Multiaddr,
+    next_dial: Instant,
+    backoff: Duration,
+}
+
+/// Builds the swarm with this node's identity.
+fn build_swarm(
+    keypair: libp2p::identity::Keypair,
+    counters: Arc<Counters>,
+    mdns_on: bool,
+) -> Result<Swarm<Behaviour>> {
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .context("TCP transport")?
+        .with_quic()
+        .with_behaviour(|key| {
+            let peer_id = key.public().to_peer_id();
+            let mdns = if mdns_on {
+                Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?)
+            } else {
+                None
+            };
+            let limits = connection_limits::ConnectionLimits::default()
+                .with_max_established(Some(CONNECTIONS_MAX))
+                .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER_MAX))
+                .with_max_pending_incoming(Some(PENDING_CONNECTIONS_MAX))
+                .with_max_pending_outgoing(Some(PENDING_CONNECTIONS_MAX));
+            Ok(Behaviour {
+                allow: allow_block_list::Behaviour::default(),
+                limits: connection_limits::Behaviour::new(limits),
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/passerelle/1".into(),
+                    key.public(),
+                )),
+                ping: ping::Behaviour::new(ping::Config::new()),
+                sync: request_response::Behaviour::with_codec(
+                    SyncCodec { counters },
+                    [(PROTOCOL, ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(REQUEST_TIMEOUT)
+                        .with_max_concurrent_streams(64),
+                ),
+                mdns: Toggle::from(mdns),
+            })
+        })
+        .map_err(|e| anyhow::anyhow!("network behaviour: {e}"))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    Ok(swarm)
+}
+
+/// The network task.
+pub struct Network {
+    swarm: Swarm<Behaviour>,
+    engine: EngineHandle,
+    signals: EngineSignals,
+    me: PeerId,
+    peers: HashMap<PeerId, PeerState>,
+    bootstrap: Vec<Bootstrap>,
+    pending: HashMap<OutboundRequestId, (PeerId, Pending)>,
+    inner_tx: mpsc::Sender<Inner>,
+    inner_rx: mpsc::Receiver<Inner>,
+    view: Arc<Mutex<NetworkView>>,
+    counters: Arc<Counters>,
+    listen_file: std::path::PathBuf,
+}
+
+impl Network {
+    pub async fn start(
+        keypair: libp2p::identity::Keypair,
+        engine: EngineHandle,
+        signals: EngineSignals,
+        options: NetOptions,
+        view: Arc<Mutex<NetworkView>>,
+        counters: Arc<Counters>,
+        listen_file: std::path::PathBuf,
+    ) -> Result<Self> {
+        let me = keypair.public().to_peer_id();
+        let mut swarm = build_swarm(keypair, counters.clone(), options.mdns)?;
+        for addr in &options.listen {
+            swarm
+                .listen_on(addr.clone())
+                .with_context(|| format!("cannot listen on {addr}"))?;
+        }
+        let (inner_tx, inner_rx) = mpsc::channel(INNER_QUEUE_MAX);
+        let now = Instant::now();
+        let bootstrap = options
+            .peers
+            .iter()
+            .map(|addr| Bootstrap {
+                addr: addr.clone(),
+                next_dial: now,
+                backoff: DIAL_BACKOFF_MIN,
+            })
+            .collect();
+        let mut network = Self {
+            swarm,
+            engine,
+            signals,
+            me,
+            peers: HashMap::new(),
+            bootstrap,
+            pending: HashMap::new(),
+            inner_tx,
+            inner_rx,
+            view,
+            counters,
+            listen_file,
+        };
+        network.refresh_members().await?;
+        Ok(network)
+    }
+
+    /// Rebuilds the allow-list and the peer table from the configuration in force: a node
+    /// that left is disconnected and refused from now on.
+    async fn refresh_members(&mut self) -> Result<()> {
+        let members: Vec<(PeerId, String, String, Vec<String>)> = self
+            .engine
+            .call(|e: &mut Engine| {
+                e.store()
+                    .config()
+                    .current()
+                    .map(|m| {
+                        m.doc
+                            .nodes
+                            .iter()
+                            .map(|n| (n.id.0, n.org.clone(), n.label.clone(), n.addresses.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .await?;
+        let now = Instant::now();
+        let wanted: HashSet<PeerId> = members
+            .iter()
+            .map(|(p, ..)| *p)
+            .filter(|p| *p != self.me)
+            .collect();
+        let gone: Vec<PeerId> = self
+            .peers
+            .keys()
+            .filter(|p| !wanted.contains(p))
+            .copied()
+            .collect();
+        for peer in gone {
+            self.swarm.behaviour_mut().allow.disallow_peer(peer);
+            self.peers.remove(&peer);
+            tracing::info!(%peer, "node left the configuration: disconnected and refused");
+        }
+        for (peer, org, label, addresses) in members {
+            if peer == self.me {
+                continue;
+            }
+            self.swarm.behaviour_mut().allow.allow_peer(peer);
+            let addrs: Vec<Multiaddr> = addresses.iter().filter_map(|a| a.parse().ok()).collect();
+            let state = self.peers.entry(peer).or_insert_with(|| PeerState {
+                org: org.clone(),
+                label: label.clone(),
+                connected: false,
+                last_seen: None,
+                addrs: Vec::new(),
+                next_dial: now,
+                backoff: DIAL_BACKOFF_MIN,
+                round_active: false,
+                round_wanted: false,
+                last_round: None,
+            });
+            state.org = org;
+            state.label = label;
+            for a in addrs {
+                if !state.addrs.contains(&a) {
+                    state.addrs.push(a);
+                }
+            }
+        }
+        self.publish_view();
+        Ok(())
+    }
+
+    fn publish_view(&self) {
+        let peers = self
+            .peers
+            .iter()
+            .map(|(id, p)| PeerView {
+                node_id: id.to_base58(),
+                org: p.org.clone(),
+                label: p.label.clone(),
+                connected: p.connected,
+                last_seen: p.last_seen.map(passerelle_core::time_fmt::rfc3339),
+                they_lack: None,
+                we_lack: None,
+            })
+            .collect();
+        let (sent, received) = self.bytes();
+        if let Ok(mut view) = self.view.lock() {
+            view.peers = peers;
+            view.running = true;
+            view.sync_bytes_sent = sent;
+            view.sync_bytes_received = received;
+            view.listen = self
+                .swarm
+                .listeners()
+                .map(|a| format!("{a}/p2p/{}", self.me))
+                .collect();
+        }
+    }
+
+    /// Runs until `shutdown` resolves.
+    pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Result<()> {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut held_tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                Some(inner) = self.inner_rx.recv() => self.on_inner(inner),
+                Some(fresh) = self.signals.fresh.recv() => self.push(fresh),
+                Ok(()) = self.signals.config.changed() => {
+                    if let Err(e) = self.refresh_members().await {
+                        tracing::warn!("cannot refresh members: {e:#}");
+                    }
+                    let engine = self.engine.clone();
+                    tokio::spawn(async move {
+                        let _ = engine.call(|e: &mut Engine| e.share_keys(OffsetDateTime::now_utc())).await;
+                    });
+                }
+                _ = tick.tick() => self.on_tick(),
+                _ = held_tick.tick() => {
+                    let engine = self.engine.clone();
+                    tokio::spawn(async move {
+                        let _ = engine.call(|e: &mut Engine| e.retry_held(OffsetDateTime::now_utc())).await;
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        // Redial members with known addresses, with backoff.
+        let mut dials = Vec::new();
+        for (peer, state) in &mut self.peers {
+            if !state.connected && !state.addrs.is_empty() && now >= state.next_dial {
+                state.next_dial = now + state.backoff;
+                state.backoff = (state.backoff * 2).min(DIAL_BACKOFF_MAX);
+                dials.push(
+                    DialOpts::peer_id(*peer)
+                        .addresses(state.addrs.clone())
+                        .build(),
+                );
+            }
+        }
+        let connected_addrs: HashSet<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| s.connected)
+            .map(|(p, _)| *p)
+            .collect();
+        for b in &mut self.bootstrap {
+            let known = b.addr.iter().find_map(|p| match p {
+                libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+                _ => None,
+            });
+            if known.is_some_and(|id| connected_addrs.contains(&id)) {
+                continue;
+            }
+            if now >= b.next_dial {
+                b.next_dial = now + b.backoff;
+                b.backoff = (b.backoff * 2).min(DIAL_BACKOFF_MAX);
+                dials.push(DialOpts::unknown_peer_id().address(b.addr.clone()).build());
+            }
+        }
+        for d in dials {
+            if let Err(e) = self.swarm.dial(d) {
+                tracing::debug!("dial: {e}");
+            }
+        }
+        // Rounds: wanted ones, and a periodic one with every connected peer.
+        let due: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| {
+                s.connected
+                    && !s.round_active
+                    && s.last_round.is_none_or(|t| {
+                        let since = now.duration_since(t);
+                        since >= ROUND_INTERVAL || (s.round_wanted && since >= ROUND_MIN_GAP)
+                    })
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in due {
+            self.start_round(peer);
+        }
+    }
+
+    fn start_round(&mut self, peer: PeerId) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        state.round_active = true;
+        state.round_wanted = false;
+        state.last_round = Some(Instant::now());
+        let engine = self.engine.clone();
+        let tx = self.inner_tx.clone();
+        tokio::spawn(async move {
+            let started = engine.call(|e: &mut Engine| Round::start(e)).await;
+            let message = match started {
+                Ok(Ok((round, request))) => Inner::RoundStep(peer, Box::new(round), Ok(Step::Send(request))),
+                Ok(Err(e)) => Inner::RoundStep(peer, Box::new(Round::idle()), Err(e.to_string())),
+                Err(e) => Inner::RoundStep(peer, Box::new(Round::idle()), Err(e.to_string())),
+            };
+            let _ = tx.send(message).await;
+        });
+    }
+
+    fn push(&mut self, events: Vec<Event>) {
+        let wire: Vec<Vec<u8>> = events.iter().map(Event::encode).collect();
+        let connected: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| s.connected)
+            .map(|(p, _)| *p)
+            .collect();
+        for chunk in wire.chunks(512) {
+            for peer in &connected {
+                let id = self.swarm.behaviour_mut().sync.send_request(
+                    peer,
+                    Request::Push {
+                        events: chunk.to_vec(),
+                    },
+                );
+                self.pending.insert(id, (*peer, Pending::Push));
+            }
+        }
+    }
+
+    fn on_inner(&mut self, inner: Inner) {
+        match inner {
+            Inner::Respond(channel, response) => {
+                if self.swarm.behaviour_mut().sync.send_response(channel, response).is_err() {
+                    tracing::debug!("a peer left before its answer was ready");
+                }
+            }
+            Inner::WantRound(peer) => {
+                if let Some(state) = self.peers.get_mut(&peer) {
+                    state.round_wanted = true;
+                }
+            }
+            Inner::RoundStep(peer, round, step) => match step {
+                Ok(Step::Send(request)) => {
+                    if self.peers.get(&peer).is_some_and(|s| s.connected) {
+                        let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                        self.pending.insert(id, (peer, Pending::Round(round)));
+                    } else {
+                        self.round_over(peer);
+                    }
+                }
+                Ok(Step::Done(report)) => {
+                    self.publish_view();
+                    if report.admitted + report.pushed > 0 {
+                        tracing::info!(
+                            %peer,
+                            fetched = report.fetched,
+                            admitted = report.admitted,
+                            pushed = report.pushed,
+                            "sync round"
+                        );
+                    }
+                    self.round_over(peer);
+                }
+                Err(e) => {
+                    tracing::warn!(%peer, "sync round failed: {e}");
+                    self.round_over(peer);
+                }
+            },
+        }
+    }
+
+    fn round_over(&mut self, peer: PeerId) {
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.round_active = false;
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!("listening on {address}/p2p/{}", self.me);
+                self.publish_view();
+                let lines: Vec<String> = self
+                    .swarm
+                    .listeners()
+                    .map(|a| format!("{a}/p2p/{}", self.me))
+                    .collect();
+                let _ = crate::fsutil::write_atomic(&self.listen_file, lines.join("\n").as_bytes(), false);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                if let Some(state) = self.peers.get_mut(&peer_id) {
+                    state.connected = true;
+                    state.last_seen = Some(OffsetDateTime::now_utc());
+                    state.backoff = DIAL_BACKOFF_MIN;
+                    let addr = endpoint.get_remote_address().clone();
+                    if endpoint.is_dialer() && !state.addrs.contains(&addr) {
+                        state.addrs.push(addr);
+                    }
+                    state.round_wanted = true;
+                    state.last_round = None;
+                    tracing::info!(peer = %peer_id, label = %state.label, "connected");
+                }
+                for b in &mut self.bootstrap {
+                    if b.addr == *endpoint.get_remote_address() {
+                        b.backoff = DIAL_BACKOFF_MIN;
+                    }
+                }
+                self.publish_view();
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0
+                    && let Some(state) = self.peers.get_mut(&peer_id)
+                {
+                    state.connected = false;
+                    state.round_active = false;
+                    state.next_dial = Instant::now() + state.backoff;
+                    tracing::info!(peer = %peer_id, "disconnected");
+                }
+                self.publish_view();
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, "dial failed: {error}");
+            }
+            SwarmEvent::IncomingConnectionError { error, .. } => {
+                tracing::debug!("incoming connection refused: {error}");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                if let Some(state) = self.peers.get_mut(&peer_id) {
+                    for addr in info.listen_addrs {
+                        let local = addr.iter().any(|p| {
+                            matches!(p, libp2p::multiaddr::Protocol::Ip4(ip) if ip.is_unspecified())
+                        });
+                        if !local && !state.addrs.contains(&addr) && state.addrs.len() < 16 {
+                            state.addrs.push(addr);
+                        }
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    if let Some(state) = self.peers.get_mut(&peer) {
+                        if !state.addrs.contains(&addr) {
+                            state.addrs.push(addr);
+                        }
+                        if !state.connected {
+                            state.next_dial = Instant::now();
+                        }
+                        tracing::info!(%peer, "found on the local network by mDNS");
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync(event),
+            _ => {}
+        }
+    }
+
+    fn on_sync(&mut self, event: request_response::Event<Request, Response>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => {
+                if let Some(state) = self.peers.get_mut(&peer) {
+                    state.last_seen = Some(OffsetDateTime::now_utc());
+                }
+                match message {
+                    request_response::Message::Request {
+                        request, channel, ..
+                    } => self.answer(peer, request, channel),
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    } => self.on_response(request_id, response),
+                }
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                tracing::debug!(%peer, "sync request failed: {error}");
+                if let Some((peer, Pending::Round(_))) = self.pending.remove(&request_id) {
+                    self.round_over(peer);
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "inbound sync request failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn answer(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
+        let pushed = match &request {
+            Request::Push { events } => events.len(),
+            _ => 0,
+        };
+        let engine = self.engine.clone();
+        let tx = self.inner_tx.clone();
+        tokio::spawn(async move {
+            let response = engine
+                .call(move |e: &mut Engine| e.respond(request, OffsetDateTime::now_utc()))
+                .await
+                .unwrap_or_else(|e| Response::Refused {
+                    reason: e.to_string(),
+                });
+            // A push that could not all be admitted (a gap, or a configuration version not
+            // held yet) asks for a round with that peer, to fetch what is missing.
+            let short = match &response {
+                Response::Received { admitted } => (*admitted as usize) < pushed,
+                _ => false,
+            };
+            let _ = tx.send(Inner::Respond(channel, response)).await;
+            if short {
+                let _ = tx.send(Inner::WantRound(peer)).await;
+            }
+        });
+    }
+
+    fn on_response(&mut self, request_id: OutboundRequestId, response: Response) {
+        let Some((peer, pending)) = self.pending.remove(&request_id) else {
+            return;
+        };
+        match pending {
+            Pending::Push => {
+                if let Response::Refused { reason } = response {
+                    tracing::debug!(%peer, "a push was refused: {reason}");
+                }
+            }
+            Pending::Round(mut round) => {
+                let engine = self.engine.clone();
+                let tx = self.inner_tx.clone();
+                let node = passerelle_core::keys::NodeId(peer);
+                tokio::spawn(async move {
+                    let result = engine
+                        .call(move |e: &mut Engine| {
+                            let step = round
+                                .on_response(e, response, OffsetDateTime::now_utc())
+                                .map_err(|err| err.to_string());
+                            if let Ok(Step::Done(_)) = &step {
+                                remember_peer(e, &node, &round);
+                            }
+                            (round, step)
+                        })
+                        .await;
+                    let message = match result {
+                        Ok((round, step)) => Inner::RoundStep(peer, round, step),
+                        Err(e) => Inner::RoundStep(peer, Box::new(Round::idle()), Err(e.to_string())),
+                    };
+                    let _ = tx.send(message).await;
+                });
+            }
+        }
+    }
+
+    /// The bytes moved by the sync protocol so far: (sent, received).
+    pub fn bytes(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        (
+            self.counters.sent.load(Ordering::Relaxed),
+            self.counters.received.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// After a round, the peer holds at least what it held and what we pushed: keep that as its
+/// last known vector (for `status` and for bundles of "what it lacks").
+fn remember_peer(engine: &mut Engine, node: &passerelle_core::keys::NodeId, round: &Round) {
+    let Ok(ours) = engine.version_vector() else {
+        return;
+    };
+    let mut theirs = round.their_vector().cloned().unwrap_or_default();
+    for (author, (seq, head)) in ours.entries {
+        let entry = theirs.entries.entry(author).or_insert((0, head));
+        if entry.0 < seq {
+            *entry = (seq, head);
+        }
+    }
+    if let Ok(bytes) = postcard::to_stdvec(&theirs) {
+        let _ = engine
+            .store_mut()
+            .set_meta(&rpc::peer_vector_key(node), Some(&bytes));
+    }
+}

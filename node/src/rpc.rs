@@ -1,0 +1,570 @@
+//! The node's operations as requests: what the command line sends to the running daemon over
+//! the local API, and runs in-process when no daemon runs. One `dispatch` serves both, so the
+//! two paths cannot drift apart.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use passerelle_core::bundle;
+use passerelle_core::config::chain::SignedFile;
+use passerelle_core::engine::{Engine, ReferralRequest, Step};
+use passerelle_core::event::{CaseAction, Transition, Urgency};
+use passerelle_core::fold::Status;
+use passerelle_core::keys::{self, NodeId};
+use passerelle_core::payload::CaseData;
+use passerelle_core::store::AuditEntry;
+use passerelle_core::sync::VersionVector;
+use passerelle_core::time_fmt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+/// Longest an operator may override an expired configuration, in hours.
+pub const EXPIRY_OVERRIDE_MAX_HOURS: u32 = 72;
+
+/// A request to the node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Status,
+    /// The document text of the configuration version in force.
+    ConfigDocument,
+    /// Apply configuration files (signed files' JSON text).
+    ConfigUpdate { files: Vec<String> },
+    /// Install the organisation's key epochs (age identity text per epoch).
+    ImportKey { epochs: Vec<(u32, String)> },
+    /// Let this node create case events for a while after its configuration expired.
+    OverrideExpiry { hours: u32 },
+    CaseOpen { data: CaseData },
+    CaseList { search: Option<String> },
+    CaseShow { id: String },
+    CaseAction {
+        id: String,
+        action: String,
+        to_org: Option<String>,
+        note: String,
+    },
+    Determine {
+        id: String,
+        case_type: String,
+        determined: bool,
+        note: String,
+    },
+    ReferralSend {
+        case: String,
+        to_org: String,
+        category: String,
+        urgency: String,
+        share: Vec<String>,
+        note: String,
+        emergency_override: Option<String>,
+    },
+    ReferralList {
+        /// `inbox`, `outbox` or `all`.
+        direction: String,
+        status: Option<String>,
+    },
+    ReferralShow { id: String },
+    ReferralStep {
+        id: String,
+        transition: String,
+        reason: Option<String>,
+        note: String,
+        outcome: Option<String>,
+    },
+    Audit { limit: usize },
+    Backup { out: PathBuf },
+    BundleExport {
+        out: PathBuf,
+        for_node: Option<String>,
+    },
+    BundleImport { path: PathBuf },
+}
+
+impl Request {
+    /// A short name for logs (never the request's content).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::ConfigDocument => "config_document",
+            Request::ConfigUpdate { .. } => "config_update",
+            Request::ImportKey { .. } => "import_key",
+            Request::OverrideExpiry { .. } => "override_expiry",
+            Request::CaseOpen { .. } => "case_open",
+            Request::CaseList { .. } => "case_list",
+            Request::CaseShow { .. } => "case_show",
+            Request::CaseAction { .. } => "case_action",
+            Request::Determine { .. } => "determine",
+            Request::ReferralSend { .. } => "referral_send",
+            Request::ReferralList { .. } => "referral_list",
+            Request::ReferralShow { .. } => "referral_show",
+            Request::ReferralStep { .. } => "referral_step",
+            Request::Audit { .. } => "audit",
+            Request::Backup { .. } => "backup",
+            Request::BundleExport { .. } => "bundle_export",
+            Request::BundleImport { .. } => "bundle_import",
+        }
+    }
+}
+
+/// What the daemon knows that the engine does not: its peers and listening addresses.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NetworkView {
+    pub running: bool,
+    pub listen: Vec<String>,
+    pub api: Option<String>,
+    pub peers: Vec<PeerView>,
+    /// Bytes the sync protocol sent and received since the daemon started.
+    pub sync_bytes_sent: u64,
+    pub sync_bytes_received: u64,
+}
+
+/// A peer as `status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerView {
+    pub node_id: String,
+    pub org: String,
+    pub label: String,
+    pub connected: bool,
+    pub last_seen: Option<String>,
+    /// Events this node holds that the peer lacked at the last round.
+    pub they_lack: Option<u64>,
+    /// Events the peer held that this node lacked at the last round.
+    pub we_lack: Option<u64>,
+}
+
+/// Who asks, and what the node around the engine looks like.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub user: String,
+    pub network: NetworkView,
+    /// Shows a progress bar for long operations (bundles), when run from a terminal.
+    pub progress: bool,
+}
+
+fn audit(engine: &mut Engine, ctx: &Context, action: &str, subject: &str) -> Result<()> {
+    engine.store_mut().audit(&AuditEntry {
+        at: time_fmt::rfc3339(OffsetDateTime::now_utc()),
+        user: ctx.user.clone(),
+        action: action.to_string(),
+        subject: subject.to_string(),
+    })?;
+    Ok(())
+}
+
+fn parse_transition(s: &str) -> Result<Transition> {
+    Ok(match s {
+        "ack" | "acknowledge" => Transition::Acknowledge,
+        "accept" => Transition::Accept,
+        "decline" => Transition::Decline,
+        "complete" => Transition::Complete,
+        "withdraw" => Transition::Withdraw,
+        other => bail!(
+            "`{}` is not a referral step (ack, accept, decline, complete, withdraw)",
+            keys::truncate_for_error(other)
+        ),
+    })
+}
+
+/// The meta key under which the last known vector of a peer is kept.
+pub fn peer_vector_key(node: &NodeId) -> String {
+    format!("peer_vector:{node}")
+}
+
+/// The peer's last known version vector, if a round with it ever completed here.
+pub fn peer_vector(engine: &Engine, node: &NodeId) -> Option<VersionVector> {
+    let bytes = engine.store().meta(&peer_vector_key(node)).ok()??;
+    postcard::from_bytes(&bytes).ok()
+}
+
+/// Runs one request against the engine.
+pub fn dispatch(engine: &mut Engine, ctx: &Context, request: Request) -> Result<Value> {
+    let now = OffsetDateTime::now_utc();
+    match request {
+        Request::Status => status(engine, ctx, now),
+        Request::ConfigDocument => {
+            let version = engine.store().config().highest();
+            let files = engine.store().config_files_after(version.saturating_sub(1))?;
+            let file = files
+                .last()
+                .map(|f| SignedFile::from_bytes(f))
+                .transpose()?
+                .context("this node has not joined a mechanism")?;
+            Ok(json!({ "version": version, "document": file.document }))
+        }
+        Request::ConfigUpdate { files } => {
+            let files = files
+                .iter()
+                .map(|f| SignedFile::from_bytes(f.as_bytes()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let outcome = engine.apply_config(&files, now)?;
+            let shared = if outcome.accepted.is_empty() {
+                Vec::new()
+            } else {
+                engine.share_keys(now).unwrap_or_default()
+            };
+            Ok(json!({
+                "accepted": outcome.accepted,
+                "already_held": outcome.already_held,
+                "version": engine.store().config().highest(),
+                "key_shares": shared.len(),
+            }))
+        }
+        Request::ImportKey { epochs } => {
+            let epochs = epochs
+                .iter()
+                .map(|(e, text)| Ok((*e, keys::parse_identity(text)?)))
+                .collect::<Result<Vec<_>, keys::KeyError>>()?;
+            let outcome = engine.import_epochs(&epochs, now)?;
+            let shared = engine.share_keys(now).unwrap_or_default();
+            Ok(json!({
+                "installed": outcome.installed,
+                "already_held": outcome.already_held,
+                "not_configured": outcome.not_configured,
+                "key_shares": shared.len(),
+            }))
+        }
+        Request::OverrideExpiry { hours } => {
+            if hours == 0 || hours > EXPIRY_OVERRIDE_MAX_HOURS {
+                bail!("an override lasts 1 to {EXPIRY_OVERRIDE_MAX_HOURS} hours");
+            }
+            let m = engine.mechanism()?;
+            if !m.is_expired(now) {
+                bail!(
+                    "configuration version {} has not expired: there is nothing to override",
+                    m.doc.version
+                );
+            }
+            let until = time_fmt::rfc3339(now + time::Duration::hours(i64::from(hours)));
+            engine
+                .store_mut()
+                .set_meta(passerelle_core::engine::META_EXPIRY_OVERRIDE, Some(until.as_bytes()))?;
+            audit(engine, ctx, "expiry.override", &format!("until {until}"))?;
+            tracing::warn!(until = %until, user = %ctx.user, "expired configuration overridden");
+            Ok(json!({ "until": until }))
+        }
+        Request::CaseOpen { data } => {
+            let id = engine.open_case(data, &ctx.user, now)?;
+            audit(engine, ctx, "case.open", &id.to_hex())?;
+            Ok(json!({ "case": id.to_hex() }))
+        }
+        Request::CaseList { search } => {
+            let cases = engine.cases(search.as_deref())?;
+            let ids: Vec<_> = cases.iter().map(|c| c.id[..12].to_string()).collect();
+            audit(engine, ctx, "case.list", &format!("{} cases: {}", ids.len(), ids.join(" ")))?;
+            Ok(serde_json::to_value(cases)?)
+        }
+        Request::CaseShow { id } => {
+            let id = engine.resolve_id(&id, false)?;
+            let view = engine.case(&id, now)?;
+            audit(engine, ctx, "case.show", &id.to_hex())?;
+            Ok(serde_json::to_value(view)?)
+        }
+        Request::CaseAction {
+            id,
+            action,
+            to_org,
+            note,
+        } => {
+            let case = engine.resolve_id(&id, false)?;
+            let action = match action.as_str() {
+                "note" => CaseAction::Note,
+                "close" => CaseAction::Close,
+                "reopen" => CaseAction::Reopen,
+                "transfer" => CaseAction::Transfer {
+                    to_org: to_org.context("a transfer needs --to ORG")?,
+                },
+                other => bail!(
+                    "`{}` is not a case action (note, transfer, close, reopen)",
+                    keys::truncate_for_error(other)
+                ),
+            };
+            let event = engine.case_action(case, action, &note, None, &ctx.user, now)?;
+            Ok(json!({ "event": event.to_hex() }))
+        }
+        Request::Determine {
+            id,
+            case_type,
+            determined,
+            note,
+        } => {
+            let case = engine.resolve_id(&id, false)?;
+            let event = engine.determine_status(case, &case_type, determined, &note, &ctx.user, now)?;
+            Ok(json!({ "event": event.to_hex() }))
+        }
+        Request::ReferralSend {
+            case,
+            to_org,
+            category,
+            urgency,
+            share,
+            note,
+            emergency_override,
+        } => {
+            let case = engine.resolve_id(&case, false)?;
+            let urgency = Urgency::parse(&urgency).ok_or_else(|| {
+                anyhow!(
+                    "`{}` is not an urgency (emergency, urgent, routine)",
+                    keys::truncate_for_error(&urgency)
+                )
+            })?;
+            let id = engine.send_referral(
+                ReferralRequest {
+                    case,
+                    to_org,
+                    category,
+                    urgency,
+                    share,
+                    note,
+                    emergency_override,
+                },
+                &ctx.user,
+                now,
+            )?;
+            audit(engine, ctx, "referral.send", &id.to_hex())?;
+            Ok(json!({ "referral": id.to_hex() }))
+        }
+        Request::ReferralList { direction, status } => {
+            let status = match status.as_deref() {
+                None => None,
+                Some(s) => Some(Status::parse(s).ok_or_else(|| {
+                    anyhow!(
+                        "`{}` is not a status (sent, acknowledged, accepted, declined, completed, withdrawn, invalid)",
+                        keys::truncate_for_error(s)
+                    )
+                })?),
+            };
+            let mut list = Vec::new();
+            if direction != "outbox" {
+                list.extend(engine.referrals(false, status, true, now)?);
+            }
+            if direction != "inbox" {
+                list.extend(engine.referrals(true, status, true, now)?);
+            }
+            if !["inbox", "outbox", "all"].contains(&direction.as_str()) {
+                bail!("list the inbox, the outbox or all");
+            }
+            let readable: Vec<_> = list
+                .iter()
+                .filter(|r| r.readable)
+                .map(|r| r.id[..12].to_string())
+                .collect();
+            if !readable.is_empty() {
+                audit(engine, ctx, "referral.list", &readable.join(" "))?;
+            }
+            Ok(serde_json::to_value(list)?)
+        }
+        Request::ReferralShow { id } => {
+            let id = engine.resolve_id(&id, true)?;
+            let view = engine.referral(&id, now)?;
+            if view.readable {
+                audit(engine, ctx, "referral.show", &id.to_hex())?;
+            }
+            Ok(serde_json::to_value(view)?)
+        }
+        Request::ReferralStep {
+            id,
+            transition,
+            reason,
+            note,
+            outcome,
+        } => {
+            let referral = engine.resolve_id(&id, true)?;
+            let step = Step {
+                transition: parse_transition(&transition)?,
+                reason,
+                note,
+                outcome,
+            };
+            let event = engine.referral_step(referral, step, &ctx.user, now)?;
+            let view = engine.referral(&referral, now)?;
+            Ok(json!({ "event": event.to_hex(), "status": view.status }))
+        }
+        Request::Audit { limit } => {
+            let entries = engine.store().audit_entries(limit.min(100_000))?;
+            Ok(serde_json::to_value(
+                entries
+                    .into_iter()
+                    .map(|(seq, e)| json!({"seq": seq, "at": e.at, "user": e.user, "action": e.action, "subject": e.subject}))
+                    .collect::<Vec<_>>(),
+            )?)
+        }
+        Request::Backup { out } => {
+            let events = engine.store().backup(&out)?;
+            audit(engine, ctx, "backup", &out.display().to_string())?;
+            Ok(json!({ "events": events, "out": out }))
+        }
+        Request::BundleExport { out, for_node } => bundle_export(engine, ctx, &out, for_node, now),
+        Request::BundleImport { path } => bundle_import(engine, ctx, &path, now),
+    }
+}
+
+fn status(engine: &Engine, ctx: &Context, now: OffsetDateTime) -> Result<Value> {
+    let config = engine.store().config();
+    let m = config.current();
+    let counts = engine.store().log_counts()?;
+    let equivocations: Vec<_> = engine
+        .store()
+        .equivocations()?
+        .into_iter()
+        .map(|(author, seq, id)| {
+            let node = passerelle_core::keys::PublicKey::from_bytes(&author)
+                .map(|k| k.node_id().to_string())
+                .unwrap_or_default();
+            json!({"node": node, "seq": seq, "event": id.to_hex()})
+        })
+        .collect();
+    let ours = engine.version_vector()?;
+    let mut network = ctx.network.clone();
+    for peer in &mut network.peers {
+        let Ok(node) = peer.node_id.parse::<NodeId>() else {
+            continue;
+        };
+        if let Some(theirs) = peer_vector(engine, &node) {
+            let (mut they_lack, mut we_lack) = (0u64, 0u64);
+            for (author, (seq, _)) in &ours.entries {
+                they_lack += seq.saturating_sub(theirs.seq(author));
+            }
+            for (author, (seq, _)) in &theirs.entries {
+                we_lack += seq.saturating_sub(ours.seq(author));
+            }
+            peer.they_lack = Some(they_lack);
+            peer.we_lack = Some(we_lack);
+        }
+    }
+    let override_until = engine
+        .store()
+        .meta(passerelle_core::engine::META_EXPIRY_OVERRIDE)?
+        .and_then(|b| String::from_utf8(b).ok());
+    Ok(json!({
+        "node_id": engine.node_id().to_string(),
+        "org": engine.org(),
+        "mechanism_id": config.mechanism_id().map(|h| h.to_hex()),
+        "mechanism": m.map(|m| m.doc.mechanism.clone()),
+        "config_version": m.map(|m| m.doc.version),
+        "config_expires_at": m.map(|m| time_fmt::rfc3339(m.doc.expires_at)),
+        "config_expired": m.map(|m| m.is_expired(now)),
+        "expiry_override_until": override_until,
+        "can_create_case_events": engine.can_create_case_events(now).err().map(|e| e.to_string()),
+        "read_only": engine.read_only(),
+        "org_key_epochs": engine.epochs_held(),
+        "events": counts.events,
+        "held_back": counts.held,
+        "waiting_for_dependencies": counts.waiting,
+        "unreadable_yet": counts.unread,
+        "equivocations": equivocations,
+        "network": network,
+    }))
+}
+
+fn progress_bar(show: bool, what: &str) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} events ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(what.to_string());
+    // Drawn only once it has run more than a moment.
+    bar.enable_steady_tick(std::time::Duration::from_millis(250));
+    bar
+}
+
+fn bundle_export(
+    engine: &mut Engine,
+    ctx: &Context,
+    out: &std::path::Path,
+    for_node: Option<String>,
+    now: OffsetDateTime,
+) -> Result<Value> {
+    let m = engine.mechanism()?.clone();
+    let (recipients, theirs, target) = match &for_node {
+        Some(id) => {
+            let node: NodeId = id.parse()?;
+            let info = m
+                .node(&node)
+                .with_context(|| format!("node {node} is not in the configuration in force"))?;
+            (
+                vec![info.recipient.clone()],
+                peer_vector(engine, &node),
+                format!("node {node} ({})", info.label),
+            )
+        }
+        None => (
+            m.nodes().map(|n| n.recipient.clone()).collect::<Vec<_>>(),
+            None,
+            "every node of the mechanism".to_string(),
+        ),
+    };
+    if recipients.is_empty() {
+        bail!("the configuration lists no node to encrypt the bundle to");
+    }
+    if out.exists() {
+        bail!("{} already exists: refusing to overwrite it", out.display());
+    }
+    let tmp = out.with_extension("partial");
+    let file = std::fs::File::create(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    let writer = std::io::BufWriter::new(file);
+    let bar = progress_bar(ctx.progress, "exporting");
+    let result = bundle::export(engine, theirs.as_ref(), &recipients, writer, now, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e.into());
+        }
+    };
+    std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
+    audit(engine, ctx, "bundle.export", &format!("{} events for {target}", report.events))?;
+    Ok(json!({
+        "out": out,
+        "events": report.events,
+        "config_versions": report.config_versions,
+        "for": target,
+        "incremental": theirs.is_some(),
+    }))
+}
+
+fn bundle_import(
+    engine: &mut Engine,
+    ctx: &Context,
+    path: &std::path::Path,
+    now: OffsetDateTime,
+) -> Result<Value> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let reader = std::io::BufReader::new(file);
+    let identity = engine_identity(engine)?;
+    let bar = progress_bar(ctx.progress, "importing");
+    let result = bundle::import(engine, &identity, reader, now, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let report = result?;
+    let shared = engine.share_keys(now).unwrap_or_default();
+    Ok(json!({
+        "from_node": report.from_node,
+        "events": report.events,
+        "admitted": report.admitted,
+        "duplicates": report.duplicates,
+        "held_back": report.held,
+        "refused": report.refused.iter().map(|(r, n)| json!({"reason": r, "count": n})).collect::<Vec<_>>(),
+        "config_versions": report.config_versions,
+        "key_shares": shared.len(),
+    }))
+}
+
+/// This node's own age identity, to open bundles addressed to it.
+fn engine_identity(engine: &Engine) -> Result<age::x25519::Identity> {
+    engine
+        .node_identity()
+        .ok_or_else(|| anyhow!("this node's identity is not loaded"))
+}
