@@ -314,3 +314,197 @@ pub fn standard_genesis() -> Setup {
     setup.sign("v1.toml", &["a", "b"], "v1.signed").expect_ok();
     setup
 }
+
+/// A running `passerelle run` daemon on loopback, stopped (SIGTERM) when dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub data_dir: PathBuf,
+    /// The node's p2p address (`/ip4/127.0.0.1/tcp/PORT/p2p/ID`).
+    pub addr: String,
+    /// The local API address (`127.0.0.1:PORT`).
+    pub api: String,
+}
+
+/// Waits until `f` returns `Some`, up to `secs` seconds.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out after {secs} s waiting for {what}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+impl Daemon {
+    /// Starts node `node-<name>` in `cwd`, listening on loopback, dialling `peers`.
+    pub fn start(cwd: &Path, name: &str, peers: &[&str], extra: &[&str]) -> Self {
+        let data_dir = cwd.join(format!("node-{name}"));
+        let _ = std::fs::remove_file(data_dir.join("api.addr"));
+        let _ = std::fs::remove_file(data_dir.join("p2p.addrs"));
+        let log = std::fs::File::create(cwd.join(format!("{name}.log")))
+            .unwrap_or_else(|e| panic!("log file: {e}"));
+        let mut cmd = Command::new(bin());
+        cmd.current_dir(cwd)
+            .args(["--data-dir", &data_dir.to_string_lossy(), "run"])
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .env_remove("PASSERELLE_PASSPHRASE")
+            .env("HOME", cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for p in peers {
+            cmd.args(["--peer", p]);
+        }
+        cmd.args(extra);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn daemon: {e}"));
+        let mut daemon = Self {
+            child,
+            data_dir: data_dir.clone(),
+            addr: String::new(),
+            api: String::new(),
+        };
+        let (addr, api) = wait_for(30, &format!("daemon {name} to start"), || {
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                let log =
+                    std::fs::read_to_string(cwd.join(format!("{name}.log"))).unwrap_or_default();
+                panic!("daemon {name} exited ({status}):\n{log}");
+            }
+            let addr = std::fs::read_to_string(data_dir.join("p2p.addrs")).ok()?;
+            let api = std::fs::read_to_string(data_dir.join("api.addr")).ok()?;
+            let addr = addr.lines().next()?.to_string();
+            (!addr.is_empty()).then_some((addr, api.trim().to_string()))
+        });
+        daemon.addr = addr;
+        daemon.api = api;
+        daemon
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it to exit.
+    pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// The API token.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("api.token"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+/// A mechanism of several organisations and nodes, every node joined and holding its
+/// organisation's key except those listed in `without_keys`.
+pub fn mechanism(orgs: &[&str], nodes: &[(&str, &str)], without_keys: &[&str]) -> Setup {
+    let setup = Setup::new();
+    setup.template("v1.toml", &["a", "b"], 2);
+    for org in orgs {
+        let stanzas = setup.org_keygen(org);
+        setup.append("v1.toml", &stanzas);
+    }
+    for (name, org) in nodes {
+        let (_, stanza) = setup.node(name, org);
+        setup.append("v1.toml", &stanza);
+    }
+    setup.sign("v1.toml", &["a", "b"], "v1.signed").expect_ok();
+    for (name, org) in nodes {
+        let data = format!("node-{name}");
+        setup
+            .run(&["--data-dir", &data, "join", "v1.signed"])
+            .expect_ok();
+        if !without_keys.contains(name) {
+            setup
+                .run(&[
+                    "--data-dir",
+                    &data,
+                    "org",
+                    "import-key",
+                    &format!("org-{org}.key"),
+                ])
+                .expect_ok();
+        }
+    }
+    setup
+}
+
+impl Setup {
+    /// Runs a command as node `name`.
+    pub fn node_run(&self, name: &str, args: &[&str]) -> Run {
+        let data = format!("node-{name}");
+        let mut all = vec!["--data-dir", data.as_str(), "--user", "tester"];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
+    /// A node's command output as JSON.
+    pub fn node_json(&self, name: &str, args: &[&str]) -> serde_json::Value {
+        let out = self.node_run(name, args).expect_ok();
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("{name} {args:?}: not JSON ({e}): {}", out.stdout))
+    }
+
+    /// Writes a CASE.json for a general case (or `case_type`) and opens it at `node`.
+    pub fn open_case(&self, node: &str, first_name: &str, case_type: &str) -> String {
+        let file = format!("case-{first_name}.json");
+        self.write(
+            &file,
+            &serde_json::json!({
+                "case_type": case_type,
+                "site": "medenine",
+                "person": {"first_name": first_name, "age": 16, "languages": ["ar"],
+                           "health": "fever and cough", "phone": "+216 00 000 000"},
+                "needs": ["health", "shelter"],
+                "consent": {"given": true, "explained_by": "Aïcha",
+                            "explained": "referral to a health partner",
+                            "recorded_at": "2026-11-27T09:00:00Z"}
+            })
+            .to_string(),
+        );
+        self.node_run(node, &["case", "open", "--from", &file])
+            .expect_ok()
+            .stdout
+            .trim()
+            .to_string()
+    }
+}
+
+impl Setup {
+    /// Writes bytes to a file in the setup's directory.
+    pub fn write_bytes(&self, name: &str, bytes: &[u8]) {
+        if let Err(e) = std::fs::write(self.file(name), bytes) {
+            panic!("write {name}: {e}");
+        }
+    }
+}

@@ -19,17 +19,26 @@ fn a_round_brings_both_sides_level_and_an_idle_round_is_small() {
     let mut data = boy();
     data.case_type = "general".into();
     let case = e[0].open_case(data, "aicha", now()).unwrap();
-    e[0].send_referral(health_referral(case), "aicha", now()).unwrap();
-    e[3].open_case(boy(), "iom", now()).map(|_| ()).unwrap_or(());
+    e[0].send_referral(health_referral(case), "aicha", now())
+        .unwrap();
+    e[3].open_case(boy(), "iom", now())
+        .map(|_| ())
+        .unwrap_or(());
     let (a, rest) = e.split_at_mut(1);
     let (report, _, _) = run_round(&mut a[0], &mut rest[1], now()).unwrap();
     assert_eq!(report.pushed, 2, "{report:?}");
     assert_eq!(digest(&a[0]), digest(&rest[1]));
     // The nurse now has the referral in her inbox.
-    assert_eq!(rest[1].referrals(false, None, false, now()).unwrap().len(), 1);
+    assert_eq!(
+        rest[1].referrals(false, None, false, now()).unwrap().len(),
+        1
+    );
     let (report, sent, received) = run_round(&mut a[0], &mut rest[1], now()).unwrap();
     assert_eq!(report, Default::default());
-    assert!(sent <= 256 && received <= 256, "idle round: {sent} / {received} bytes");
+    assert!(
+        sent <= 256 && received <= 256,
+        "idle round: {sent} / {received} bytes"
+    );
 }
 
 #[test]
@@ -40,8 +49,26 @@ fn a_fork_is_caught_across_peers() {
     // Two different events at aicha's sequence 1, each given to a different node.
     let mut one = Forger::new(&aicha, sim.mechanism_id(), 1, now());
     let mut two = Forger::new(&aicha, sim.mechanism_id(), 1, now());
-    let x = one.next(&m, Kind::MapChange { org: "mas".into() }, None, vec![], &[], b"x").unwrap();
-    let y = two.next(&m, Kind::MapChange { org: "mas".into() }, None, vec![], &[], b"y").unwrap();
+    let x = one
+        .next(
+            &m,
+            Kind::MapChange { org: "mas".into() },
+            None,
+            vec![],
+            &[],
+            b"x",
+        )
+        .unwrap();
+    let y = two
+        .next(
+            &m,
+            Kind::MapChange { org: "mas".into() },
+            None,
+            vec![],
+            &[],
+            b"y",
+        )
+        .unwrap();
     e[1].receive(&[x.clone()], now()).unwrap();
     e[2].receive(&[y.clone()], now()).unwrap();
     let (a, b) = e.split_at_mut(2);
@@ -67,7 +94,11 @@ fn the_configuration_travels_first() {
     run_round(&mut b[0], &mut a[0], now()).unwrap();
     assert_eq!(b[0].store().config().highest(), 2);
     run_round(&mut b[0], &mut newcomer, now()).unwrap();
-    assert_eq!(b[0].cases(None).unwrap().len(), 0, "dpe cannot read mas's general case");
+    assert_eq!(
+        b[0].cases(None).unwrap().len(),
+        0,
+        "dpe cannot read mas's general case"
+    );
     assert_eq!(digest(&b[0]), digest(&newcomer));
 }
 
@@ -83,7 +114,8 @@ fn a_restored_node_writes_again_only_after_learning_its_own_log() {
     let (a, b) = e.split_at_mut(1);
     run_round(&mut a[0], &mut b[1], now()).unwrap();
     // The laptop is restored from the old backup: it must not write sequence 1 again.
-    let store = passerelle_core::store::Store::prepare_restore(&backup, Some(sim.mechanism_id())).unwrap();
+    let store =
+        passerelle_core::store::Store::prepare_restore(&backup, Some(sim.mechanism_id())).unwrap();
     let node = sim.node("aicha").unwrap();
     let mut restored = Engine::open(store, node.secrets.clone(), "mas").unwrap();
     assert!(restored.open_case(data.clone(), "aicha", now()).is_err());
@@ -92,6 +124,10 @@ fn a_restored_node_writes_again_only_after_learning_its_own_log() {
     assert!(restored.store().event(&case).unwrap().is_some());
     let next = restored.open_case(data, "aicha", now()).unwrap();
     let head = restored.store().head(&node.key()).unwrap().unwrap();
-    assert_eq!((head.0, head.1), (2, next), "continues its log, no equivocation");
+    assert_eq!(
+        (head.0, head.1),
+        (2, next),
+        "continues its log, no equivocation"
+    );
     assert!(b[1].store().equivocations().unwrap().is_empty());
 }

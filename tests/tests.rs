@@ -7,4 +7,5 @@ mod config_files;
 mod crash;
 mod events;
 mod fold_order;
+mod nodes;
 mod sync_rounds;

@@ -417,9 +417,13 @@ pub fn run(cli: Cli) -> Result<()> {
         ),
         Command::Case(cmd) => cmd_case::case(cmd, &data_dir()?, &passphrases, &user),
         Command::Referral(cmd) => cmd_case::referral(cmd, &data_dir()?, &passphrases, &user),
-        Command::Audit { json, limit } => cmd_case::audit(&data_dir()?, &passphrases, &user, json, limit),
+        Command::Audit { json, limit } => {
+            cmd_case::audit(&data_dir()?, &passphrases, &user, json, limit)
+        }
         Command::Backup { out } => cmd_case::backup(&data_dir()?, &passphrases, &user, &out),
-        Command::Restore { file, accept_risk } => cmd_case::restore(&data_dir()?, &file, accept_risk),
+        Command::Restore { file, accept_risk } => {
+            cmd_case::restore(&data_dir()?, &file, accept_risk)
+        }
         Command::Bundle(cmd) => cmd_case::bundle(cmd, &data_dir()?, &passphrases, &user),
         Command::Bench { quick, json } => crate::bench::run(quick, json),
     }

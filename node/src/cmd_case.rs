@@ -27,11 +27,16 @@ impl Names {
         if let Some(m) = dir.store().ok().and_then(|s| s.config().current().cloned()) {
             return Self(Some(m));
         }
-        let m = client::call(dir, &Passphrases::default(), "names", Request::ConfigDocument)
-            .ok()
-            .and_then(|v| v["document"].as_str().map(str::to_string))
-            .and_then(|d| passerelle_core::config::Mechanism::from_bytes(d.as_bytes()).ok())
-            .map(std::sync::Arc::new);
+        let m = client::call(
+            dir,
+            &Passphrases::default(),
+            "names",
+            Request::ConfigDocument,
+        )
+        .ok()
+        .and_then(|v| v["document"].as_str().map(str::to_string))
+        .and_then(|d| passerelle_core::config::Mechanism::from_bytes(d.as_bytes()).ok())
+        .map(std::sync::Arc::new);
         Self(m)
     }
 
@@ -107,7 +112,16 @@ pub fn case(cmd: CaseCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Resu
                 print!(
                     "{}",
                     table::render(
-                        &["CASE", "NAME", "TYPE", "SITE", "MANAGER", "STATUS", "REFERRALS", "LAST ACTIVITY"],
+                        &[
+                            "CASE",
+                            "NAME",
+                            "TYPE",
+                            "SITE",
+                            "MANAGER",
+                            "STATUS",
+                            "REFERRALS",
+                            "LAST ACTIVITY"
+                        ],
                         &rows
                     )
                 );
@@ -150,7 +164,10 @@ pub fn case(cmd: CaseCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Resu
                     note,
                 },
             )?;
-            println!("Case management transferred to {}.", Names::load(dir).org(&to));
+            println!(
+                "Case management transferred to {}.",
+                Names::load(dir).org(&to)
+            );
             Ok(())
         }
         CaseCmd::Close { id, note } => case_action(dir, pass, user, id, "close", note),
@@ -174,7 +191,11 @@ pub fn case(cmd: CaseCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Resu
             )?;
             println!(
                 "Status determination recorded: {case_type} {}.",
-                if not_confirmed { "not confirmed" } else { "confirmed" }
+                if not_confirmed {
+                    "not confirmed"
+                } else {
+                    "confirmed"
+                }
             );
             Ok(())
         }
@@ -200,7 +221,14 @@ fn case_action(
             note,
         },
     )?;
-    println!("Case {}.", if action == "close" { "closed" } else { "reopened" });
+    println!(
+        "Case {}.",
+        if action == "close" {
+            "closed"
+        } else {
+            "reopened"
+        }
+    );
     Ok(())
 }
 
@@ -208,9 +236,17 @@ fn print_case(c: &Value, names: &Names) {
     let data = &c["data"];
     let person = &data["person"];
     println!("Case {}  ({})", s(c, "id"), s(c, "status"));
-    println!("  opened      {} by {}", date(c, "opened_at"), names.org(&s(c, "opened_by")));
+    println!(
+        "  opened      {} by {}",
+        date(c, "opened_at"),
+        names.org(&s(c, "opened_by"))
+    );
     println!("  manager     {}", names.org(&s(c, "manager")));
-    println!("  type        {}   site {}", s(data, "case_type"), s(data, "site"));
+    println!(
+        "  type        {}   site {}",
+        s(data, "case_type"),
+        s(data, "site")
+    );
     let name = [s(person, "first_name"), s(person, "last_name")].join(" ");
     println!("  person      {}", name.trim());
     for (label, key) in [
@@ -243,7 +279,11 @@ fn print_case(c: &Value, names: &Names) {
     let consent = &data["consent"];
     println!(
         "  consent     {} (explained by {}, {})",
-        if consent["given"].as_bool() == Some(true) { "given" } else { "NOT given" },
+        if consent["given"].as_bool() == Some(true) {
+            "given"
+        } else {
+            "NOT given"
+        },
         s(consent, "explained_by"),
         s(consent, "recorded_at")
     );
@@ -300,14 +340,20 @@ fn print_referrals(list: &[Value], names: &Names) {
     print!(
         "{}",
         table::render(
-            &["REFERRAL", "SENT", "FROM", "TO", "SERVICE", "URGENCY", "STATUS", "OVERDUE"],
+            &[
+                "REFERRAL", "SENT", "FROM", "TO", "SERVICE", "URGENCY", "STATUS", "OVERDUE"
+            ],
             &rows
         )
     );
 }
 
 pub fn referral(cmd: ReferralCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Result<()> {
-    let step = |id: String, transition: &str, reason: Option<String>, note: Option<String>, outcome: Option<String>| {
+    let step = |id: String,
+                transition: &str,
+                reason: Option<String>,
+                note: Option<String>,
+                outcome: Option<String>| {
         Request::ReferralStep {
             id,
             transition: transition.into(),
@@ -411,7 +457,13 @@ pub fn referral(cmd: ReferralCmd, dir: &DataDir, pass: &Passphrases, user: &str)
     Ok(())
 }
 
-pub fn audit(dir: &DataDir, pass: &Passphrases, user: &str, json: bool, limit: usize) -> Result<()> {
+pub fn audit(
+    dir: &DataDir,
+    pass: &Passphrases,
+    user: &str,
+    json: bool,
+    limit: usize,
+) -> Result<()> {
     let out = client::call(dir, pass, user, Request::Audit { limit })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -426,7 +478,10 @@ pub fn audit(dir: &DataDir, pass: &Passphrases, user: &str, json: bool, limit: u
     if rows.is_empty() {
         println!("The audit log is empty.");
     } else {
-        print!("{}", table::render(&["WHEN", "USER", "ACTION", "ABOUT"], &rows));
+        print!(
+            "{}",
+            table::render(&["WHEN", "USER", "ACTION", "ABOUT"], &rows)
+        );
     }
     Ok(())
 }

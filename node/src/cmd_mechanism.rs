@@ -6,9 +6,9 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use passerelle_core::config::Mechanism;
 use passerelle_core::config::chain::{self, SignedFile};
 use passerelle_core::config::template::{self, RemovalCutoff};
-use passerelle_core::config::Mechanism;
 use passerelle_core::keyfiles::{self, RootKey};
 use passerelle_core::keys::{NodeId, PublicKey, SigningKey};
 use passerelle_core::limits::{
@@ -449,8 +449,17 @@ pub fn apply(
     pass: &Passphrases,
     user: &str,
 ) -> Result<serde_json::Value> {
-    let texts = files.iter().map(|f| f.to_bytes()).map(String::from_utf8).collect::<Result<Vec<_>, _>>()?;
-    let out = crate::client::call(dir, pass, user, crate::rpc::Request::ConfigUpdate { files: texts })?;
+    let texts = files
+        .iter()
+        .map(|f| f.to_bytes())
+        .map(String::from_utf8)
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = crate::client::call(
+        dir,
+        pass,
+        user,
+        crate::rpc::Request::ConfigUpdate { files: texts },
+    )?;
     for v in out["already_held"].as_array().into_iter().flatten() {
         eprintln!("Version {v} was already in force here.");
     }
@@ -462,10 +471,7 @@ fn update(dir: &DataDir, paths: &[PathBuf], pass: &Passphrases, user: &str) -> R
     let out = apply(dir, &files, pass, user)?;
     match out["accepted"].as_array().and_then(|a| a.last()) {
         Some(v) => println!("Version {v} accepted and in force."),
-        None => println!(
-            "Nothing new: version {} stays in force.",
-            out["version"]
-        ),
+        None => println!("Nothing new: version {} stays in force.", out["version"]),
     }
     Ok(())
 }

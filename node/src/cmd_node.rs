@@ -70,8 +70,7 @@ pub fn join(dir: &DataDir, paths: &[PathBuf], pass: &Passphrases, user: &str) ->
     }
     // Check the chain before anything is written: the newest version must list this node,
     // endorsed for its organisation, with its own recipient.
-    let checked =
-        passerelle_core::config::chain::check_chain(&files, OffsetDateTime::now_utc())?;
+    let checked = passerelle_core::config::chain::check_chain(&files, OffsetDateTime::now_utc())?;
     let newest = checked
         .last()
         .ok_or_else(|| anyhow::anyhow!("no configuration files were given"))?;
@@ -93,10 +92,7 @@ pub fn join(dir: &DataDir, paths: &[PathBuf], pass: &Passphrases, user: &str) ->
     println!(
         "Joined {} (mechanism {}), version {} in force until {}.",
         newest.doc.mechanism,
-        checked
-            .first()
-            .map(|m| m.hash.to_hex())
-            .unwrap_or_default(),
+        checked.first().map(|m| m.hash.to_hex()).unwrap_or_default(),
         newest.doc.version,
         time_fmt::readable(newest.doc.expires_at)
     );

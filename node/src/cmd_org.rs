@@ -212,7 +212,10 @@ fn import_key(dir: &DataDir, key_path: &Path, pass: &Passphrases, user: &str) ->
             .collect()
     };
     for epoch in list("installed") {
-        println!("Installed encryption key epoch {epoch} of `{}`.", public.org);
+        println!(
+            "Installed encryption key epoch {epoch} of `{}`.",
+            public.org
+        );
     }
     for epoch in list("already_held") {
         println!("Epoch {epoch} was already installed.");

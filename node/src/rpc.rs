@@ -30,14 +30,26 @@ pub enum Request {
     /// The document text of the configuration version in force.
     ConfigDocument,
     /// Apply configuration files (signed files' JSON text).
-    ConfigUpdate { files: Vec<String> },
+    ConfigUpdate {
+        files: Vec<String>,
+    },
     /// Install the organisation's key epochs (age identity text per epoch).
-    ImportKey { epochs: Vec<(u32, String)> },
+    ImportKey {
+        epochs: Vec<(u32, String)>,
+    },
     /// Let this node create case events for a while after its configuration expired.
-    OverrideExpiry { hours: u32 },
-    CaseOpen { data: CaseData },
-    CaseList { search: Option<String> },
-    CaseShow { id: String },
+    OverrideExpiry {
+        hours: u32,
+    },
+    CaseOpen {
+        data: CaseData,
+    },
+    CaseList {
+        search: Option<String>,
+    },
+    CaseShow {
+        id: String,
+    },
     CaseAction {
         id: String,
         action: String,
@@ -64,7 +76,9 @@ pub enum Request {
         direction: String,
         status: Option<String>,
     },
-    ReferralShow { id: String },
+    ReferralShow {
+        id: String,
+    },
     ReferralStep {
         id: String,
         transition: String,
@@ -72,13 +86,19 @@ pub enum Request {
         note: String,
         outcome: Option<String>,
     },
-    Audit { limit: usize },
-    Backup { out: PathBuf },
+    Audit {
+        limit: usize,
+    },
+    Backup {
+        out: PathBuf,
+    },
     BundleExport {
         out: PathBuf,
         for_node: Option<String>,
     },
-    BundleImport { path: PathBuf },
+    BundleImport {
+        path: PathBuf,
+    },
 }
 
 impl Request {
@@ -184,7 +204,9 @@ pub fn dispatch(engine: &mut Engine, ctx: &Context, request: Request) -> Result<
         Request::Status => status(engine, ctx, now),
         Request::ConfigDocument => {
             let version = engine.store().config().highest();
-            let files = engine.store().config_files_after(version.saturating_sub(1))?;
+            let files = engine
+                .store()
+                .config_files_after(version.saturating_sub(1))?;
             let file = files
                 .last()
                 .map(|f| SignedFile::from_bytes(f))
@@ -236,9 +258,10 @@ pub fn dispatch(engine: &mut Engine, ctx: &Context, request: Request) -> Result<
                 );
             }
             let until = time_fmt::rfc3339(now + time::Duration::hours(i64::from(hours)));
-            engine
-                .store_mut()
-                .set_meta(passerelle_core::engine::META_EXPIRY_OVERRIDE, Some(until.as_bytes()))?;
+            engine.store_mut().set_meta(
+                passerelle_core::engine::META_EXPIRY_OVERRIDE,
+                Some(until.as_bytes()),
+            )?;
             audit(engine, ctx, "expiry.override", &format!("until {until}"))?;
             tracing::warn!(until = %until, user = %ctx.user, "expired configuration overridden");
             Ok(json!({ "until": until }))
@@ -251,7 +274,12 @@ pub fn dispatch(engine: &mut Engine, ctx: &Context, request: Request) -> Result<
         Request::CaseList { search } => {
             let cases = engine.cases(search.as_deref())?;
             let ids: Vec<_> = cases.iter().map(|c| c.id[..12].to_string()).collect();
-            audit(engine, ctx, "case.list", &format!("{} cases: {}", ids.len(), ids.join(" ")))?;
+            audit(
+                engine,
+                ctx,
+                "case.list",
+                &format!("{} cases: {}", ids.len(), ids.join(" ")),
+            )?;
             Ok(serde_json::to_value(cases)?)
         }
         Request::CaseShow { id } => {
@@ -289,7 +317,8 @@ pub fn dispatch(engine: &mut Engine, ctx: &Context, request: Request) -> Result<
             note,
         } => {
             let case = engine.resolve_id(&id, false)?;
-            let event = engine.determine_status(case, &case_type, determined, &note, &ctx.user, now)?;
+            let event =
+                engine.determine_status(case, &case_type, determined, &note, &ctx.user, now)?;
             Ok(json!({ "event": event.to_hex() }))
         }
         Request::ReferralSend {
@@ -505,14 +534,21 @@ fn bundle_export(
         bail!("{} already exists: refusing to overwrite it", out.display());
     }
     let tmp = out.with_extension("partial");
-    let file = std::fs::File::create(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
     let writer = std::io::BufWriter::new(file);
     let bar = progress_bar(ctx.progress, "exporting");
-    let result = bundle::export(engine, theirs.as_ref(), &recipients, writer, now, &mut |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    });
+    let result = bundle::export(
+        engine,
+        theirs.as_ref(),
+        &recipients,
+        writer,
+        now,
+        &mut |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        },
+    );
     bar.finish_and_clear();
     let report = match result {
         Ok(r) => r,
@@ -522,7 +558,12 @@ fn bundle_export(
         }
     };
     std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
-    audit(engine, ctx, "bundle.export", &format!("{} events for {target}", report.events))?;
+    audit(
+        engine,
+        ctx,
+        "bundle.export",
+        &format!("{} events for {target}", report.events),
+    )?;
     Ok(json!({
         "out": out,
         "events": report.events,

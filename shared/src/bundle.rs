@@ -131,7 +131,10 @@ pub fn export(
     if total > BUNDLE_EVENTS_MAX {
         return Err(BundleError::TooLarge("too many events"));
     }
-    let config_files = engine.store().config_files_after(0).map_err(EngineError::from)?;
+    let config_files = engine
+        .store()
+        .config_files_after(0)
+        .map_err(EngineError::from)?;
     let header = Header {
         mechanism,
         from_node: engine.node_id().to_string(),
@@ -147,7 +150,9 @@ pub fn export(
     let header_bytes =
         postcard::to_stdvec(&header).map_err(|e| std::io::Error::other(e.to_string()))?;
     if header_bytes.len() > BUNDLE_HEADER_MAX_BYTES {
-        return Err(BundleError::TooLarge("the configuration chain is too large"));
+        return Err(BundleError::TooLarge(
+            "the configuration chain is too large",
+        ));
     }
     write_frame(&mut writer, &header_bytes)?;
     let mut done = 0u64;
@@ -242,9 +247,9 @@ pub fn import(
     let mut batch = Vec::with_capacity(IMPORT_BATCH_EVENTS);
     let mut read = 0u64;
     let flush = |engine: &mut Engine,
-                     batch: &mut Vec<Event>,
-                     report: &mut ImportReport,
-                     refused: &mut std::collections::BTreeMap<String, u64>|
+                 batch: &mut Vec<Event>,
+                 report: &mut ImportReport,
+                 refused: &mut std::collections::BTreeMap<String, u64>|
      -> Result<(), BundleError> {
         if batch.is_empty() {
             return Ok(());

@@ -59,7 +59,9 @@ impl EventSource for Engine {
             Some(to) => max.min(usize::try_from(to.saturating_sub(from) + 1).unwrap_or(max)),
             None => max,
         };
-        self.store().log_range(author, from, max).unwrap_or_default()
+        self.store()
+            .log_range(author, from, max)
+            .unwrap_or_default()
     }
 }
 
@@ -318,7 +320,9 @@ impl Round {
             if room == 0 {
                 break;
             }
-            let chunk = engine.store().log_range(&range.author, range.from, room.min(256))?;
+            let chunk = engine
+                .store()
+                .log_range(&range.author, range.from, room.min(256))?;
             if chunk.is_empty() {
                 self.push.remove(0);
                 continue;

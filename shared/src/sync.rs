@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Hash32;
 use crate::event::{Event, EventId};
-use crate::limits::{SYNC_AUTHORS_MAX, SYNC_BATCH_EVENTS_MAX, SYNC_BATCH_MAX_BYTES, SYNC_MESSAGE_MAX_BYTES};
+use crate::limits::{
+    SYNC_AUTHORS_MAX, SYNC_BATCH_EVENTS_MAX, SYNC_BATCH_MAX_BYTES, SYNC_MESSAGE_MAX_BYTES,
+};
 
 /// The protocol version carried in `Hello`.
 pub const SYNC_VERSION: u16 = 1;
@@ -328,18 +330,40 @@ mod tests {
         let plan = plan(&ours, &theirs, |author, seq| {
             (author == &[2; 32] && seq == 3).then_some(Hash32([8; 32]))
         });
-        assert!(plan.want.contains(&Range { author: [1; 32], from: 6, to: None }));
-        assert!(plan.want.contains(&Range { author: [3; 32], from: 1, to: None }));
+        assert!(plan.want.contains(&Range {
+            author: [1; 32],
+            from: 6,
+            to: None
+        }));
+        assert!(plan.want.contains(&Range {
+            author: [3; 32],
+            from: 1,
+            to: None
+        }));
         assert!(
-            plan.want.contains(&Range { author: [2; 32], from: 3, to: Some(3) }),
+            plan.want.contains(&Range {
+                author: [2; 32],
+                from: 3,
+                to: Some(3)
+            }),
             "the fork at author 2 seq 3 is fetched as evidence"
         );
-        assert_eq!(plan.push, vec![Range { author: [4; 32], from: 1, to: None }]);
+        assert_eq!(
+            plan.push,
+            vec![Range {
+                author: [4; 32],
+                from: 1,
+                to: None
+            }]
+        );
     }
 
     #[test]
     fn malformed_messages_are_refused() {
-        assert_eq!(decode::<Request>(&[0xff, 0xff, 0xff]), Err(SyncError::Malformed));
+        assert_eq!(
+            decode::<Request>(&[0xff, 0xff, 0xff]),
+            Err(SyncError::Malformed)
+        );
         let mut bytes = encode(&Response::InSync).unwrap_or_default();
         bytes.push(0);
         assert_eq!(decode::<Response>(&bytes), Err(SyncError::Malformed));

@@ -89,11 +89,7 @@ async fn rpc_handler(State(state): State<ApiState>, body: axum::body::Bytes) -> 
         Ok(b) => b,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("malformed request: {e}")),
     };
-    let network = state
-        .network
-        .lock()
-        .map(|v| v.clone())
-        .unwrap_or_default();
+    let network = state.network.lock().map(|v| v.clone()).unwrap_or_default();
     let name = body.request.name();
     let ctx = rpc::Context {
         user: passerelle_core::keys::truncate_for_error(&body.user),

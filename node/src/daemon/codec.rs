@@ -38,7 +38,9 @@ where
     if len > SYNC_MESSAGE_MAX_BYTES {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("a sync message of {len} bytes is over the {SYNC_MESSAGE_MAX_BYTES}-byte bound"),
+            format!(
+                "a sync message of {len} bytes is over the {SYNC_MESSAGE_MAX_BYTES}-byte bound"
+            ),
         ));
     }
     let mut bytes = vec![0u8; len];
@@ -54,8 +56,8 @@ where
     T: AsyncWrite + Unpin + Send,
     M: serde::Serialize,
 {
-    let bytes =
-        sync::encode(message).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    let bytes = sync::encode(message)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     let len = u32::try_from(bytes.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "message too large"))?;
     io.write_all(&len.to_le_bytes()).await?;
@@ -86,14 +88,24 @@ impl libp2p::request_response::Codec for SyncCodec {
         read_message(io, &self.counters).await
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Request) -> io::Result<()>
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Request,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
         write_message(io, &req, &self.counters).await
     }
 
-    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Response) -> io::Result<()>
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Response,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {

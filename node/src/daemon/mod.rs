@@ -93,7 +93,10 @@ pub async fn run(
 ) -> Result<()> {
     let listen = if options.listen.is_empty() {
         parse_addrs(
-            &DEFAULT_LISTEN.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            &DEFAULT_LISTEN
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
             "listen",
         )?
     } else {
@@ -137,7 +140,11 @@ pub async fn run(
     rand::rngs::OsRng.fill_bytes(&mut token);
     let token: String = token.iter().map(|b| format!("{b:02x}")).collect();
     crate::fsutil::write_atomic(&dir.root.join("api.token"), token.as_bytes(), true)?;
-    crate::fsutil::write_atomic(&dir.root.join("api.addr"), bound.to_string().as_bytes(), false)?;
+    crate::fsutil::write_atomic(
+        &dir.root.join("api.addr"),
+        bound.to_string().as_bytes(),
+        false,
+    )?;
     if let Ok(mut v) = view.lock() {
         v.api = Some(bound.to_string());
     }
@@ -177,7 +184,9 @@ pub async fn run(
         dir.root.join("p2p.addrs"),
     )
     .await?;
-    eprintln!("Passerelle node running; local API and web UI on http://{bound}/ (Ctrl-C stops it).");
+    eprintln!(
+        "Passerelle node running; local API and web UI on http://{bound}/ (Ctrl-C stops it)."
+    );
     let result = network.run(shutdown).await;
     let _ = api_task.await;
     drop(handle);

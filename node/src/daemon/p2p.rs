@@ -118,7 +118,10 @@ fn build_swarm(
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
             let mdns = if mdns_on {
-                Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?)
+                Some(mdns::tokio::Behaviour::new(
+                    mdns::Config::default(),
+                    peer_id,
+                )?)
             } else {
                 None
             };
@@ -409,7 +412,9 @@ impl Network {
         tokio::spawn(async move {
             let started = engine.call(|e: &mut Engine| Round::start(e)).await;
             let message = match started {
-                Ok(Ok((round, request))) => Inner::RoundStep(peer, Box::new(round), Ok(Step::Send(request))),
+                Ok(Ok((round, request))) => {
+                    Inner::RoundStep(peer, Box::new(round), Ok(Step::Send(request)))
+                }
                 Ok(Err(e)) => Inner::RoundStep(peer, Box::new(Round::idle()), Err(e.to_string())),
                 Err(e) => Inner::RoundStep(peer, Box::new(Round::idle()), Err(e.to_string())),
             };
@@ -441,7 +446,13 @@ impl Network {
     fn on_inner(&mut self, inner: Inner) {
         match inner {
             Inner::Respond(channel, response) => {
-                if self.swarm.behaviour_mut().sync.send_response(channel, response).is_err() {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, response)
+                    .is_err()
+                {
                     tracing::debug!("a peer left before its answer was ready");
                 }
             }
@@ -496,7 +507,11 @@ impl Network {
                     .listeners()
                     .map(|a| format!("{a}/p2p/{}", self.me))
                     .collect();
-                let _ = crate::fsutil::write_atomic(&self.listen_file, lines.join("\n").as_bytes(), false);
+                let _ = crate::fsutil::write_atomic(
+                    &self.listen_file,
+                    lines.join("\n").as_bytes(),
+                    false,
+                );
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..
@@ -664,7 +679,9 @@ impl Network {
                         .await;
                     let message = match result {
                         Ok((round, step)) => Inner::RoundStep(peer, round, step),
-                        Err(e) => Inner::RoundStep(peer, Box::new(Round::idle()), Err(e.to_string())),
+                        Err(e) => {
+                            Inner::RoundStep(peer, Box::new(Round::idle()), Err(e.to_string()))
+                        }
                     };
                     let _ = tx.send(message).await;
                 });
