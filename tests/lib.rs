@@ -508,3 +508,21 @@ impl Setup {
         }
     }
 }
+
+impl Setup {
+    /// Writes a general case's CASE.json and opens it through `run` (which runs `passerelle`
+    /// with the arguments it is given and returns its standard output).
+    pub fn open_case_in(&self, run: impl Fn(&[&str]) -> String) -> String {
+        self.write(
+            "case-lan.json",
+            &serde_json::json!({
+                "case_type": "general", "site": "zarzis",
+                "person": {"first_name": "Lina", "languages": ["ar"]},
+                "needs": ["shelter"],
+                "consent": {"given": true, "explained_by": "Aïcha", "recorded_at": "2026-11-27T09:00:00Z"}
+            })
+            .to_string(),
+        );
+        run(&["case", "open", "--from", "case-lan.json"])
+    }
+}

@@ -69,8 +69,8 @@ fn a_fork_is_caught_across_peers() {
             b"y",
         )
         .unwrap();
-    e[1].receive(&[x.clone()], now()).unwrap();
-    e[2].receive(&[y.clone()], now()).unwrap();
+    e[1].receive(std::slice::from_ref(&x), now()).unwrap();
+    e[2].receive(std::slice::from_ref(&y), now()).unwrap();
     let (a, b) = e.split_at_mut(2);
     run_round(&mut a[1], &mut b[0], now()).unwrap();
     let evidence = a[1].store().equivocations().unwrap();

@@ -7,5 +7,6 @@ mod config_files;
 mod crash;
 mod events;
 mod fold_order;
+mod mdns;
 mod nodes;
 mod sync_rounds;

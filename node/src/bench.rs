@@ -91,13 +91,14 @@ pub fn run(quick: bool, json: bool) -> Result<()> {
         }
     }
     event_log(dir.path(), sizes, &mut figures, json)?;
+    crate::bench_net::run(dir.path(), quick, &mut figures, json)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&figures)?);
     }
     Ok(())
 }
 
-fn report(figures: &mut Vec<Figure>, figure: Figure, json: bool) {
+pub fn report(figures: &mut Vec<Figure>, figure: Figure, json: bool) {
     if !json {
         let met = match figure.met {
             Some(true) => "  target met",

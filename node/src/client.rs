@@ -13,6 +13,9 @@ use crate::datadir::{DataDir, Passphrases};
 use crate::fsutil;
 use crate::rpc::{self, Request};
 
+/// How long to wait for the database when another command holds it for a moment.
+pub const STORE_BUSY_WAIT: Duration = Duration::from_secs(10);
+
 /// Largest API response the command line accepts, in bytes.
 pub const API_RESPONSE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -36,14 +39,28 @@ pub fn daemon_api(dir: &DataDir) -> Option<(String, String)> {
 
 /// Sends a request to the node and returns its JSON answer.
 pub fn call(dir: &DataDir, pass: &Passphrases, user: &str, request: Request) -> Result<Value> {
-    if let Some((addr, token)) = daemon_api(dir) {
-        match call_daemon(&addr, &token, user, &request) {
-            Ok(v) => return Ok(v),
-            Err(CallError::Unreachable) => {} // A stale api.addr: the daemon is gone.
-            Err(CallError::Refused(message)) => bail!("{message}"),
+    let deadline = std::time::Instant::now() + STORE_BUSY_WAIT;
+    let mut engine = loop {
+        if let Some((addr, token)) = daemon_api(dir) {
+            match call_daemon(&addr, &token, user, &request) {
+                Ok(v) => return Ok(v),
+                Err(CallError::Unreachable) => {} // A stale api.addr: the daemon is gone.
+                Err(CallError::Refused(message)) => bail!("{message}"),
+            }
         }
-    }
-    let mut engine = open_engine(dir, pass)?;
+        match open_engine_once(dir, pass) {
+            Ok(engine) => break engine,
+            // A daemon starting up holds the database before its API is ready; another
+            // command may hold it for a moment: try again shortly.
+            Err(e) if is_in_use(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) if is_in_use(&e) => bail!(
+                "the node's database is in use by another Passerelle process (a running `passerelle run` whose API could not be reached?)"
+            ),
+            Err(e) => return Err(e),
+        }
+    };
     let ctx = rpc::Context {
         user: user.to_string(),
         network: rpc::NetworkView::default(),
@@ -52,18 +69,38 @@ pub fn call(dir: &DataDir, pass: &Passphrases, user: &str, request: Request) -> 
     rpc::dispatch(&mut engine, &ctx, request)
 }
 
-/// Opens this node's engine in-process (no daemon runs).
+fn is_in_use(e: &anyhow::Error) -> bool {
+    matches!(e.downcast_ref::<StoreError>(), Some(StoreError::InUse))
+}
+
+fn open_engine_once(dir: &DataDir, pass: &Passphrases) -> Result<Engine> {
+    let public = dir.public()?;
+    let store = dir.store()?;
+    let secrets = dir.secrets(pass.node.as_ref())?;
+    Ok(Engine::open(store, secrets, &public.org)?)
+}
+
+/// Opens this node's engine in-process (no daemon runs), waiting a little if another command
+/// holds the database for a moment.
 pub fn open_engine(dir: &DataDir, pass: &Passphrases) -> Result<Engine> {
     let public = dir.public()?;
-    let store = match dir.store() {
-        Ok(s) => s,
-        Err(e) => {
-            if let Some(StoreError::InUse) = e.downcast_ref::<StoreError>() {
-                bail!(
-                    "the node's database is in use by a running `passerelle run`, whose API could not be reached"
-                );
+    // Another command may hold the database for a moment: wait a little before giving up.
+    let deadline = std::time::Instant::now() + STORE_BUSY_WAIT;
+    let store = loop {
+        match dir.store() {
+            Ok(s) => break s,
+            Err(e) => {
+                let in_use = matches!(e.downcast_ref::<StoreError>(), Some(StoreError::InUse));
+                if !in_use {
+                    return Err(e);
+                }
+                if std::time::Instant::now() > deadline {
+                    bail!(
+                        "the node's database is in use by another Passerelle process (a running `passerelle run` whose API could not be reached?)"
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            return Err(e);
         }
     };
     let secrets = dir.secrets(pass.node.as_ref())?;

@@ -78,7 +78,14 @@ pub fn case(cmd: CaseCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Resu
         CaseCmd::Open { from } => {
             let data: CaseData = client::read_json(&from, CASE_FILE_MAX_BYTES)?;
             data.validate()?;
-            let out = client::call(dir, pass, user, Request::CaseOpen { data })?;
+            let out = client::call(
+                dir,
+                pass,
+                user,
+                Request::CaseOpen {
+                    data: Box::new(data),
+                },
+            )?;
             println!("{}", s(&out, "case"));
             Ok(())
         }

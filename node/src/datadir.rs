@@ -139,6 +139,30 @@ impl DataDir {
         Ok(Store::open(&self.store_path())?)
     }
 
+    /// Writes an identity made elsewhere (the demo and the benchmark build whole mechanisms
+    /// in memory) into a new data directory.
+    pub fn materialize(&self, secrets: &NodeSecrets, org: &str, label: &str) -> Result<NodePublic> {
+        if self.is_initialised() {
+            bail!("{} already holds a node identity", self.root.display());
+        }
+        std::fs::create_dir_all(&self.root)
+            .with_context(|| format!("cannot create {}", self.root.display()))?;
+        let public = NodePublic {
+            kind: NodePublic::KIND.into(),
+            id: secrets.signing.public().node_id(),
+            org: org.to_string(),
+            label: label.to_string(),
+            recipient: secrets.age.to_public().to_string(),
+        };
+        fsutil::write_new(&self.secret_path(), secrets.to_text().as_bytes(), true)?;
+        fsutil::write_new(
+            &self.public_path(),
+            toml::to_string(&public)?.as_bytes(),
+            false,
+        )?;
+        Ok(public)
+    }
+
     /// Creates a new node identity here; refuses if one exists.
     pub fn create(
         &self,

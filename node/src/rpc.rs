@@ -42,7 +42,7 @@ pub enum Request {
         hours: u32,
     },
     CaseOpen {
-        data: CaseData,
+        data: Box<CaseData>,
     },
     CaseList {
         search: Option<String>,
@@ -267,7 +267,7 @@ pub fn dispatch(engine: &mut Engine, ctx: &Context, request: Request) -> Result<
             Ok(json!({ "until": until }))
         }
         Request::CaseOpen { data } => {
-            let id = engine.open_case(data, &ctx.user, now)?;
+            let id = engine.open_case(*data, &ctx.user, now)?;
             audit(engine, ctx, "case.open", &id.to_hex())?;
             Ok(json!({ "case": id.to_hex() }))
         }

@@ -211,8 +211,11 @@ pub struct Engine {
     /// Decrypted case data by case, keyed by the case's replay position: repeated actions on a
     /// case do not decrypt its history again. In memory only, bounded by [`CASE_CACHE_MAX`].
     case_cache: std::sync::Mutex<std::collections::HashMap<EventId, (CaseCacheKey, CaseData)>>,
-    /// Events admitted since the daemon last took them, to push to connected peers.
+    /// Events this node created since the daemon last took them, to push to connected peers.
     fresh: Vec<EventId>,
+    /// Whether events received from a peer were admitted since the daemon last asked: other
+    /// peers may lack them, and a sync round (a digest first) finds out cheaply.
+    received: bool,
 }
 
 /// Most fresh events kept for pushing; past it, sync rounds carry them instead.
@@ -262,6 +265,7 @@ impl Engine {
             clock,
             case_cache: Default::default(),
             fresh: Vec::new(),
+            received: false,
         })
     }
 
@@ -310,7 +314,7 @@ impl Engine {
             self.clock.observe(e.header().hlc);
         }
         let report = self.store.ingest(events, &mut self.keys, now_ms(now))?;
-        self.note_fresh(&report.admitted);
+        self.received |= !report.admitted.is_empty();
         Ok(report)
     }
 
@@ -322,7 +326,12 @@ impl Engine {
         }
     }
 
-    /// The events admitted since the last call, to push to connected peers.
+    /// Whether events from peers were admitted since the last call.
+    pub fn take_received(&mut self) -> bool {
+        std::mem::take(&mut self.received)
+    }
+
+    /// The events this node created since the last call, to push to connected peers.
     pub fn take_fresh(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.fresh)
             .iter()

@@ -30,6 +30,9 @@ pub struct RoundReport {
 #[derive(Debug)]
 pub enum Step {
     Send(Request),
+    /// Send the request, and meanwhile admit these events (fetched in the previous batch):
+    /// the next batch travels while this one is stored.
+    SendAndAdmit(Request, Vec<Event>),
     Done(RoundReport),
 }
 
@@ -54,13 +57,19 @@ pub struct Round {
 }
 
 impl EventSource for Engine {
-    fn range(&self, author: &[u8; 32], from: u64, to: Option<u64>, max: usize) -> Vec<Event> {
+    fn range(
+        &self,
+        author: &[u8; 32],
+        from: u64,
+        to: Option<u64>,
+        max: usize,
+    ) -> Vec<(u64, Vec<u8>)> {
         let max = match to {
             Some(to) => max.min(usize::try_from(to.saturating_sub(from) + 1).unwrap_or(max)),
             None => max,
         };
         self.store()
-            .log_range(author, from, max)
+            .log_range_raw(author, from, max)
             .unwrap_or_default()
     }
 }
@@ -264,16 +273,17 @@ impl Round {
                     let (decoded, refused) = decode_events(&events);
                     self.report.fetched += events.len();
                     self.report.refused.extend(refused);
+                    let rest = sync::remaining(&want, &decoded);
+                    if more && !decoded.is_empty() && !rest.is_empty() {
+                        // Ask for the next batch before storing this one.
+                        self.state = State::Fetching(rest.clone());
+                        return Ok(Step::SendAndAdmit(Request::Want { ranges: rest }, decoded));
+                    }
                     let report = engine.receive(&decoded, now)?;
                     self.report.admitted += report.admitted.len();
                     self.report
                         .refused
                         .extend(report.refused.iter().map(|(_, r)| r.to_string()));
-                    let rest = sync::remaining(&want, &decoded);
-                    if more && !decoded.is_empty() && !rest.is_empty() {
-                        self.state = State::Fetching(rest.clone());
-                        return Ok(Step::Send(Request::Want { ranges: rest }));
-                    }
                     let theirs = self.their_vector.clone();
                     self.clear_read_only(engine, theirs.as_ref())?;
                     self.next_push(engine)
@@ -391,6 +401,10 @@ pub fn run_round(
             sync::decode(&bytes).map_err(|e| EngineError::Invalid(e.to_string()))?;
         match round.on_response(a, response, now)? {
             Step::Send(next) => request = next,
+            Step::SendAndAdmit(next, events) => {
+                a.receive(&events, now)?;
+                request = next;
+            }
             Step::Done(report) => return Ok((report, sent, received)),
         }
     }

@@ -213,8 +213,19 @@ impl Sim {
         org_keys: bool,
         now: OffsetDateTime,
     ) -> Result<Engine, SimError> {
+        self.engine_at(name, &dir.join(format!("{name}.redb")), org_keys, now)
+    }
+
+    /// An engine for node `name` over a store at `path` (created if new), joined to the chain.
+    pub fn engine_at(
+        &self,
+        name: &str,
+        path: &Path,
+        org_keys: bool,
+        now: OffsetDateTime,
+    ) -> Result<Engine, SimError> {
         let node = self.node(name)?;
-        let mut store = Store::open(&dir.join(format!("{name}.redb")))?;
+        let mut store = Store::open(path)?;
         store.apply_config(&self.files, now)?;
         let mut engine = Engine::open(store, node.secrets.clone(), &node.org)?;
         if org_keys {

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Hash32;
 use crate::event::{Event, EventId};
+
 use crate::limits::{
     SYNC_AUTHORS_MAX, SYNC_BATCH_EVENTS_MAX, SYNC_BATCH_MAX_BYTES, SYNC_MESSAGE_MAX_BYTES,
 };
@@ -176,8 +177,15 @@ pub fn check_response(response: &Response) -> Result<(), SyncError> {
 
 /// Where the responder reads events from.
 pub trait EventSource {
-    /// An author's events from `from` to `to` (inclusive), at most `max`, in log order.
-    fn range(&self, author: &[u8; 32], from: u64, to: Option<u64>, max: usize) -> Vec<Event>;
+    /// An author's events from `from` to `to` (inclusive), at most `max`, in log order, as
+    /// (sequence, wire bytes) — stored events already are wire bytes, so nothing is re-encoded.
+    fn range(
+        &self,
+        author: &[u8; 32],
+        from: u64,
+        to: Option<u64>,
+        max: usize,
+    ) -> Vec<(u64, Vec<u8>)>;
 }
 
 /// Answers a `Want`: the events asked for, in log order, within the batch bounds.
@@ -197,14 +205,13 @@ pub fn answer_want(ranges: &[Range], source: &impl EventSource) -> Response {
             if chunk.is_empty() {
                 break;
             }
-            for event in chunk {
-                let wire = event.encode();
+            for (seq, wire) in chunk {
                 if bytes + wire.len() > SYNC_BATCH_MAX_BYTES && !events.is_empty() {
                     more = true;
                     break 'ranges;
                 }
                 bytes += wire.len();
-                from = event.header().seq + 1;
+                from = seq + 1;
                 events.push(wire);
             }
             if range.to.is_some_and(|to| from > to) {

@@ -24,8 +24,10 @@ pub struct EngineHandle {
 /// What the engine thread tells the rest of the daemon.
 #[derive(Debug)]
 pub struct EngineSignals {
-    /// Events admitted by the last jobs, to push to connected peers.
+    /// Events this node created in the last jobs, to push to connected peers.
     pub fresh: mpsc::Receiver<Vec<Event>>,
+    /// Set when events received from a peer were admitted: other peers may lack them.
+    pub received: watch::Receiver<u64>,
     /// The configuration version in force, updated when it changes.
     pub config: watch::Receiver<u64>,
 }
@@ -36,6 +38,7 @@ impl EngineHandle {
         let (tx, mut rx) = mpsc::channel::<Job>(ENGINE_QUEUE_MAX);
         let (fresh_tx, fresh_rx) = mpsc::channel(FRESH_QUEUE_MAX);
         let (config_tx, config_rx) = watch::channel(engine.store().config().highest());
+        let (received_tx, received_rx) = watch::channel(0u64);
         let thread = std::thread::Builder::new()
             .name("passerelle-engine".into())
             .spawn(move || {
@@ -45,6 +48,9 @@ impl EngineHandle {
                     if !fresh.is_empty() {
                         // A full queue drops the batch: sync rounds will carry those events.
                         let _ = fresh_tx.try_send(fresh);
+                    }
+                    if engine.take_received() {
+                        received_tx.send_modify(|n| *n += 1);
                     }
                     let version = engine.store().config().highest();
                     if *config_tx.borrow() != version {
@@ -58,6 +64,7 @@ impl EngineHandle {
             EngineSignals {
                 fresh: fresh_rx,
                 config: config_rx,
+                received: received_rx,
             },
             thread,
         )

@@ -13,8 +13,7 @@ use anyhow::{Context, Result, bail};
 use libp2p::Multiaddr;
 use rand::RngCore;
 
-pub use engine_thread::EngineHandle;
-
+use crate::daemon::engine_thread::EngineHandle;
 use crate::datadir::{DataDir, Passphrases};
 use crate::rpc::NetworkView;
 

@@ -320,6 +320,15 @@ impl Network {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some(inner) = self.inner_rx.recv() => self.on_inner(inner),
                 Some(fresh) = self.signals.fresh.recv() => self.push(fresh),
+                Ok(()) = self.signals.received.changed() => {
+                    // Store and forward: peers may lack what we just received. A round opens
+                    // with a digest, so a peer that has it all costs a few bytes.
+                    for state in self.peers.values_mut() {
+                        if state.connected {
+                            state.round_wanted = true;
+                        }
+                    }
+                }
                 Ok(()) = self.signals.config.changed() => {
                     if let Err(e) = self.refresh_members().await {
                         tracing::warn!("cannot refresh members: {e:#}");
@@ -462,6 +471,18 @@ impl Network {
                 }
             }
             Inner::RoundStep(peer, round, step) => match step {
+                Ok(Step::SendAndAdmit(request, events)) => {
+                    // The engine stores this batch while the next one travels.
+                    let engine = self.engine.clone();
+                    tokio::spawn(async move {
+                        let _ = engine
+                            .call(move |e: &mut Engine| {
+                                e.receive(&events, OffsetDateTime::now_utc())
+                            })
+                            .await;
+                    });
+                    self.on_inner(Inner::RoundStep(peer, round, Ok(Step::Send(request))));
+                }
                 Ok(Step::Send(request)) => {
                     if self.peers.get(&peer).is_some_and(|s| s.connected) {
                         let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
@@ -524,8 +545,14 @@ impl Network {
                     if endpoint.is_dialer() && !state.addrs.contains(&addr) {
                         state.addrs.push(addr);
                     }
-                    state.round_wanted = true;
-                    state.last_round = None;
+                    // The dialling side opens the first round; a round carries both ways, so
+                    // two at once would move everything twice.
+                    if endpoint.is_dialer() {
+                        state.round_wanted = true;
+                        state.last_round = None;
+                    } else {
+                        state.last_round = Some(Instant::now());
+                    }
                     tracing::info!(peer = %peer_id, label = %state.label, "connected");
                 }
                 for b in &mut self.bootstrap {

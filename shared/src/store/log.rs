@@ -1108,6 +1108,34 @@ impl Store {
         Ok(out)
     }
 
+    /// An author's events from `from_seq` on, as stored (wire bytes), at most `max`.
+    pub fn log_range_raw(
+        &self,
+        author: &[u8; 32],
+        from_seq: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        let (log, events) = match (tx.open_table(LOG), tx.open_table(EVENTS)) {
+            (Ok(l), Ok(e)) => (l, e),
+            (Err(redb::TableError::TableDoesNotExist(_)), _)
+            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(Vec::new()),
+            (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for row in log.range((*author, from_seq)..=(*author, u64::MAX))? {
+            if out.len() >= max {
+                break;
+            }
+            let (key, id) = row?;
+            if let Some(bytes) = events.get(id.value())? {
+                out.push((key.value().1, bytes.value().to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
     /// The fold's verdict on an event, if folded.
     pub fn verdict(&self, id: &EventId) -> Result<Option<Verdict>, StoreError> {
         use redb::ReadableDatabase;
