@@ -51,6 +51,28 @@ fn every_file_in_config_parses() {
                     assert!(mechanism.category("gbv").is_some_and(|c| c.sensitive));
                     checked += 1;
                 }
+                Some("toml") if path.parent().is_some_and(|p| p.ends_with("profiles")) => {
+                    let sample = std::fs::read_to_string(config_dir().join("mechanism.toml"))
+                        .unwrap_or_default();
+                    let m =
+                        Mechanism::from_bytes(sample.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+                    let profile = passerelle_core::map::Profile::from_toml(&text)
+                        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    if let Err(e) = profile.validate(&m) {
+                        panic!("{}: {e}", path.display());
+                    }
+                    let stem = path
+                        .file_stem()
+                        .and_then(|s| s.to_str())
+                        .unwrap_or_default();
+                    assert_eq!(
+                        profile.org,
+                        stem,
+                        "{}: org matches the file name",
+                        path.display()
+                    );
+                    checked += 1;
+                }
                 Some("toml") => {
                     if let Err(e) = text.parse::<toml::Table>() {
                         panic!("{}: {e}", path.display());
@@ -61,7 +83,10 @@ fn every_file_in_config_parses() {
             }
         }
     }
-    assert!(checked >= 1, "config/ holds the sample mechanism");
+    assert!(
+        checked >= 20,
+        "config/ holds the sample mechanism and a profile per partner"
+    );
 }
 
 #[test]

@@ -117,6 +117,9 @@ pub enum Command {
     /// Carry sync on a USB stick: export what a peer lacks, import what a peer sent.
     #[command(subcommand)]
     Bundle(BundleCmd),
+    /// The partner map: profiles, search, posters, Open Referral export, gaps.
+    #[command(subcommand)]
+    Map(MapCmd),
     /// The performance figures, each beside a baseline measured in the same run.
     Bench {
         /// Smaller sizes: about a minute.
@@ -330,6 +333,85 @@ pub enum ReferralCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum MapCmd {
+    /// Set an organisation's profile from a file (the difference becomes one change).
+    Import {
+        #[arg(value_name = "PROFILE.toml")]
+        profile: PathBuf,
+    },
+    /// Search the directory: open now first, then capacity, then the most recently verified.
+    Search {
+        #[arg(long, value_name = "C")]
+        category: Option<String>,
+        #[arg(long, value_name = "S")]
+        site: Option<String>,
+        /// A language spoken at the service (ISO 639-1, like ar).
+        #[arg(long, value_name = "L")]
+        language: Option<String>,
+        #[arg(long)]
+        open_now: bool,
+        /// available, limited, full or suspended.
+        #[arg(long, value_name = "X")]
+        capacity: Option<String>,
+        #[arg(long, value_name = "ORG")]
+        org: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show profiles (all, or one organisation's).
+    Show {
+        #[arg(long, value_name = "ORG")]
+        org: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a service's capacity (available, limited, full, suspended); marks it verified.
+    Capacity {
+        service: String,
+        capacity: String,
+        /// The organisation, when a coordinator edits one without nodes.
+        #[arg(long, value_name = "ORG")]
+        org: Option<String>,
+    },
+    /// Mark a service verified today.
+    Verify {
+        service: String,
+        #[arg(long, value_name = "ORG")]
+        org: Option<String>,
+    },
+    /// Publish a compacted snapshot of a profile (fresh nodes then load it instead of every change).
+    Snapshot {
+        #[arg(long, value_name = "ORG")]
+        org: Option<String>,
+    },
+    /// Print-ready posters: a page per site (or one site), by service category.
+    Poster {
+        #[arg(long, value_name = "S")]
+        site: Option<String>,
+        /// fr, en or ar (right to left).
+        #[arg(long, default_value = "fr")]
+        lang: String,
+        /// a4 or a3.
+        #[arg(long, default_value = "a4")]
+        size: String,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Export the directory as Open Referral HSDS JSON and CSV files.
+    Export {
+        #[arg(long, default_value = "hsds")]
+        format: String,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// For each site and category, where no provider can take people now.
+    Gaps {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum BundleCmd {
     /// Write what a peer lacks (--for NODE_ID), or everything, to one encrypted file.
     Export {
@@ -425,6 +507,7 @@ pub fn run(cli: Cli) -> Result<()> {
             cmd_case::restore(&data_dir()?, &file, accept_risk)
         }
         Command::Bundle(cmd) => cmd_case::bundle(cmd, &data_dir()?, &passphrases, &user),
+        Command::Map(cmd) => crate::cmd_map::run(cmd, &data_dir()?, &passphrases, &user),
         Command::Bench { quick, json } => crate::bench::run(quick, json),
     }
 }

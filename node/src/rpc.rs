@@ -99,6 +99,32 @@ pub enum Request {
     BundleImport {
         path: PathBuf,
     },
+    /// Set an organisation's partner-map profile.
+    MapImport {
+        profile: Box<passerelle_core::map::Profile>,
+    },
+    /// Change one service's capacity and/or mark it verified today.
+    MapUpdate {
+        org: Option<String>,
+        service: String,
+        capacity: Option<String>,
+        verify: bool,
+    },
+    /// Publish a compacted save of a profile.
+    MapSnapshot {
+        org: Option<String>,
+    },
+    MapSearch {
+        category: Option<String>,
+        site: Option<String>,
+        language: Option<String>,
+        open_now: bool,
+        capacity: Option<String>,
+        org: Option<String>,
+    },
+    /// Every profile, with the configuration document (for posters and exports).
+    MapDirectory,
+    MapGaps,
 }
 
 impl Request {
@@ -123,6 +149,12 @@ impl Request {
             Request::Backup { .. } => "backup",
             Request::BundleExport { .. } => "bundle_export",
             Request::BundleImport { .. } => "bundle_import",
+            Request::MapImport { .. } => "map_import",
+            Request::MapUpdate { .. } => "map_update",
+            Request::MapSnapshot { .. } => "map_snapshot",
+            Request::MapSearch { .. } => "map_search",
+            Request::MapDirectory => "map_directory",
+            Request::MapGaps => "map_gaps",
         }
     }
 }
@@ -425,6 +457,95 @@ pub fn dispatch(engine: &mut Engine, ctx: &Context, request: Request) -> Result<
         }
         Request::BundleExport { out, for_node } => bundle_export(engine, ctx, &out, for_node, now),
         Request::BundleImport { path } => bundle_import(engine, ctx, &path, now),
+        Request::MapImport { profile } => {
+            let event = engine.map_import(&profile, now)?;
+            Ok(json!({ "org": profile.org, "event": event.map(|e| e.to_hex()) }))
+        }
+        Request::MapUpdate {
+            org,
+            service,
+            capacity,
+            verify,
+        } => {
+            let org = org.unwrap_or_else(|| engine.org().to_string());
+            let capacity = capacity
+                .map(|c| {
+                    passerelle_core::map::Capacity::parse(&c).ok_or_else(|| {
+                        anyhow!(
+                            "`{}` is not a capacity (available, limited, full, suspended)",
+                            keys::truncate_for_error(&c)
+                        )
+                    })
+                })
+                .transpose()?;
+            let event = engine.map_update(&org, &service, capacity, verify, now)?;
+            Ok(json!({ "org": org, "event": event.map(|e| e.to_hex()) }))
+        }
+        Request::MapSnapshot { org } => {
+            let org = org.unwrap_or_else(|| engine.org().to_string());
+            let event = engine.map_snapshot(&org, now)?;
+            Ok(json!({ "org": org, "event": event.to_hex() }))
+        }
+        Request::MapSearch {
+            category,
+            site,
+            language,
+            open_now,
+            capacity,
+            org,
+        } => {
+            let m = engine.mechanism()?.clone();
+            let capacity = capacity
+                .map(|c| {
+                    passerelle_core::map::Capacity::parse(&c).ok_or_else(|| {
+                        anyhow!("`{}` is not a capacity", keys::truncate_for_error(&c))
+                    })
+                })
+                .transpose()?;
+            if let Some(c) = &category
+                && m.category(c).is_none()
+            {
+                bail!("unknown service category `{}`", keys::truncate_for_error(c));
+            }
+            if let Some(x) = &site
+                && m.site(x).is_none()
+            {
+                bail!("unknown site `{}`", keys::truncate_for_error(x));
+            }
+            let query = passerelle_core::map::Query {
+                category,
+                site,
+                language,
+                open_now,
+                capacity,
+                org,
+            };
+            let directory = engine.directory()?;
+            Ok(serde_json::to_value(passerelle_core::map::search(
+                &directory, &m, &query, now,
+            ))?)
+        }
+        Request::MapDirectory => {
+            let directory = engine.directory()?;
+            let version = engine.store().config().highest();
+            let files = engine
+                .store()
+                .config_files_after(version.saturating_sub(1))?;
+            let document = files
+                .last()
+                .map(|f| SignedFile::from_bytes(f))
+                .transpose()?
+                .map(|f| f.document)
+                .unwrap_or_default();
+            Ok(json!({ "profiles": *directory, "document": document }))
+        }
+        Request::MapGaps => {
+            let m = engine.mechanism()?.clone();
+            let directory = engine.directory()?;
+            Ok(serde_json::to_value(passerelle_core::map::gaps(
+                &directory, &m,
+            ))?)
+        }
     }
 }
 

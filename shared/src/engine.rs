@@ -216,6 +216,8 @@ pub struct Engine {
     /// Whether events received from a peer were admitted since the daemon last asked: other
     /// peers may lack them, and a sync round (a digest first) finds out cheaply.
     received: bool,
+    /// The partner map read from the documents, rebuilt when a document changes.
+    directory: std::sync::Mutex<Option<std::sync::Arc<BTreeMap<String, crate::map::Profile>>>>,
 }
 
 /// Most fresh events kept for pushing; past it, sync rounds carry them instead.
@@ -266,6 +268,7 @@ impl Engine {
             case_cache: Default::default(),
             fresh: Vec::new(),
             received: false,
+            directory: Default::default(),
         })
     }
 
@@ -315,6 +318,9 @@ impl Engine {
         }
         let report = self.store.ingest(events, &mut self.keys, now_ms(now))?;
         self.received |= !report.admitted.is_empty();
+        if !report.maps_changed.is_empty() {
+            self.forget_directory();
+        }
         Ok(report)
     }
 
@@ -925,14 +931,23 @@ impl Engine {
         Ok(created)
     }
 
-    /// Appends an event whose body the caller built (partner-map changes).
+    /// Appends an event whose body the caller built (partner-map changes), with the events it
+    /// depends on.
     pub fn append_plain(
         &mut self,
         kind: Kind,
         body: Vec<u8>,
+        deps: Vec<EventId>,
         now: OffsetDateTime,
     ) -> Result<EventId, EngineError> {
-        let event = self.sign_next(kind, body, now)?;
+        let m = self.store.config().require()?.clone();
+        let head = self.store.head(&self.keys.node_key)?;
+        let position = (
+            head.map(|h| h.0).unwrap_or(0) + 1,
+            head.map(|h| h.1),
+            m.doc.version.max(head.map(|h| h.2).unwrap_or(0)),
+        );
+        let event = self.sign(kind, None, deps, vec![], body, position, now)?;
         match self.store.append_local_batch(
             vec![(event.clone(), None)],
             &mut self.keys,
@@ -944,6 +959,139 @@ impl Engine {
             }
             Err(reason) => Err(EngineError::Rule(reason)),
         }
+    }
+
+    // ----- The partner map -----
+
+    fn forget_directory(&self) {
+        if let Ok(mut d) = self.directory.lock() {
+            *d = None;
+        }
+    }
+
+    /// The partner map: every organisation's profile, read from its document (cached).
+    pub fn directory(
+        &self,
+    ) -> Result<std::sync::Arc<BTreeMap<String, crate::map::Profile>>, EngineError> {
+        if let Ok(d) = self.directory.lock()
+            && let Some(d) = d.as_ref()
+        {
+            return Ok(d.clone());
+        }
+        let mut profiles = BTreeMap::new();
+        for org in self.store.map_orgs()? {
+            if let Some(doc) = self.store.map_doc(&org)?
+                && let Some(profile) = crate::map::read(&doc)
+                && profile.org == org
+            {
+                profiles.insert(org, profile);
+            }
+        }
+        let profiles = std::sync::Arc::new(profiles);
+        if let Ok(mut d) = self.directory.lock() {
+            *d = Some(profiles.clone());
+        }
+        Ok(profiles)
+    }
+
+    /// Appends a map change or snapshot of `org`'s document, naming as dependencies the events
+    /// that carried the document's heads before it.
+    fn append_map(
+        &mut self,
+        kind: Kind,
+        body: Vec<u8>,
+        heads_before: &[automerge::ChangeHash],
+        now: OffsetDateTime,
+    ) -> Result<EventId, EngineError> {
+        let mut deps = self.store.map_change_events(heads_before)?;
+        deps.truncate(crate::limits::EVENT_DEPS_MAX);
+        let id = self.append_plain(kind, body, deps, now)?;
+        self.forget_directory();
+        Ok(id)
+    }
+
+    fn map_doc_for(&self, org: &str) -> Result<automerge::AutoCommit, EngineError> {
+        let m = self.store.config().require()?.clone();
+        crate::map::may_edit(&m, &self.org, org).map_err(|_| {
+            invalid(format!(
+                "this node (of `{}`) may not change the profile of `{org}`: only its own nodes may, or a coordinator for an organisation without nodes",
+                self.org
+            ))
+        })?;
+        let mut doc = self.store.map_doc(org)?.unwrap_or_default();
+        doc.set_actor(automerge::ActorId::from(self.keys.node_key.to_vec()));
+        Ok(doc)
+    }
+
+    /// Sets an organisation's profile from a file's contents: the difference from the current
+    /// document becomes one change. Returns the event, or `None` when nothing changed.
+    pub fn map_import(
+        &mut self,
+        profile: &crate::map::Profile,
+        now: OffsetDateTime,
+    ) -> Result<Option<EventId>, EngineError> {
+        let m = self.store.config().require()?.clone();
+        profile.validate(&m).map_err(|e| invalid(e.to_string()))?;
+        let mut doc = self.map_doc_for(&profile.org)?;
+        let heads = doc.get_heads();
+        let Some(change) =
+            crate::map::import(&mut doc, profile).map_err(|e| invalid(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        let kind = Kind::MapChange {
+            org: profile.org.clone(),
+        };
+        self.append_map(kind, change, &heads, now).map(Some)
+    }
+
+    /// Changes one service's capacity and/or marks it verified today.
+    pub fn map_update(
+        &mut self,
+        org: &str,
+        service: &str,
+        capacity: Option<crate::map::Capacity>,
+        verify: bool,
+        now: OffsetDateTime,
+    ) -> Result<Option<EventId>, EngineError> {
+        let mut doc = self.map_doc_for(org)?;
+        let heads = doc.get_heads();
+        let today = verify.then_some(now.date());
+        let Some(change) = crate::map::update_service(&mut doc, service, capacity, today)
+            .map_err(|e| invalid(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        self.append_map(
+            Kind::MapChange {
+                org: org.to_string(),
+            },
+            change,
+            &heads,
+            now,
+        )
+        .map(Some)
+    }
+
+    /// Publishes a compacted save of an organisation's document: nodes that hold it prune the
+    /// bodies of the changes it contains, and a fresh node loads it instead of every change.
+    pub fn map_snapshot(&mut self, org: &str, now: OffsetDateTime) -> Result<EventId, EngineError> {
+        let mut doc = self.map_doc_for(org)?;
+        let heads = doc.get_heads();
+        let body = doc.save();
+        if body.len() > crate::limits::EVENT_BODY_SIZE_MAX_BYTES {
+            return Err(invalid(format!(
+                "the profile of `{org}` is larger than an event may carry"
+            )));
+        }
+        self.append_map(
+            Kind::MapSnapshot {
+                org: org.to_string(),
+            },
+            body,
+            &heads,
+            now,
+        )
     }
 
     // ----- Views -----

@@ -81,3 +81,7 @@ pub const SYNC_AUTHORS_MAX: usize = 50_000;
 pub const BUNDLE_EVENTS_MAX: u64 = 50_000_000;
 /// Largest bundle header (mostly the configuration chain), in bytes.
 pub const BUNDLE_HEADER_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Most services in one organisation's profile.
+pub const PROFILE_SERVICES_MAX: usize = 500;
+/// Largest partner-map profile file, in bytes.
+pub const PROFILE_FILE_SIZE_MAX_BYTES: usize = 1024 * 1024;

@@ -381,6 +381,12 @@ fn validate(doc: Document, hash: Hash32) -> Result<Mechanism, ConfigError> {
         {
             return Err(invalid(format!("sites[{i}].latitude"), "out of range"));
         }
+        if !(-14 * 60..=14 * 60).contains(&site.utc_offset_minutes) {
+            return Err(invalid(
+                format!("sites[{i}].utc_offset_minutes"),
+                "must be between -840 and 840",
+            ));
+        }
         if let Some(lon) = site.longitude
             && !(-180.0..=180.0).contains(&lon)
         {

@@ -98,6 +98,9 @@ pub struct Site {
     pub latitude: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub longitude: Option<f64>,
+    /// The site's offset from UTC, in minutes (opening hours are local time).
+    #[serde(default)]
+    pub utc_offset_minutes: i16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

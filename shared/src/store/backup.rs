@@ -10,8 +10,8 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use super::audit::AUDIT;
 use super::config_store::CONFIG;
 use super::log::{
-    BY_ORG, CASES, EQUIVOCATIONS, EVENTS, HEADS, HELD, LINKS, LOG, META, REFERRALS, SHARES, UNREAD,
-    VERDICTS, WAITING,
+    BY_ORG, CASES, EQUIVOCATIONS, EVENTS, HEADS, HELD, LINKS, LOG, MAP_EVENTS, MAP_HASHES, MAPS,
+    META, REFERRALS, SHARES, UNREAD, VERDICTS, WAITING,
 };
 use super::org_keys::ORG_KEYS;
 use super::{Store, StoreError};
@@ -67,6 +67,9 @@ impl Store {
         copy(&src, &tx, SHARES)?;
         copy(&src, &tx, LINKS)?;
         copy(&src, &tx, AUDIT)?;
+        copy(&src, &tx, MAPS)?;
+        copy(&src, &tx, MAP_HASHES)?;
+        copy(&src, &tx, MAP_EVENTS)?;
         tx.commit()?;
         Ok(events)
     }

@@ -54,6 +54,12 @@ pub(crate) const LINK_CASE_EVENT: u8 = 0;
 pub(crate) const LINK_REFERRAL: u8 = 1;
 /// A step of a referral.
 pub(crate) const LINK_STEP: u8 = 2;
+/// Partner-map documents: organisation → saved Automerge document.
+pub(crate) const MAPS: TableDefinition<&str, &[u8]> = TableDefinition::new("maps-1");
+/// Which event carried each Automerge change: change hash → event id (to name dependencies).
+pub(crate) const MAP_HASHES: TableDefinition<[u8; 32], Id> = TableDefinition::new("map_hashes-1");
+/// An organisation's map events: (organisation, event id) → 0 change / 1 snapshot.
+pub(crate) const MAP_EVENTS: TableDefinition<(&str, Id), u8> = TableDefinition::new("map_events-1");
 /// Node-local settings: name → bytes.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
 /// Valid key shares seen: (target node key, epoch) → (), so a node shares each epoch once.
@@ -90,6 +96,8 @@ pub struct IngestReport {
     pub equivocations: Vec<(EventId, EventId)>,
     /// Key epochs this node received through key shares.
     pub keys_installed: Vec<u32>,
+    /// Organisations whose partner-map profile changed.
+    pub maps_changed: Vec<String>,
 }
 
 fn enc<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -116,6 +124,9 @@ pub(crate) struct Tables<'t> {
     pub org_keys: redb::Table<'t, u32, &'static [u8]>,
     pub shares: redb::Table<'t, (Id, u32), ()>,
     pub links: redb::Table<'t, (Id, Id), u8>,
+    pub maps: redb::Table<'t, &'static str, &'static [u8]>,
+    pub map_hashes: redb::Table<'t, [u8; 32], Id>,
+    pub map_events: redb::Table<'t, (&'static str, Id), u8>,
     /// Headers read or written in this transaction, so the fold's lookups of dependencies do
     /// not decode whole events again.
     headers: std::cell::RefCell<std::collections::HashMap<Id, Header>>,
@@ -141,6 +152,9 @@ impl<'t> Tables<'t> {
             org_keys: tx.open_table(ORG_KEYS)?,
             shares: tx.open_table(SHARES)?,
             links: tx.open_table(LINKS)?,
+            maps: tx.open_table(MAPS)?,
+            map_hashes: tx.open_table(MAP_HASHES)?,
+            map_events: tx.open_table(MAP_EVENTS)?,
             headers: Default::default(),
         })
     }
@@ -609,14 +623,104 @@ impl<'a, 't> Ingest<'a, 't> {
                 }
                 broken
             }
-            // The partner map's events are folded by the map module; here they only need the
-            // common rules, and whether the author may change that organisation's profile.
             Kind::MapChange { org: target } | Kind::MapSnapshot { org: target } => {
-                common.or(crate::map::may_edit(&m, &org, target).err())
+                let broken = common.or(crate::map::may_edit(&m, &org, target).err());
+                let snapshot = matches!(h.kind, Kind::MapSnapshot { .. });
+                self.t
+                    .map_events
+                    .insert((target.as_str(), id.0), u8::from(snapshot))?;
+                match (broken, event.body()) {
+                    (None, Some(body)) => self.apply_map(target, &id, body, snapshot)?,
+                    (broken, _) => broken,
+                }
             }
         };
         let readable = readable || matches!(h.kind, Kind::KeyShare { .. });
         self.put_verdict(&id, broken, readable)
+    }
+
+    /// Applies a map change or snapshot to the organisation's document. A change whose
+    /// Automerge dependencies are not in the document (which its event's dependencies should
+    /// have guaranteed) or that does not decode has no effect.
+    fn apply_map(
+        &mut self,
+        org: &str,
+        id: &EventId,
+        body: &[u8],
+        snapshot: bool,
+    ) -> Result<Option<Rule>, StoreError> {
+        let mut doc = match self.t.maps.get(org)? {
+            Some(bytes) => automerge::AutoCommit::load(bytes.value())
+                .map_err(|e| StoreError::Corrupt(format!("map of {org}: {e}")))?,
+            None => automerge::AutoCommit::new(),
+        };
+        let mut hashes = Vec::new();
+        if snapshot {
+            if doc.load_incremental(body).is_err() {
+                return Ok(Some(Rule::BadPayload));
+            }
+        } else {
+            let Ok(change) = automerge::Change::from_bytes(body.to_vec()) else {
+                return Ok(Some(Rule::BadPayload));
+            };
+            hashes.push(change.hash());
+            if doc.apply_changes([change]).is_err() {
+                return Ok(Some(Rule::BadPayload));
+            }
+        }
+        if !doc.get_missing_deps(&[]).is_empty() {
+            return Ok(Some(Rule::BadPayload));
+        }
+        for hash in hashes {
+            self.t.map_hashes.insert(hash.0, id.0)?;
+        }
+        let saved = doc.save();
+        self.t.maps.insert(org, saved.as_slice())?;
+        if !self.report.maps_changed.iter().any(|o| o == org) {
+            self.report.maps_changed.push(org.to_string());
+        }
+        if snapshot {
+            self.prune_map_changes(org, &mut doc)?;
+        }
+        Ok(None)
+    }
+
+    /// After a snapshot: the bodies of the organisation's earlier changes that the document
+    /// now holds are pruned (headers stay, so every log stays verifiable), so a fresh node
+    /// receives one snapshot instead of every change.
+    fn prune_map_changes(
+        &mut self,
+        org: &str,
+        doc: &mut automerge::AutoCommit,
+    ) -> Result<(), StoreError> {
+        let mut changes = Vec::new();
+        for row in self
+            .t
+            .map_events
+            .range((org, [0u8; 32])..=(org, [255u8; 32]))?
+        {
+            let (key, kind) = row?;
+            if kind.value() == 0 {
+                changes.push(Hash32(key.value().1));
+            }
+        }
+        for id in changes {
+            let Some(event) = self.t.event(&id)? else {
+                continue;
+            };
+            let Some(body) = event.body() else {
+                continue;
+            };
+            let held = automerge::Change::from_bytes(body.to_vec())
+                .ok()
+                .is_some_and(|c| doc.get_change_by_hash(&c.hash()).is_some());
+            if held {
+                self.t
+                    .events
+                    .insert(id.0, event.pruned().encode().as_slice())?;
+            }
+        }
+        Ok(())
     }
 
     fn put_verdict(
@@ -1400,6 +1504,63 @@ impl Store {
             let (key, value) = row?;
             if value.value() == kind {
                 out.push(Hash32(key.value().1));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Store {
+    /// An organisation's partner-map document, if it has one.
+    pub fn map_doc(&self, org: &str) -> Result<Option<automerge::AutoCommit>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        let table = match tx.open_table(MAPS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        table
+            .get(org)?
+            .map(|b| {
+                automerge::AutoCommit::load(b.value())
+                    .map_err(|e| StoreError::Corrupt(format!("map of {org}: {e}")))
+            })
+            .transpose()
+    }
+
+    /// The organisations that have a partner-map document.
+    pub fn map_orgs(&self) -> Result<Vec<String>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        let table = match tx.open_table(MAPS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            out.push(row?.0.value().to_string());
+        }
+        Ok(out)
+    }
+
+    /// The events that carried the given Automerge changes (a new change's dependencies).
+    pub fn map_change_events(
+        &self,
+        hashes: &[automerge::ChangeHash],
+    ) -> Result<Vec<EventId>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        let table = match tx.open_table(MAP_HASHES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for h in hashes {
+            if let Some(id) = table.get(h.0)? {
+                out.push(Hash32(id.value()));
             }
         }
         Ok(out)

@@ -1,0 +1,22 @@
+# Passerelle — العربية
+poster-title = أين تجد المساعدة
+poster-site = الموقع: { $site }
+poster-printed = طُبع في { $date } — إصدار الإعدادات { $version }
+poster-hours = أوقات العمل
+poster-languages = اللغات
+poster-contact = الاتصال
+poster-closed = مغلق
+poster-stale = لم يتم التحقق منذ { $date }
+poster-empty = لا توجد خدمة مسجلة لهذا الموقع.
+poster-legend = الخدمات المعلّمة «لم يتم التحقق» لم تُؤكَّد منذ 90 يومًا: اتصل قبل التوجيه.
+capacity-available = متاح
+capacity-limited = أماكن محدودة
+capacity-full = ممتلئ
+capacity-suspended = معلّق
+day-mon = الاثنين
+day-tue = الثلاثاء
+day-wed = الأربعاء
+day-thu = الخميس
+day-fri = الجمعة
+day-sat = السبت
+day-sun = الأحد

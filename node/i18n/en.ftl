@@ -1,0 +1,22 @@
+# Passerelle — English
+poster-title = Where to find help
+poster-site = Site: { $site }
+poster-printed = Printed { $date } — configuration version { $version }
+poster-hours = Hours
+poster-languages = Languages
+poster-contact = Contact
+poster-closed = Closed
+poster-stale = Not verified since { $date }
+poster-empty = No service recorded for this site.
+poster-legend = Entries marked “not verified” have not been confirmed in 90 days: call before referring.
+capacity-available = Available
+capacity-limited = Limited places
+capacity-full = Full
+capacity-suspended = Suspended
+day-mon = Monday
+day-tue = Tuesday
+day-wed = Wednesday
+day-thu = Thursday
+day-fri = Friday
+day-sat = Saturday
+day-sun = Sunday

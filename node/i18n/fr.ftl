@@ -1,0 +1,22 @@
+# Passerelle — français
+poster-title = Où trouver de l'aide
+poster-site = Site : { $site }
+poster-printed = Imprimé le { $date } — configuration version { $version }
+poster-hours = Horaires
+poster-languages = Langues
+poster-contact = Contact
+poster-closed = Fermé
+poster-stale = Non vérifié depuis le { $date }
+poster-empty = Aucun service enregistré pour ce site.
+poster-legend = Les services marqués « non vérifié » n'ont pas été confirmés depuis 90 jours : appelez avant d'orienter.
+capacity-available = Disponible
+capacity-limited = Places limitées
+capacity-full = Complet
+capacity-suspended = Suspendu
+day-mon = Lundi
+day-tue = Mardi
+day-wed = Mercredi
+day-thu = Jeudi
+day-fri = Vendredi
+day-sat = Samedi
+day-sun = Dimanche
