@@ -7,6 +7,7 @@ mod config_files;
 mod crash;
 mod events;
 mod fold_order;
+mod map;
 mod mdns;
 mod nodes;
 mod sync_rounds;

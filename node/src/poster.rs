@@ -27,7 +27,8 @@ pub struct PosterService {
     pub capacity: String,
     pub capacity_class: &'static str,
     pub stale: Option<String>,
-    pub hours: Vec<String>,
+    /// (day, opening ranges) for each day of the week.
+    pub hours: Vec<(String, String)>,
     pub languages: String,
     pub contact: Vec<String>,
 }
@@ -174,11 +175,7 @@ fn site_categories(
                             .get(*d)
                             .cloned()
                             .unwrap_or_else(|| t(lang, "poster-closed", &[]));
-                        format!(
-                            "{} {}",
-                            t(lang, &format!("day-{d}"), &[]),
-                            spec.replace(',', ", ")
-                        )
+                        (t(lang, &format!("day-{d}"), &[]), spec.replace(',', ", "))
                     })
                     .collect();
                 let contact = s
