@@ -92,6 +92,9 @@ pub fn run(quick: bool, json: bool) -> Result<()> {
     }
     event_log(dir.path(), sizes, &mut figures, json)?;
     crate::bench_net::run(dir.path(), quick, &mut figures, json)?;
+    let map_dir = dir.path().join("map");
+    std::fs::create_dir_all(&map_dir)?;
+    crate::bench_map::run(&map_dir, quick, &mut figures, json)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&figures)?);
     }

@@ -3,6 +3,7 @@
 //! this crate moves bytes between it and files, sockets, terminals and browsers.
 
 mod bench;
+mod bench_map;
 mod bench_net;
 mod cli;
 mod client;

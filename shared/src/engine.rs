@@ -947,6 +947,11 @@ impl Engine {
             head.map(|h| h.1),
             m.doc.version.max(head.map(|h| h.2).unwrap_or(0)),
         );
+        // This node's previous event is a dependency already (the chain): not named twice.
+        let deps = deps
+            .into_iter()
+            .filter(|d| Some(*d) != position.1)
+            .collect();
         let event = self.sign(kind, None, deps, vec![], body, position, now)?;
         match self.store.append_local_batch(
             vec![(event.clone(), None)],

@@ -1,0 +1,286 @@
+//! `passerelle bench`, the partner-map figures: a map of 300 organisations × 20 services —
+//! load time (beside Automerge's own load of the same documents), search latency (beside a bare
+//! scan of the same services), and the bytes our sync needs to bring a fresh node up to date
+//! (beside Automerge's own sync protocol on the same documents).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use automerge::sync::SyncDoc;
+use passerelle_core::config::Names;
+use passerelle_core::event::{Event, Kind};
+use passerelle_core::map::{self, Capacity, Profile, Service};
+use passerelle_core::round::run_round;
+use passerelle_core::sim::{Forger, Sim};
+use time::OffsetDateTime;
+
+use crate::bench::{Figure, report};
+use crate::cmd_mechanism::SAMPLE_MECHANISM;
+
+const CATEGORIES: [&str; 8] = [
+    "shelter",
+    "food",
+    "health",
+    "mental_health",
+    "education",
+    "legal",
+    "administrative",
+    "child_protection",
+];
+const SITES: [&str; 4] = ["medenine", "zarzis", "tunis", "sfax"];
+const LANGS: [&str; 4] = ["fr", "ar", "en", "bm"];
+
+fn names(s: &str) -> Names {
+    Names {
+        fr: format!("{s} (fr)"),
+        en: s.to_string(),
+        ar: Some(format!("{s} (ar)")),
+    }
+}
+
+/// A synthetic profile of 20 services.
+fn profile(org: &str, i: usize) -> Profile {
+    let services = (0..20)
+        .map(|j| {
+            let k = i * 20 + j;
+            let mut hours = BTreeMap::new();
+            for d in ["mon", "tue", "wed", "thu", "fri"] {
+                hours.insert(d.to_string(), "08:00-12:00,13:00-17:00".to_string());
+            }
+            Service {
+                id: format!("s{j}"),
+                category: CATEGORIES[k % CATEGORIES.len()].into(),
+                site: SITES[k % SITES.len()].into(),
+                name: names(&format!("Service {j} of {org}")),
+                description: Some(names(
+                    "A service described in a sentence or two for the directory.",
+                )),
+                eligibility: Some("Any person referred by a member.".into()),
+                languages: vec![LANGS[k % 4].into(), LANGS[(k + 1) % 4].into()],
+                address: Some(format!("{k} rue de l'exemple")),
+                latitude: Some(33.35),
+                longitude: Some(10.5),
+                capacity: [Capacity::Available, Capacity::Limited, Capacity::Full][k % 3],
+                verified: "2026-11-01".into(),
+                hours,
+                contact: Some(map::Contact {
+                    phone: Some(format!("+216 00 {k:06}")),
+                    email: Some(format!("{org}@example.org")),
+                    focal_point: Some("A. B.".into()),
+                }),
+            }
+        })
+        .collect();
+    Profile {
+        org: org.into(),
+        description: names("An organisation of the benchmark"),
+        focal_points: vec![],
+        services,
+    }
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> f64 {
+    samples.sort();
+    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
+pub fn run(dir: &Path, quick: bool, figures: &mut Vec<Figure>, json: bool) -> Result<()> {
+    let orgs_n = if quick { 60 } else { 300 };
+    let now = OffsetDateTime::now_utc();
+    // A mechanism of the sample's sites and taxonomy with `orgs_n` extra organisations.
+    let mut text = SAMPLE_MECHANISM.to_string();
+    let ids: Vec<String> = (0..orgs_n).map(|i| format!("org{i}")).collect();
+    for id in &ids {
+        text.push_str(&format!(
+            "\n[[organisations]]\nid = \"{id}\"\nname = \"Organisation {id}\"\nkind = \"national_ngo\"\nroles = [\"provide_services\"]\n"
+        ));
+    }
+    let node_names: Vec<String> = ids.iter().map(|i| format!("{i}n")).collect();
+    let mut nodes: Vec<(&str, &str)> = node_names
+        .iter()
+        .zip(&ids)
+        .map(|(n, o)| (n.as_str(), o.as_str()))
+        .collect();
+    nodes.push(("hub", "mas"));
+    nodes.push(("fresh", "mas"));
+    let mut orgs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    orgs.push("mas");
+    let sim = Sim::new(&text, &orgs, &nodes, now)?;
+    let m = sim.mechanism()?;
+
+    // Each organisation's node imports its profile, then publishes a snapshot.
+    let mut events: Vec<Event> = Vec::new();
+    let mut saved: Vec<Vec<u8>> = Vec::new();
+    for (i, (node, org)) in node_names.iter().zip(&ids).enumerate() {
+        let sim_node = sim.node(node)?;
+        let mut doc = automerge::AutoCommit::new();
+        doc.set_actor(automerge::ActorId::from(sim_node.key().to_vec()));
+        let change = map::import(&mut doc, &profile(org, i))?.unwrap_or_default();
+        let mut forger = Forger::new(sim_node, sim.mechanism_id(), 1, now);
+        let first = forger.next(
+            &m,
+            Kind::MapChange { org: org.clone() },
+            None,
+            vec![],
+            &[],
+            &change,
+        )?;
+        let snapshot = doc.save();
+        let second = forger.next(
+            &m,
+            Kind::MapSnapshot { org: org.clone() },
+            None,
+            vec![], // its dependency is the author's previous event: the chain names it
+            &[],
+            &snapshot,
+        )?;
+        events.push(first);
+        events.push(second);
+        saved.push(snapshot);
+    }
+    let mut hub = sim.engine("hub", dir, false, now)?;
+    hub.receive(&events, now)?;
+
+    // Load time: a new engine builds the directory from its store.
+    drop(hub);
+    let started = Instant::now();
+    let hub_store = passerelle_core::store::Store::open(&dir.join("hub.redb"))?;
+    let hub =
+        passerelle_core::engine::Engine::open(hub_store, sim.node("hub")?.secrets.clone(), "mas")?;
+    let directory = hub.directory()?;
+    let load = started.elapsed();
+    anyhow::ensure!(
+        directory.len() == orgs_n,
+        "the directory holds every organisation"
+    );
+    let started = Instant::now();
+    for bytes in &saved {
+        let doc = automerge::AutoCommit::load(bytes)?;
+        std::hint::black_box(doc);
+    }
+    let raw_load = started.elapsed();
+    report(
+        figures,
+        Figure {
+            section: "map".into(),
+            name: format!(
+                "load the directory of {orgs_n} organisations × 20 services (open store, load documents, read profiles)"
+            ),
+            unit: "ms".into(),
+            value: load.as_secs_f64() * 1e3,
+            baseline_name: "Automerge's own load of the same documents".into(),
+            baseline: raw_load.as_secs_f64() * 1e3,
+            ratio: load.as_secs_f64() / raw_load.as_secs_f64().max(1e-9),
+            target: "(no target; measured)".into(),
+            met: None,
+        },
+        json,
+    );
+
+    // Search latency.
+    let flat: Vec<&Service> = directory.values().flat_map(|p| &p.services).collect();
+    let mut ours = Vec::new();
+    let mut bare = Vec::new();
+    for q in 0..500 {
+        let query = map::Query {
+            category: Some(CATEGORIES[q % CATEGORIES.len()].into()),
+            site: (q % 3 != 0).then(|| SITES[q % SITES.len()].into()),
+            language: (q % 2 == 0).then(|| LANGS[q % LANGS.len()].into()),
+            open_now: q % 5 == 0,
+            ..map::Query::default()
+        };
+        let started = Instant::now();
+        let found = map::search(&directory, &m, &query, now);
+        ours.push(started.elapsed());
+        std::hint::black_box(found);
+        let started = Instant::now();
+        let found: Vec<&&Service> = flat
+            .iter()
+            .filter(|s| {
+                Some(&s.category) == query.category.as_ref()
+                    && query.site.as_ref().is_none_or(|x| x == &s.site)
+                    && query
+                        .language
+                        .as_ref()
+                        .is_none_or(|l| s.languages.contains(l))
+            })
+            .collect();
+        bare.push(started.elapsed());
+        std::hint::black_box(found);
+    }
+    let (p50, p99) = (percentile(&mut ours, 0.5), percentile(&mut ours, 0.99));
+    let bare99 = percentile(&mut bare, 0.99);
+    report(
+        figures,
+        Figure {
+            section: "map".into(),
+            name: format!(
+                "directory search over {} services, p50 {p50:.2} ms / p99 (shown)",
+                flat.len()
+            ),
+            unit: "ms".into(),
+            value: p99,
+            baseline_name: "a bare filter over the same services (no ranking, no open-now), p99"
+                .into(),
+            baseline: bare99,
+            ratio: p99 / bare99.max(1e-9),
+            target: "p99 ≤ 5 ms".into(),
+            met: Some(p99 <= 5.0),
+        },
+        json,
+    );
+
+    // Bytes to bring a fresh node up to date: our sync (snapshots, pruned changes) beside
+    // Automerge's own sync protocol for the same documents.
+    let mut hub = hub;
+    let mut fresh = sim.engine("fresh", dir, false, now)?;
+    let (_, sent, received) = run_round(&mut fresh, &mut hub, now)?;
+    anyhow::ensure!(
+        fresh.directory()?.len() == orgs_n,
+        "the fresh node caught up"
+    );
+    let ours_bytes = sent + received;
+    let mut automerge_bytes = 0usize;
+    for bytes in &saved {
+        let mut full = automerge::AutoCommit::load(bytes)?;
+        let mut empty = automerge::AutoCommit::new();
+        let (mut a, mut b) = (automerge::sync::State::new(), automerge::sync::State::new());
+        loop {
+            let mut moved = false;
+            if let Some(msg) = full.sync().generate_sync_message(&mut a) {
+                automerge_bytes += msg.clone().encode().len();
+                empty.sync().receive_sync_message(&mut b, msg)?;
+                moved = true;
+            }
+            if let Some(msg) = empty.sync().generate_sync_message(&mut b) {
+                automerge_bytes += msg.clone().encode().len();
+                full.sync().receive_sync_message(&mut a, msg)?;
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+    report(
+        figures,
+        Figure {
+            section: "map".into(),
+            name: format!(
+                "bytes to bring a fresh node up to date on {orgs_n} profiles (snapshots; signed events, both ways)"
+            ),
+            unit: "bytes".into(),
+            value: ours_bytes as f64,
+            baseline_name: "Automerge's own sync protocol on the same documents".into(),
+            baseline: automerge_bytes as f64,
+            ratio: ours_bytes as f64 / automerge_bytes.max(1) as f64,
+            target: "ratio ≤ 1.1".into(),
+            met: Some((ours_bytes as f64) <= 1.1 * automerge_bytes as f64),
+        },
+        json,
+    );
+    Ok(())
+}
