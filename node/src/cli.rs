@@ -120,6 +120,19 @@ pub enum Command {
     /// The partner map: profiles, search, posters, Open Referral export, gaps.
     #[command(subcommand)]
     Map(MapCmd),
+    /// The coordination report: referrals by category, partner and status, rates, time to
+    /// acknowledge and accept against the SOP deadlines, overdue referrals, gaps, stale entries.
+    Report {
+        /// First day (YYYY-MM-DD or RFC 3339; default: 30 days ago).
+        #[arg(long, value_name = "DATE")]
+        from: Option<String>,
+        /// Day after the last (YYYY-MM-DD or RFC 3339; default: now).
+        #[arg(long, value_name = "DATE")]
+        to: Option<String>,
+        /// table, csv or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
     /// The performance figures, each beside a baseline measured in the same run.
     Bench {
         /// Smaller sizes: about a minute.
@@ -508,6 +521,9 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Bundle(cmd) => cmd_case::bundle(cmd, &data_dir()?, &passphrases, &user),
         Command::Map(cmd) => crate::cmd_map::run(cmd, &data_dir()?, &passphrases, &user),
+        Command::Report { from, to, format } => {
+            crate::cmd_report::run(&data_dir()?, &passphrases, &user, from, to, &format)
+        }
         Command::Bench { quick, json } => crate::bench::run(quick, json),
     }
 }

@@ -12,6 +12,7 @@ mod cmd_map;
 mod cmd_mechanism;
 mod cmd_node;
 mod cmd_org;
+mod cmd_report;
 mod daemon;
 mod datadir;
 mod fsutil;

@@ -125,6 +125,11 @@ pub enum Request {
     /// Every profile, with the configuration document (for posters and exports).
     MapDirectory,
     MapGaps,
+    /// The coordination report for referrals sent in [from, to) (RFC 3339).
+    Report {
+        from: String,
+        to: String,
+    },
 }
 
 impl Request {
@@ -155,6 +160,7 @@ impl Request {
             Request::MapSearch { .. } => "map_search",
             Request::MapDirectory => "map_directory",
             Request::MapGaps => "map_gaps",
+            Request::Report { .. } => "report",
         }
     }
 }
@@ -538,6 +544,14 @@ pub fn dispatch(engine: &mut Engine, ctx: &Context, request: Request) -> Result<
                 .map(|f| f.document)
                 .unwrap_or_default();
             Ok(json!({ "profiles": *directory, "document": document }))
+        }
+        Request::Report { from, to } => {
+            let parse = |s: &str| {
+                time_fmt::parse_rfc3339(s)
+                    .ok_or_else(|| anyhow!("`{}` is not a date", keys::truncate_for_error(s)))
+            };
+            let report = engine.report(parse(&from)?, parse(&to)?, now)?;
+            Ok(serde_json::to_value(report)?)
         }
         Request::MapGaps => {
             let m = engine.mechanism()?.clone();

@@ -1099,6 +1099,19 @@ impl Engine {
         )
     }
 
+    /// The coordination report for referrals sent in [from, to).
+    pub fn report(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<crate::report::Report, EngineError> {
+        let m = self.store.config().require()?.clone();
+        let rows = self.store.report_rows(now_ms(from), now_ms(to))?;
+        let directory = self.directory()?;
+        Ok(crate::report::build(rows, &m, &directory, from, to, now))
+    }
+
     // ----- Views -----
 
     fn referral_view(

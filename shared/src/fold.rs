@@ -293,11 +293,7 @@ pub fn overdue(
     mechanism: &Mechanism,
     now: time::OffsetDateTime,
 ) -> Option<&'static str> {
-    let deadlines = match record.urgency {
-        Urgency::Emergency => mechanism.doc.sop.urgency.emergency,
-        Urgency::Urgent => mechanism.doc.sop.urgency.urgent,
-        Urgency::Routine => mechanism.doc.sop.urgency.routine,
-    };
+    let deadlines = mechanism.doc.sop.urgency.for_level(record.urgency);
     let sent = record.sent_at.to_datetime();
     let hours = |h: u32| time::Duration::hours(i64::from(h));
     match record.status {

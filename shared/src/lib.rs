@@ -16,6 +16,7 @@ pub mod keys;
 pub mod limits;
 pub mod map;
 pub mod payload;
+pub mod report;
 pub mod round;
 pub mod sim;
 pub mod store;

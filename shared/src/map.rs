@@ -715,7 +715,7 @@ pub fn search(
 }
 
 /// A site and category with no provider that can take people now.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Gap {
     pub site: String,
     pub category: String,

@@ -249,6 +249,17 @@ pub struct Urgencies {
     pub routine: Deadlines,
 }
 
+impl Urgencies {
+    /// The deadlines of an urgency level.
+    pub fn for_level(&self, level: crate::event::Urgency) -> Deadlines {
+        match level {
+            crate::event::Urgency::Emergency => self.emergency,
+            crate::event::Urgency::Urgent => self.urgent,
+            crate::event::Urgency::Routine => self.routine,
+        }
+    }
+}
+
 /// How long a receiving partner has to acknowledge and to accept (or decline) a referral.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

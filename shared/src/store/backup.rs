@@ -11,7 +11,7 @@ use super::audit::AUDIT;
 use super::config_store::CONFIG;
 use super::log::{
     BY_ORG, CASES, EQUIVOCATIONS, EVENTS, HEADS, HELD, LINKS, LOG, MAP_EVENTS, MAP_HASHES, MAPS,
-    META, REFERRALS, SHARES, UNREAD, VERDICTS, WAITING,
+    META, REFERRALS, REPORT_INDEX, SHARES, UNREAD, VERDICTS, WAITING,
 };
 use super::org_keys::ORG_KEYS;
 use super::{Store, StoreError};
@@ -70,6 +70,7 @@ impl Store {
         copy(&src, &tx, MAPS)?;
         copy(&src, &tx, MAP_HASHES)?;
         copy(&src, &tx, MAP_EVENTS)?;
+        copy(&src, &tx, REPORT_INDEX)?;
         tx.commit()?;
         Ok(events)
     }

@@ -54,6 +54,10 @@ pub(crate) const LINK_CASE_EVENT: u8 = 0;
 pub(crate) const LINK_REFERRAL: u8 = 1;
 /// A step of a referral.
 pub(crate) const LINK_STEP: u8 = 2;
+/// Referrals by the time they were sent, with the clear facts reports need:
+/// (sent ms, referral id) → postcard `report::ReportRow`.
+pub(crate) const REPORT_INDEX: TableDefinition<(u64, Id), &[u8]> =
+    TableDefinition::new("report_index-1");
 /// Partner-map documents: organisation → saved Automerge document.
 pub(crate) const MAPS: TableDefinition<&str, &[u8]> = TableDefinition::new("maps-1");
 /// Which event carried each Automerge change: change hash → event id (to name dependencies).
@@ -125,6 +129,7 @@ pub(crate) struct Tables<'t> {
     pub shares: redb::Table<'t, (Id, u32), ()>,
     pub links: redb::Table<'t, (Id, Id), u8>,
     pub maps: redb::Table<'t, &'static str, &'static [u8]>,
+    pub report_index: redb::Table<'t, (u64, Id), &'static [u8]>,
     pub map_hashes: redb::Table<'t, [u8; 32], Id>,
     pub map_events: redb::Table<'t, (&'static str, Id), u8>,
     /// Headers read or written in this transaction, so the fold's lookups of dependencies do
@@ -153,6 +158,7 @@ impl<'t> Tables<'t> {
             shares: tx.open_table(SHARES)?,
             links: tx.open_table(LINKS)?,
             maps: tx.open_table(MAPS)?,
+            report_index: tx.open_table(REPORT_INDEX)?,
             map_hashes: tx.open_table(MAP_HASHES)?,
             map_events: tx.open_table(MAP_EVENTS)?,
             headers: Default::default(),
@@ -216,6 +222,9 @@ impl<'t> Tables<'t> {
 
     fn put_referral(&mut self, record: &ReferralRecord) -> Result<(), StoreError> {
         self.referrals.insert(record.id.0, enc(record).as_slice())?;
+        let row = crate::report::ReportRow::from_record(record);
+        self.report_index
+            .insert((record.sent_at.ms, record.id.0), enc(&row).as_slice())?;
         Ok(())
     }
 
@@ -1562,6 +1571,31 @@ impl Store {
             if let Some(id) = table.get(h.0)? {
                 out.push(Hash32(id.value()));
             }
+        }
+        Ok(out)
+    }
+}
+
+impl Store {
+    /// The report rows of the referrals sent in [from_ms, to_ms), from the time index.
+    pub fn report_rows(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<crate::report::ReportRow>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        let table = match tx.open_table(REPORT_INDEX) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        if to_ms <= from_ms {
+            return Ok(out);
+        }
+        for row in table.range((from_ms, [0u8; 32])..(to_ms, [0u8; 32]))? {
+            out.push(dec(row?.1.value(), "report row")?);
         }
         Ok(out)
     }

@@ -1,0 +1,134 @@
+//! `passerelle report`: the coordination meeting's figures, as a table, CSV or JSON.
+
+use anyhow::{Result, bail};
+use passerelle_core::report::Report;
+use passerelle_core::time_fmt;
+use time::OffsetDateTime;
+
+use crate::client;
+use crate::datadir::{DataDir, Passphrases};
+use crate::rpc::Request;
+use crate::table;
+
+/// Reads a date given as YYYY-MM-DD (midnight UTC) or RFC 3339.
+pub fn parse_date(s: &str) -> Result<OffsetDateTime> {
+    if let Some(t) = time_fmt::parse_rfc3339(s) {
+        return Ok(t);
+    }
+    match passerelle_core::map::parse_date(s) {
+        Some(d) => Ok(d.midnight().assume_utc()),
+        None => bail!(
+            "`{}` is not a date (YYYY-MM-DD)",
+            passerelle_core::keys::truncate_for_error(s)
+        ),
+    }
+}
+
+pub fn run(
+    dir: &DataDir,
+    pass: &Passphrases,
+    user: &str,
+    from: Option<String>,
+    to: Option<String>,
+    format: &str,
+) -> Result<()> {
+    if !["table", "csv", "json"].contains(&format) {
+        bail!("`{format}` is not a report format (table, csv, json)");
+    }
+    let now = OffsetDateTime::now_utc();
+    let from = match from {
+        Some(f) => parse_date(&f)?,
+        None => now - time::Duration::days(30),
+    };
+    let to = match to {
+        Some(t) => parse_date(&t)?,
+        None => now + time::Duration::seconds(1),
+    };
+    if to <= from {
+        bail!("--to must come after --from");
+    }
+    let out = client::call(
+        dir,
+        pass,
+        user,
+        Request::Report {
+            from: time_fmt::rfc3339(from),
+            to: time_fmt::rfc3339(to),
+        },
+    )?;
+    let report: Report = serde_json::from_value(out)?;
+    match format {
+        "json" => println!("{}", serde_json::to_string_pretty(&report)?),
+        "csv" => print!("{}", report.csv()),
+        _ => print_table(&report),
+    }
+    Ok(())
+}
+
+fn print_table(r: &Report) {
+    let f = |v: Option<f64>| v.map_or("—".to_string(), |x| format!("{x:.1}"));
+    println!("{}", r.mechanism);
+    println!(
+        "Referrals sent {} to {}: {}",
+        time_fmt::parse_rfc3339(&r.from).map(time_fmt::readable).unwrap_or_default(),
+        time_fmt::parse_rfc3339(&r.to).map(time_fmt::readable).unwrap_or_default(),
+        r.referrals
+    );
+    println!(
+        "Accepted {}% of those decided; completed {}% of those accepted.",
+        f(r.acceptance_rate_pct),
+        f(r.completion_rate_pct)
+    );
+    for (name, t) in [("acknowledge", &r.time_to_acknowledge), ("accept or decline", &r.time_to_accept)] {
+        println!(
+            "Time to {name}: median {} h, 90th percentile {} h, {}% within the SOP deadline ({} referrals).",
+            f(t.median_hours),
+            f(t.p90_hours),
+            f(t.within_deadline_pct),
+            t.count
+        );
+    }
+    println!();
+    let rows = |v: &[(String, u64)]| -> Vec<Vec<String>> {
+        v.iter().map(|(k, n)| vec![k.clone(), n.to_string()]).collect()
+    };
+    let by_cat: Vec<Vec<String>> = r.by_category.iter().map(|(k, n)| vec![k.clone(), n.text()]).collect();
+    print!("{}", table::render(&["SERVICE CATEGORY", "REFERRALS"], &by_cat));
+    println!();
+    print!("{}", table::render(&["SENDING PARTNER", "REFERRALS"], &rows(&r.by_sender)));
+    println!();
+    print!("{}", table::render(&["RECEIVING PARTNER", "REFERRALS"], &rows(&r.by_receiver)));
+    println!();
+    print!("{}", table::render(&["STATUS", "REFERRALS"], &rows(&r.by_status)));
+    if !r.declines_by_reason.is_empty() {
+        println!();
+        print!("{}", table::render(&["DECLINE REASON", "REFERRALS"], &rows(&r.declines_by_reason)));
+    }
+    println!();
+    if r.overdue.is_empty() {
+        println!("No referral is overdue.");
+    } else {
+        let o: Vec<Vec<String>> = r
+            .overdue
+            .iter()
+            .map(|o| vec![o.referral.clone(), o.sent.clone(), o.sender.clone(), o.receiver.clone(), o.category.clone(), o.urgency.clone(), o.what.clone()])
+            .collect();
+        print!("{}", table::render(&["OVERDUE", "SENT", "FROM", "TO", "CATEGORY", "URGENCY", "WHAT"], &o));
+    }
+    println!();
+    let g: Vec<Vec<String>> = r.gaps.iter().map(|g| vec![g.site.clone(), g.category.clone()]).collect();
+    println!("Service gaps (no provider that can take people now): {}", g.len());
+    if !g.is_empty() {
+        print!("{}", table::render(&["SITE", "CATEGORY"], &g));
+    }
+    println!();
+    let s: Vec<Vec<String>> = r
+        .stale
+        .iter()
+        .map(|s| vec![s.org.clone(), s.service.clone(), s.site.clone(), s.verified.clone()])
+        .collect();
+    println!("Map entries not verified in 90 days: {}", s.len());
+    if !s.is_empty() {
+        print!("{}", table::render(&["PARTNER", "SERVICE", "SITE", "VERIFIED"], &s));
+    }
+}
