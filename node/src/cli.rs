@@ -120,6 +120,9 @@ pub enum Command {
     /// The partner map: profiles, search, posters, Open Referral export, gaps.
     #[command(subcommand)]
     Map(MapCmd),
+    /// Web UI accounts of this node.
+    #[command(subcommand)]
+    User(UserCmd),
     /// The coordination report: referrals by category, partner and status, rates, time to
     /// acknowledge and accept against the SOP deadlines, overdue referrals, gaps, stale entries.
     Report {
@@ -346,6 +349,27 @@ pub enum ReferralCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Create (or replace) an account; prints a generated password unless one is given.
+    Add {
+        name: String,
+        /// caseworker, coordinator or admin.
+        #[arg(long)]
+        role: String,
+        /// A file whose first line is the password (or set PASSERELLE_USER_PASSWORD).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+    /// Remove an account.
+    Remove { name: String },
+    /// List the accounts.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum MapCmd {
     /// Set an organisation's profile from a file (the difference becomes one change).
     Import {
@@ -521,6 +545,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Bundle(cmd) => cmd_case::bundle(cmd, &data_dir()?, &passphrases, &user),
         Command::Map(cmd) => crate::cmd_map::run(cmd, &data_dir()?, &passphrases, &user),
+        Command::User(cmd) => crate::cmd_user::run(cmd, &data_dir()?, &passphrases, &user),
         Command::Report { from, to, format } => {
             crate::cmd_report::run(&data_dir()?, &passphrases, &user, from, to, &format)
         }

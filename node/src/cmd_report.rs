@@ -70,8 +70,12 @@ fn print_table(r: &Report) {
     println!("{}", r.mechanism);
     println!(
         "Referrals sent {} to {}: {}",
-        time_fmt::parse_rfc3339(&r.from).map(time_fmt::readable).unwrap_or_default(),
-        time_fmt::parse_rfc3339(&r.to).map(time_fmt::readable).unwrap_or_default(),
+        time_fmt::parse_rfc3339(&r.from)
+            .map(time_fmt::readable)
+            .unwrap_or_default(),
+        time_fmt::parse_rfc3339(&r.to)
+            .map(time_fmt::readable)
+            .unwrap_or_default(),
         r.referrals
     );
     println!(
@@ -79,7 +83,10 @@ fn print_table(r: &Report) {
         f(r.acceptance_rate_pct),
         f(r.completion_rate_pct)
     );
-    for (name, t) in [("acknowledge", &r.time_to_acknowledge), ("accept or decline", &r.time_to_accept)] {
+    for (name, t) in [
+        ("acknowledge", &r.time_to_acknowledge),
+        ("accept or decline", &r.time_to_accept),
+    ] {
         println!(
             "Time to {name}: median {} h, 90th percentile {} h, {}% within the SOP deadline ({} referrals).",
             f(t.median_hours),
@@ -90,19 +97,43 @@ fn print_table(r: &Report) {
     }
     println!();
     let rows = |v: &[(String, u64)]| -> Vec<Vec<String>> {
-        v.iter().map(|(k, n)| vec![k.clone(), n.to_string()]).collect()
+        v.iter()
+            .map(|(k, n)| vec![k.clone(), n.to_string()])
+            .collect()
     };
-    let by_cat: Vec<Vec<String>> = r.by_category.iter().map(|(k, n)| vec![k.clone(), n.text()]).collect();
-    print!("{}", table::render(&["SERVICE CATEGORY", "REFERRALS"], &by_cat));
+    let by_cat: Vec<Vec<String>> = r
+        .by_category
+        .iter()
+        .map(|(k, n)| vec![k.clone(), n.text()])
+        .collect();
+    print!(
+        "{}",
+        table::render(&["SERVICE CATEGORY", "REFERRALS"], &by_cat)
+    );
     println!();
-    print!("{}", table::render(&["SENDING PARTNER", "REFERRALS"], &rows(&r.by_sender)));
+    print!(
+        "{}",
+        table::render(&["SENDING PARTNER", "REFERRALS"], &rows(&r.by_sender))
+    );
     println!();
-    print!("{}", table::render(&["RECEIVING PARTNER", "REFERRALS"], &rows(&r.by_receiver)));
+    print!(
+        "{}",
+        table::render(&["RECEIVING PARTNER", "REFERRALS"], &rows(&r.by_receiver))
+    );
     println!();
-    print!("{}", table::render(&["STATUS", "REFERRALS"], &rows(&r.by_status)));
+    print!(
+        "{}",
+        table::render(&["STATUS", "REFERRALS"], &rows(&r.by_status))
+    );
     if !r.declines_by_reason.is_empty() {
         println!();
-        print!("{}", table::render(&["DECLINE REASON", "REFERRALS"], &rows(&r.declines_by_reason)));
+        print!(
+            "{}",
+            table::render(
+                &["DECLINE REASON", "REFERRALS"],
+                &rows(&r.declines_by_reason)
+            )
+        );
     }
     println!();
     if r.overdue.is_empty() {
@@ -111,13 +142,38 @@ fn print_table(r: &Report) {
         let o: Vec<Vec<String>> = r
             .overdue
             .iter()
-            .map(|o| vec![o.referral.clone(), o.sent.clone(), o.sender.clone(), o.receiver.clone(), o.category.clone(), o.urgency.clone(), o.what.clone()])
+            .map(|o| {
+                vec![
+                    o.referral.clone(),
+                    o.sent.clone(),
+                    o.sender.clone(),
+                    o.receiver.clone(),
+                    o.category.clone(),
+                    o.urgency.clone(),
+                    o.what.clone(),
+                ]
+            })
             .collect();
-        print!("{}", table::render(&["OVERDUE", "SENT", "FROM", "TO", "CATEGORY", "URGENCY", "WHAT"], &o));
+        print!(
+            "{}",
+            table::render(
+                &[
+                    "OVERDUE", "SENT", "FROM", "TO", "CATEGORY", "URGENCY", "WHAT"
+                ],
+                &o
+            )
+        );
     }
     println!();
-    let g: Vec<Vec<String>> = r.gaps.iter().map(|g| vec![g.site.clone(), g.category.clone()]).collect();
-    println!("Service gaps (no provider that can take people now): {}", g.len());
+    let g: Vec<Vec<String>> = r
+        .gaps
+        .iter()
+        .map(|g| vec![g.site.clone(), g.category.clone()])
+        .collect();
+    println!(
+        "Service gaps (no provider that can take people now): {}",
+        g.len()
+    );
     if !g.is_empty() {
         print!("{}", table::render(&["SITE", "CATEGORY"], &g));
     }
@@ -125,10 +181,20 @@ fn print_table(r: &Report) {
     let s: Vec<Vec<String>> = r
         .stale
         .iter()
-        .map(|s| vec![s.org.clone(), s.service.clone(), s.site.clone(), s.verified.clone()])
+        .map(|s| {
+            vec![
+                s.org.clone(),
+                s.service.clone(),
+                s.site.clone(),
+                s.verified.clone(),
+            ]
+        })
         .collect();
     println!("Map entries not verified in 90 days: {}", s.len());
     if !s.is_empty() {
-        print!("{}", table::render(&["PARTNER", "SERVICE", "SITE", "VERIFIED"], &s));
+        print!(
+            "{}",
+            table::render(&["PARTNER", "SERVICE", "SITE", "VERIFIED"], &s)
+        );
     }
 }

@@ -13,6 +13,7 @@ mod cmd_mechanism;
 mod cmd_node;
 mod cmd_org;
 mod cmd_report;
+mod cmd_user;
 mod daemon;
 mod datadir;
 mod fsutil;
@@ -21,6 +22,7 @@ mod poster;
 mod rpc;
 mod status_view;
 mod table;
+mod web;
 
 use std::process::ExitCode;
 

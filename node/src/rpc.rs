@@ -130,6 +130,16 @@ pub enum Request {
         from: String,
         to: String,
     },
+    /// Create or replace a web UI account.
+    UserAdd {
+        name: String,
+        role: String,
+        password: String,
+    },
+    UserRemove {
+        name: String,
+    },
+    UserList,
 }
 
 impl Request {
@@ -161,6 +171,9 @@ impl Request {
             Request::MapDirectory => "map_directory",
             Request::MapGaps => "map_gaps",
             Request::Report { .. } => "report",
+            Request::UserAdd { .. } => "user_add",
+            Request::UserRemove { .. } => "user_remove",
+            Request::UserList => "user_list",
         }
     }
 }
@@ -553,6 +566,42 @@ pub fn dispatch(engine: &mut Engine, ctx: &Context, request: Request) -> Result<
             let report = engine.report(parse(&from)?, parse(&to)?, now)?;
             Ok(serde_json::to_value(report)?)
         }
+        Request::UserAdd {
+            name,
+            role,
+            password,
+        } => {
+            let role = passerelle_core::store::UserRole::parse(&role).ok_or_else(|| {
+                anyhow!(
+                    "`{}` is not a role (caseworker, coordinator, admin)",
+                    keys::truncate_for_error(&role)
+                )
+            })?;
+            engine.store_mut().put_user(&name, role, &password)?;
+            audit(
+                engine,
+                ctx,
+                "user.add",
+                &format!("{name} ({})", role.as_str()),
+            )?;
+            Ok(json!({ "name": name, "role": role.as_str() }))
+        }
+        Request::UserRemove { name } => {
+            let existed = engine.store_mut().remove_user(&name)?;
+            if !existed {
+                bail!("no user `{}`", keys::truncate_for_error(&name));
+            }
+            audit(engine, ctx, "user.remove", &name)?;
+            Ok(json!({ "removed": name }))
+        }
+        Request::UserList => Ok(serde_json::to_value(
+            engine
+                .store()
+                .users()?
+                .into_iter()
+                .map(|u| json!({"name": u.name, "role": u.role.as_str()}))
+                .collect::<Vec<_>>(),
+        )?),
         Request::MapGaps => {
             let m = engine.mechanism()?.clone();
             let directory = engine.directory()?;

@@ -198,12 +198,23 @@ pub fn build(
             continue;
         }
         total += 1;
-        let category = row.category.clone().unwrap_or_else(|| SENSITIVE.to_string());
+        let category = row
+            .category
+            .clone()
+            .unwrap_or_else(|| SENSITIVE.to_string());
         *by_category.entry(category.clone()).or_default() += 1;
-        *by_sender.entry(m.org_name(&row.sender).to_string()).or_default() += 1;
-        *by_receiver.entry(m.org_name(&row.receiver).to_string()).or_default() += 1;
-        *by_status.entry(row.status.as_str().to_string()).or_default() += 1;
-        *by_urgency.entry(row.urgency.as_str().to_string()).or_default() += 1;
+        *by_sender
+            .entry(m.org_name(&row.sender).to_string())
+            .or_default() += 1;
+        *by_receiver
+            .entry(m.org_name(&row.receiver).to_string())
+            .or_default() += 1;
+        *by_status
+            .entry(row.status.as_str().to_string())
+            .or_default() += 1;
+        *by_urgency
+            .entry(row.urgency.as_str().to_string())
+            .or_default() += 1;
         if let Some(r) = &row.reason {
             *reasons.entry(r.clone()).or_default() += 1;
         }
@@ -217,11 +228,7 @@ pub fn build(
                 completed += 1;
             }
         }
-        let deadlines = m
-            .doc
-            .sop
-            .urgency
-            .for_level(row.urgency);
+        let deadlines = m.doc.sop.urgency.for_level(row.urgency);
         if let Some(a) = row.acknowledged_ms {
             ack.push((
                 a.saturating_sub(row.sent_ms) as f64 / 3_600_000.0,
@@ -334,26 +341,86 @@ impl Report {
             }
             out.push('\n');
         };
-        section(&mut out, "category", self.by_category.iter().map(|(k, v)| (k.clone(), v.text())).collect());
-        section(&mut out, "sending partner", self.by_sender.iter().map(|(k, v)| (k.clone(), v.to_string())).collect());
-        section(&mut out, "receiving partner", self.by_receiver.iter().map(|(k, v)| (k.clone(), v.to_string())).collect());
-        section(&mut out, "status", self.by_status.iter().map(|(k, v)| (k.clone(), v.to_string())).collect());
-        section(&mut out, "urgency", self.by_urgency.iter().map(|(k, v)| (k.clone(), v.to_string())).collect());
-        section(&mut out, "decline reason", self.declines_by_reason.iter().map(|(k, v)| (k.clone(), v.to_string())).collect());
+        section(
+            &mut out,
+            "category",
+            self.by_category
+                .iter()
+                .map(|(k, v)| (k.clone(), v.text()))
+                .collect(),
+        );
+        section(
+            &mut out,
+            "sending partner",
+            self.by_sender
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
+        );
+        section(
+            &mut out,
+            "receiving partner",
+            self.by_receiver
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
+        );
+        section(
+            &mut out,
+            "status",
+            self.by_status
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
+        );
+        section(
+            &mut out,
+            "urgency",
+            self.by_urgency
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
+        );
+        section(
+            &mut out,
+            "decline reason",
+            self.declines_by_reason
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
+        );
         let f = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.1}"));
         out.push_str("indicator,value\n");
-        out.push_str(&format!("acceptance rate %,{}\n", f(self.acceptance_rate_pct)));
-        out.push_str(&format!("completion rate %,{}\n", f(self.completion_rate_pct)));
-        for (name, t) in [("acknowledge", &self.time_to_acknowledge), ("accept", &self.time_to_accept)] {
+        out.push_str(&format!(
+            "acceptance rate %,{}\n",
+            f(self.acceptance_rate_pct)
+        ));
+        out.push_str(&format!(
+            "completion rate %,{}\n",
+            f(self.completion_rate_pct)
+        ));
+        for (name, t) in [
+            ("acknowledge", &self.time_to_acknowledge),
+            ("accept", &self.time_to_accept),
+        ] {
             out.push_str(&format!("time to {name} median h,{}\n", f(t.median_hours)));
             out.push_str(&format!("time to {name} p90 h,{}\n", f(t.p90_hours)));
-            out.push_str(&format!("time to {name} within SOP deadline %,{}\n", f(t.within_deadline_pct)));
+            out.push_str(&format!(
+                "time to {name} within SOP deadline %,{}\n",
+                f(t.within_deadline_pct)
+            ));
         }
         out.push_str("\noverdue referral,sender,receiver,category,urgency,sent,what\n");
         for o in &self.overdue {
             out.push_str(&format!(
                 "{},{},{},{},{},{},{}\n",
-                o.referral, esc(&o.sender), esc(&o.receiver), esc(&o.category), o.urgency, o.sent, esc(&o.what)
+                o.referral,
+                esc(&o.sender),
+                esc(&o.receiver),
+                esc(&o.category),
+                o.urgency,
+                o.sent,
+                esc(&o.what)
             ));
         }
         out.push_str("\ngap site,category,listed but unavailable\n");
@@ -362,7 +429,13 @@ impl Report {
         }
         out.push_str("\nstale entry partner,service,site,verified\n");
         for s in &self.stale {
-            out.push_str(&format!("{},{},{},{}\n", esc(&s.org), esc(&s.service), s.site, s.verified));
+            out.push_str(&format!(
+                "{},{},{},{}\n",
+                esc(&s.org),
+                esc(&s.service),
+                s.site,
+                s.verified
+            ));
         }
         out
     }

@@ -30,13 +30,15 @@ pub struct ApiState {
     pub network: Arc<Mutex<NetworkView>>,
 }
 
-pub fn router(state: ApiState) -> Router {
+/// The API routes and the web UI's, behind one guard (Host header; token for the API).
+pub fn router(state: ApiState, web: Router) -> Router {
     Router::new()
         .route("/api/v1/rpc", post(rpc_handler))
         .route("/api/v1/health", get(|| async { "ok" }))
+        .with_state(state.clone())
+        .merge(web)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(DefaultBodyLimit::max(API_BODY_MAX_BYTES))
-        .with_state(state)
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response {

@@ -3,7 +3,7 @@
 
 mod api;
 mod codec;
-mod engine_thread;
+pub(crate) mod engine_thread;
 mod p2p;
 
 use std::net::SocketAddr;
@@ -159,7 +159,9 @@ pub async fn run(
         hosts: Arc::new(hosts),
         network: view.clone(),
     };
-    let app = api::router(state);
+    let org = handle.call(|e| e.org().to_string()).await?;
+    let web = crate::web::WebState::new(handle.clone(), view.clone(), org);
+    let app = api::router(state, crate::web::router(web));
     let mut api_shutdown = shutdown.clone();
     let api_task = tokio::spawn(async move {
         axum::serve(listener, app)

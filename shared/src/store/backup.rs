@@ -14,6 +14,7 @@ use super::log::{
     META, REFERRALS, REPORT_INDEX, SHARES, UNREAD, VERDICTS, WAITING,
 };
 use super::org_keys::ORG_KEYS;
+use super::users::USERS;
 use super::{Store, StoreError};
 use crate::engine::META_READ_ONLY;
 
@@ -71,6 +72,7 @@ impl Store {
         copy(&src, &tx, MAP_HASHES)?;
         copy(&src, &tx, MAP_EVENTS)?;
         copy(&src, &tx, REPORT_INDEX)?;
+        copy(&src, &tx, USERS)?;
         tx.commit()?;
         Ok(events)
     }

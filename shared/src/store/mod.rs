@@ -10,6 +10,7 @@ mod backup;
 mod config_store;
 mod log;
 mod org_keys;
+mod users;
 
 use std::path::Path;
 
@@ -17,6 +18,7 @@ pub use audit::AuditEntry;
 pub use config_store::{ApplyOutcome, ConfigState};
 pub use log::{FoldKeys, IngestReport, LogCounts, decrypt_event};
 pub use org_keys::ImportOutcome;
+pub use users::{User, UserRole};
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,78 @@
+//! `passerelle user …`: the web UI's accounts on this node.
+
+use age::secrecy::ExposeSecret;
+use anyhow::Result;
+use rand::RngCore;
+
+use crate::cli::UserCmd;
+use crate::client;
+use crate::datadir::{self, DataDir, Passphrases};
+use crate::rpc::Request;
+use crate::table;
+
+/// A generated password: 16 characters from an alphabet without look-alikes.
+pub fn generate_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
+}
+
+pub fn run(cmd: UserCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Result<()> {
+    match cmd {
+        UserCmd::Add {
+            name,
+            role,
+            password_file,
+        } => {
+            let given = datadir::passphrase(password_file.as_deref(), "PASSERELLE_USER_PASSWORD")?;
+            let (password, generated) = match given {
+                Some(p) => (p.expose_secret().to_string(), false),
+                None => (generate_password(), true),
+            };
+            client::call(
+                dir,
+                pass,
+                user,
+                Request::UserAdd {
+                    name: name.clone(),
+                    role: role.clone(),
+                    password: password.clone(),
+                },
+            )?;
+            if generated {
+                println!("{password}");
+                eprintln!("Account `{name}` ({role}) created; its password is above (shown once).");
+            } else {
+                eprintln!("Account `{name}` ({role}) created.");
+            }
+        }
+        UserCmd::Remove { name } => {
+            client::call(dir, pass, user, Request::UserRemove { name: name.clone() })?;
+            println!("Account `{name}` removed.");
+        }
+        UserCmd::List { json } => {
+            let out = client::call(dir, pass, user, Request::UserList)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                let rows: Vec<Vec<String>> = out
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|u| {
+                        vec![
+                            u["name"].as_str().unwrap_or_default().to_string(),
+                            u["role"].as_str().unwrap_or_default().to_string(),
+                        ]
+                    })
+                    .collect();
+                print!("{}", table::render(&["USER", "ROLE"], &rows));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1597 @@
+//! The web UI for caseworkers and coordinators, served by `passerelle run` on the local API
+//! address: server-rendered pages (askama templates, checked at compile time), every asset
+//! embedded, French, English and Arabic (right to left). Per-user accounts with roles; sessions
+//! in HttpOnly SameSite=Strict cookies; a CSRF token in every form; the Host header checked by
+//! the API's guard (DNS rebinding); no secret ever in a URL. Every page that shows decrypted
+//! personal data goes through `rpc::dispatch`, which writes the audit log with the user.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use passerelle_core::store::UserRole;
+use rand::RngCore;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::daemon::engine_thread::EngineHandle;
+use crate::i18n;
+use crate::rpc::{self, NetworkView, Request};
+
+/// How long a session lasts without being used.
+pub const SESSION_IDLE: Duration = Duration::from_secs(8 * 3600);
+/// Most sessions held at once (the oldest go first).
+pub const SESSIONS_MAX: usize = 1_000;
+const SESSION_COOKIE: &str = "passerelle_session";
+const LANG_COOKIE: &str = "passerelle_lang";
+const LOGIN_COOKIE: &str = "passerelle_login";
+
+#[derive(Debug, Clone)]
+struct Session {
+    user: String,
+    role: UserRole,
+    csrf: String,
+    last_used: Instant,
+}
+
+/// The web UI's shared state.
+#[derive(Clone, Debug)]
+pub struct WebState {
+    pub engine: EngineHandle,
+    pub network: Arc<Mutex<NetworkView>>,
+    sessions: Arc<Mutex<HashMap<String, Session>>>,
+    org: Arc<String>,
+}
+
+impl WebState {
+    pub fn new(engine: EngineHandle, network: Arc<Mutex<NetworkView>>, org: String) -> Self {
+        Self {
+            engine,
+            network,
+            sessions: Arc::default(),
+            org: Arc::new(org),
+        }
+    }
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// What every page's layout needs.
+pub struct PageCtx {
+    pub lang: &'static str,
+    pub dir: &'static str,
+    pub title: String,
+    pub user: Option<String>,
+    pub org: String,
+    pub csrf: String,
+    pub sees_cases: bool,
+    pub sees_indicators: bool,
+    pub flash: Option<String>,
+}
+
+impl PageCtx {
+    pub fn t(&self, key: &str) -> String {
+        i18n::t(self.lang, key, &[])
+    }
+}
+
+fn lang_of(headers: &HeaderMap) -> &'static str {
+    i18n::lang(&cookie(headers, LANG_COOKIE).unwrap_or_default())
+}
+
+fn page(headers: &HeaderMap, session: Option<&Session>, org: &str, title_key: &str) -> PageCtx {
+    let lang = lang_of(headers);
+    PageCtx {
+        lang,
+        dir: if i18n::rtl(lang) { "rtl" } else { "ltr" },
+        title: i18n::t(lang, title_key, &[]),
+        user: session.map(|s| s.user.clone()),
+        org: org.to_string(),
+        csrf: session.map(|s| s.csrf.clone()).unwrap_or_default(),
+        sees_cases: session.is_some_and(|s| s.role.sees_cases()),
+        sees_indicators: session.is_some_and(|s| s.role != UserRole::Caseworker),
+        flash: None,
+    }
+}
+
+fn render(t: impl Template) -> Response {
+    match t.render() {
+        Ok(html) => {
+            let mut r = Html(html).into_response();
+            secure_headers(r.headers_mut());
+            r
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("template: {e}")).into_response(),
+    }
+}
+
+/// Headers every page carries: no framing (clickjacking), no sniffing, no referrer leaks, and
+/// a content security policy that allows only this server (all assets are inline or embedded).
+fn secure_headers(h: &mut HeaderMap) {
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage {
+    page: PageCtx,
+    heading: String,
+    message: String,
+}
+
+fn message(status: StatusCode, page: PageCtx, message: String) -> Response {
+    let heading = page.t("error-title");
+    let mut r = render(MessagePage {
+        page,
+        heading,
+        message,
+    });
+    *r.status_mut() = status;
+    r
+}
+
+pub fn router(state: WebState) -> Router {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .route("/lang/{lang}", get(set_lang))
+        .route("/directory", get(directory))
+        .route("/posters", get(posters))
+        .route("/posters/{site}", get(poster))
+        .route("/gaps", get(gaps))
+        .route("/cases", get(cases).post(case_create))
+        .route("/cases/new", get(case_new))
+        .route("/cases/{id}", get(case_show))
+        .route("/cases/{id}/refer", get(refer_form).post(refer_send))
+        .route("/referrals", get(referrals))
+        .route("/referrals/{id}", get(referral_show))
+        .route("/referrals/{id}/step", post(referral_step))
+        .route("/status", get(status))
+        .route("/indicators", get(indicators))
+        .with_state(state)
+}
+
+impl WebState {
+    fn session(&self, headers: &HeaderMap) -> Option<Session> {
+        let id = cookie(headers, SESSION_COOKIE)?;
+        let mut sessions = self.sessions.lock().ok()?;
+        let session = sessions.get_mut(&id)?;
+        if session.last_used.elapsed() > SESSION_IDLE {
+            sessions.remove(&id);
+            return None;
+        }
+        session.last_used = Instant::now();
+        Some(session.clone())
+    }
+
+    /// Runs a request as the session's user.
+    async fn call(&self, user: &str, request: Request) -> Result<Value, String> {
+        let network = self.network.lock().map(|v| v.clone()).unwrap_or_default();
+        let ctx = rpc::Context {
+            user: user.to_string(),
+            network,
+            progress: false,
+        };
+        match self
+            .engine
+            .call(move |engine| rpc::dispatch(engine, &ctx, request))
+            .await
+        {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(crate::one_sentence(&e)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn mechanism(&self) -> Option<Arc<passerelle_core::config::Mechanism>> {
+        self.engine
+            .call(|e| e.store().config().current().cloned())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// The session, or a redirect to the login page.
+macro_rules! session_or_login {
+    ($state:expr, $headers:expr) => {
+        match $state.session(&$headers) {
+            Some(s) => s,
+            None => return Redirect::to("/login").into_response(),
+        }
+    };
+}
+
+/// Refuses a POST whose form token is not the session's.
+macro_rules! check_csrf {
+    ($state:expr, $headers:expr, $session:expr, $token:expr) => {
+        if !same(&$token, &$session.csrf) {
+            let p = page(&$headers, Some(&$session), &$state.org, "error-title");
+            let m = p.t("csrf-refused");
+            return message(StatusCode::FORBIDDEN, p, m);
+        }
+    };
+}
+
+macro_rules! require_cases {
+    ($state:expr, $headers:expr, $session:expr) => {
+        if !$session.role.sees_cases() {
+            let p = page(&$headers, Some(&$session), &$state.org, "error-title");
+            let m = p.t("not-allowed");
+            return message(StatusCode::FORBIDDEN, p, m);
+        }
+    };
+}
+
+async fn home(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    let session = session_or_login!(state, headers);
+    if session.role.sees_cases() {
+        Redirect::to("/referrals?box=inbox").into_response()
+    } else {
+        Redirect::to("/indicators").into_response()
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    page: PageCtx,
+    nonce: String,
+    failed: bool,
+}
+
+async fn login_form(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    let nonce = random_token();
+    let mut r = render(LoginPage {
+        page: page(&headers, None, &state.org, "login-title"),
+        nonce: nonce.clone(),
+        failed: false,
+    });
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{LOGIN_COOKIE}={nonce}; HttpOnly; SameSite=Strict; Path=/login"
+    )) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    user: String,
+    password: String,
+    csrf: String,
+}
+
+async fn login(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    // Login CSRF: the form's nonce must match the cookie set with the form (double submit).
+    let nonce = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
+    if nonce.is_empty() || !same(&nonce, &form.csrf) {
+        let p = page(&headers, None, &state.org, "error-title");
+        let m = p.t("csrf-refused");
+        return message(StatusCode::FORBIDDEN, p, m);
+    }
+    let (user, password) = (form.user.clone(), form.password.clone());
+    let checked = state
+        .engine
+        .call(move |e| e.store().check_password(&user, &password))
+        .await;
+    let Ok(Ok(Some(account))) = checked else {
+        let nonce = random_token();
+        let mut r = render(LoginPage {
+            page: page(&headers, None, &state.org, "login-title"),
+            nonce: nonce.clone(),
+            failed: true,
+        });
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "{LOGIN_COOKIE}={nonce}; HttpOnly; SameSite=Strict; Path=/login"
+        )) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+        return r;
+    };
+    let id = random_token();
+    if let Ok(mut sessions) = state.sessions.lock() {
+        if sessions.len() >= SESSIONS_MAX
+            && let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(k, _)| k.clone())
+        {
+            sessions.remove(&oldest);
+        }
+        sessions.insert(
+            id.clone(),
+            Session {
+                user: account.name.clone(),
+                role: account.role,
+                csrf: random_token(),
+                last_used: Instant::now(),
+            },
+        );
+    }
+    let mut r = Redirect::to("/").into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/"
+    )) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+#[derive(Deserialize)]
+struct CsrfOnly {
+    csrf: String,
+}
+
+async fn logout(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfOnly>,
+) -> Response {
+    let session = session_or_login!(state, headers);
+    check_csrf!(state, headers, session, form.csrf);
+    if let (Some(id), Ok(mut sessions)) = (cookie(&headers, SESSION_COOKIE), state.sessions.lock())
+    {
+        sessions.remove(&id);
+    }
+    let mut r = Redirect::to("/login").into_response();
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "passerelle_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+        ),
+    );
+    r
+}
+
+async fn set_lang(Path(lang): Path<String>) -> Response {
+    let lang = i18n::lang(&lang);
+    let mut r = Redirect::to("/").into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{LANG_COOKIE}={lang}; SameSite=Strict; Path=/; Max-Age=31536000"
+    )) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(x) => x.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn readable(v: &Value) -> String {
+    passerelle_core::time_fmt::parse_rfc3339(&s(v))
+        .map(passerelle_core::time_fmt::readable)
+        .unwrap_or_default()
+}
+
+// ----- Directory, posters, gaps -----
+
+pub struct DirRow {
+    org: String,
+    name: String,
+    category: String,
+    site: String,
+    now: String,
+    capacity: String,
+    capacity_class: String,
+    languages: String,
+    contact: String,
+    verified: String,
+}
+
+#[derive(Template)]
+#[template(path = "directory.html")]
+struct DirectoryPage {
+    page: PageCtx,
+    categories: Vec<(String, String)>,
+    sites: Vec<(String, String)>,
+    category: String,
+    site: String,
+    language: String,
+    open_now: bool,
+    rows: Vec<DirRow>,
+}
+
+#[derive(Deserialize, Default)]
+struct DirQuery {
+    #[serde(default)]
+    category: String,
+    #[serde(default)]
+    site: String,
+    #[serde(default)]
+    language: String,
+    #[serde(default)]
+    open_now: Option<String>,
+}
+
+fn nonempty(s: &str) -> Option<String> {
+    (!s.trim().is_empty()).then(|| s.trim().to_string())
+}
+
+async fn search_rows(
+    state: &WebState,
+    user: &str,
+    lang: &str,
+    m: &passerelle_core::config::Mechanism,
+    query: Request,
+) -> Vec<(String, DirRow)> {
+    let found = state.call(user, query).await.unwrap_or(Value::Null);
+    found
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let svc = &e["service"];
+            let cat = s(&svc["category"]);
+            let site = s(&svc["site"]);
+            let capacity = s(&svc["capacity"]);
+            let contact = [s(&svc["contact"]["phone"]), s(&svc["contact"]["email"])]
+                .into_iter()
+                .filter(|x| !x.is_empty())
+                .collect::<Vec<_>>()
+                .join(" · ");
+            (
+                s(&e["org"]),
+                DirRow {
+                    org: s(&e["org_name"]),
+                    name: svc["name"][lang]
+                        .as_str()
+                        .or(svc["name"]["fr"].as_str())
+                        .unwrap_or_default()
+                        .to_string(),
+                    category: m
+                        .category(&cat)
+                        .map_or(cat.clone(), |c| c.name.get(lang).to_string()),
+                    site: m
+                        .site(&site)
+                        .map_or(site.clone(), |x| x.name.get(lang).to_string()),
+                    now: i18n::t(
+                        lang,
+                        if e["open_now"] == true {
+                            "open-now"
+                        } else {
+                            "closed-now"
+                        },
+                        &[],
+                    ),
+                    capacity: i18n::t(lang, &format!("capacity-{capacity}"), &[]),
+                    capacity_class: capacity,
+                    languages: svc["languages"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(s)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    contact,
+                    verified: s(&svc["verified"]),
+                },
+            )
+        })
+        .collect()
+}
+
+fn options_categories(m: &passerelle_core::config::Mechanism, lang: &str) -> Vec<(String, String)> {
+    m.doc
+        .taxonomy
+        .iter()
+        .map(|c| (c.id.clone(), c.name.get(lang).to_string()))
+        .collect()
+}
+
+fn options_sites(m: &passerelle_core::config::Mechanism, lang: &str) -> Vec<(String, String)> {
+    m.doc
+        .sites
+        .iter()
+        .map(|c| (c.id.clone(), c.name.get(lang).to_string()))
+        .collect()
+}
+
+async fn directory(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Query(q): Query<DirQuery>,
+) -> Response {
+    let session = session_or_login!(state, headers);
+    let p = page(&headers, Some(&session), &state.org, "nav-directory");
+    let Some(m) = state.mechanism().await else {
+        return message(StatusCode::SERVICE_UNAVAILABLE, p, "not joined".into());
+    };
+    let open_now = q.open_now.is_some();
+    let request = Request::MapSearch {
+        category: nonempty(&q.category),
+        site: nonempty(&q.site),
+        language: nonempty(&q.language),
+        open_now,
+        capacity: None,
+        org: None,
+    };
+    let rows = search_rows(&state, &session.user, p.lang, &m, request)
+        .await
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    render(DirectoryPage {
+        categories: options_categories(&m, p.lang),
+        sites: options_sites(&m, p.lang),
+        page: p,
+        category: q.category,
+        site: q.site,
+        language: q.language,
+        open_now,
+        rows,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "posters.html")]
+struct PostersPage {
+    page: PageCtx,
+    sites: Vec<(String, String)>,
+}
+
+async fn posters(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    let session = session_or_login!(state, headers);
+    let p = page(&headers, Some(&session), &state.org, "nav-posters");
+    let Some(m) = state.mechanism().await else {
+        return message(StatusCode::SERVICE_UNAVAILABLE, p, "not joined".into());
+    };
+    render(PostersPage {
+        sites: options_sites(&m, p.lang),
+        page: p,
+    })
+}
+
+#[derive(Deserialize)]
+struct PosterQuery {
+    #[serde(default)]
+    lang: String,
+    #[serde(default)]
+    size: String,
+}
+
+async fn poster(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+    Query(q): Query<PosterQuery>,
+) -> Response {
+    let session = session_or_login!(state, headers);
+    let p = page(&headers, Some(&session), &state.org, "nav-posters");
+    let Some(m) = state.mechanism().await else {
+        return message(StatusCode::SERVICE_UNAVAILABLE, p, "not joined".into());
+    };
+    let profiles = state
+        .engine
+        .call(|e| e.directory().map(|d| (*d).clone()))
+        .await;
+    let Ok(Ok(profiles)) = profiles else {
+        return message(StatusCode::SERVICE_UNAVAILABLE, p, "directory".into());
+    };
+    let size = if q.size.is_empty() {
+        "a4"
+    } else {
+        q.size.as_str()
+    };
+    match crate::poster::render(
+        &m,
+        &profiles,
+        Some(&site),
+        &q.lang,
+        size,
+        time::OffsetDateTime::now_utc(),
+    ) {
+        Ok(html) => {
+            let mut r = Html(html).into_response();
+            secure_headers(r.headers_mut());
+            r
+        }
+        Err(e) => message(StatusCode::NOT_FOUND, p, e.to_string()),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "gaps.html")]
+struct GapsPage {
+    page: PageCtx,
+    rows: Vec<(String, String, String)>,
+}
+
+async fn gaps(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    let session = session_or_login!(state, headers);
+    let p = page(&headers, Some(&session), &state.org, "gaps-title");
+    let Some(m) = state.mechanism().await else {
+        return message(StatusCode::SERVICE_UNAVAILABLE, p, "not joined".into());
+    };
+    let found = state
+        .call(&session.user, Request::MapGaps)
+        .await
+        .unwrap_or(Value::Null);
+    let rows = found
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| {
+            let site = s(&g["site"]);
+            let cat = s(&g["category"]);
+            (
+                m.site(&site)
+                    .map_or(site.clone(), |x| x.name.get(p.lang).to_string()),
+                m.category(&cat)
+                    .map_or(cat.clone(), |c| c.name.get(p.lang).to_string()),
+                if g["unavailable"].as_u64() > Some(0) {
+                    format!(
+                        "{} ({})",
+                        g["unavailable"],
+                        i18n::t(p.lang, "capacity-full", &[])
+                    )
+                } else {
+                    String::new()
+                },
+            )
+        })
+        .collect();
+    render(GapsPage { page: p, rows })
+}
+
+// ----- Cases -----
+
+pub struct CaseRow {
+    id: String,
+    short: String,
+    name: String,
+    case_type: String,
+    site: String,
+    manager: String,
+    status: String,
+}
+
+#[derive(Template)]
+#[template(path = "cases.html")]
+struct CasesPage {
+    page: PageCtx,
+    search: String,
+    rows: Vec<CaseRow>,
+}
+
+#[derive(Deserialize, Default)]
+struct SearchQuery {
+    #[serde(default)]
+    search: String,
+}
+
+async fn cases(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Query(q): Query<SearchQuery>,
+) -> Response {
+    let session = session_or_login!(state, headers);
+    require_cases!(state, headers, session);
+    let p = page(&headers, Some(&session), &state.org, "nav-cases");
+    let m = state.mechanism().await;
+    let list = state
+        .call(
+            &session.user,
+            Request::CaseList {
+                search: nonempty(&q.search),
+            },
+        )
+        .await
+        .unwrap_or(Value::Null);
+    let rows = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let id = s(&c["id"]);
+            let ct = s(&c["case_type"]);
+            let site = s(&c["site"]);
+            CaseRow {
+                short: id.chars().take(12).collect(),
+                id,
+                name: s(&c["name"]),
+                case_type: m
+                    .as_ref()
+                    .and_then(|m| m.case_type(&ct).map(|x| x.name.get(p.lang).to_string()))
+                    .unwrap_or(ct),
+                site: m
+                    .as_ref()
+                    .and_then(|m| m.site(&site).map(|x| x.name.get(p.lang).to_string()))
+                    .unwrap_or(site),
+                manager: m.as_ref().map_or(s(&c["manager"]), |m| {
+                    m.org_name(&s(&c["manager"])).to_string()
+                }),
+                status: s(&c["status"]),
+            }
+        })
+        .collect();
+    render(CasesPage {
+        page: p,
+        search: q.search,
+        rows,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "case_new.html")]
+struct CaseNewPage {
+    page: PageCtx,
+    case_types: Vec<(String, String)>,
+    sites: Vec<(String, String)>,
+    categories: Vec<(String, String)>,
+    user: String,
+    error: Option<String>,
+}
+
+async fn case_new_page(
+    state: &WebState,
+    headers: &HeaderMap,
+    session: &Session,
+    error: Option<String>,
+) -> Response {
+    let p = page(headers, Some(session), &state.org, "nav-new-case");
+    let Some(m) = state.mechanism().await else {
+        return message(StatusCode::SERVICE_UNAVAILABLE, p, "not joined".into());
+    };
+    let lang = p.lang;
+    let mut r = render(CaseNewPage {
+        case_types: m
+            .doc
+            .case_types
+            .iter()
+            .map(|c| (c.id.clone(), c.name.get(lang).to_string()))
+            .collect(),
+        sites: options_sites(&m, lang),
+        categories: options_categories(&m, lang),
+        user: session.user.clone(),
+        error: error.clone(),
+        page: p,
+    });
+    if error.is_some() {
+        *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    r
+}
+
+async fn case_new(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    let session = session_or_login!(state, headers);
+    require_cases!(state, headers, session);
+    case_new_page(&state, &headers, &session, None).await
+}
+
+fn field(form: &HashMap<String, String>, k: &str) -> Option<String> {
+    form.get(k).and_then(|v| nonempty(v))
+}
+
+fn list(form: &HashMap<String, String>, k: &str) -> Vec<String> {
+    form.get(k)
+        .map(|v| v.split(',').filter_map(nonempty).collect())
+        .unwrap_or_default()
+}
+
+async fn case_create(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let session = session_or_login!(state, headers);
+    require_cases!(state, headers, session);
+    check_csrf!(
+        state,
+        headers,
+        session,
+        form.get("csrf").cloned().unwrap_or_default()
+    );
+    let needs: Vec<String> = form
+        .keys()
+        .filter_map(|k| k.strip_prefix("need_").map(str::to_string))
+        .collect();
+    let data = json!({
+        "case_type": field(&form, "case_type").unwrap_or_default(),
+        "site": field(&form, "site").unwrap_or_default(),
+        "person": {
+            "first_name": field(&form, "first_name"),
+            "last_name": field(&form, "last_name"),
+            "age": field(&form, "age").and_then(|a| a.parse::<u32>().ok()),
+            "sex": field(&form, "sex"),
+            "nationality": field(&form, "nationality"),
+            "languages": list(&form, "languages"),
+            "phone": field(&form, "phone"),
+            "location": field(&form, "location"),
+            "health": field(&form, "health"),
+            "protection": field(&form, "protection"),
+        },
+        "needs": needs,
+        "vulnerabilities": list(&form, "vulnerabilities"),
+        "consent": {
+            "given": form.contains_key("consent_given"),
+            "guardian_given": if form.contains_key("guardian_given") || field(&form, "guardian_name").is_some() { Some(form.contains_key("guardian_given")) } else { None },
+            "guardian_name": field(&form, "guardian_name"),
+            "explained_by": field(&form, "explained_by").unwrap_or_default(),
+            "explained": field(&form, "explained").unwrap_or_default(),
+            "recorded_at": passerelle_core::time_fmt::rfc3339(time::OffsetDateTime::now_utc()),
+        },
+        "notes": field(&form, "notes").unwrap_or_default(),
+    });
+    let data: passerelle_core::payload::CaseData = match serde_json::from_value(data) {
+        Ok(d) => d,
+        Err(e) => return case_new_page(&state, &headers, &session, Some(e.to_string())).await,
+    };
+    if let Err(e) = data.validate() {
+        return case_new_page(&state, &headers, &session, Some(e.to_string())).await;
+    }
+    match state
+        .call(
+            &session.user,
+            Request::CaseOpen {
+                data: Box::new(data),
+            },
+        )
+        .await
+    {
+        Ok(v) => Redirect::to(&format!("/cases/{}", s(&v["case"]))).into_response(),
+        Err(e) => case_new_page(&state, &headers, &session, Some(e)).await,
+    }
+}
+
+pub struct RefRow {
+    id: String,
+    sent: String,
+    from: String,
+    to: String,
+    category: String,
+    urgency: String,
+    urgency_class: String,
+    status: String,
+    status_class: String,
+    overdue: String,
+}
+
+fn ref_row(r: &Value, m: Option<&passerelle_core::config::Mechanism>, lang: &str) -> RefRow {
+    let cat = s(&r["category"]);
+    let urgency = s(&r["urgency"]);
+    RefRow {
+        id: s(&r["id"]),
+        sent: readable(&r["sent_at"]),
+        from: m.map_or(s(&r["from_org"]), |m| {
+            m.org_name(&s(&r["from_org"])).to_string()
+        }),
+        to: m.map_or(s(&r["to_org"]), |m| {
+            m.org_name(&s(&r["to_org"])).to_string()
+        }),
+        category: m
+            .and_then(|m| m.category(&cat).map(|c| c.name.get(lang).to_string()))
+            .unwrap_or(cat),
+        urgency: i18n::t(lang, &format!("urgency-{urgency}"), &[]),
+        urgency_class: urgency,
+        status: s(&r["status"]),
+        status_class: s(&r["status"]),
+        overdue: s(&r["overdue"]),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "case.html")]
+struct CasePage {
+    page: PageCtx,
+    id: String,
+    short: String,
+    name: String,
+    person: Vec<(String, String)>,
+    consent: String,
+    determinations: String,
+    referrals: Vec<RefRow>,
+    timeline: Vec<(String, String, String, String)>,
+}
+
+async fn case_show(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let session = session_or_login!(state, headers);
+    require_cases!(state, headers, session);
+    let p = page(&headers, Some(&session), &state.org, "nav-cases");
+    let m = state.mechanism().await;
+    let c = match state.call(&session.user, Request::CaseShow { id }).await {
+        Ok(c) => c,
+        Err(e) => return message(StatusCode::NOT_FOUND, p, e),
+    };
+    let person = &c["data"]["person"];
+    let mut fields = Vec::new();
+    for (k, label) in [
+        ("first_name", "field-first-name"),
+        ("last_name", "field-last-name"),
+        ("age", "field-age"),
+        ("sex", "field-sex"),
+        ("nationality", "field-nationality"),
+        ("phone", "field-phone"),
+        ("location", "field-location"),
+        ("health", "field-health"),
+        ("protection", "field-protection"),
+    ] {
+        let v = s(&person[k]);
+        if !v.is_empty() {
+            fields.push((p.t(label), v));
+        }
+    }
+    let langs: Vec<String> = person["languages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(s)
+        .collect();
+    if !langs.is_empty() {
+        fields.push((p.t("col-languages"), langs.join(", ")));
+    }
+    let consent = &c["data"]["consent"];
+    let consent_text = format!(
+        "{} — {} ({})",
+        if consent["given"] == true {
+            "✓"
+        } else {
+            "✗"
+        },
+        s(&consent["explained_by"]),
+        s(&consent["recorded_at"])
+    );
+    let id = s(&c["id"]);
+    let name = [s(&person["first_name"]), s(&person["last_name"])]
+        .join(" ")
+        .trim()
+        .to_string();
+    let lang = p.lang;
+    render(CasePage {
+        short: id.chars().take(12).collect(),
+        id,
+        name,
+        person: fields,
+        consent: consent_text,
+        determinations: c["determinations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|o| m.as_ref().map_or(s(o), |m| m.org_name(&s(o)).to_string()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        referrals: c["referrals"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| ref_row(r, m.as_deref(), lang))
+            .collect(),
+        timeline: c["timeline"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                let org = s(&t["org"]);
+                (
+                    readable(&t["at"]),
+                    s(&t["kind"]),
+                    m.as_ref()
+                        .map_or(org.clone(), |m| m.org_name(&org).to_string()),
+                    s(&t["text"]),
+                )
+            })
+            .collect(),
+        page: p,
+    })
+}
+
+pub struct Proposal {
+    org_id: String,
+    org: String,
+    name: String,
+    site: String,
+    now: String,
+    capacity: String,
+    capacity_class: String,
+    languages: String,
+}
+
+#[derive(Template)]
+#[template(path = "refer.html")]
+struct ReferPage {
+    page: PageCtx,
+    id: String,
+    name: String,
+    categories: Vec<(String, String)>,
+    sites: Vec<(String, String)>,
+    category: String,
+    site: String,
+    language: String,
+    proposals: Vec<Proposal>,
+    shareable: Vec<&'static str>,
+    error: Option<String>,
+}
+
+async fn refer_page(
+    state: &WebState,
+    headers: &HeaderMap,
+    session: &Session,
+    case: &str,
+    q: DirQuery,
+    error: Option<String>,
+) -> Response {
+    let p = page(headers, Some(session), &state.org, "refer-title");
+    let Some(m) = state.mechanism().await else {
+        return message(StatusCode::SERVICE_UNAVAILABLE, p, "not joined".into());
+    };
+    let c = match state
+        .call(
+            &session.user,
+            Request::CaseShow {
+                id: case.to_string(),
+            },
+        )
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return message(StatusCode::NOT_FOUND, p, e),
+    };
+    let category = nonempty(&q.category)
+        .or_else(|| c["data"]["needs"].as_array().and_then(|n| n.first()).map(s))
+        .unwrap_or_else(|| {
+            m.doc
+                .taxonomy
+                .first()
+                .map(|c| c.id.clone())
+                .unwrap_or_default()
+        });
+    let site = if q.site.is_empty() && q.category.is_empty() {
+        s(&c["data"]["site"])
+    } else {
+        q.site.clone()
+    };
+    let request = Request::MapSearch {
+        category: Some(category.clone()),
+        site: nonempty(&site),
+        language: nonempty(&q.language),
+        open_now: false,
+        capacity: None,
+        org: None,
+    };
+    let lang = p.lang;
+    let mut seen = std::collections::HashSet::new();
+    let proposals = search_rows(state, &session.user, lang, &m, request)
+        .await
+        .into_iter()
+        .filter(|(org, _)| org != state.org.as_str() && seen.insert(org.clone()))
+        .map(|(org, r)| Proposal {
+            org_id: org,
+            org: r.org,
+            name: r.name,
+            site: r.site,
+            now: r.now,
+            capacity: r.capacity,
+            capacity_class: r.capacity_class,
+            languages: r.languages,
+        })
+        .collect();
+    let person = &c["data"]["person"];
+    let mut r = render(ReferPage {
+        id: s(&c["id"]),
+        name: [s(&person["first_name"]), s(&person["last_name"])]
+            .join(" ")
+            .trim()
+            .to_string(),
+        categories: options_categories(&m, lang),
+        sites: options_sites(&m, lang),
+        category,
+        site,
+        language: q.language,
+        proposals,
+        shareable: passerelle_core::payload::SHAREABLE_FIELDS.to_vec(),
+        error: error.clone(),
+        page: p,
+    });
+    if error.is_some() {
+        *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    r
+}
+
+async fn refer_form(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<DirQuery>,
+) -> Response {
+    let session = session_or_login!(state, headers);
+    require_cases!(state, headers, session);
+    refer_page(&state, &headers, &session, &id, q, None).await
+}
+
+async fn refer_send(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let session = session_or_login!(state, headers);
+    require_cases!(state, headers, session);
+    check_csrf!(
+        state,
+        headers,
+        session,
+        form.get("csrf").cloned().unwrap_or_default()
+    );
+    let share: Vec<String> = form
+        .keys()
+        .filter_map(|k| k.strip_prefix("share_").map(str::to_string))
+        .collect();
+    let category = field(&form, "category").unwrap_or_default();
+    let request = Request::ReferralSend {
+        case: id.clone(),
+        to_org: field(&form, "to_org").unwrap_or_default(),
+        category: category.clone(),
+        urgency: field(&form, "urgency").unwrap_or_else(|| "routine".into()),
+        share,
+        note: field(&form, "note").unwrap_or_default(),
+        emergency_override: field(&form, "emergency_override"),
+    };
+    match state.call(&session.user, request).await {
+        Ok(v) => Redirect::to(&format!("/referrals/{}", s(&v["referral"]))).into_response(),
+        Err(e) => {
+            let q = DirQuery {
+                category,
+                ..DirQuery::default()
+            };
+            refer_page(&state, &headers, &session, &id, q, Some(e)).await
+        }
+    }
+}
+
+// ----- Referrals -----
+
+#[derive(Template)]
+#[template(path = "referrals.html")]
+struct ReferralsPage {
+    page: PageCtx,
+    heading: String,
+    rows: Vec<RefRow>,
+}
+
+#[derive(Deserialize)]
+struct BoxQuery {
+    #[serde(default)]
+    r#box: String,
+}
+
+async fn referrals(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Query(q): Query<BoxQuery>,
+) -> Response {
+    let session = session_or_login!(state, headers);
+    require_cases!(state, headers, session);
+    let outbox = q.r#box == "outbox";
+    let p = page(
+        &headers,
+        Some(&session),
+        &state.org,
+        if outbox { "nav-outbox" } else { "nav-inbox" },
+    );
+    let m = state.mechanism().await;
+    let list = state
+        .call(
+            &session.user,
+            Request::ReferralList {
+                direction: if outbox { "outbox" } else { "inbox" }.into(),
+                status: None,
+            },
+        )
+        .await
+        .unwrap_or(Value::Null);
+    let lang = p.lang;
+    render(ReferralsPage {
+        heading: p.title.clone(),
+        rows: list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| ref_row(r, m.as_deref(), lang))
+            .collect(),
+        page: p,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "referral.html")]
+struct ReferralPage {
+    page: PageCtx,
+    r: RefRow,
+    readable: bool,
+    shared: Vec<(String, String)>,
+    note: String,
+    can_receive: bool,
+    can_withdraw: bool,
+    reasons: Vec<(String, String)>,
+}
+
+async fn referral_page(
+    state: &WebState,
+    headers: &HeaderMap,
+    session: &Session,
+    id: &str,
+    error: Option<String>,
+) -> Response {
+    let mut p = page(headers, Some(session), &state.org, "nav-inbox");
+    p.flash = error.clone();
+    let m = state.mechanism().await;
+    let v = match state
+        .call(&session.user, Request::ReferralShow { id: id.to_string() })
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => return message(StatusCode::NOT_FOUND, p, e),
+    };
+    let lang = p.lang;
+    let status = s(&v["status"]);
+    let open = ["sent", "acknowledged", "accepted"].contains(&status.as_str());
+    let mut r = render(ReferralPage {
+        r: ref_row(&v, m.as_deref(), lang),
+        readable: v["readable"] == true,
+        shared: v["shared"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, x)| (k.clone(), s(x)))
+            .collect(),
+        note: s(&v["note"]),
+        can_receive: open && s(&v["to_org"]) == *state.org,
+        can_withdraw: open && s(&v["from_org"]) == *state.org,
+        reasons: m
+            .as_ref()
+            .map(|m| {
+                m.doc
+                    .sop
+                    .decline_reasons
+                    .iter()
+                    .map(|r| (r.id.clone(), r.name.get(lang).to_string()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        page: p,
+    });
+    if error.is_some() {
+        *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    r
+}
+
+async fn referral_show(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let session = session_or_login!(state, headers);
+    require_cases!(state, headers, session);
+    referral_page(&state, &headers, &session, &id, None).await
+}
+
+async fn referral_step(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let session = session_or_login!(state, headers);
+    require_cases!(state, headers, session);
+    check_csrf!(
+        state,
+        headers,
+        session,
+        form.get("csrf").cloned().unwrap_or_default()
+    );
+    let request = Request::ReferralStep {
+        id: id.clone(),
+        transition: field(&form, "transition").unwrap_or_default(),
+        reason: field(&form, "reason"),
+        note: field(&form, "note").unwrap_or_default(),
+        outcome: field(&form, "outcome"),
+    };
+    match state.call(&session.user, request).await {
+        Ok(_) => Redirect::to(&format!("/referrals/{id}")).into_response(),
+        Err(e) => referral_page(&state, &headers, &session, &id, Some(e)).await,
+    }
+}
+
+// ----- Status and indicators -----
+
+#[derive(Template)]
+#[template(path = "status.html")]
+struct StatusPage {
+    page: PageCtx,
+    config: String,
+    expired: bool,
+    log: String,
+    peers: Vec<(String, String, String, String, String)>,
+}
+
+async fn status(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    let session = session_or_login!(state, headers);
+    let p = page(&headers, Some(&session), &state.org, "nav-status");
+    let st = state
+        .call(&session.user, Request::Status)
+        .await
+        .unwrap_or(Value::Null);
+    let lang = p.lang;
+    render(StatusPage {
+        config: format!(
+            "{} — version {} — {}",
+            s(&st["mechanism"]),
+            s(&st["config_version"]),
+            readable(&st["config_expires_at"])
+        ),
+        expired: st["config_expired"] == true,
+        log: format!(
+            "{} events · {} held back · {} waiting for dependencies · {} not readable yet · {} equivocations",
+            s(&st["events"]),
+            s(&st["held_back"]),
+            s(&st["waiting_for_dependencies"]),
+            s(&st["unreadable_yet"]),
+            st["equivocations"].as_array().map_or(0, Vec::len)
+        ),
+        peers: st["network"]["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|peer| {
+                (
+                    s(&peer["label"]),
+                    s(&peer["org"]),
+                    i18n::t(
+                        lang,
+                        if peer["connected"] == true {
+                            "status-connected"
+                        } else {
+                            "status-disconnected"
+                        },
+                        &[],
+                    ),
+                    readable(&peer["last_seen"]),
+                    format!("↑{} ↓{}", s(&peer["they_lack"]), s(&peer["we_lack"])),
+                )
+            })
+            .collect(),
+        page: p,
+    })
+}
+
+pub struct Bar {
+    label: String,
+    value: String,
+    y: u32,
+    width: u32,
+}
+
+pub struct Chart {
+    title: String,
+    height: u32,
+    bars: Vec<Bar>,
+}
+
+fn chart(title: String, data: Vec<(String, String, u64)>) -> Chart {
+    let max = data.iter().map(|d| d.2).max().unwrap_or(1).max(1);
+    let bars: Vec<Bar> = data
+        .into_iter()
+        .enumerate()
+        .map(|(i, (label, value, n))| Bar {
+            label: label.chars().take(32).collect(),
+            value,
+            y: 8 + 22 * i as u32,
+            width: ((n as f64 / max as f64) * 360.0).round().max(1.0) as u32,
+        })
+        .collect();
+    Chart {
+        title,
+        height: 16 + 22 * bars.len() as u32,
+        bars,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "indicators.html")]
+struct IndicatorsPage {
+    page: PageCtx,
+    from: String,
+    to: String,
+    total: String,
+    acceptance: String,
+    completion: String,
+    ack: String,
+    accept: String,
+    charts: Vec<Chart>,
+    overdue: Vec<(String, String, String, String, String)>,
+    stale: Vec<(String, String, String, String)>,
+}
+
+#[derive(Deserialize, Default)]
+struct PeriodQuery {
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+}
+
+async fn indicators(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Query(q): Query<PeriodQuery>,
+) -> Response {
+    let session = session_or_login!(state, headers);
+    let p = page(&headers, Some(&session), &state.org, "indicators-title");
+    if session.role == UserRole::Caseworker {
+        let m = p.t("not-allowed");
+        return message(StatusCode::FORBIDDEN, p, m);
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let from = crate::cmd_report::parse_date(&q.from).unwrap_or(now - time::Duration::days(30));
+    let to = crate::cmd_report::parse_date(&q.to).unwrap_or(now + time::Duration::days(1));
+    let report = state
+        .call(
+            &session.user,
+            Request::Report {
+                from: passerelle_core::time_fmt::rfc3339(from),
+                to: passerelle_core::time_fmt::rfc3339(to),
+            },
+        )
+        .await;
+    let report: passerelle_core::report::Report = match report.map(serde_json::from_value) {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return message(StatusCode::INTERNAL_SERVER_ERROR, p, e.to_string()),
+        Err(e) => return message(StatusCode::UNPROCESSABLE_ENTITY, p, e),
+    };
+    let m = state.mechanism().await;
+    let lang = p.lang;
+    let cat_name = |c: &str| {
+        m.as_ref()
+            .and_then(|m| m.category(c).map(|x| x.name.get(lang).to_string()))
+            .unwrap_or_else(|| c.to_string())
+    };
+    let pct = |v: Option<f64>| v.map_or("—".to_string(), |x| format!("{x:.0} %"));
+    let timing = |t: &passerelle_core::report::Timing| {
+        format!(
+            "{} {} h · {} {} h · {} {}",
+            p.t("indicators-median"),
+            t.median_hours.map_or("—".into(), |h| format!("{h:.1}")),
+            p.t("indicators-p90"),
+            t.p90_hours.map_or("—".into(), |h| format!("{h:.1}")),
+            pct(t.within_deadline_pct),
+            p.t("indicators-within"),
+        )
+    };
+    let charts = vec![
+        chart(
+            p.t("indicators-by-category"),
+            report
+                .by_category
+                .iter()
+                .map(|(c, n)| {
+                    let count = match n {
+                        passerelle_core::report::Shown::Count(x) => *x,
+                        passerelle_core::report::Shown::Suppressed(_) => 1,
+                    };
+                    (cat_name(c), n.text(), count)
+                })
+                .collect(),
+        ),
+        chart(
+            p.t("indicators-by-receiver"),
+            report
+                .by_receiver
+                .iter()
+                .map(|(k, n)| (k.clone(), n.to_string(), *n))
+                .collect(),
+        ),
+        chart(
+            p.t("indicators-by-status"),
+            report
+                .by_status
+                .iter()
+                .map(|(k, n)| (k.clone(), n.to_string(), *n))
+                .collect(),
+        ),
+        chart(
+            p.t("indicators-declines"),
+            report
+                .declines_by_reason
+                .iter()
+                .map(|(k, n)| (k.clone(), n.to_string(), *n))
+                .collect(),
+        ),
+    ];
+    render(IndicatorsPage {
+        from: from.date().to_string(),
+        to: to.date().to_string(),
+        total: report.referrals.to_string(),
+        acceptance: pct(report.acceptance_rate_pct),
+        completion: pct(report.completion_rate_pct),
+        ack: timing(&report.time_to_acknowledge),
+        accept: timing(&report.time_to_accept),
+        charts,
+        overdue: report
+            .overdue
+            .iter()
+            .map(|o| {
+                (
+                    o.sent.clone(),
+                    o.sender.clone(),
+                    o.receiver.clone(),
+                    cat_name(&o.category),
+                    o.what.clone(),
+                )
+            })
+            .collect(),
+        stale: report
+            .stale
+            .iter()
+            .map(|x| {
+                (
+                    x.org.clone(),
+                    x.service.clone(),
+                    x.site.clone(),
+                    x.verified.clone(),
+                )
+            })
+            .collect(),
+        page: p,
+    })
+}
