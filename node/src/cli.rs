@@ -136,6 +136,16 @@ pub enum Command {
         #[arg(long, default_value = "table")]
         format: String,
     },
+    /// A whole local mechanism on loopback: signed configuration, partner nodes, their map,
+    /// scenario 3 moving through its lifecycle, a field site catching up by bundle.
+    Demo {
+        /// Stop when the scenario ends instead of running until Ctrl-C.
+        #[arg(long)]
+        exit: bool,
+        /// An empty directory to keep the nodes in (default: a temporary one).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// The performance figures, each beside a baseline measured in the same run.
     Bench {
         /// Smaller sizes: about a minute.
@@ -550,5 +560,6 @@ pub fn run(cli: Cli) -> Result<()> {
             crate::cmd_report::run(&data_dir()?, &passphrases, &user, from, to, &format)
         }
         Command::Bench { quick, json } => crate::bench::run(quick, json),
+        Command::Demo { exit, dir } => crate::demo::run(dir, exit),
     }
 }

@@ -43,6 +43,8 @@ impl SimNode {
 #[derive(Debug)]
 pub struct Sim {
     pub root: RootKey,
+    /// Further officials who sign every version with `root` (see [`Sim::with_officials`]).
+    pub co_signers: Vec<RootKey>,
     pub orgs: BTreeMap<String, OrgKeys>,
     pub nodes: Vec<SimNode>,
     /// The signed chain, genesis first.
@@ -80,8 +82,27 @@ impl Sim {
         nodes: &[(&str, &str)],
         now: OffsetDateTime,
     ) -> Result<Self, SimError> {
+        Self::with_officials(sample, 1, 1, orgs, nodes, now)
+    }
+
+    /// Like [`Sim::new`], with `officials` root keys of which `threshold` must sign (all of
+    /// them sign here).
+    pub fn with_officials(
+        sample: &str,
+        officials: usize,
+        threshold: u32,
+        orgs: &[&str],
+        nodes: &[(&str, &str)],
+        now: OffsetDateTime,
+    ) -> Result<Self, SimError> {
         let root = RootKey(SigningKey::generate());
-        let mut text = template::from_sample(sample, &[root.0.public()], 1, now)?;
+        let co_signers: Vec<RootKey> = (1..officials.max(1))
+            .map(|_| RootKey(SigningKey::generate()))
+            .collect();
+        let publics: Vec<_> = std::iter::once(root.0.public())
+            .chain(co_signers.iter().map(|k| k.0.public()))
+            .collect();
+        let mut text = template::from_sample(sample, &publics, threshold, now)?;
         let mut org_keys = BTreeMap::new();
         for org in orgs {
             let keys = OrgKeys::generate(org);
@@ -106,9 +127,13 @@ impl Sim {
         }
         let mut file = SignedFile::new(text);
         file.sign(&root.0)?;
+        for k in &co_signers {
+            file.sign(&k.0)?;
+        }
         crate::config::chain::check_genesis(&file, now, true)?;
         Ok(Self {
             root,
+            co_signers,
             orgs: org_keys,
             nodes: sim_nodes,
             files: vec![file],
@@ -171,6 +196,9 @@ impl Sim {
         let text = template::next_version(&current.document, &mechanism, removals, now)?;
         let mut file = SignedFile::new(edit(text));
         file.sign(&self.root.0)?;
+        for k in &self.co_signers {
+            file.sign(&k.0)?;
+        }
         crate::config::chain::check_next(&mechanism, &file, now, true)?;
         self.files.push(file);
         self.files
