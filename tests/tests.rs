@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure with its message.
 
+mod browser;
 mod config_chain;
 mod config_files;
 mod crash;
@@ -11,3 +12,4 @@ mod map;
 mod mdns;
 mod nodes;
 mod sync_rounds;
+mod web;

@@ -28,9 +28,7 @@ use crate::rpc::{self, NetworkView, Request};
 pub const SESSION_IDLE: Duration = Duration::from_secs(8 * 3600);
 /// Most sessions held at once (the oldest go first).
 pub const SESSIONS_MAX: usize = 1_000;
-const SESSION_COOKIE: &str = "passerelle_session";
 const LANG_COOKIE: &str = "passerelle_lang";
-const LOGIN_COOKIE: &str = "passerelle_login";
 
 #[derive(Debug, Clone)]
 struct Session {
@@ -47,15 +45,26 @@ pub struct WebState {
     pub network: Arc<Mutex<NetworkView>>,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
     org: Arc<String>,
+    /// Cookie names carry the port: browsers share cookies across the ports of one host, and
+    /// several nodes may run on one machine.
+    session_cookie: Arc<String>,
+    login_cookie: Arc<String>,
 }
 
 impl WebState {
-    pub fn new(engine: EngineHandle, network: Arc<Mutex<NetworkView>>, org: String) -> Self {
+    pub fn new(
+        engine: EngineHandle,
+        network: Arc<Mutex<NetworkView>>,
+        org: String,
+        port: u16,
+    ) -> Self {
         Self {
             engine,
             network,
             sessions: Arc::default(),
             org: Arc::new(org),
+            session_cookie: Arc::new(format!("passerelle_session_{port}")),
+            login_cookie: Arc::new(format!("passerelle_login_{port}")),
         }
     }
 }
@@ -198,7 +207,7 @@ pub fn router(state: WebState) -> Router {
 
 impl WebState {
     fn session(&self, headers: &HeaderMap) -> Option<Session> {
-        let id = cookie(headers, SESSION_COOKIE)?;
+        let id = cookie(headers, &self.session_cookie)?;
         let mut sessions = self.sessions.lock().ok()?;
         let session = sessions.get_mut(&id)?;
         if session.last_used.elapsed() > SESSION_IDLE {
@@ -293,7 +302,8 @@ async fn login_form(State(state): State<WebState>, headers: HeaderMap) -> Respon
         failed: false,
     });
     if let Ok(v) = HeaderValue::from_str(&format!(
-        "{LOGIN_COOKIE}={nonce}; HttpOnly; SameSite=Strict; Path=/login"
+        "{}={nonce}; HttpOnly; SameSite=Strict; Path=/login",
+        state.login_cookie
     )) {
         r.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -313,7 +323,7 @@ async fn login(
     Form(form): Form<LoginForm>,
 ) -> Response {
     // Login CSRF: the form's nonce must match the cookie set with the form (double submit).
-    let nonce = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
+    let nonce = cookie(&headers, &state.login_cookie).unwrap_or_default();
     if nonce.is_empty() || !same(&nonce, &form.csrf) {
         let p = page(&headers, None, &state.org, "error-title");
         let m = p.t("csrf-refused");
@@ -333,7 +343,8 @@ async fn login(
         });
         *r.status_mut() = StatusCode::UNAUTHORIZED;
         if let Ok(v) = HeaderValue::from_str(&format!(
-            "{LOGIN_COOKIE}={nonce}; HttpOnly; SameSite=Strict; Path=/login"
+            "{}={nonce}; HttpOnly; SameSite=Strict; Path=/login",
+            state.login_cookie
         )) {
             r.headers_mut().append(header::SET_COOKIE, v);
         }
@@ -361,7 +372,8 @@ async fn login(
     }
     let mut r = Redirect::to("/").into_response();
     if let Ok(v) = HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/"
+        "{}={id}; HttpOnly; SameSite=Strict; Path=/",
+        state.session_cookie
     )) {
         r.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -380,8 +392,10 @@ async fn logout(
 ) -> Response {
     let session = session_or_login!(state, headers);
     check_csrf!(state, headers, session, form.csrf);
-    if let (Some(id), Ok(mut sessions)) = (cookie(&headers, SESSION_COOKIE), state.sessions.lock())
-    {
+    if let (Some(id), Ok(mut sessions)) = (
+        cookie(&headers, &state.session_cookie),
+        state.sessions.lock(),
+    ) {
         sessions.remove(&id);
     }
     let mut r = Redirect::to("/login").into_response();
@@ -1057,7 +1071,8 @@ struct ReferPage {
     site: String,
     language: String,
     proposals: Vec<Proposal>,
-    shareable: Vec<&'static str>,
+    /// (field id, its label in the page's language).
+    shareable: Vec<(&'static str, String)>,
     error: Option<String>,
 }
 
@@ -1137,7 +1152,10 @@ async fn refer_page(
         site,
         language: q.language,
         proposals,
-        shareable: passerelle_core::payload::SHAREABLE_FIELDS.to_vec(),
+        shareable: passerelle_core::payload::SHAREABLE_FIELDS
+            .iter()
+            .map(|f| (*f, share_label(lang, f)))
+            .collect(),
         error: error.clone(),
         page: p,
     });
@@ -1145,6 +1163,26 @@ async fn refer_page(
         *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
     }
     r
+}
+
+/// The label of a shareable field in `lang`.
+fn share_label(lang: &str, field: &str) -> String {
+    let key = match field {
+        "first_name" => "field-first-name",
+        "last_name" => "field-last-name",
+        "age" => "field-age",
+        "sex" => "field-sex",
+        "nationality" => "field-nationality",
+        "languages" => "col-languages",
+        "phone" => "field-phone",
+        "location" => "field-location",
+        "health" => "field-health",
+        "protection" => "field-protection",
+        "needs" => "field-needs",
+        "vulnerabilities" => "field-vulnerabilities",
+        other => return other.to_string(),
+    };
+    i18n::t(lang, key, &[])
 }
 
 async fn refer_form(

@@ -160,7 +160,7 @@ pub async fn run(
         network: view.clone(),
     };
     let org = handle.call(|e| e.org().to_string()).await?;
-    let web = crate::web::WebState::new(handle.clone(), view.clone(), org);
+    let web = crate::web::WebState::new(handle.clone(), view.clone(), org, port);
     let app = api::router(state, crate::web::router(web));
     let mut api_shutdown = shutdown.clone();
     let api_task = tokio::spawn(async move {

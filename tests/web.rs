@@ -1,0 +1,348 @@
+//! The web UI in real headless Chromium: a caseworker logs in, opens a case and refers it at
+//! one node; the receiving partner's UI shows it in its inbox and accepts it; the first node's
+//! UI shows the acceptance. Requests with a foreign Host header or without the CSRF token are
+//! refused. Screenshots of the main pages are saved in target/screenshots.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use passerelle_tests::{Daemon, Setup, mechanism};
+
+use crate::browser::Browser;
+
+fn screenshots() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn add_user(setup: &Setup, node: &str, name: &str, role: &str, password: &str) {
+    let file = format!("{name}.password");
+    setup.write(&file, password);
+    setup
+        .node_run(
+            node,
+            &[
+                "user",
+                "add",
+                name,
+                "--role",
+                role,
+                "--password-file",
+                &file,
+            ],
+        )
+        .expect_ok();
+}
+
+fn login(b: &Browser, base: &str, user: &str, password: &str) {
+    b.goto(&format!("{base}/login"));
+    b.fill("#user", user);
+    b.fill("#password", password);
+    b.click("#login-submit");
+    let started = Instant::now();
+    while b.url().ends_with("/login") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "login failed:\n{}",
+            b.source()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_referral_made_in_the_ui_is_accepted_in_the_partners_ui() {
+    let setup = mechanism(&["mas", "mdm"], &[("aicha", "mas"), ("nurse", "mdm")], &[]);
+    let profiles = format!("{}/../config/profiles", env!("CARGO_MANIFEST_DIR"));
+    setup
+        .node_run("aicha", &["map", "import", &format!("{profiles}/mas.toml")])
+        .expect_ok();
+    setup
+        .node_run("nurse", &["map", "import", &format!("{profiles}/mdm.toml")])
+        .expect_ok();
+    add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");
+    add_user(&setup, "aicha", "coord", "coordinator", "coord-password-1");
+    add_user(&setup, "nurse", "nurse", "caseworker", "nurse-password-1");
+    let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
+    let nurse = Daemon::start(setup.path(), "nurse", &[&hub.addr], &[]);
+    let (a, n) = (
+        format!("http://{}", hub.api),
+        format!("http://{}", nurse.api),
+    );
+    let shots = screenshots();
+    let b = Browser::start();
+
+    // Aïcha logs in and opens a case.
+    login(&b, &a, "aicha", "aicha-password-1");
+    b.screenshot(&shots.join("ui-inbox-empty.png"));
+    b.goto(&format!("{a}/cases/new"));
+    b.click("#case_type option[value=general]");
+    b.fill("#first_name", "Youssef");
+    b.fill("#age", "16");
+    b.fill("#languages", "ar");
+    b.fill("#health", "fever and cough for three days");
+    b.fill("#phone", "+216 00 000 000");
+    b.click("input[name=need_health]");
+    b.click("#consent_given");
+    b.fill("#explained", "referral to a health partner");
+    b.screenshot(&shots.join("ui-new-case.png"));
+    b.click("#save-case");
+    b.find("#refer-link");
+    assert!(b.url().contains("/cases/"), "{}", b.url());
+    assert!(b.source().contains("Youssef"));
+    b.screenshot(&shots.join("ui-case.png"));
+
+    // The referral: the map proposes MdM for health care; she shares only some fields.
+    b.click("#refer-link");
+    b.click("#category option[value=health]");
+    b.click("#find-partners");
+    // The nurse's profile reaches aicha's node by sync: wait for the proposal.
+    let started = Instant::now();
+    while !b.source().contains("value=\"mdm\"") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "MdM is not proposed:\n{}",
+            b.source()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        b.click("#find-partners");
+    }
+    b.click("input[name=to_org][value=mdm]");
+    b.click("#urgency option[value=urgent]");
+    for f in ["first_name", "age", "languages", "health"] {
+        b.click(&format!("input[name=share_{f}]"));
+    }
+    b.fill("#note", "needs a doctor today");
+    b.screenshot(&shots.join("ui-refer.png"));
+    b.click("#send-referral");
+    b.find("#referral-status");
+    assert_eq!(b.text("#referral-status"), "sent");
+    let referral_url = b.url();
+
+    // The nurse sees it in her inbox, with only what was shared, and accepts it.
+    login(&b, &n, "nurse", "nurse-password-1");
+    let started = Instant::now();
+    loop {
+        b.goto(&format!("{n}/referrals?box=inbox"));
+        if b.source().contains("data-referral=") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not in the inbox:\n{}",
+            b.source()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    b.screenshot(&shots.join("ui-inbox.png"));
+    b.click("#referrals tbody a");
+    let page = b.source();
+    assert!(
+        page.contains("Youssef") && page.contains("fever"),
+        "the shared fields"
+    );
+    assert!(
+        !page.contains("+216 00 000 000"),
+        "the phone was not shared"
+    );
+    b.click("#step-ack");
+    b.find("#step-accept");
+    b.fill("#accept-note", "appointment at 14:00");
+    b.click("#step-accept");
+    let started = Instant::now();
+    while b.text("#referral-status") != "accepted" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            b.source()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    b.screenshot(&shots.join("ui-referral-accepted.png"));
+
+    // Aïcha's UI shows the acceptance.
+    let started = Instant::now();
+    loop {
+        b.goto(&referral_url);
+        if b.text("#referral-status") == "accepted" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{}",
+            b.source()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    b.goto(&format!("{a}/referrals?box=outbox"));
+    b.screenshot(&shots.join("ui-outbox.png"));
+    for (page, file) in [
+        ("/directory?category=health", "ui-directory.png"),
+        ("/gaps", "ui-gaps.png"),
+        ("/status", "ui-status.png"),
+        ("/posters", "ui-posters.png"),
+    ] {
+        b.goto(&format!("{a}{page}"));
+        b.screenshot(&shots.join(file));
+    }
+    b.goto(&format!("{a}/lang/ar"));
+    b.goto(&format!("{a}/referrals?box=outbox"));
+    assert!(b.source().contains("dir=\"rtl\""));
+    b.screenshot(&shots.join("ui-outbox-ar.png"));
+    b.goto(&format!("{a}/lang/fr"));
+    // The coordinator sees the indicators, not the cases.
+    login(&b, &a, "coord", "coord-password-1");
+    b.goto(&format!("{a}/indicators"));
+    assert_eq!(b.text("#total"), "1");
+    assert!(b.source().contains("<svg"), "charts");
+    b.screenshot(&shots.join("ui-indicators.png"));
+    b.goto(&format!("{a}/cases"));
+    assert!(
+        !b.source().contains("Youssef"),
+        "no case data for a coordinator"
+    );
+
+    // The audit log names the users who saw the data.
+    let audit = setup
+        .node_run("aicha", &["audit", "--json"])
+        .expect_ok()
+        .stdout;
+    assert!(audit.contains("\"user\": \"aicha\""), "{audit}");
+}
+
+/// Logs in over plain HTTP and returns the session cookie and the page's CSRF token.
+fn http_session(base: &str, user: &str, password: &str) -> (String, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let mut r = agent.get(format!("{base}/login")).call().unwrap();
+    let nonce_cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("passerelle_login_"))
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_string();
+    let body = r.body_mut().read_to_string().unwrap();
+    let nonce = body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = agent
+        .post(format!("{base}/login"))
+        .header("Cookie", &nonce_cookie)
+        .send_form([
+            ("user", user),
+            ("password", password),
+            ("csrf", nonce.as_str()),
+        ])
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303, "logged in");
+    let session = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("passerelle_session_"))
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_string();
+    let mut page = agent
+        .get(format!("{base}/cases/new"))
+        .header("Cookie", &session)
+        .call()
+        .unwrap();
+    let body = page.body_mut().read_to_string().unwrap();
+    let csrf = body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    (session, csrf)
+}
+
+#[test]
+fn forged_requests_are_refused() {
+    let setup = mechanism(&["mas"], &[("aicha", "mas")], &[]);
+    add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");
+    let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
+    let base = format!("http://{}", hub.api);
+    let (session, csrf) = http_session(&base, "aicha", "aicha-password-1");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let form = |token: &str| {
+        vec![
+            ("csrf", token.to_string()),
+            ("case_type", "general".to_string()),
+            ("site", "medenine".to_string()),
+            ("first_name", "Forged".to_string()),
+            ("consent_given", "1".to_string()),
+            ("explained_by", "x".to_string()),
+        ]
+    };
+    // Without the CSRF token (or with a wrong one): refused, nothing created.
+    for token in ["", "0000"] {
+        let r = agent
+            .post(format!("{base}/cases"))
+            .header("Cookie", &session)
+            .send_form(form(token))
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403, "CSRF token `{token}`");
+    }
+    // A foreign Host header (DNS rebinding): refused before any handler.
+    let r = agent
+        .post(format!("{base}/cases"))
+        .header("Cookie", &session)
+        .header("Host", "attacker.example:4011")
+        .send_form(form(&csrf))
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 421);
+    let r = agent
+        .get(format!("{base}/login"))
+        .header("Host", "attacker.example")
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 421);
+    // Without a session: to the login page.
+    let r = agent.get(format!("{base}/cases")).call().unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    // A wrong password: refused.
+    let mut r = agent.get(format!("{base}/login")).call().unwrap();
+    let body = r.body_mut().read_to_string().unwrap();
+    assert!(!body.contains("aicha-password-1"));
+    let json = setup.node_json("aicha", &["case", "list", "--json"]);
+    assert_eq!(
+        json.as_array().map(Vec::len),
+        Some(0),
+        "nothing was created"
+    );
+    // The genuine request works.
+    let r = agent
+        .post(format!("{base}/cases"))
+        .header("Cookie", &session)
+        .send_form(form(&csrf))
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303, "a real form goes through");
+    assert_eq!(
+        setup
+            .node_json("aicha", &["case", "list", "--json"])
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+}
