@@ -95,6 +95,9 @@ pub fn run(quick: bool, json: bool) -> Result<()> {
     let map_dir = dir.path().join("map");
     std::fs::create_dir_all(&map_dir)?;
     crate::bench_map::run(&map_dir, quick, &mut figures, json)?;
+    let report_dir = dir.path().join("report");
+    std::fs::create_dir_all(&report_dir)?;
+    crate::bench_report::run(&report_dir, quick, &mut figures, json)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&figures)?);
     }

@@ -5,6 +5,7 @@
 mod bench;
 mod bench_map;
 mod bench_net;
+mod bench_report;
 mod cli;
 mod client;
 mod cmd_case;

@@ -281,6 +281,10 @@ pub struct Forger {
     pub prev: Option<EventId>,
     pub config_version: u64,
     pub hlc: Hlc,
+    /// Reuse one sealed body per (kind, organisations) instead of encrypting each event: for
+    /// generating large histories fast when nobody will read them (a benchmark's observer).
+    pub reuse_bodies: bool,
+    bodies: std::collections::HashMap<String, Vec<u8>>,
 }
 
 impl Forger {
@@ -300,6 +304,8 @@ impl Forger {
                 ms: u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
                 counter: 0,
             },
+            reuse_bodies: false,
+            bodies: std::collections::HashMap::new(),
         }
     }
 
@@ -326,11 +332,18 @@ impl Forger {
             });
             recipients.push(r.clone());
         }
-        let body = if kind.is_encrypted_to_orgs() {
-            let refs: Vec<_> = recipients.iter().collect();
-            payload::seal(plain, &refs).map_err(|e| SimError::Other(e.to_string()))?
-        } else {
+        let cache_key = format!("{}:{}", kind.name(), orgs.join(","));
+        let body = if !kind.is_encrypted_to_orgs() {
             plain.to_vec()
+        } else if let Some(body) = self.reuse_bodies.then(|| self.bodies.get(&cache_key)).flatten() {
+            body.clone()
+        } else {
+            let refs: Vec<_> = recipients.iter().collect();
+            let body = payload::seal(plain, &refs).map_err(|e| SimError::Other(e.to_string()))?;
+            if self.reuse_bodies {
+                self.bodies.insert(cache_key, body.clone());
+            }
+            body
         };
         self.hlc.counter += 1;
         let header = Header {
@@ -399,6 +412,19 @@ impl Sim {
         note_bytes: usize,
         now: OffsetDateTime,
     ) -> Result<Vec<Event>, SimError> {
+        self.history_with(pairs, cases_per_pair, note_bytes, false, now)
+    }
+
+    /// [`Sim::history`], optionally reusing one sealed body per kind (see
+    /// [`Forger::reuse_bodies`]): only nodes that cannot read the events should receive it.
+    pub fn history_with(
+        &self,
+        pairs: &[(&str, &str)],
+        cases_per_pair: usize,
+        note_bytes: usize,
+        reuse_bodies: bool,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Event>, SimError> {
         use crate::event::{Transition, Urgency};
         use crate::payload::{CaseOpenPayload, ReferralPayload, ReferralUpdatePayload};
         let m = self.mechanism()?;
@@ -416,6 +442,8 @@ impl Sim {
                     scope.spawn(move || -> Result<Vec<Event>, SimError> {
                         let mut fa = Forger::new(&a, mechanism_id, version, now);
                         let mut fp = Forger::new(&p, mechanism_id, version, now);
+                        fa.reuse_bodies = reuse_bodies;
+                        fp.reuse_bodies = reuse_bodies;
                         let mut out = Vec::with_capacity(cases_per_pair * 5);
                         let both = [a.org.as_str(), p.org.as_str()];
                         let enc = |x: &dyn erased::Encode| x.encode();
