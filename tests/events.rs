@@ -553,16 +553,14 @@ fn rule_violations_are_marked_on_every_node_and_have_no_effect() {
         .head(&aicha.key())
         .unwrap_or_default()
         .unwrap_or_else(|| panic!("head"));
-    let mut af = Forger {
-        seq: head.0,
-        prev: Some(head.1),
-        ..Forger::new(
-            &aicha,
-            sim.mechanism_id(),
-            1,
-            now() + time::Duration::seconds(1),
-        )
-    };
+    let mut af = Forger::new(
+        &aicha,
+        sim.mechanism_id(),
+        1,
+        now() + time::Duration::seconds(1),
+    );
+    af.seq = head.0;
+    af.prev = Some(head.1);
 
     // A determination by an organisation that is not the case type's authority (iom).
     let iom1 = sim.node("iom1").unwrap_or_else(|x| panic!("{x}")).clone();

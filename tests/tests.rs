@@ -6,6 +6,7 @@ mod browser;
 mod config_chain;
 mod config_files;
 mod crash;
+mod demo;
 mod events;
 mod fold_order;
 mod map;

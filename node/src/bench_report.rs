@@ -18,7 +18,13 @@ pub fn run(dir: &Path, quick: bool, figures: &mut Vec<Figure>, json: bool) -> Re
     let sim = Sim::new(
         SAMPLE_MECHANISM,
         &["mas", "mdm", "unicef"],
-        &[("mas1", "mas"), ("mas2", "mas"), ("mdm1", "mdm"), ("mdm2", "mdm"), ("coordinator", "unicef")],
+        &[
+            ("mas1", "mas"),
+            ("mas2", "mas"),
+            ("mdm1", "mdm"),
+            ("mdm2", "mdm"),
+            ("coordinator", "unicef"),
+        ],
         now,
     )?;
     // Five events per case (opening, referral, acknowledge, accept, complete): the referral
@@ -30,11 +36,17 @@ pub fn run(dir: &Path, quick: bool, figures: &mut Vec<Figure>, json: bool) -> Re
         engine.receive(chunk, now)?;
     }
     drop(history);
-    let (from, to) = (now - time::Duration::days(31), now + time::Duration::hours(1));
+    let (from, to) = (
+        now - time::Duration::days(31),
+        now + time::Duration::hours(1),
+    );
     let started = Instant::now();
     let built = engine.report(from, to, OffsetDateTime::now_utc())?;
     let ours = started.elapsed();
-    anyhow::ensure!(built.referrals as usize == cases * 2, "the report counts every referral");
+    anyhow::ensure!(
+        built.referrals as usize == cases * 2,
+        "the report counts every referral"
+    );
     let started = Instant::now();
     let rows = engine.store().report_rows(
         u64::try_from(from.unix_timestamp() * 1000).unwrap_or(0),

@@ -335,7 +335,11 @@ impl Forger {
         let cache_key = format!("{}:{}", kind.name(), orgs.join(","));
         let body = if !kind.is_encrypted_to_orgs() {
             plain.to_vec()
-        } else if let Some(body) = self.reuse_bodies.then(|| self.bodies.get(&cache_key)).flatten() {
+        } else if let Some(body) = self
+            .reuse_bodies
+            .then(|| self.bodies.get(&cache_key))
+            .flatten()
+        {
             body.clone()
         } else {
             let refs: Vec<_> = recipients.iter().collect();
