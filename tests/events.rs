@@ -534,7 +534,7 @@ fn rule_violations_are_marked_on_every_node_and_have_no_effect() {
             None,
             vec![],
             &[],
-            b"profile",
+            &mdm_profile_change(),
         )
         .unwrap_or_else(|x| panic!("{x}"));
     let v = verdicts_everywhere(&mut e, std::slice::from_ref(&later), later.id());
@@ -970,4 +970,16 @@ fn a_backup_restores_everything_and_starts_read_only() {
     assert!(
         passerelle_core::store::Store::prepare_restore(&again, Some(other.mechanism_id())).is_err()
     );
+}
+
+/// A real first change of MdM's partner-map document.
+fn mdm_profile_change() -> Vec<u8> {
+    let profile = passerelle_core::map::Profile::from_toml(
+        "org = \"mdm\"\n[description]\nfr = \"Soins\"\nen = \"Care\"\nar = \"رعاية\"\n",
+    )
+    .unwrap_or_else(|x| panic!("{x}"));
+    let mut doc = automerge::AutoCommit::new();
+    passerelle_core::map::import(&mut doc, &profile)
+        .unwrap_or_else(|x| panic!("{x}"))
+        .unwrap_or_else(|| panic!("a change"))
 }
