@@ -16,6 +16,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::cmd_mechanism::SAMPLE_MECHANISM;
+use crate::daemon::engine_thread::EngineHandle;
 
 /// One measured figure beside its baseline.
 #[derive(Debug, Clone, Serialize)]
@@ -76,7 +77,7 @@ fn micros(d: Duration, n: usize) -> f64 {
     d.as_secs_f64() * 1e6 / n.max(1) as f64
 }
 
-pub fn run(quick: bool, json: bool) -> Result<()> {
+pub fn run(quick: bool, json: bool, only: Option<&str>) -> Result<()> {
     let sizes = Sizes::new(quick);
     let dir = tempfile::tempdir().context("a temporary directory for the benchmark")?;
     let mut figures = Vec::new();
@@ -90,14 +91,23 @@ pub fn run(quick: bool, json: bool) -> Result<()> {
             eprintln!("Note: this is a debug build; build with --release for real figures.");
         }
     }
-    event_log(dir.path(), sizes, &mut figures, json)?;
-    crate::bench_net::run(dir.path(), quick, &mut figures, json)?;
-    let map_dir = dir.path().join("map");
-    std::fs::create_dir_all(&map_dir)?;
-    crate::bench_map::run(&map_dir, quick, &mut figures, json)?;
-    let report_dir = dir.path().join("report");
-    std::fs::create_dir_all(&report_dir)?;
-    crate::bench_report::run(&report_dir, quick, &mut figures, json)?;
+    let wanted = |section: &str| only.is_none_or(|o| o == section);
+    if wanted("event-log") {
+        event_log(dir.path(), sizes, &mut figures, json)?;
+    }
+    if wanted("sync") {
+        crate::bench_net::run(dir.path(), quick, &mut figures, json)?;
+    }
+    if wanted("map") {
+        let map_dir = dir.path().join("map");
+        std::fs::create_dir_all(&map_dir)?;
+        crate::bench_map::run(&map_dir, quick, &mut figures, json)?;
+    }
+    if wanted("report") {
+        let report_dir = dir.path().join("report");
+        std::fs::create_dir_all(&report_dir)?;
+        crate::bench_report::run(&report_dir, quick, &mut figures, json)?;
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&figures)?);
     }
@@ -285,23 +295,40 @@ fn event_log(dir: &Path, sizes: Sizes, figures: &mut Vec<Figure>, json: bool) ->
         .iter()
         .map(|e| Event::decode(&e.encode()))
         .collect::<Result<_, _>>()?;
-    let mut observer = sim.engine("observer", dir, true, now)?;
+    let observer = sim.engine("observer", dir, true, now)?;
+    // As the node does it: batches cut as a sync response cuts them, signatures checked as they
+    // arrive (all cores), then stored by the engine thread, which commits queued batches together.
+    let (engine, _signals, thread) = EngineHandle::spawn(observer);
     let started = Instant::now();
-    for chunk in history.chunks(1_000) {
-        let report = observer.receive(chunk, OffsetDateTime::now_utc())?;
-        anyhow::ensure!(
-            report.admitted.len() == chunk.len(),
-            "the benchmark's history was not all admitted: {report:?}"
-        );
+    let mut outcomes = Vec::new();
+    for batch in sync_batches(&history) {
+        let batch = batch.to_vec();
+        Event::verify_all(&batch);
+        outcomes.push(engine.receive_blocking(batch)?);
+    }
+    for outcome in outcomes {
+        outcome
+            .blocking_recv()
+            .context("the engine thread stopped")?
+            .map_err(|e| anyhow::anyhow!("the benchmark's history was not stored: {e}"))?;
     }
     let ours = per_sec(history.len(), started.elapsed());
+    let counts = tokio::runtime::Builder::new_current_thread()
+        .build()?
+        .block_on(engine.call(|e| e.store().log_counts()))??;
+    drop(engine);
+    let _ = thread.join();
+    anyhow::ensure!(
+        counts.events >= history.len() as u64 && counts.held == 0 && counts.waiting == 0,
+        "the benchmark's history was not all admitted: {counts:?}"
+    );
     let baseline = raw_verify(&history);
     report(
         figures,
         Figure {
             section: "event log".into(),
             name: format!(
-                "batched admit-and-store of {} received events (unreadable here)",
+                "admit-and-store of {} received events (unreadable here; checked on arrival, group commits)",
                 history.len()
             ),
             unit: "events/s".into(),
@@ -315,6 +342,24 @@ fn event_log(dir: &Path, sizes: Sizes, figures: &mut Vec<Figure>, json: bool) ->
         json,
     );
     Ok(())
+}
+
+/// Cuts events as one sync response would carry them.
+fn sync_batches(events: &[Event]) -> Vec<&[Event]> {
+    let mut out = Vec::new();
+    let (mut first, mut bytes) = (0, 0);
+    for (i, e) in events.iter().enumerate() {
+        let size = e.encode().len();
+        let full = i - first >= passerelle_core::limits::SYNC_BATCH_EVENTS_MAX
+            || bytes + size > passerelle_core::limits::SYNC_BATCH_MAX_BYTES;
+        if full && i > first {
+            out.extend(events.get(first..i));
+            (first, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    out.extend(events.get(first..));
+    out
 }
 
 /// The raw parts an append is made of, measured alone.

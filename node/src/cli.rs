@@ -153,6 +153,9 @@ pub enum Command {
         quick: bool,
         #[arg(long)]
         json: bool,
+        /// Run one section only: event-log, sync, map or report.
+        #[arg(long, value_parser = ["event-log", "sync", "map", "report"])]
+        only: Option<String>,
     },
 }
 
@@ -559,7 +562,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Report { from, to, format } => {
             crate::cmd_report::run(&data_dir()?, &passphrases, &user, from, to, &format)
         }
-        Command::Bench { quick, json } => crate::bench::run(quick, json),
+        Command::Bench { quick, json, only } => crate::bench::run(quick, json, only.as_deref()),
         Command::Demo { exit, dir } => crate::demo::run(dir, exit),
     }
 }

@@ -99,11 +99,7 @@ pub fn admit(
     let Some(newest) = config.current() else {
         return Admission::Hold(Hold::ConfigVersion(h.config_version));
     };
-    let node_id = match h.author_key() {
-        Ok(k) => k.node_id(),
-        Err(e) => return Admission::Refuse(Refusal::Malformed(e)),
-    };
-    if let Some(cutoff) = newest.removal_cutoff(&node_id)
+    if let Some(cutoff) = newest.removal_cutoff_by_key(&h.author)
         && h.seq > cutoff
     {
         return Admission::Refuse(Refusal::PastCutoff { cutoff });

@@ -508,6 +508,27 @@ impl Event {
         }
     }
 
+    /// Starts checking the signatures of many events on all cores but this one, in `scope`,
+    /// so that the calling thread, admitting them in order, finds many of them checked. The
+    /// helpers start from the end, so they and the caller (checking what it reaches
+    /// unchecked) do not wait on each other.
+    pub fn verify_ahead<'scope>(
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        events: &'scope [Event],
+    ) {
+        let helpers = crate::limits::batch_threads().saturating_sub(1);
+        if events.len() < 64 || helpers == 0 {
+            return;
+        }
+        for first in 0..helpers {
+            scope.spawn(move || {
+                for e in events.iter().rev().skip(first).step_by(helpers) {
+                    let _ = e.verify_signature();
+                }
+            });
+        }
+    }
+
     /// Checks the signatures of many events on every core, so admission finds them checked.
     pub fn verify_all(events: &[Event]) {
         let threads = crate::limits::batch_threads();

@@ -154,6 +154,10 @@ fn build_swarm(
     Ok(swarm)
 }
 
+/// Fetched batches a round may have in hand (being checked or waiting to be queued to the
+/// engine) before it waits for them to be queued before fetching more.
+const STORING_AHEAD_MAX: usize = 4;
+
 /// The network task.
 pub struct Network {
     swarm: Swarm<Behaviour>,
@@ -165,6 +169,10 @@ pub struct Network {
     pending: HashMap<OutboundRequestId, (PeerId, Pending)>,
     inner_tx: mpsc::Sender<Inner>,
     inner_rx: mpsc::Receiver<Inner>,
+    /// Fetched batches being checked or stored, and when the last of them is queued to the
+    /// engine: each waits for the one before, so batches reach the engine in fetch order.
+    storing: Arc<std::sync::atomic::AtomicUsize>,
+    last_queued: Option<tokio::sync::oneshot::Receiver<()>>,
     view: Arc<Mutex<NetworkView>>,
     counters: Arc<Counters>,
     listen_file: std::path::PathBuf,
@@ -208,6 +216,8 @@ impl Network {
             pending: HashMap::new(),
             inner_tx,
             inner_rx,
+            storing: Arc::default(),
+            last_queued: None,
             view,
             counters,
             listen_file,
@@ -472,16 +482,42 @@ impl Network {
             }
             Inner::RoundStep(peer, round, step) => match step {
                 Ok(Step::SendAndAdmit(request, events)) => {
-                    // The engine stores this batch while the next one travels.
+                    // Signatures are checked off the engine thread (the one writer, on all
+                    // cores) while the next batch travels and the engine stores the one before;
+                    // batches are queued to the engine in the order they were fetched. When
+                    // too many are in hand, the next is asked for once this one is queued.
+                    use std::sync::atomic::Ordering;
+                    let before = self.last_queued.take();
+                    let (queued_tx, queued_rx) = tokio::sync::oneshot::channel();
+                    self.last_queued = Some(queued_rx);
+                    let storing = self.storing.clone();
+                    let ahead = storing.fetch_add(1, Ordering::SeqCst) < STORING_AHEAD_MAX;
+                    let mut later = Some((round, request));
+                    if ahead && let Some((round, request)) = later.take() {
+                        self.on_inner(Inner::RoundStep(peer, round, Ok(Step::Send(request))));
+                    }
                     let engine = self.engine.clone();
+                    let inner = self.inner_tx.clone();
                     tokio::spawn(async move {
-                        let _ = engine
-                            .call(move |e: &mut Engine| {
-                                e.receive(&events, OffsetDateTime::now_utc())
-                            })
-                            .await;
+                        let checked = tokio::task::spawn_blocking(move || {
+                            Event::verify_all(&events);
+                            events
+                        })
+                        .await;
+                        if let Some(before) = before {
+                            let _ = before.await;
+                        }
+                        let queued = match checked {
+                            Ok(events) => engine.receive(events).await.map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        let _ = queued_tx.send(());
+                        storing.fetch_sub(1, Ordering::SeqCst);
+                        if let Some((round, request)) = later {
+                            let step = queued.map(|()| Step::Send(request));
+                            let _ = inner.send(Inner::RoundStep(peer, round, step)).await;
+                        }
                     });
-                    self.on_inner(Inner::RoundStep(peer, round, Ok(Step::Send(request))));
                 }
                 Ok(Step::Send(request)) => {
                     if self.peers.get(&peer).is_some_and(|s| s.connected) {

@@ -141,6 +141,9 @@ pub struct Mechanism {
     /// Each organisation's encryption epochs, ascending.
     epochs: HashMap<String, BTreeMap<u32, age::x25519::Recipient>>,
     removals: HashMap<NodeId, u64>,
+    /// The same cut-offs by the removed node's key bytes: admission looks a cut-off up for every
+    /// event, and turning an author key into a node id costs a point decompression.
+    removals_by_key: HashMap<[u8; 32], u64>,
 }
 
 /// What the rest of the core needs to know about an endorsed node.
@@ -184,6 +187,11 @@ impl Mechanism {
     /// The removal cut-off of a node: the last of its sequence numbers still accepted.
     pub fn removal_cutoff(&self, node: &NodeId) -> Option<u64> {
         self.removals.get(node).copied()
+    }
+
+    /// The removal cut-off of the node with this ed25519 key.
+    pub fn removal_cutoff_by_key(&self, key: &[u8; 32]) -> Option<u64> {
+        self.removals_by_key.get(key).copied()
     }
 
     /// The organisation's current signing key.
@@ -692,6 +700,10 @@ fn validate(doc: Document, hash: Hash32) -> Result<Mechanism, ConfigError> {
         nodes_by_key,
         signing_keys,
         epochs,
+        removals_by_key: removals
+            .iter()
+            .filter_map(|(node, seq)| Some((node.public_key().ok()?.to_bytes(), *seq)))
+            .collect(),
         removals,
     })
 }

@@ -1032,9 +1032,10 @@ impl Store {
     ) -> Result<IngestReport, StoreError> {
         let mechanism_id = self.config.mechanism_id().ok_or(StoreError::NotJoined)?;
         let saved_keys = keys.clone();
-        // Signatures are checked on every core before the single-threaded transaction.
-        Event::verify_all(events);
-        let result = (|| {
+        // Signatures are checked on the other cores while this thread runs the transaction:
+        // admission finds most of them checked, and checks itself any a helper has not reached.
+        let result = std::thread::scope(|scope| {
+            Event::verify_ahead(scope, events);
             let tx = self.db.begin_write()?;
             let report = {
                 let mut tables = Tables::open(&tx)?;
@@ -1050,7 +1051,7 @@ impl Store {
             };
             tx.commit()?;
             Ok(report)
-        })();
+        });
         if result.is_err() {
             *keys = saved_keys;
         }
