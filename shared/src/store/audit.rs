@@ -42,10 +42,8 @@ impl Store {
     /// The newest `limit` audit entries, oldest first.
     pub fn audit_entries(&self, limit: usize) -> Result<Vec<(u64, AuditEntry)>, StoreError> {
         let tx = self.db.begin_read()?;
-        let table = match tx.open_table(AUDIT) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let Some(table) = super::read_table(&tx, AUDIT)? else {
+            return Ok(Vec::new());
         };
         let total = table.len()?;
         let skip = total.saturating_sub(limit as u64) as usize;

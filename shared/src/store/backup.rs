@@ -23,10 +23,8 @@ fn copy<K: redb::Key + 'static, V: redb::Value + 'static>(
     dst: &redb::WriteTransaction,
     def: TableDefinition<K, V>,
 ) -> Result<u64, StoreError> {
-    let table = match src.open_table(def) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
-        Err(e) => return Err(e.into()),
+    let Some(table) = super::read_table(src, def)? else {
+        return Ok(0);
     };
     let mut out = dst.open_table(def)?;
     let mut rows = 0;

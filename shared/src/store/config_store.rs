@@ -64,10 +64,8 @@ pub struct ApplyOutcome {
 
 pub(crate) fn load(db: &redb::Database) -> Result<ConfigState, StoreError> {
     let tx = db.begin_read()?;
-    let table = match tx.open_table(CONFIG) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(ConfigState::default()),
-        Err(e) => return Err(e.into()),
+    let Some(table) = super::read_table(&tx, CONFIG)? else {
+        return Ok(ConfigState::default());
     };
     let mut versions = Vec::new();
     for (i, row) in table.iter()?.enumerate() {
@@ -95,10 +93,8 @@ impl Store {
     /// The signed files of the configuration versions after `after`, ascending (as stored).
     pub fn config_files_after(&self, after: u64) -> Result<Vec<Vec<u8>>, StoreError> {
         let tx = self.db.begin_read()?;
-        let table = match tx.open_table(CONFIG) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let Some(table) = super::read_table(&tx, CONFIG)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in table.range(after.saturating_add(1)..)? {

@@ -1013,10 +1013,9 @@ impl Store {
     pub fn unread_count(&self) -> Result<u64, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
-        match tx.open_table(UNREAD) {
-            Ok(t) => Ok(t.len()?),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
-            Err(e) => Err(e.into()),
+        match super::read_table(&tx, UNREAD)? {
+            Some(t) => Ok(t.len()?),
+            None => Ok(0),
         }
     }
 }
@@ -1145,10 +1144,8 @@ impl Store {
     pub fn head(&self, author: &[u8; 32]) -> Result<Option<(u64, EventId, u64)>, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
-        let table = match tx.open_table(HEADS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
+        let Some(table) = super::read_table(&tx, HEADS)? else {
+            return Ok(None);
         };
         Ok(table.get(*author)?.map(|r| {
             let (seq, id, v) = r.value();
@@ -1160,10 +1157,8 @@ impl Store {
     pub fn heads(&self) -> Result<Vec<([u8; 32], u64, EventId)>, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
-        let table = match tx.open_table(HEADS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let Some(table) = super::read_table(&tx, HEADS)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -1178,10 +1173,8 @@ impl Store {
     pub fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
-        let table = match tx.open_table(EVENTS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
+        let Some(table) = super::read_table(&tx, EVENTS)? else {
+            return Ok(None);
         };
         match table.get(id.0)? {
             Some(bytes) => Event::decode(bytes.value())
@@ -1198,28 +1191,12 @@ impl Store {
         from_seq: u64,
         max: usize,
     ) -> Result<Vec<Event>, StoreError> {
-        use redb::ReadableDatabase;
-        let tx = self.db.begin_read()?;
-        let (log, events) = match (tx.open_table(LOG), tx.open_table(EVENTS)) {
-            (Ok(l), Ok(e)) => (l, e),
-            (Err(redb::TableError::TableDoesNotExist(_)), _)
-            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(Vec::new()),
-            (Err(e), _) | (_, Err(e)) => return Err(e.into()),
-        };
-        let mut out = Vec::new();
-        for row in log.range((*author, from_seq)..=(*author, u64::MAX))? {
-            if out.len() >= max {
-                break;
-            }
-            let (_, id) = row?;
-            if let Some(bytes) = events.get(id.value())? {
-                out.push(
-                    Event::decode(bytes.value())
-                        .map_err(|e| StoreError::Corrupt(format!("event: {e}")))?,
-                );
-            }
-        }
-        Ok(out)
+        self.log_range_raw(author, from_seq, max)?
+            .iter()
+            .map(|(_, bytes)| {
+                Event::decode(bytes).map_err(|e| StoreError::Corrupt(format!("event: {e}")))
+            })
+            .collect()
     }
 
     /// An author's events from `from_seq` on, as stored (wire bytes), at most `max`.
@@ -1231,11 +1208,11 @@ impl Store {
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
-        let (log, events) = match (tx.open_table(LOG), tx.open_table(EVENTS)) {
-            (Ok(l), Ok(e)) => (l, e),
-            (Err(redb::TableError::TableDoesNotExist(_)), _)
-            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(Vec::new()),
-            (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+        let (Some(log), Some(events)) = (
+            super::read_table(&tx, LOG)?,
+            super::read_table(&tx, EVENTS)?,
+        ) else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in log.range((*author, from_seq)..=(*author, u64::MAX))? {
@@ -1254,10 +1231,8 @@ impl Store {
     pub fn verdict(&self, id: &EventId) -> Result<Option<Verdict>, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
-        let table = match tx.open_table(VERDICTS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
+        let Some(table) = super::read_table(&tx, VERDICTS)? else {
+            return Ok(None);
         };
         table
             .get(id.0)?
@@ -1283,10 +1258,8 @@ impl Store {
     ) -> Result<Option<T>, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
-        let table = match tx.open_table(table) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
+        let Some(table) = super::read_table(&tx, table)? else {
+            return Ok(None);
         };
         table.get(id.0)?.map(|b| dec(b.value(), what)).transpose()
     }
@@ -1308,10 +1281,8 @@ impl Store {
     ) -> Result<Vec<T>, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
-        let table = match tx.open_table(table) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let Some(table) = super::read_table(&tx, table)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -1324,10 +1295,8 @@ impl Store {
     pub fn referrals_of_org(&self, org: &str, sent: bool) -> Result<Vec<EventId>, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
-        let table = match tx.open_table(BY_ORG) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let Some(table) = super::read_table(&tx, BY_ORG)? else {
+            return Ok(Vec::new());
         };
         let dir = u8::from(sent);
         let mut out = Vec::new();
@@ -1347,10 +1316,9 @@ impl Store {
             tx: &redb::ReadTransaction,
             def: TableDefinition<K, V>,
         ) -> Result<u64, StoreError> {
-            match tx.open_table(def) {
-                Ok(t) => Ok(t.len()?),
-                Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
-                Err(e) => Err(e.into()),
+            match super::read_table(tx, def)? {
+                Some(t) => Ok(t.len()?),
+                None => Ok(0),
             }
         }
         Ok(LogCounts {
@@ -1366,10 +1334,8 @@ impl Store {
     pub fn equivocations(&self) -> Result<Vec<([u8; 32], u64, EventId)>, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
-        let table = match tx.open_table(EQUIVOCATIONS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let Some(table) = super::read_table(&tx, EQUIVOCATIONS)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -1405,11 +1371,11 @@ fn observe_hlc(seen: &mut Hlc, hlc: Hlc) {
 pub(crate) fn max_hlc(db: &redb::Database) -> Result<Hlc, StoreError> {
     use redb::ReadableDatabase;
     let tx = db.begin_read()?;
-    let (heads, events) = match (tx.open_table(HEADS), tx.open_table(EVENTS)) {
-        (Ok(h), Ok(e)) => (h, e),
-        (Err(redb::TableError::TableDoesNotExist(_)), _)
-        | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(Hlc::default()),
-        (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+    let (Some(heads), Some(events)) = (
+        super::read_table(&tx, HEADS)?,
+        super::read_table(&tx, EVENTS)?,
+    ) else {
+        return Ok(Hlc::default());
     };
     let mut max = Hlc::default();
     for row in heads.iter()? {
@@ -1428,10 +1394,9 @@ impl Store {
     pub fn key_shared(&self, to: &[u8; 32], epoch: u32) -> Result<bool, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
-        match tx.open_table(SHARES) {
-            Ok(t) => Ok(t.get((*to, epoch))?.is_some()),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
-            Err(e) => Err(e.into()),
+        match super::read_table(&tx, SHARES)? {
+            Some(t) => Ok(t.get((*to, epoch))?.is_some()),
+            None => Ok(false),
         }
     }
 
@@ -1439,10 +1404,9 @@ impl Store {
     pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
-        match tx.open_table(META) {
-            Ok(t) => Ok(t.get(name)?.map(|v| v.value().to_vec())),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-            Err(e) => Err(e.into()),
+        match super::read_table(&tx, META)? {
+            Some(t) => Ok(t.get(name)?.map(|v| v.value().to_vec())),
+            None => Ok(None),
         }
     }
 
@@ -1504,10 +1468,8 @@ impl Store {
     fn linked(&self, entity: &EventId, kind: u8) -> Result<Vec<EventId>, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
-        let table = match tx.open_table(LINKS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let Some(table) = super::read_table(&tx, LINKS)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in table.range((entity.0, [0u8; 32])..=(entity.0, [255u8; 32]))? {
@@ -1525,10 +1487,8 @@ impl Store {
     pub fn map_doc(&self, org: &str) -> Result<Option<automerge::AutoCommit>, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
-        let table = match tx.open_table(MAPS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
+        let Some(table) = super::read_table(&tx, MAPS)? else {
+            return Ok(None);
         };
         table
             .get(org)?
@@ -1543,10 +1503,8 @@ impl Store {
     pub fn map_orgs(&self) -> Result<Vec<String>, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
-        let table = match tx.open_table(MAPS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let Some(table) = super::read_table(&tx, MAPS)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -1562,10 +1520,8 @@ impl Store {
     ) -> Result<Vec<EventId>, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
-        let table = match tx.open_table(MAP_HASHES) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let Some(table) = super::read_table(&tx, MAP_HASHES)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for h in hashes {
@@ -1586,10 +1542,8 @@ impl Store {
     ) -> Result<Vec<crate::report::ReportRow>, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
-        let table = match tx.open_table(REPORT_INDEX) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let Some(table) = super::read_table(&tx, REPORT_INDEX)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         if to_ms <= from_ms {

@@ -72,10 +72,8 @@ impl Store {
     /// The epochs of the organisation's key this node holds.
     pub fn org_epochs_held(&self) -> Result<Vec<u32>, StoreError> {
         let tx = self.db.begin_read()?;
-        let table = match tx.open_table(ORG_KEYS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let Some(table) = super::read_table(&tx, ORG_KEYS)? else {
+            return Ok(Vec::new());
         };
         let mut epochs = Vec::new();
         for row in table.iter()? {
@@ -90,10 +88,8 @@ impl Store {
         node_identity: &age::x25519::Identity,
     ) -> Result<BTreeMap<u32, age::x25519::Identity>, StoreError> {
         let tx = self.db.begin_read()?;
-        let table = match tx.open_table(ORG_KEYS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
-            Err(e) => return Err(e.into()),
+        let Some(table) = super::read_table(&tx, ORG_KEYS)? else {
+            return Ok(BTreeMap::new());
         };
         let mut out = BTreeMap::new();
         for row in table.iter()? {

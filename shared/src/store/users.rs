@@ -119,10 +119,8 @@ impl Store {
     /// Every account (without checking passwords).
     pub fn users(&self) -> Result<Vec<User>, StoreError> {
         let tx = self.db.begin_read()?;
-        let table = match tx.open_table(USERS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let Some(table) = super::read_table(&tx, USERS)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in table.iter()? {
