@@ -74,11 +74,12 @@ impl EventSource for Engine {
     }
 }
 
-fn decode_events(wire: &[Vec<u8>]) -> (Vec<Event>, Vec<String>) {
-    let mut events = Vec::with_capacity(wire.len());
+/// Decodes a received (compacted) batch: the events, and why any could not be decoded.
+fn decode_events(items: &[Vec<u8>]) -> (Vec<Event>, Vec<String>) {
+    let mut events = Vec::with_capacity(items.len());
     let mut refused = Vec::new();
-    for bytes in wire {
-        match Event::decode(bytes) {
+    for wire in crate::event::expand_batch(items) {
+        match wire.and_then(|bytes| Event::decode(&bytes)) {
             Ok(e) => events.push(e),
             Err(e) => refused.push(e.to_string()),
         }
@@ -357,7 +358,9 @@ impl Round {
         }
         self.report.pushed += events.len();
         self.state = State::Pushing;
-        Ok(Step::Send(Request::Push { events }))
+        Ok(Step::Send(Request::Push {
+            events: crate::event::compact_batch(events),
+        }))
     }
 
     /// A restored node learns its own latest sequence from a peer: once it holds at least what

@@ -23,8 +23,9 @@ use crate::limits::{
     SYNC_AUTHORS_MAX, SYNC_BATCH_EVENTS_MAX, SYNC_BATCH_MAX_BYTES, SYNC_MESSAGE_MAX_BYTES,
 };
 
-/// The protocol version carried in `Hello`.
-pub const SYNC_VERSION: u16 = 1;
+/// The protocol version carried in `Hello` (2: event batches travel compacted, see
+/// [`crate::event::compact_batch`]).
+pub const SYNC_VERSION: u16 = 2;
 
 /// Why a sync message was refused.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -93,7 +94,7 @@ pub enum Request {
     },
     /// Ranges the initiator lacks.
     Want { ranges: Vec<Range> },
-    /// Events the responder lacks (wire bytes), in log order.
+    /// Events the responder lacks, in log order, compacted ([`crate::event::compact_batch`]).
     Push { events: Vec<Vec<u8>> },
     /// Configuration versions the responder lacks (signed files, JSON bytes), ascending.
     PushConfig { files: Vec<Vec<u8>> },
@@ -111,7 +112,8 @@ pub enum Response {
     },
     /// The initiator is behind on the configuration: the versions it lacks, ascending.
     Config { files: Vec<Vec<u8>> },
-    /// Events asked for, in log order; `more` when the batch bound cut the answer short.
+    /// Events asked for, in log order, compacted; `more` when the batch bound cut the answer
+    /// short.
     Events { events: Vec<Vec<u8>>, more: bool },
     /// A push was received: how many events were admitted.
     Received { admitted: u32 },
@@ -219,7 +221,10 @@ pub fn answer_want(ranges: &[Range], source: &impl EventSource) -> Response {
             }
         }
     }
-    Response::Events { events, more }
+    Response::Events {
+        events: crate::event::compact_batch(events),
+        more,
+    }
 }
 
 /// What the initiator's side wants and must push, given both vectors.

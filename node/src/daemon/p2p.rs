@@ -450,11 +450,12 @@ impl Network {
             .map(|(p, _)| *p)
             .collect();
         for chunk in wire.chunks(512) {
+            let events = passerelle_core::event::compact_batch(chunk.to_vec());
             for peer in &connected {
                 let id = self.swarm.behaviour_mut().sync.send_request(
                     peer,
                     Request::Push {
-                        events: chunk.to_vec(),
+                        events: events.clone(),
                     },
                 );
                 self.pending.insert(id, (*peer, Pending::Push));
