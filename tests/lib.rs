@@ -352,7 +352,11 @@ impl Daemon {
         cmd.current_dir(cwd)
             .args(["--data-dir", &data_dir.to_string_lossy(), "run"])
             .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
+            // TEST_RUST_LOG raises the daemons' log level when a test needs looking into.
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env_remove("PASSERELLE_PASSPHRASE")
             .env("HOME", cwd)
             .stdin(Stdio::null())

@@ -495,3 +495,31 @@ fn the_api_refuses_bad_tokens_hosts_and_bodies_and_keeps_serving() {
     setup.open_case("aicha", "Kofi", "general");
     assert_eq!(status(&setup, "aicha")["events"], 1);
 }
+
+#[test]
+fn members_that_cannot_reach_each_other_connect_through_a_members_relay() {
+    let setup = mechanism(
+        &["mas", "mdm", "unicef"],
+        &[("aicha", "mas"), ("nurse", "mdm"), ("office", "unicef")],
+        &[],
+    );
+    // The regional office relays; the two field nodes know only its address (the configuration
+    // gives none, mDNS is off), as two sites behind NAT would.
+    let office = Daemon::start(setup.path(), "office", &[], &["--relay"]);
+    let _aicha = Daemon::start(setup.path(), "aicha", &[&office.addr], &[]);
+    let _nurse = Daemon::start(setup.path(), "nurse", &[&office.addr], &[]);
+    wait_for(
+        60,
+        "aicha and the nurse to connect through the relay",
+        || {
+            let a = connected_peers(&setup, "aicha");
+            let n = connected_peers(&setup, "nurse");
+            (a.contains(&"nurse".to_string()) && n.contains(&"aicha".to_string())).then_some(())
+        },
+    );
+    let case = setup.open_case("aicha", "Amina", "general");
+    send_referral(&setup, "aicha", &case);
+    wait_for(30, "the referral at the nurse's node", || {
+        (list(&setup, "nurse", &["referral", "list", "--inbox", "--json"]).len() == 1).then_some(())
+    });
+}

@@ -81,6 +81,10 @@ pub enum Command {
         /// Discover member nodes on the local network by mDNS (field LANs).
         #[arg(long)]
         mdns: bool,
+        /// Relay connections between member nodes that cannot reach each other directly (run it
+        /// on a node with a public address or a port forward, e.g. a regional office).
+        #[arg(long)]
+        relay: bool,
     },
     /// This node's configuration version and expiry, peers, what is pending, and warnings.
     Status {
@@ -537,6 +541,7 @@ pub fn run(cli: Cli) -> Result<()> {
             peers,
             api,
             mdns,
+            relay,
         } => crate::daemon::run_blocking(
             data_dir()?,
             passphrases,
@@ -545,6 +550,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 peers,
                 api,
                 mdns,
+                relay,
             },
         ),
         Command::Case(cmd) => cmd_case::case(cmd, &data_dir()?, &passphrases, &user),

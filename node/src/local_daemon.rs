@@ -29,6 +29,7 @@ impl LocalDaemon {
             peers,
             api: Some("127.0.0.1:0".into()),
             mdns: false,
+            relay: false,
         };
         let task = tokio::spawn(crate::daemon::run(
             dir.clone(),

@@ -24,6 +24,8 @@ pub struct Options {
     pub peers: Vec<String>,
     pub api: Option<String>,
     pub mdns: bool,
+    /// Serve as a circuit relay for member nodes.
+    pub relay: bool,
 }
 
 /// Default address of the local API and web UI.
@@ -179,6 +181,7 @@ pub async fn run(
             listen,
             peers,
             mdns: options.mdns,
+            relay: options.relay,
         },
         view,
         counters,

@@ -1,6 +1,9 @@
 //! The libp2p side of the daemon: TCP and QUIC with Noise and Yamux, identify and ping, the
 //! connection allow-list built from the configuration, connection limits, redialling with
-//! backoff, opt-in mDNS, and the sync protocol carried by request-response.
+//! backoff, opt-in mDNS, circuit relay (a node run with `--relay` relays between members; every
+//! node reserves a slot at the relays it dials and reaches unreachable members through them,
+//! with DCUtR upgrading a relayed connection to a direct one when hole punching works), and
+//! the sync protocol carried by request-response.
 //!
 //! The swarm lives in one task. Whatever needs the engine (answering a request, the next step
 //! of a round) runs as a job on the engine's thread; the result comes back to this task
@@ -15,8 +18,8 @@ use futures::StreamExt;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle, dial_opts::DialOpts};
 use libp2p::{
-    Multiaddr, PeerId, Swarm, allow_block_list, connection_limits, identify, mdns, noise, ping,
-    tcp, yamux,
+    Multiaddr, PeerId, Swarm, allow_block_list, connection_limits, dcutr, identify, mdns,
+    multiaddr::Protocol, noise, ping, relay, tcp, yamux,
 };
 use passerelle_core::engine::Engine;
 use passerelle_core::event::Event;
@@ -55,6 +58,25 @@ pub struct Behaviour {
     ping: ping::Behaviour,
     sync: request_response::Behaviour<SyncCodec>,
     mdns: Toggle<mdns::tokio::Behaviour>,
+    relay_client: relay::client::Behaviour,
+    relay: Toggle<relay::Behaviour>,
+    dcutr: dcutr::Behaviour,
+}
+
+/// Limits of the relay a node run with `--relay` serves. Only member nodes can connect to it
+/// (the allow-list), so a circuit may carry a whole catch-up; the defaults of libp2p (2 minutes,
+/// 128 KiB) suit public relays of strangers, not a mechanism's own.
+fn relay_config() -> relay::Config {
+    relay::Config {
+        max_reservations: 256,
+        max_reservations_per_peer: 4,
+        reservation_duration: Duration::from_secs(3600),
+        max_circuits: 64,
+        max_circuits_per_peer: 8,
+        max_circuit_duration: Duration::from_secs(3600),
+        max_circuit_bytes: 1 << 30,
+        ..relay::Config::default()
+    }
 }
 
 /// What the daemon asks of the network.
@@ -63,6 +85,7 @@ pub struct NetOptions {
     pub listen: Vec<Multiaddr>,
     pub peers: Vec<Multiaddr>,
     pub mdns: bool,
+    pub relay: bool,
 }
 
 /// Results of engine jobs, coming back to the swarm task.
@@ -90,6 +113,8 @@ struct PeerState {
     round_active: bool,
     round_wanted: bool,
     last_round: Option<Instant>,
+    /// The address this node last dialled the peer at directly (to reserve a relay slot there).
+    dialed: Option<Multiaddr>,
 }
 
 /// A --peer address without a node id: dialled with its own backoff until it connects.
@@ -100,11 +125,19 @@ struct Bootstrap {
     backoff: Duration,
 }
 
+/// An address without its trailing /p2p/PEER.
+fn without_peer_id(addr: &Multiaddr) -> Multiaddr {
+    addr.iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect()
+}
+
 /// Builds the swarm with this node's identity.
 fn build_swarm(
     keypair: libp2p::identity::Keypair,
     counters: Arc<Counters>,
     mdns_on: bool,
+    relay_on: bool,
 ) -> Result<Swarm<Behaviour>> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -115,7 +148,9 @@ fn build_swarm(
         )
         .context("TCP transport")?
         .with_quic()
-        .with_behaviour(|key| {
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .context("relay transport")?
+        .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();
             let mdns = if mdns_on {
                 Some(mdns::tokio::Behaviour::new(
@@ -146,6 +181,15 @@ fn build_swarm(
                         .with_max_concurrent_streams(64),
                 ),
                 mdns: Toggle::from(mdns),
+                relay_client,
+                relay: Toggle::from(relay_on.then(|| {
+                    // The operator says this node is reachable (`--relay`): advertise the relay
+                    // at once, without waiting for an external address to be confirmed.
+                    let mut relay = relay::Behaviour::new(peer_id, relay_config());
+                    relay.set_status(Some(relay::Status::Enable));
+                    relay
+                })),
+                dcutr: dcutr::Behaviour::new(peer_id),
             })
         })
         .map_err(|e| anyhow::anyhow!("network behaviour: {e}"))?
@@ -173,6 +217,10 @@ pub struct Network {
     /// engine: each waits for the one before, so batches reach the engine in fetch order.
     storing: Arc<std::sync::atomic::AtomicUsize>,
     last_queued: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Member nodes that relay for us, with the address (ending in /p2p/RELAY) of our slot.
+    relays: HashMap<PeerId, Multiaddr>,
+    /// This node relays for members (`--relay`).
+    relay_on: bool,
     view: Arc<Mutex<NetworkView>>,
     counters: Arc<Counters>,
     listen_file: std::path::PathBuf,
@@ -189,7 +237,7 @@ impl Network {
         listen_file: std::path::PathBuf,
     ) -> Result<Self> {
         let me = keypair.public().to_peer_id();
-        let mut swarm = build_swarm(keypair, counters.clone(), options.mdns)?;
+        let mut swarm = build_swarm(keypair, counters.clone(), options.mdns, options.relay)?;
         for addr in &options.listen {
             swarm
                 .listen_on(addr.clone())
@@ -218,6 +266,8 @@ impl Network {
             inner_rx,
             storing: Arc::default(),
             last_queued: None,
+            relays: HashMap::new(),
+            relay_on: options.relay,
             view,
             counters,
             listen_file,
@@ -279,6 +329,7 @@ impl Network {
                 round_active: false,
                 round_wanted: false,
                 last_round: None,
+                dialed: None,
             });
             state.org = org;
             state.label = label;
@@ -362,18 +413,29 @@ impl Network {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
-        // Redial members with known addresses, with backoff.
+        // Redial members with known addresses, and through the relays that hold a slot for us
+        // (a member behind NAT is reachable there if it holds one too), with backoff.
         let mut dials = Vec::new();
         for (peer, state) in &mut self.peers {
-            if !state.connected && !state.addrs.is_empty() && now >= state.next_dial {
-                state.next_dial = now + state.backoff;
-                state.backoff = (state.backoff * 2).min(DIAL_BACKOFF_MAX);
-                dials.push(
-                    DialOpts::peer_id(*peer)
-                        .addresses(state.addrs.clone())
-                        .build(),
-                );
+            if state.connected || now < state.next_dial {
+                continue;
             }
+            let mut addrs = state.addrs.clone();
+            for (relay, slot) in &self.relays {
+                let circuit = slot
+                    .clone()
+                    .with(Protocol::P2pCircuit)
+                    .with(Protocol::P2p(*peer));
+                if relay != peer && !addrs.contains(&circuit) {
+                    addrs.push(circuit);
+                }
+            }
+            if addrs.is_empty() {
+                continue;
+            }
+            state.next_dial = now + state.backoff;
+            state.backoff = (state.backoff * 2).min(DIAL_BACKOFF_MAX);
+            dials.push(DialOpts::peer_id(*peer).addresses(addrs).build());
         }
         let connected_addrs: HashSet<PeerId> = self
             .peers
@@ -559,6 +621,12 @@ impl Network {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!("listening on {address}/p2p/{}", self.me);
+                // A relay hands its address to the nodes that reserve a slot; `--relay` says
+                // this node is reachable where it listens.
+                let relayed = address.iter().any(|p| p == Protocol::P2pCircuit);
+                if self.relay_on && !relayed {
+                    self.swarm.add_external_address(address.clone());
+                }
                 self.publish_view();
                 let lines: Vec<String> = self
                     .swarm
@@ -579,6 +647,10 @@ impl Network {
                     state.last_seen = Some(OffsetDateTime::now_utc());
                     state.backoff = DIAL_BACKOFF_MIN;
                     let addr = endpoint.get_remote_address().clone();
+                    let relayed = addr.iter().any(|p| p == Protocol::P2pCircuit);
+                    if endpoint.is_dialer() && !relayed {
+                        state.dialed = Some(without_peer_id(&addr));
+                    }
                     if endpoint.is_dialer() && !state.addrs.contains(&addr) {
                         state.addrs.push(addr);
                     }
@@ -604,6 +676,9 @@ impl Network {
                 num_established,
                 ..
             } => {
+                if num_established == 0 {
+                    self.relays.remove(&peer_id);
+                }
                 if num_established == 0
                     && let Some(state) = self.peers.get_mut(&peer_id)
                 {
@@ -625,6 +700,9 @@ impl Network {
                 info,
                 ..
             })) => {
+                if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
+                    self.reserve_at(peer_id);
+                }
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     for addr in info.listen_addrs {
                         let local = addr.iter().any(|p| {
@@ -650,7 +728,45 @@ impl Network {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync(event),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(
+                relay::client::Event::ReservationReqAccepted { relay_peer_id, .. },
+            )) => {
+                tracing::info!(relay = %relay_peer_id, "reachable through a relay");
+                // Members nobody could reach may be reachable through it now.
+                let now = Instant::now();
+                for state in self.peers.values_mut().filter(|s| !s.connected) {
+                    state.next_dial = now;
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            })) => match result {
+                Ok(_) => tracing::info!(peer = %remote_peer_id, "relayed connection made direct"),
+                Err(e) => tracing::debug!(peer = %remote_peer_id, "hole punching failed: {e}"),
+            },
             _ => {}
+        }
+    }
+
+    /// Asks a member that relays for a slot, at the address this node dialled it at: members
+    /// that cannot reach this node directly can then reach it through the relay.
+    fn reserve_at(&mut self, relay: PeerId) {
+        if self.relays.contains_key(&relay) {
+            return;
+        }
+        let Some(addr) = self.peers.get(&relay).and_then(|s| s.dialed.clone()) else {
+            return;
+        };
+        let slot = addr.with(Protocol::P2p(relay));
+        match self
+            .swarm
+            .listen_on(slot.clone().with(Protocol::P2pCircuit))
+        {
+            Ok(_) => {
+                self.relays.insert(relay, slot);
+            }
+            Err(e) => tracing::debug!(%relay, "relay reservation: {e}"),
         }
     }
 
