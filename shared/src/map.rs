@@ -22,8 +22,7 @@ use crate::config::{Mechanism, Names, Role};
 use crate::fold::Rule;
 use crate::keys;
 use crate::limits::{
-    ID_LENGTH_MAX_CHARS, LIST_ITEMS_MAX, PROFILE_SERVICES_MAX, SHORT_FIELD_MAX_CHARS,
-    TEXT_FIELD_MAX_CHARS,
+    LIST_ITEMS_MAX, PROFILE_SERVICES_MAX, SHORT_FIELD_MAX_CHARS, TEXT_FIELD_MAX_CHARS,
 };
 
 /// Whether nodes of `author_org` may change the profile of `target_org`.
@@ -242,12 +241,7 @@ pub fn parse_date(s: &str) -> Option<Date> {
 }
 
 fn check_id(field: &str, id: &str) -> Result<(), MapError> {
-    let ok = !id.is_empty()
-        && id.chars().count() <= ID_LENGTH_MAX_CHARS
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if ok {
+    if crate::config::is_valid_id(id) {
         Ok(())
     } else {
         Err(invalid(

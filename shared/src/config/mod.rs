@@ -254,13 +254,18 @@ impl Mechanism {
     }
 }
 
-fn check_id(field: &str, id: &str) -> Result<(), ConfigError> {
-    let ok = !id.is_empty()
+/// Whether `id` is a valid identifier (organisations, sites, categories, services…): 1 to
+/// `ID_LENGTH_MAX_CHARS` characters of a-z, 0-9, `-` and `_`.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
         && id.chars().count() <= ID_LENGTH_MAX_CHARS
         && id
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if ok {
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn check_id(field: &str, id: &str) -> Result<(), ConfigError> {
+    if is_valid_id(id) {
         Ok(())
     } else {
         Err(invalid(
