@@ -404,7 +404,11 @@ pub fn expand_batch(items: &[Vec<u8>]) -> Vec<Result<Vec<u8>, EventError>> {
         }
         let rebuilt = (|| {
             let (&flags, rest) = item.split_first().ok_or_else(|| bad("empty"))?;
-            let mut wire: Wire = postcard::from_bytes(rest).map_err(|e| bad(&e.to_string()))?;
+            let (mut wire, trailing): (Wire, _) =
+                postcard::take_from_bytes(rest).map_err(|e| bad(&e.to_string()))?;
+            if !trailing.is_empty() {
+                return Err(bad("trailing bytes"));
+            }
             if flags & !(MECHANISM | AUTHOR | PREV) != 0 {
                 return Err(bad("unknown flags"));
             }
