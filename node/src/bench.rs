@@ -78,7 +78,6 @@ fn micros(d: Duration, n: usize) -> f64 {
 }
 
 pub fn run(quick: bool, json: bool, only: Option<&str>) -> Result<()> {
-    let sizes = Sizes::new(quick);
     let dir = tempfile::tempdir().context("a temporary directory for the benchmark")?;
     let mut figures = Vec::new();
     if !json {
@@ -92,21 +91,29 @@ pub fn run(quick: bool, json: bool, only: Option<&str>) -> Result<()> {
         }
     }
     let wanted = |section: &str| only.is_none_or(|o| o == section);
-    if wanted("event-log") {
-        event_log(dir.path(), sizes, &mut figures, json)?;
-    }
-    if wanted("sync") {
-        crate::bench_net::run(dir.path(), quick, &mut figures, json)?;
-    }
-    if wanted("map") {
-        let map_dir = dir.path().join("map");
-        std::fs::create_dir_all(&map_dir)?;
-        crate::bench_map::run(&map_dir, quick, &mut figures, json)?;
-    }
-    if wanted("report") {
-        let report_dir = dir.path().join("report");
-        std::fs::create_dir_all(&report_dir)?;
-        crate::bench_report::run(&report_dir, quick, &mut figures, json)?;
+    // Each section works in its own directory, removed when it ends: the files a section wrote
+    // would otherwise still be flushing to disk while the next one measures.
+    let section_dir = |name: &str| -> Result<std::path::PathBuf> {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(&path)?;
+        Ok(path)
+    };
+    type Section = fn(&Path, bool, &mut Vec<Figure>, bool) -> Result<()>;
+    let sections: [(&str, Section); 4] = [
+        ("event-log", |d, quick, f, json| {
+            event_log(d, Sizes::new(quick), f, json)
+        }),
+        ("sync", crate::bench_net::run),
+        ("map", crate::bench_map::run),
+        ("report", crate::bench_report::run),
+    ];
+    for (name, section) in sections {
+        if wanted(name) {
+            let path = section_dir(name)?;
+            section(&path, quick, &mut figures, json)?;
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("removing the {name} section's files"))?;
+        }
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&figures)?);
