@@ -167,6 +167,7 @@ fn map_bodies_that_panic_automerge_are_judged_invalid_over_sync_and_bundle() {
     }
 
     // By bundle: a node that never met the member imports everything it published.
+    let bundle = setup.file("all.bundle").to_string_lossy().into_owned();
     let mas2_id = setup.status("mas2")["node_id"]
         .as_str()
         .unwrap()
@@ -174,18 +175,11 @@ fn map_bodies_that_panic_automerge_are_judged_invalid_over_sync_and_bundle() {
     setup
         .node_run(
             "crt1",
-            &[
-                "bundle",
-                "export",
-                "--out",
-                "../all.bundle",
-                "--for",
-                &mas2_id,
-            ],
+            &["bundle", "export", "--out", &bundle, "--for", &mas2_id],
         )
         .expect_ok();
     setup
-        .node_run("mas2", &["bundle", "import", "../all.bundle"])
+        .node_run("mas2", &["bundle", "import", &bundle])
         .expect_ok();
     let mas2 = Daemon::start(setup.path(), "mas2", &[], &[]);
     assert_eq!(health(&mas2).0, 200);
@@ -197,4 +191,71 @@ fn map_bodies_that_panic_automerge_are_judged_invalid_over_sync_and_bundle() {
         on_mas1, on_mas2,
         "the two nodes judged the bodies differently"
     );
+}
+
+/// Writes an unsigned configuration version 2 (the next document as `mechanism next` makes it,
+/// with an attacker's own text appended) straight into a node database's configuration table,
+/// as someone holding the file could.
+fn plant_unsigned_version(setup: &Setup, db: &Path) {
+    setup.next("v1.signed", "v2.toml");
+    let document = setup.read("v2.toml");
+    let file = passerelle_core::config::chain::SignedFile::new(document);
+    let db = redb::Database::open(db).unwrap();
+    let tx = db.begin_write().unwrap();
+    {
+        let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("config-1");
+        let mut table = tx.open_table(table).unwrap();
+        table.insert(2, file.to_bytes().as_slice()).unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+/// Issue 10, item 3: a backup altered after it was made — an unsigned configuration version
+/// planted in it — is refused by `restore`, and nothing changes; a database altered on disk the
+/// same way is refused when the node opens it, naming the version that does not verify.
+#[test]
+fn a_tampered_backup_or_database_never_puts_an_unsigned_configuration_in_force() {
+    let setup = mechanism(&["mas"], &[("mas1", "mas")], &[]);
+    setup.open_case("mas1", "Amal", "general");
+    let path = |name: &str| setup.file(name).to_string_lossy().into_owned();
+    setup
+        .node_run("mas1", &["backup", "--out", &path("mas1.backup")])
+        .expect_ok();
+    // The backup on the USB stick: header and signature, then the database.
+    let sealed = std::fs::read(setup.file("mas1.backup")).unwrap();
+    let header = passerelle_core::store::BACKUP_MAGIC.len() + 64;
+    setup.write_bytes("inner.redb", &sealed[header..]);
+    plant_unsigned_version(&setup, &setup.file("inner.redb"));
+    let mut tampered = sealed[..header].to_vec();
+    tampered.extend_from_slice(&std::fs::read(setup.file("inner.redb")).unwrap());
+    setup.write_bytes("tampered.backup", &tampered);
+    let cases_before = setup.node_json("mas1", &["case", "list", "--json"]);
+    setup
+        .node_run("mas1", &["restore", &path("tampered.backup")])
+        .expect_refused("altered");
+    // The bare database, without the signature: not a backup at all.
+    setup
+        .node_run("mas1", &["restore", &path("inner.redb")])
+        .expect_refused("not a Passerelle backup");
+    assert_eq!(setup.status("mas1")["config_version"], 1);
+    assert_eq!(
+        setup.node_json("mas1", &["case", "list", "--json"]),
+        cases_before,
+        "a refused restore changed the node's cases"
+    );
+    assert!(
+        !setup.file("node-mas1/store.redb.restoring").exists(),
+        "a refused restore left its file"
+    );
+    // The untouched backup restores.
+    setup
+        .node_run("mas1", &["restore", &path("mas1.backup")])
+        .expect_ok();
+    assert_eq!(setup.status("mas1")["config_version"], 1);
+
+    // The same version planted in the live database while the node is stopped.
+    plant_unsigned_version(&setup, &setup.file("node-mas1/store.redb"));
+    setup
+        .node_run("mas1", &["status"])
+        .expect_refused("configuration version 2 stored in the node's database does not verify");
 }

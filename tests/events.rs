@@ -534,7 +534,7 @@ fn rule_violations_are_marked_on_every_node_and_have_no_effect() {
             None,
             vec![],
             &[],
-            &mdm_profile_change(),
+            &mdm_profile_change(&nurse.key()),
         )
         .unwrap_or_else(|x| panic!("{x}"));
     let v = verdicts_everywhere(&mut e, std::slice::from_ref(&later), later.id());
@@ -938,16 +938,18 @@ fn a_backup_restores_everything_and_starts_read_only() {
         .open_case(boy(), "aicha", now())
         .unwrap_or_else(|x| panic!("{x}"));
     let backup = dir.path().join("aicha.backup");
-    let events = e[0]
-        .store()
-        .backup(&backup)
-        .unwrap_or_else(|x| panic!("{x}"));
+    let events = e[0].backup(&backup).unwrap_or_else(|x| panic!("{x}"));
     assert_eq!(events, 1);
-    assert!(e[0].store().backup(&backup).is_err(), "never overwrites");
-    let restored =
-        passerelle_core::store::Store::prepare_restore(&backup, Some(sim.mechanism_id()))
-            .unwrap_or_else(|x| panic!("{x}"));
+    assert!(e[0].backup(&backup).is_err(), "never overwrites");
     let node = sim.node("aicha").unwrap_or_else(|x| panic!("{x}"));
+    let key = node.secrets.signing.public();
+    let restored = passerelle_core::store::Store::restore_backup(
+        &backup,
+        &key,
+        &dir.path().join("restored.redb"),
+        Some(sim.mechanism_id()),
+    )
+    .unwrap_or_else(|x| panic!("{x}"));
     let mut engine =
         Engine::open(restored, node.secrets.clone(), "mas").unwrap_or_else(|x| panic!("{x}"));
     assert_eq!(
@@ -964,21 +966,43 @@ fn a_backup_restores_everything_and_starts_read_only() {
     let other =
         Sim::new(SAMPLE, &["mas"], &[("x", "mas")], now()).unwrap_or_else(|x| panic!("{x}"));
     let again = dir.path().join("again.backup");
-    e[1].store()
-        .backup(&again)
-        .unwrap_or_else(|x| panic!("{x}"));
+    e[1].backup(&again).unwrap_or_else(|x| panic!("{x}"));
+    let nurse = sim.node("delegate").unwrap_or_else(|x| panic!("{x}"));
+    let nurse_key = nurse.secrets.signing.public();
     assert!(
-        passerelle_core::store::Store::prepare_restore(&again, Some(other.mechanism_id())).is_err()
+        passerelle_core::store::Store::restore_backup(
+            &again,
+            &nurse_key,
+            &dir.path().join("again.redb"),
+            Some(other.mechanism_id())
+        )
+        .is_err(),
+        "another mechanism's backup"
+    );
+    // Signed by another node: refused before the database is read.
+    let refused = passerelle_core::store::Store::restore_backup(
+        &again,
+        &key,
+        &dir.path().join("again2.redb"),
+        Some(sim.mechanism_id()),
+    )
+    .map(|_| ())
+    .unwrap_err();
+    assert!(
+        refused.to_string().contains("not signed by this node"),
+        "{refused}"
     );
 }
 
-/// A real first change of MdM's partner-map document.
-fn mdm_profile_change() -> Vec<u8> {
+/// A real first change of MdM's partner-map document, written by the node with key `actor`
+/// (a map change must carry its signer's Automerge actor).
+fn mdm_profile_change(actor: &[u8; 32]) -> Vec<u8> {
     let profile = passerelle_core::map::Profile::from_toml(
         "org = \"mdm\"\n[description]\nfr = \"Soins\"\nen = \"Care\"\nar = \"رعاية\"\n",
     )
     .unwrap_or_else(|x| panic!("{x}"));
     let mut doc = automerge::AutoCommit::new();
+    doc.set_actor(automerge::ActorId::from(actor.to_vec()));
     passerelle_core::map::import(&mut doc, &profile)
         .unwrap_or_else(|x| panic!("{x}"))
         .unwrap_or_else(|| panic!("a change"))

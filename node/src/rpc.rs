@@ -470,7 +470,7 @@ pub fn dispatch(engine: &mut Engine, ctx: &Context, request: Request) -> Result<
             )?)
         }
         Request::Backup { out } => {
-            let events = engine.store().backup(&out)?;
+            let events = engine.backup(&out)?;
             audit(engine, ctx, "backup", &out.display().to_string())?;
             Ok(json!({ "events": events, "out": out }))
         }

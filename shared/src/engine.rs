@@ -287,6 +287,12 @@ impl Engine {
         Ok(())
     }
 
+    /// Writes a backup of the whole database to a new file at `to`, signed with this node's
+    /// key (only this node's key restores it); returns the number of events it holds.
+    pub fn backup(&self, to: &std::path::Path) -> Result<u64, EngineError> {
+        Ok(self.store.backup(to, &self.secrets.signing)?)
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }

@@ -16,6 +16,7 @@ mod users;
 use std::path::Path;
 
 pub use audit::AuditEntry;
+pub use backup::BACKUP_MAGIC;
 pub use config_store::{ApplyOutcome, ConfigState};
 pub use log::{FoldKeys, IngestReport, LogCounts, decrypt_event};
 pub use org_keys::ImportOutcome;
@@ -47,6 +48,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error(transparent)]
     Chain(#[from] crate::config::chain::ChainError),
+    #[error(
+        "the configuration version {version} stored in the node's database does not verify ({reason}): the database was altered; restore a backup this node signed"
+    )]
+    ChainStored { version: u64, reason: String },
     #[error("this node has not joined a mechanism yet: run `passerelle join GENESIS.signed`")]
     NotJoined,
     #[error("{0}")]
