@@ -259,3 +259,73 @@ fn a_tampered_backup_or_database_never_puts_an_unsigned_configuration_in_force()
         .node_run("mas1", &["status"])
         .expect_refused("configuration version 2 stored in the node's database does not verify");
 }
+
+/// Issue 10, item 2: an outsider's bundle carrying one event ten years ahead is refused ("not
+/// an endorsed node"), and it does not move the running node's clock: the caseworker's next
+/// case is admitted at once, not held back as "from the future".
+#[test]
+fn a_refused_event_from_the_future_does_not_move_the_clock() {
+    let setup = mechanism(&["mas"], &[("mas1", "mas")], &[]);
+    // The outsider has the genesis (it is handed around) and keys of its own, endorsed by no one.
+    setup
+        .run(&[
+            "--data-dir",
+            "node-outsider",
+            "init",
+            "--org",
+            "mas",
+            "--label",
+            "outsider",
+        ])
+        .expect_ok();
+    let outsider = SimNode {
+        name: "outsider".into(),
+        org: "mas".into(),
+        secrets: secrets(&setup, "outsider"),
+    };
+    let genesis = passerelle_core::config::chain::SignedFile::from_bytes(
+        &std::fs::read(setup.file("v1.signed")).unwrap(),
+    )
+    .unwrap();
+    let m = genesis.mechanism().unwrap();
+    let ten_years = time::Duration::days(3653);
+    let mut forger = Forger::new(&outsider, m.hash, 1, now() + ten_years);
+    let future = forger
+        .next(
+            &m,
+            Kind::MapChange { org: "mas".into() },
+            None,
+            vec![],
+            &[],
+            b"anything",
+        )
+        .unwrap();
+    let node: toml::Value = toml::from_str(&setup.read("node-mas1/node.toml")).unwrap();
+    let recipient: age::x25519::Recipient = node["recipient"].as_str().unwrap().parse().unwrap();
+    let path = setup.file("outsider.bundle");
+    passerelle_core::bundle::write_events(
+        std::fs::File::create(&path).unwrap(),
+        m.hash,
+        &outsider.secrets.signing.public().node_id().to_string(),
+        vec![genesis.to_bytes()],
+        &[future],
+        &[recipient],
+        now(),
+    )
+    .unwrap();
+
+    let daemon = Daemon::start(setup.path(), "mas1", &[], &[]);
+    let out = setup
+        .node_run("mas1", &["bundle", "import", &path.to_string_lossy()])
+        .expect_ok();
+    assert!(
+        out.stdout.contains("not an endorsed node"),
+        "{}",
+        out.stdout
+    );
+    setup.open_case("mas1", "Amal", "general");
+    let status = setup.status("mas1");
+    assert_eq!(status["events"], 1, "{status}");
+    assert_eq!(status["held_back"], 0, "{status}");
+    daemon.stop();
+}
