@@ -329,3 +329,91 @@ fn a_refused_event_from_the_future_does_not_move_the_clock() {
     assert_eq!(status["held_back"], 0, "{status}");
     daemon.stop();
 }
+
+/// Issue 10, item 4: outsiders flood the hold with events claiming a configuration version
+/// this node does not have (signed by keys nobody endorsed). Only a few per key and a few
+/// thousand in all wait; the rest are refused with a reason; the node's own work and an honest
+/// member's bundle go through as usual.
+#[test]
+fn outsiders_cannot_fill_the_hold_and_honest_batches_still_pass() {
+    let setup = mechanism(&["mas", "crt"], &[("mas1", "mas"), ("crt1", "crt")], &[]);
+    let genesis = passerelle_core::config::chain::SignedFile::from_bytes(
+        &std::fs::read(setup.file("v1.signed")).unwrap(),
+    )
+    .unwrap();
+    let m = genesis.mechanism().unwrap();
+    // 80 keys of nobody's, 100 events each, all claiming version 2.
+    let mut flood = Vec::new();
+    for k in 0..80 {
+        let stranger = SimNode {
+            name: format!("stranger{k}"),
+            org: "mas".into(),
+            secrets: NodeSecrets::generate(),
+        };
+        let mut forger = Forger::new(&stranger, m.hash, 2, now());
+        for _ in 0..100 {
+            flood.push(
+                forger
+                    .next(
+                        &m,
+                        Kind::MapChange { org: "mas".into() },
+                        None,
+                        vec![],
+                        &[],
+                        b"x",
+                    )
+                    .unwrap(),
+            );
+        }
+    }
+    let node: toml::Value = toml::from_str(&setup.read("node-mas1/node.toml")).unwrap();
+    let recipient: age::x25519::Recipient = node["recipient"].as_str().unwrap().parse().unwrap();
+    let path = setup.file("flood.bundle");
+    passerelle_core::bundle::write_events(
+        std::fs::File::create(&path).unwrap(),
+        m.hash,
+        "anyone",
+        vec![genesis.to_bytes()],
+        &flood,
+        &[recipient],
+        now(),
+    )
+    .unwrap();
+    let out = setup
+        .node_run("mas1", &["bundle", "import", &path.to_string_lossy()])
+        .expect_ok();
+    assert!(out.stdout.contains("too many events"), "{}", out.stdout);
+    let held = setup.status("mas1")["held_back"].as_u64().unwrap();
+    assert!(
+        held <= passerelle_core::limits::HELD_STRANGERS_MAX,
+        "{held} events held from strangers"
+    );
+    assert!(held <= 80 * passerelle_core::limits::HELD_PER_STRANGER_MAX);
+    assert!(
+        held > 0,
+        "events of a version still to come are held, within bounds"
+    );
+
+    // The node's own work and an honest member's bundle go through.
+    setup.open_case("mas1", "Amal", "general");
+    let profile = format!("{}/../config/profiles/crt.toml", env!("CARGO_MANIFEST_DIR"));
+    setup
+        .node_run("crt1", &["map", "import", &profile])
+        .expect_ok();
+    let mas1_id = setup.status("mas1")["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let honest = setup.file("honest.bundle").to_string_lossy().into_owned();
+    setup
+        .node_run(
+            "crt1",
+            &["bundle", "export", "--out", &honest, "--for", &mas1_id],
+        )
+        .expect_ok();
+    let out = setup
+        .node_run("mas1", &["bundle", "import", &honest])
+        .expect_ok();
+    assert!(out.stdout.contains("1 new"), "{}", out.stdout);
+    assert_eq!(setup.status("mas1")["events"], 2);
+}

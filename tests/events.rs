@@ -1007,3 +1007,100 @@ fn mdm_profile_change(actor: &[u8; 32]) -> Vec<u8> {
         .unwrap_or_else(|x| panic!("{x}"))
         .unwrap_or_else(|| panic!("a change"))
 }
+
+/// Issue 10, item 4: held events are retried incrementally — one from the future when its time
+/// comes, one after a gap when the gap fills — and nothing waits forever: a held event whose
+/// predecessor never comes is dropped after `HELD_EXPIRY_MS`.
+#[test]
+fn held_events_come_in_when_their_time_comes_and_expire_otherwise() {
+    let (sim, _dir, mut e) = scenario();
+    let m = sim.mechanism().unwrap_or_else(|x| panic!("{x}"));
+    let nurse = sim.node("nurse").unwrap_or_else(|x| panic!("{x}")).clone();
+    let profile = mdm_profile_change(&nurse.key());
+    // An hour ahead: held, then admitted once that hour has passed.
+    let mut ahead = Forger::new(
+        &nurse,
+        sim.mechanism_id(),
+        1,
+        now() + time::Duration::hours(1),
+    );
+    let future = ahead
+        .next(
+            &m,
+            Kind::MapChange { org: "mdm".into() },
+            None,
+            vec![],
+            &[],
+            &profile,
+        )
+        .unwrap_or_else(|x| panic!("{x}"));
+    let report = e[0]
+        .receive(&[future.clone()], now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(report.held.len(), 1, "{report:?}");
+    let report = e[0].retry_held(now()).unwrap_or_else(|x| panic!("{x}"));
+    assert!(report.admitted.is_empty(), "not yet: {report:?}");
+    let later = now() + time::Duration::minutes(61);
+    let report = e[0].retry_held(later).unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(report.admitted, vec![future.id()], "{report:?}");
+    assert_eq!(e[0].store().log_counts().unwrap_or_default().held, 0);
+
+    // The delegate's seq 2 arrives without seq 1: held; seq 1 never comes; after the expiry
+    // the hold is empty again.
+    let delegate = sim
+        .node("delegate")
+        .unwrap_or_else(|x| panic!("{x}"))
+        .clone();
+    let mut gap = Forger::new(&delegate, sim.mechanism_id(), 1, now());
+    let first = gap
+        .next(
+            &m,
+            Kind::MapChange { org: "dpe".into() },
+            None,
+            vec![],
+            &[],
+            b"x",
+        )
+        .unwrap_or_else(|x| panic!("{x}"));
+    let second = gap
+        .next(
+            &m,
+            Kind::MapChange { org: "dpe".into() },
+            None,
+            vec![],
+            &[],
+            b"y",
+        )
+        .unwrap_or_else(|x| panic!("{x}"));
+    let report = e[1]
+        .receive(&[second.clone()], now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(report.held.len(), 1, "{report:?}");
+    let report = e[1]
+        .receive(&[first], now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(report.admitted.len(), 2, "the gap filled: {report:?}");
+    let mut gap = Forger::new(&delegate, sim.mechanism_id(), 1, now());
+    gap.seq = 5;
+    let orphan = gap
+        .next(
+            &m,
+            Kind::MapChange { org: "dpe".into() },
+            None,
+            vec![],
+            &[],
+            b"z",
+        )
+        .unwrap_or_else(|x| panic!("{x}"));
+    e[2].receive(&[orphan], now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(e[2].store().log_counts().unwrap_or_default().held, 1);
+    let expiry = passerelle_core::limits::HELD_EXPIRY_MS;
+    let after = now() + time::Duration::milliseconds(i64::try_from(expiry).unwrap_or(0) + 1000);
+    e[2].retry_held(after).unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(
+        e[2].store().log_counts().unwrap_or_default().held,
+        0,
+        "expired"
+    );
+}

@@ -18,8 +18,8 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use super::audit::AUDIT;
 use super::config_store::CONFIG;
 use super::log::{
-    BY_ORG, CASES, EQUIVOCATIONS, EVENTS, HEADS, HELD, LINKS, LOG, MAP_EVENTS, MAP_HASHES, MAPS,
-    META, REFERRALS, REPORT_INDEX, SHARES, UNREAD, VERDICTS, WAITING,
+    BY_ORG, CASES, EQUIVOCATIONS, EVENTS, HEADS, LINKS, LOG, MAP_EVENTS, MAP_HASHES, MAPS, META,
+    REFERRALS, REPORT_INDEX, SHARES, UNREAD, VERDICTS, WAITING,
 };
 use super::org_keys::ORG_KEYS;
 use super::users::USERS;
@@ -115,7 +115,10 @@ impl Store {
         copy(&src, &tx, HEADS)?;
         copy(&src, &tx, VERDICTS)?;
         copy(&src, &tx, WAITING)?;
-        copy(&src, &tx, HELD)?;
+        copy(&src, &tx, super::held::HELD)?;
+        copy(&src, &tx, super::held::HELD_STRANGERS)?;
+        copy(&src, &tx, super::held::HELD_TIMES)?;
+        copy(&src, &tx, super::held::HELD_COUNTS)?;
         copy(&src, &tx, EQUIVOCATIONS)?;
         copy(&src, &tx, CASES)?;
         copy(&src, &tx, REFERRALS)?;

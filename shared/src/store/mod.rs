@@ -8,6 +8,7 @@
 mod audit;
 mod backup;
 mod config_store;
+mod held;
 mod log;
 mod maps;
 mod org_keys;
@@ -101,6 +102,7 @@ impl Store {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = redb::Database::builder().create(path)?;
+        held::drop_v1(&db)?;
         let config = config_store::load(&db)?;
         let hlc_seen = log::max_hlc(&db)?;
         Ok(Self {
