@@ -105,5 +105,7 @@ pub const MAP_CHANGES_PER_SNAPSHOT_MAX: usize = 100_000;
 pub const MAP_CHUNKS_MAX: usize = 64;
 /// Partner-map documents kept loaded in memory between events.
 pub const MAP_CACHE_DOCS_MAX: usize = 64;
+/// Requests remembered by their idempotency key (the oldest are forgotten past it).
+pub const REQUESTS_KEPT_MAX: u64 = 10_000;
 /// Largest partner-map profile file, in bytes.
 pub const PROFILE_FILE_SIZE_MAX_BYTES: usize = 1024 * 1024;

@@ -116,6 +116,8 @@ impl Store {
         copy(&src, &tx, VERDICTS)?;
         copy(&src, &tx, WAITING)?;
         copy(&src, &tx, super::held::HELD)?;
+        copy(&src, &tx, super::requests::REQUESTS)?;
+        copy(&src, &tx, super::requests::REQUESTS_BY_TIME)?;
         copy(&src, &tx, super::held::HELD_STRANGERS)?;
         copy(&src, &tx, super::held::HELD_TIMES)?;
         copy(&src, &tx, super::held::HELD_COUNTS)?;

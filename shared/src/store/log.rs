@@ -1063,6 +1063,10 @@ impl Store {
         }
         match outcome {
             Ok(()) => {
+                if let Some(request) = self.pending_request.take() {
+                    let ids = events.iter().map(|(e, _)| e.id()).collect();
+                    super::requests::record_in(&tx, request, ids, now_ms)?;
+                }
                 tx.commit()?;
                 if let Some((last, _)) = events.last() {
                     observe_hlc(&mut self.hlc_seen, last.header().hlc);

@@ -12,6 +12,7 @@ mod held;
 mod log;
 mod maps;
 mod org_keys;
+mod requests;
 mod users;
 
 use std::path::Path;
@@ -21,6 +22,7 @@ pub use backup::BACKUP_MAGIC;
 pub use config_store::{ApplyOutcome, ConfigState};
 pub use log::{FoldKeys, IngestReport, LogCounts, decrypt_event};
 pub use org_keys::ImportOutcome;
+pub use requests::{RequestId, RequestRecord};
 pub use users::{User, UserRole};
 
 /// Opens a table for reading; `None` when it was never written to (a store that holds none of
@@ -96,6 +98,8 @@ pub struct Store {
     pub(crate) hlc_seen: crate::event::Hlc,
     /// Partner-map documents kept loaded between events (see `maps`).
     pub(crate) map_cache: maps::MapCache,
+    /// The idempotency key of the request being carried out, recorded with its events.
+    pub(crate) pending_request: Option<requests::RequestId>,
 }
 
 impl Store {
@@ -110,6 +114,7 @@ impl Store {
             config,
             hlc_seen,
             map_cache: maps::MapCache::default(),
+            pending_request: None,
         })
     }
 
