@@ -417,3 +417,84 @@ fn outsiders_cannot_fill_the_hold_and_honest_batches_still_pass() {
     assert!(out.stdout.contains("1 new"), "{}", out.stdout);
     assert_eq!(setup.status("mas1")["events"], 2);
 }
+
+/// Issue 10, item 13: with `RUST_LOG=trace`, a command talking to the daemon prints neither
+/// the API token nor the body it sends (a person's name); issue 10, item 11: `bundle export`
+/// never writes through a link planted at its output's name or its old partial name, and the
+/// bundle is readable by its owner alone.
+#[test]
+fn trace_logs_carry_no_secret_and_exports_follow_no_planted_link() {
+    let setup = mechanism(&["mas"], &[("mas1", "mas")], &[]);
+    let daemon = Daemon::start(setup.path(), "mas1", &[], &[]);
+    setup.write(
+        "case-secret.json",
+        &serde_json::json!({
+            "case_type": "general", "site": "medenine",
+            "person": {"first_name": "Zoubeida-Unique-Name", "languages": ["ar"]},
+            "needs": ["shelter"],
+            "consent": {"given": true, "explained_by": "Aïcha", "recorded_at": "2026-11-27T09:00:00Z"}
+        })
+        .to_string(),
+    );
+    let out = passerelle_tests::run_env(
+        setup.path(),
+        &[
+            "--data-dir",
+            "node-mas1",
+            "--user",
+            "tester",
+            "case",
+            "open",
+            "--from",
+            "case-secret.json",
+        ],
+        &[("RUST_LOG", "trace")],
+    )
+    .expect_ok();
+    let token = daemon.token();
+    assert!(token.len() >= 32);
+    assert!(!out.stderr.contains(&token), "the token reached the log");
+    assert!(
+        !out.stderr.contains("Zoubeida-Unique-Name"),
+        "the request body reached the log"
+    );
+
+    // A link planted where the export writes, pointing at a file the attacker wants destroyed.
+    let victim = setup.file("victim.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    let out_path = setup.file("out.bundle");
+    std::os::unix::fs::symlink(&victim, setup.file("out.partial")).unwrap();
+    let mas1_id = setup.status("mas1")["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out_text = out_path.to_string_lossy().into_owned();
+    setup
+        .node_run(
+            "mas1",
+            &["bundle", "export", "--out", &out_text, "--for", &mas1_id],
+        )
+        .expect_ok();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&out_path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the bundle is readable by others: {mode:o}");
+    // A link at the output name itself: refused.
+    let linked = setup.file("linked.bundle");
+    std::os::unix::fs::symlink(&victim, &linked).unwrap();
+    setup
+        .node_run(
+            "mas1",
+            &[
+                "bundle",
+                "export",
+                "--out",
+                &linked.to_string_lossy(),
+                "--for",
+                &mas1_id,
+            ],
+        )
+        .expect_refused("already exists");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    daemon.stop();
+}

@@ -770,12 +770,14 @@ fn bundle_export(
     if recipients.is_empty() {
         bail!("the configuration lists no node to encrypt the bundle to");
     }
-    if out.exists() {
+    if std::fs::symlink_metadata(out).is_ok() {
         bail!("{} already exists: refusing to overwrite it", out.display());
     }
-    let tmp = out.with_extension("partial");
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    // A fresh name, created exclusively (never through a file or link planted there), 0600:
+    // the bundle holds case ciphertext.
+    let tmp = crate::fsutil::partial_path(out);
+    let file = crate::fsutil::create_new(&tmp, true)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     let writer = std::io::BufWriter::new(file);
     let bar = progress_bar(ctx.progress, "exporting");
     let result = bundle::export(
