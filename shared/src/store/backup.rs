@@ -190,6 +190,7 @@ impl Store {
         Self::unseal_backup(file, node, db)?;
         let restored = Self::prepare_restore(db, expected);
         if restored.is_err() {
+            // As above: the refusal is what the caller needs; the copy is ours to drop.
             let _ = std::fs::remove_file(db);
         }
         restored
