@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure with its message.
 
 mod browser;
+mod cli_output;
 mod config_chain;
 mod config_files;
 mod crash;
