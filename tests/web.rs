@@ -211,32 +211,50 @@ fn a_referral_made_in_the_ui_is_accepted_in_the_partners_ui() {
     assert!(audit.contains("\"user\": \"aicha\""), "{audit}");
 }
 
-/// Logs in over plain HTTP and returns the session cookie and the page's CSRF token.
-fn http_session(base: &str, user: &str, password: &str) -> (String, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .build()
-        .into();
-    let mut r = agent.get(format!("{base}/login")).call().unwrap();
-    let nonce_cookie = r
-        .headers()
+        .into()
+}
+
+fn set_cookie(r: &ureq::http::Response<ureq::Body>, prefix: &str) -> Option<String> {
+    r.headers()
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("passerelle_login_"))
-        .and_then(|v| v.split(';').next())
-        .unwrap()
-        .to_string();
-    let body = r.body_mut().read_to_string().unwrap();
-    let nonce = body
-        .split("name=\"csrf\" value=\"")
+        .find(|v| v.starts_with(prefix))
+        .map(str::to_string)
+}
+
+fn csrf_in(body: &str) -> String {
+    body.split("name=\"csrf\" value=\"")
         .nth(1)
         .unwrap()
         .split('"')
         .next()
         .unwrap()
-        .to_string();
+        .to_string()
+}
+
+/// How a login over plain HTTP ended.
+#[derive(Debug)]
+struct LoginAnswer {
+    status: u16,
+    /// `passerelle_session_PORT=ID` when it succeeded.
+    session: Option<String>,
+    /// The Retry-After header of a throttled attempt, in seconds.
+    retry_after: Option<u64>,
+}
+
+fn try_login(base: &str, user: &str, password: &str) -> LoginAnswer {
+    let agent = agent();
+    let mut r = agent.get(format!("{base}/login")).call().unwrap();
+    let nonce_cookie = set_cookie(&r, "passerelle_login_")
+        .and_then(|v| v.split(';').next().map(str::to_string))
+        .unwrap();
+    let nonce = csrf_in(&r.body_mut().read_to_string().unwrap());
     let r = agent
         .post(format!("{base}/login"))
         .header("Cookie", &nonce_cookie)
@@ -246,103 +264,73 @@ fn http_session(base: &str, user: &str, password: &str) -> (String, String) {
             ("csrf", nonce.as_str()),
         ])
         .unwrap();
-    assert_eq!(r.status().as_u16(), 303, "logged in");
-    let session = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("passerelle_session_"))
-        .and_then(|v| v.split(';').next())
-        .unwrap()
-        .to_string();
-    let mut page = agent
+    LoginAnswer {
+        status: r.status().as_u16(),
+        session: set_cookie(&r, "passerelle_session_")
+            .and_then(|v| v.split(';').next().map(str::to_string)),
+        retry_after: r
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()),
+    }
+}
+
+/// Logs in over plain HTTP and returns the session cookie and the page's CSRF token.
+fn http_session(base: &str, user: &str, password: &str) -> (String, String) {
+    let answer = try_login(base, user, password);
+    assert_eq!(answer.status, 303, "logged in: {answer:?}");
+    let session = answer.session.unwrap();
+    let mut page = agent()
         .get(format!("{base}/cases/new"))
         .header("Cookie", &session)
         .call()
         .unwrap();
-    let body = page.body_mut().read_to_string().unwrap();
-    let csrf = body
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
+    let csrf = csrf_in(&page.body_mut().read_to_string().unwrap());
     (session, csrf)
 }
 
+/// GET `path` with a session cookie: the status, and where a redirect points.
+fn get_with(base: &str, session: &str, path: &str) -> (u16, String) {
+    let r = agent()
+        .get(format!("{base}{path}"))
+        .header("Cookie", session)
+        .call()
+        .unwrap();
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (r.status().as_u16(), location)
+}
+
+const TO_LOGIN: (u16, &str) = (303, "/login");
+
 #[test]
-fn forged_requests_are_refused() {
+fn logout_clears_the_session_cookie_and_ends_the_session_issue_10() {
     let setup = mechanism(&["mas"], &[("aicha", "mas")], &[]);
     add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");
     let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
     let base = format!("http://{}", hub.api);
     let (session, csrf) = http_session(&base, "aicha", "aicha-password-1");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .build()
-        .into();
-    let form = |token: &str| {
-        vec![
-            ("csrf", token.to_string()),
-            ("case_type", "general".to_string()),
-            ("site", "medenine".to_string()),
-            ("first_name", "Forged".to_string()),
-            ("consent_given", "1".to_string()),
-            ("explained_by", "x".to_string()),
-        ]
-    };
-    // Without the CSRF token (or with a wrong one): refused, nothing created.
-    for token in ["", "0000"] {
-        let r = agent
-            .post(format!("{base}/cases"))
-            .header("Cookie", &session)
-            .send_form(form(token))
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 403, "CSRF token `{token}`");
-    }
-    // A foreign Host header (DNS rebinding): refused before any handler.
-    let r = agent
-        .post(format!("{base}/cases"))
+    let port = hub.api.rsplit(':').next().unwrap();
+    let name = format!("passerelle_session_{port}");
+    assert!(session.starts_with(&format!("{name}=")), "{session}");
+
+    let r = agent()
+        .post(format!("{base}/logout"))
         .header("Cookie", &session)
-        .header("Host", "attacker.example:4011")
-        .send_form(form(&csrf))
+        .send_form([("csrf", csrf.as_str())])
         .unwrap();
-    assert_eq!(r.status().as_u16(), 421);
-    let r = agent
-        .get(format!("{base}/login"))
-        .header("Host", "attacker.example")
-        .call()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 421);
-    // Without a session: to the login page.
-    let r = agent.get(format!("{base}/cases")).call().unwrap();
     assert_eq!(r.status().as_u16(), 303);
-    // A wrong password: refused.
-    let mut r = agent.get(format!("{base}/login")).call().unwrap();
-    let body = r.body_mut().read_to_string().unwrap();
-    assert!(!body.contains("aicha-password-1"));
-    let json = setup.node_json("aicha", &["case", "list", "--json"]);
-    assert_eq!(
-        json.as_array().map(Vec::len),
-        Some(0),
-        "nothing was created"
+    let cleared = set_cookie(&r, &format!("{name}=")).unwrap_or_default();
+    assert!(
+        cleared.starts_with(&format!("{name}=;")) && cleared.contains("Max-Age=0"),
+        "the session cookie of this port is cleared: {cleared:?}"
     );
-    // The genuine request works.
-    let r = agent
-        .post(format!("{base}/cases"))
-        .header("Cookie", &session)
-        .send_form(form(&csrf))
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 303, "a real form goes through");
-    assert_eq!(
-        setup
-            .node_json("aicha", &["case", "list", "--json"])
-            .as_array()
-            .map(Vec::len),
-        Some(1)
-    );
+    // The server forgot the session too: the old id opens nothing.
+    let (status, location) = get_with(&base, &session, "/cases");
+    assert_eq!((status, location.as_str()), TO_LOGIN);
 }

@@ -399,12 +399,13 @@ async fn logout(
         sessions.remove(&id);
     }
     let mut r = Redirect::to("/login").into_response();
-    r.headers_mut().append(
-        header::SET_COOKIE,
-        HeaderValue::from_static(
-            "passerelle_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
-        ),
-    );
+    // The cookie's own name (it carries the port), so the browser really drops it.
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+        state.session_cookie
+    )) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
     r
 }
 
