@@ -309,6 +309,80 @@ fn get_with(base: &str, session: &str, path: &str) -> (u16, String) {
 const TO_LOGIN: (u16, &str) = (303, "/login");
 
 #[test]
+fn sessions_end_when_their_account_is_removed_or_changed_issue_10() {
+    let setup = mechanism(&["mas"], &[("aicha", "mas")], &[]);
+    add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");
+    let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
+    let base = format!("http://{}", hub.api);
+    let page = |session: &str, path: &str| {
+        let (status, location) = get_with(&base, session, path);
+        (
+            status,
+            if status == 303 {
+                location
+            } else {
+                String::new()
+            },
+        )
+    };
+    let to_login = (TO_LOGIN.0, TO_LOGIN.1.to_string());
+
+    // A new password (`user add` again, through the running daemon): the session ends at once,
+    // and the old password no longer logs in.
+    let (first, _) = http_session(&base, "aicha", "aicha-password-1");
+    assert_eq!(page(&first, "/cases").0, 200);
+    add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-2");
+    assert_eq!(page(&first, "/cases"), to_login, "after a new password");
+    assert_eq!(try_login(&base, "aicha", "aicha-password-1").status, 401);
+
+    // A new role: the caseworker's session ends; logged in again, the coordinator sees no case.
+    let (second, _) = http_session(&base, "aicha", "aicha-password-2");
+    assert_eq!(page(&second, "/cases").0, 200);
+    add_user(&setup, "aicha", "aicha", "coordinator", "aicha-password-2");
+    assert_eq!(page(&second, "/cases"), to_login, "after a role change");
+    let coordinator = try_login(&base, "aicha", "aicha-password-2")
+        .session
+        .unwrap();
+    assert_eq!(page(&coordinator, "/cases").0, 403);
+    assert_eq!(page(&coordinator, "/indicators").0, 200);
+
+    // Removal: the session can neither read nor write, and no case is created.
+    add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-3");
+    let (third, csrf) = http_session(&base, "aicha", "aicha-password-3");
+    assert_eq!(page(&third, "/cases").0, 200);
+    setup
+        .node_run("aicha", &["user", "remove", "aicha"])
+        .expect_ok();
+    assert_eq!(page(&third, "/cases"), to_login, "after removal");
+    assert_eq!(page(&coordinator, "/indicators"), to_login);
+    let r = agent()
+        .post(format!("{base}/cases"))
+        .header("Cookie", &third)
+        .send_form([
+            ("csrf", csrf.as_str()),
+            ("case_type", "general"),
+            ("site", "medenine"),
+            ("first_name", "Ghost"),
+            ("consent_given", "1"),
+            ("explained_by", "x"),
+        ])
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(
+        r.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("/login")
+    );
+    assert_eq!(
+        setup
+            .node_json("aicha", &["case", "list", "--json"])
+            .as_array()
+            .map(Vec::len),
+        Some(0),
+        "a removed account opened no case"
+    );
+}
+
+#[test]
 fn logout_clears_the_session_cookie_and_ends_the_session_issue_10() {
     let setup = mechanism(&["mas"], &[("aicha", "mas")], &[]);
     add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");

@@ -26,6 +26,9 @@ use crate::rpc::{self, NetworkView, Request};
 
 /// How long a session lasts without being used.
 pub const SESSION_IDLE: Duration = Duration::from_secs(8 * 3600);
+/// How long a session lasts at most, however busy: a working day and a half, so a session
+/// left open on a shared computer does not live for ever.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Most sessions held at once (the oldest go first).
 pub const SESSIONS_MAX: usize = 1_000;
 const LANG_COOKIE: &str = "passerelle_lang";
@@ -34,8 +37,20 @@ const LANG_COOKIE: &str = "passerelle_lang";
 struct Session {
     user: String,
     role: UserRole,
+    /// The account's credential stamp when the session began: a removal, a new role or a new
+    /// password changes it, and the session ends.
+    stamp: u64,
     csrf: String,
+    started: Instant,
     last_used: Instant,
+}
+
+impl Session {
+    /// Whether neither the idle timeout nor the absolute lifetime has passed.
+    fn live(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.last_used) <= SESSION_IDLE
+            && now.saturating_duration_since(self.started) <= SESSION_LIFETIME
+    }
 }
 
 /// The web UI's shared state.
@@ -206,16 +221,39 @@ pub fn router(state: WebState) -> Router {
 }
 
 impl WebState {
-    fn session(&self, headers: &HeaderMap) -> Option<Session> {
+    /// The request's session, if it is live and its account is still what it was when the
+    /// session began: asked of the store on every request, so removing an account, giving it
+    /// another role or a new password (`passerelle user …`, through the daemon) ends its
+    /// sessions at once.
+    async fn session(&self, headers: &HeaderMap) -> Option<Session> {
         let id = cookie(headers, &self.session_cookie)?;
-        let mut sessions = self.sessions.lock().ok()?;
-        let session = sessions.get_mut(&id)?;
-        if session.last_used.elapsed() > SESSION_IDLE {
-            sessions.remove(&id);
-            return None;
+        let now = Instant::now();
+        let session = {
+            let mut sessions = self.sessions.lock().ok()?;
+            let session = sessions.get_mut(&id)?;
+            if !session.live(now) {
+                sessions.remove(&id);
+                return None;
+            }
+            session.last_used = now;
+            session.clone()
+        };
+        let name = session.user.clone();
+        match self.engine.call(move |e| e.store().user(&name)).await {
+            Ok(Ok(Some(account)))
+                if account.role == session.role && account.stamp == session.stamp =>
+            {
+                Some(session)
+            }
+            Ok(Ok(_)) => {
+                if let Ok(mut sessions) = self.sessions.lock() {
+                    sessions.remove(&id);
+                }
+                None
+            }
+            // The engine did not answer: refuse this request, keep the session for the next.
+            Ok(Err(_)) | Err(_) => None,
         }
-        session.last_used = Instant::now();
-        Some(session.clone())
     }
 
     /// Runs a request as the session's user.
@@ -249,7 +287,7 @@ impl WebState {
 /// The session, or a redirect to the login page.
 macro_rules! session_or_login {
     ($state:expr, $headers:expr) => {
-        match $state.session(&$headers) {
+        match $state.session(&$headers).await {
             Some(s) => s,
             None => return Redirect::to("/login").into_response(),
         }
@@ -351,7 +389,9 @@ async fn login(
         return r;
     };
     let id = random_token();
+    let now = Instant::now();
     if let Ok(mut sessions) = state.sessions.lock() {
+        sessions.retain(|_, s| s.live(now));
         if sessions.len() >= SESSIONS_MAX
             && let Some(oldest) = sessions
                 .iter()
@@ -365,8 +405,10 @@ async fn login(
             Session {
                 user: account.name.clone(),
                 role: account.role,
+                stamp: account.stamp,
                 csrf: random_token(),
-                last_used: Instant::now(),
+                started: now,
+                last_used: now,
             },
         );
     }
@@ -1633,4 +1675,31 @@ async fn indicators(
             .collect(),
         page: p,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_ends_when_idle_or_at_its_absolute_lifetime() {
+        let now = Instant::now();
+        let session = Session {
+            user: "aicha".into(),
+            role: UserRole::Caseworker,
+            stamp: 1,
+            csrf: String::new(),
+            started: now,
+            last_used: now,
+        };
+        assert!(session.live(now + SESSION_IDLE));
+        assert!(!session.live(now + SESSION_IDLE + Duration::from_secs(1)));
+        // Used all along, it still ends at its lifetime.
+        let busy = Session {
+            last_used: now + SESSION_LIFETIME,
+            ..session.clone()
+        };
+        assert!(busy.live(now + SESSION_LIFETIME));
+        assert!(!busy.live(now + SESSION_LIFETIME + Duration::from_secs(1)));
+    }
 }
