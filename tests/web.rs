@@ -408,3 +408,192 @@ fn logout_clears_the_session_cookie_and_ends_the_session_issue_10() {
     let (status, location) = get_with(&base, &session, "/cases");
     assert_eq!((status, location.as_str()), TO_LOGIN);
 }
+
+/// The local API's status request, timed.
+fn status_latency(api: &str, token: &str) -> Duration {
+    let started = Instant::now();
+    let r = agent()
+        .post(format!("http://{api}/api/v1/rpc"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .send_json(serde_json::json!({"user": "probe", "request": {"op": "status"}}))
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    started.elapsed()
+}
+
+/// Runs `attempts` logins at once while a probe times status requests; returns the logins'
+/// answers, how long they took in all, and the slowest status.
+fn flood(hub: &Daemon, attempts: &[(String, String)]) -> (Vec<LoginAnswer>, Duration, Duration) {
+    let base = format!("http://{}", hub.api);
+    let token = hub.token();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let started = Instant::now();
+    let (answers, slowest) = std::thread::scope(|scope| {
+        let probe = scope.spawn(|| {
+            let mut slowest = Duration::ZERO;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                slowest = slowest.max(status_latency(&hub.api, &token));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            slowest
+        });
+        let logins: Vec<_> = attempts
+            .iter()
+            .map(|(user, password)| scope.spawn(|| try_login(&base, user, password)))
+            .collect();
+        let answers: Vec<LoginAnswer> = logins.into_iter().map(|h| h.join().unwrap()).collect();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (answers, probe.join().unwrap())
+    });
+    (answers, started.elapsed(), slowest)
+}
+
+#[test]
+fn a_login_flood_is_throttled_and_hashed_off_the_engine_thread_issue_10() {
+    // node/src/web.rs: LOGIN_FREE_FAILURES_PER_ACCOUNT.
+    const FREE_FAILURES: usize = 5;
+    let setup = mechanism(&["mas"], &[("aicha", "mas")], &[]);
+    add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");
+    let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
+    let base = format!("http://{}", hub.api);
+    let token = hub.token();
+    let mut idle: Vec<Duration> = (0..5).map(|_| status_latency(&hub.api, &token)).collect();
+    idle.sort();
+
+    // Twenty wrong logins at once, each on its own account (under every throttle): every one
+    // is hashed. Were the hashing on the engine thread, a status request would wait behind
+    // them; off it, the status is answered while they run.
+    let spread: Vec<(String, String)> = (0..20)
+        .map(|i| (format!("nobody{i}"), "wrong-password-1".to_string()))
+        .collect();
+    let (answers, spread_took, spread_slowest) = flood(&hub, &spread);
+    eprintln!(
+        "status {:?} idle (median); {:?} at worst during 20 parallel logins that took {spread_took:?}",
+        idle[2], spread_slowest
+    );
+    assert!(answers.iter().all(|a| a.status == 401), "{answers:?}");
+    assert!(
+        spread_slowest < spread_took / 2,
+        "a status request waited {spread_slowest:?} while the logins took {spread_took:?}"
+    );
+
+    // Forty-eight wrong logins at once on one account: past the free failures the throttle
+    // answers 429 without hashing, and the status stays quick.
+    let burst: Vec<(String, String)> = (0..48)
+        .map(|_| ("aicha".to_string(), "wrong-password-1".to_string()))
+        .collect();
+    let (answers, burst_took, burst_slowest) = flood(&hub, &burst);
+    let wrong = answers.iter().filter(|a| a.status == 401).count();
+    let throttled = answers.iter().filter(|a| a.status == 429).count();
+    eprintln!(
+        "48 parallel logins on one account in {burst_took:?}: {wrong} checked, {throttled} throttled; status {burst_slowest:?} at worst"
+    );
+    assert_eq!(wrong + throttled, 48, "{answers:?}");
+    assert!(
+        (FREE_FAILURES..=FREE_FAILURES + 4).contains(&wrong),
+        "{wrong} passwords checked"
+    );
+    assert!(
+        answers
+            .iter()
+            .filter(|a| a.status == 429)
+            .all(|a| a.retry_after.is_some_and(|s| s >= 1)),
+        "{answers:?}"
+    );
+    assert!(
+        burst_slowest < Duration::from_secs(1),
+        "status took {burst_slowest:?} during the burst"
+    );
+
+    // The right password works once the wait is over (and not before: it is a real lockout).
+    let started = Instant::now();
+    let session = loop {
+        let answer = try_login(&base, "aicha", "aicha-password-1");
+        match (answer.status, answer.retry_after) {
+            (303, _) => break answer.session.unwrap(),
+            (429, Some(wait)) => {
+                assert!(
+                    wait <= 16,
+                    "the wait stays short after a few failures: {wait} s"
+                );
+                std::thread::sleep(Duration::from_secs(wait) + Duration::from_millis(100));
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "still locked out"
+        );
+    };
+    assert_eq!(get_with(&base, &session, "/cases").0, 200);
+}
+
+#[test]
+fn forged_requests_are_refused() {
+    let setup = mechanism(&["mas"], &[("aicha", "mas")], &[]);
+    add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");
+    let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
+    let base = format!("http://{}", hub.api);
+    let (session, csrf) = http_session(&base, "aicha", "aicha-password-1");
+    let agent = agent();
+    let form = |token: &str| {
+        vec![
+            ("csrf", token.to_string()),
+            ("case_type", "general".to_string()),
+            ("site", "medenine".to_string()),
+            ("first_name", "Forged".to_string()),
+            ("consent_given", "1".to_string()),
+            ("explained_by", "x".to_string()),
+        ]
+    };
+    // Without the CSRF token (or with a wrong one): refused, nothing created.
+    for token in ["", "0000"] {
+        let r = agent
+            .post(format!("{base}/cases"))
+            .header("Cookie", &session)
+            .send_form(form(token))
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403, "CSRF token `{token}`");
+    }
+    // A foreign Host header (DNS rebinding): refused before any handler.
+    let r = agent
+        .post(format!("{base}/cases"))
+        .header("Cookie", &session)
+        .header("Host", "attacker.example:4011")
+        .send_form(form(&csrf))
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 421);
+    let r = agent
+        .get(format!("{base}/login"))
+        .header("Host", "attacker.example")
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 421);
+    // Without a session: to the login page.
+    let r = agent.get(format!("{base}/cases")).call().unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    // A wrong password: refused.
+    let mut r = agent.get(format!("{base}/login")).call().unwrap();
+    let body = r.body_mut().read_to_string().unwrap();
+    assert!(!body.contains("aicha-password-1"));
+    let json = setup.node_json("aicha", &["case", "list", "--json"]);
+    assert_eq!(
+        json.as_array().map(Vec::len),
+        Some(0),
+        "nothing was created"
+    );
+    // The genuine request works.
+    let r = agent
+        .post(format!("{base}/cases"))
+        .header("Cookie", &session)
+        .send_form(form(&csrf))
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303, "a real form goes through");
+    assert_eq!(
+        setup
+            .node_json("aicha", &["case", "list", "--json"])
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+}
