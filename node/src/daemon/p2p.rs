@@ -21,6 +21,7 @@ use libp2p::{
     Multiaddr, PeerId, Swarm, allow_block_list, connection_limits, dcutr, identify, mdns,
     multiaddr::Protocol, noise, ping, relay, tcp, yamux,
 };
+use passerelle_core::config::Hash32;
 use passerelle_core::engine::Engine;
 use passerelle_core::event::Event;
 use passerelle_core::round::{Round, Step};
@@ -49,6 +50,15 @@ pub const DIAL_BACKOFF_MIN: Duration = Duration::from_secs(1);
 pub const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Messages from helper tasks waiting for the swarm task.
 pub const INNER_QUEUE_MAX: usize = 1024;
+/// How often each connection is pinged (liveness and the round trip `status` shows).
+pub const PING_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a ping may take before it counts as missed.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(4);
+/// A connected peer heard from longer ago than this is shown as `silent`, not `connected`.
+pub const PEER_SILENT_AFTER: Duration = Duration::from_secs(3 * PING_INTERVAL.as_secs());
+/// How often the network view (`status`) is refreshed even when nothing happened, so the
+/// liveness it shows is current.
+pub const VIEW_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -92,6 +102,8 @@ pub struct NetOptions {
 enum Inner {
     Respond(ResponseChannel<Response>, Response),
     RoundStep(PeerId, Box<Round>, Result<Step, String>),
+    /// A round ended complete: the digest both sides now hold (as far as this node knows).
+    PeerDigest(PeerId, Hash32),
     /// A push from this peer could not all be admitted: a round will fetch what is missing.
     WantRound(PeerId),
 }
@@ -106,7 +118,17 @@ struct PeerState {
     org: String,
     label: String,
     connected: bool,
+    /// When the peer was last heard from (a ping answered, a sync message): what `status`
+    /// shows, so a connection that carries nothing any more is not called alive.
     last_seen: Option<OffsetDateTime>,
+    last_heard: Option<Instant>,
+    /// The last ping round trip.
+    rtt: Option<Duration>,
+    /// Open connections.
+    connections: u32,
+    /// The digest of the peer's version vector as it last told it (its `Hello`, or the end of
+    /// a round with it), and when: `status` compares it with this node's.
+    digest: Option<(Hash32, OffsetDateTime)>,
     addrs: Vec<Multiaddr>,
     next_dial: Instant,
     backoff: Duration,
@@ -172,7 +194,11 @@ fn build_swarm(
                     "/passerelle/1".into(),
                     key.public(),
                 )),
-                ping: ping::Behaviour::new(ping::Config::new()),
+                ping: ping::Behaviour::new(
+                    ping::Config::new()
+                        .with_interval(PING_INTERVAL)
+                        .with_timeout(PING_TIMEOUT),
+                ),
                 sync: request_response::Behaviour::with_codec(
                     SyncCodec { counters },
                     [(PROTOCOL, ProtocolSupport::Full)],
@@ -323,6 +349,10 @@ impl Network {
                 label: label.clone(),
                 connected: false,
                 last_seen: None,
+                last_heard: None,
+                rtt: None,
+                connections: 0,
+                digest: None,
                 addrs: Vec::new(),
                 next_dial: now,
                 backoff: DIAL_BACKOFF_MIN,
@@ -344,6 +374,7 @@ impl Network {
     }
 
     fn publish_view(&self) {
+        let now = Instant::now();
         let peers = self
             .peers
             .iter()
@@ -353,8 +384,24 @@ impl Network {
                 label: p.label.clone(),
                 connected: p.connected,
                 last_seen: p.last_seen.map(passerelle_core::time_fmt::rfc3339),
-                they_lack: None,
-                we_lack: None,
+                state: if !p.connected {
+                    "not connected"
+                } else if p
+                    .last_heard
+                    .is_none_or(|t| now.duration_since(t) > PEER_SILENT_AFTER)
+                {
+                    "silent"
+                } else {
+                    "connected"
+                }
+                .into(),
+                connections: p.connections,
+                rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1e3),
+                digest: p.digest.map(|(d, _)| d.to_hex()),
+                digest_at: p
+                    .digest
+                    .map(|(_, at)| passerelle_core::time_fmt::rfc3339(at)),
+                ..PeerView::default()
             })
             .collect();
         let (sent, received) = self.bytes();
@@ -375,6 +422,7 @@ impl Network {
     pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Result<()> {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut held_tick = tokio::time::interval(Duration::from_secs(30));
+        let mut view_tick = tokio::time::interval(VIEW_REFRESH_INTERVAL);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -400,6 +448,7 @@ impl Network {
                     });
                 }
                 _ = tick.tick() => self.on_tick(),
+                _ = view_tick.tick() => self.publish_view(),
                 _ = held_tick.tick() => {
                     let engine = self.engine.clone();
                     tokio::spawn(async move {
@@ -538,6 +587,11 @@ impl Network {
                     tracing::debug!("a peer left before its answer was ready");
                 }
             }
+            Inner::PeerDigest(peer, digest) => {
+                if let Some(state) = self.peers.get_mut(&peer) {
+                    state.digest = Some((digest, OffsetDateTime::now_utc()));
+                }
+            }
             Inner::WantRound(peer) => {
                 if let Some(state) = self.peers.get_mut(&peer) {
                     state.round_wanted = true;
@@ -644,7 +698,8 @@ impl Network {
             } => {
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.connected = true;
-                    state.last_seen = Some(OffsetDateTime::now_utc());
+                    state.connections += 1;
+                    state.heard(None);
                     state.backoff = DIAL_BACKOFF_MIN;
                     let addr = endpoint.get_remote_address().clone();
                     let relayed = addr.iter().any(|p| p == Protocol::P2pCircuit);
@@ -678,6 +733,9 @@ impl Network {
             } => {
                 if num_established == 0 {
                     self.relays.remove(&peer_id);
+                }
+                if let Some(state) = self.peers.get_mut(&peer_id) {
+                    state.connections = num_established;
                 }
                 if num_established == 0
                     && let Some(state) = self.peers.get_mut(&peer_id)
@@ -728,6 +786,11 @@ impl Network {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result, .. })) => {
+                if let (Ok(rtt), Some(state)) = (result, self.peers.get_mut(&peer)) {
+                    state.heard(Some(rtt));
+                }
+            }
             SwarmEvent::Behaviour(BehaviourEvent::RelayClient(
                 relay::client::Event::ReservationReqAccepted { relay_peer_id, .. },
             )) => {
@@ -774,7 +837,14 @@ impl Network {
         match event {
             request_response::Event::Message { peer, message, .. } => {
                 if let Some(state) = self.peers.get_mut(&peer) {
-                    state.last_seen = Some(OffsetDateTime::now_utc());
+                    state.heard(None);
+                    if let request_response::Message::Request {
+                        request: Request::Hello { digest, .. },
+                        ..
+                    } = &message
+                    {
+                        state.digest = Some((*digest, OffsetDateTime::now_utc()));
+                    }
                 }
                 match message {
                     request_response::Message::Request {
@@ -851,14 +921,20 @@ impl Network {
                             let step = round
                                 .on_response(e, response, OffsetDateTime::now_utc())
                                 .map_err(|err| err.to_string());
-                            if let Ok(Step::Done(_)) = &step {
-                                remember_peer(e, &node, &round);
-                            }
-                            (round, step)
+                            let digest = match &step {
+                                Ok(Step::Done(_)) => remember_peer(e, &node, &round),
+                                _ => None,
+                            };
+                            (round, step, digest)
                         })
                         .await;
                     let message = match result {
-                        Ok((round, step)) => Inner::RoundStep(peer, round, step),
+                        Ok((round, step, digest)) => {
+                            if let Some(digest) = digest {
+                                let _ = tx.send(Inner::PeerDigest(peer, digest)).await;
+                            }
+                            Inner::RoundStep(peer, round, step)
+                        }
                         Err(e) => {
                             Inner::RoundStep(peer, Box::new(Round::idle()), Err(e.to_string()))
                         }
@@ -880,11 +956,14 @@ impl Network {
 }
 
 /// After a round, the peer holds at least what it held and what we pushed: keep that as its
-/// last known vector (for `status` and for bundles of "what it lacks").
-fn remember_peer(engine: &mut Engine, node: &passerelle_core::keys::NodeId, round: &Round) {
-    let Ok(ours) = engine.version_vector() else {
-        return;
-    };
+/// last known vector (for `status` and for bundles of "what it lacks"). Returns that vector's
+/// digest.
+fn remember_peer(
+    engine: &mut Engine,
+    node: &passerelle_core::keys::NodeId,
+    round: &Round,
+) -> Option<Hash32> {
+    let ours = engine.version_vector().ok()?;
     let mut theirs = round.their_vector().cloned().unwrap_or_default();
     for (author, (seq, head)) in ours.entries {
         let entry = theirs.entries.entry(author).or_insert((0, head));
@@ -896,5 +975,17 @@ fn remember_peer(engine: &mut Engine, node: &passerelle_core::keys::NodeId, roun
         let _ = engine
             .store_mut()
             .set_meta(&rpc::peer_vector_key(node), Some(&bytes));
+    }
+    Some(theirs.digest())
+}
+
+impl PeerState {
+    /// The peer was just heard from.
+    fn heard(&mut self, rtt: Option<Duration>) {
+        self.last_heard = Some(Instant::now());
+        self.last_seen = Some(OffsetDateTime::now_utc());
+        if rtt.is_some() {
+            self.rtt = rtt;
+        }
     }
 }
