@@ -12,5 +12,6 @@ mod fold_order;
 mod map;
 mod mdns;
 mod nodes;
+mod partition;
 mod sync_rounds;
 mod web;

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle, dial_opts::DialOpts};
+use libp2p::swarm::{
+    ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle, dial_opts::DialOpts,
+};
 use libp2p::{
     Multiaddr, PeerId, Swarm, allow_block_list, connection_limits, dcutr, identify, mdns,
     multiaddr::Protocol, noise, ping, relay, tcp, yamux,
@@ -35,19 +37,56 @@ use crate::rpc::{self, NetworkView, PeerView};
 
 /// Most established connections.
 pub const CONNECTIONS_MAX: u32 = 64;
-/// Most connections to one peer.
+/// Most connections kept to one peer (two when both ends dialled at once). One more may be
+/// established for a moment: a peer that reconnects is never refused because this node still
+/// holds its dead connections; the older ones are closed instead.
 pub const CONNECTIONS_PER_PEER_MAX: u32 = 2;
 /// Most connections being set up at once, each way.
 pub const PENDING_CONNECTIONS_MAX: u32 = 32;
-/// How long a request may take before it fails.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a request may take before it fails. A batch is at most
+/// [`passerelle_core::limits::SYNC_BATCH_MAX_BYTES`] (1 MiB): 20 s carries it at 0.5 Mbit/s,
+/// and a dead connection is found sooner by pings and TCP timeouts anyway.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long setting up a connection (TCP connect, Noise, Yamux) may take, each way.
+pub const CONNECTION_SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that carries no request for this long is closed (rounds run every
+/// [`ROUND_INTERVAL`], so a live peer's connection is never idle this long).
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// TCP keepalive: probes start after this much silence, repeat at the interval, and this many
+/// unanswered ones close the connection.
+pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
+/// Data left unacknowledged this long closes a TCP connection (`TCP_USER_TIMEOUT`): pings
+/// send data every [`PING_INTERVAL`], so a cut link is noticed within about this long instead
+/// of after the kernel's retransmission backoff (26–52 s seen).
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(8);
+/// Consecutive missed pings that close a connection.
+pub const PING_FAILURES_MAX: u32 = 2;
+/// A connection nothing was heard on (no ping answered, no message) for this long is closed:
+/// the backstop for links TCP cannot judge (a relayed circuit whose far side is gone). Long
+/// enough that a slow field link busy with a batch is not cut.
+pub const CONNECTION_SILENT_MAX: Duration = Duration::from_secs(20);
+/// A round this node opened that has not ended after this long is given up (a stuck
+/// connection must not stall sync with that peer).
+pub const ROUND_DURATION_MAX: Duration = Duration::from_secs(60);
+/// Most Yamux streams open at once on one connection (the default, 512, let one
+/// peer make this node buffer 512 stream windows).
+pub const YAMUX_STREAMS_MAX: usize = 32;
 /// How often a round runs with each connected peer even when nothing was pushed.
 pub const ROUND_INTERVAL: Duration = Duration::from_secs(15);
 /// The shortest pause between two rounds with one peer.
 pub const ROUND_MIN_GAP: Duration = Duration::from_millis(500);
-/// Backoff between dial attempts: first and longest.
+/// Backoff between dial attempts: first and longest. Each wait is drawn between half and all
+/// of the current backoff, so both ends of a link do not redial in phase; it starts again from
+/// the shortest when any connection is established or the network interfaces change (a link
+/// came back). The longest bounds how long a heal can go unnoticed.
 pub const DIAL_BACKOFF_MIN: Duration = Duration::from_secs(1);
-pub const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(60);
+pub const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// When a link comes back, disconnected peers are redialled within this (jittered) delay.
+pub const REDIAL_SOON_MAX: Duration = Duration::from_millis(500);
+/// Listening addresses that appear later than this after start mean the interfaces changed.
+pub const INTERFACES_SETTLED_AFTER: Duration = Duration::from_secs(2);
 /// Messages from helper tasks waiting for the swarm task.
 pub const INNER_QUEUE_MAX: usize = 1024;
 /// How often each connection is pinged (liveness and the round trip `status` shows).
@@ -101,7 +140,8 @@ pub struct NetOptions {
 /// Results of engine jobs, coming back to the swarm task.
 enum Inner {
     Respond(ResponseChannel<Response>, Response),
-    RoundStep(PeerId, Box<Round>, Result<Step, String>),
+    /// The next step of round number `u64` with this peer.
+    RoundStep(PeerId, u64, Box<Round>, Result<Step, String>),
     /// A round ended complete: the digest both sides now hold (as far as this node knows).
     PeerDigest(PeerId, Hash32),
     /// A push from this peer could not all be admitted: a round will fetch what is missing.
@@ -109,7 +149,7 @@ enum Inner {
 }
 
 enum Pending {
-    Round(Box<Round>),
+    Round(u64, Box<Round>),
     Push,
 }
 
@@ -126,6 +166,12 @@ struct PeerState {
     rtt: Option<Duration>,
     /// Open connections.
     connections: u32,
+    /// Each open connection: when it was established and last heard from.
+    conns: HashMap<ConnectionId, Conn>,
+    /// The current round's number: results of a round given up (or of a connection gone)
+    /// come back with an older number and are dropped.
+    round_gen: u64,
+    round_started: Option<Instant>,
     /// The digest of the peer's version vector as it last told it (its `Hello`, or the end of
     /// a round with it), and when: `status` compares it with this node's.
     digest: Option<(Hash32, OffsetDateTime)>,
@@ -137,6 +183,49 @@ struct PeerState {
     last_round: Option<Instant>,
     /// The address this node last dialled the peer at directly (to reserve a relay slot there).
     dialed: Option<Multiaddr>,
+}
+
+/// One open connection to a peer.
+#[derive(Debug)]
+struct Conn {
+    established: Instant,
+    last_heard: Instant,
+    ping_failures: u32,
+}
+
+/// A wait drawn between half and all of `backoff`: two ends of a link never redial in phase.
+fn jittered(backoff: Duration) -> Duration {
+    use rand::Rng;
+    backoff.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+}
+
+/// The next backoff after a failed attempt.
+fn doubled(backoff: Duration) -> Duration {
+    (backoff * 2).min(DIAL_BACKOFF_MAX)
+}
+
+/// Sets TCP keepalive and the user timeout on a connection's socket, so a connection across a
+/// cut link is declared dead in seconds, not left to the kernel's retransmission backoff.
+fn tune_tcp(stream: &tokio::net::TcpStream) {
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE_IDLE)
+        .with_interval(TCP_KEEPALIVE_INTERVAL)
+        .with_retries(TCP_KEEPALIVE_RETRIES);
+    if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
+        tracing::debug!("TCP keepalive: {e}");
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = socket.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT)) {
+        tracing::debug!("TCP user timeout: {e}");
+    }
+}
+
+/// Yamux with a bounded number of streams per connection.
+fn yamux_config() -> yamux::Config {
+    let mut config = yamux::Config::default();
+    config.set_max_num_streams(YAMUX_STREAMS_MAX);
+    config
 }
 
 /// A --peer address without a node id: dialled with its own backoff until it connects.
@@ -163,14 +252,25 @@ fn build_swarm(
 ) -> Result<Swarm<Behaviour>> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .context("TCP transport")?
         .with_quic()
-        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .with_other_transport(|key| {
+            // TCP built by hand (not `with_tcp`) to set keepalive and the user timeout on each
+            // socket, and to bound how long a connection may take to set up.
+            use libp2p::Transport as _;
+            let noise = noise::Config::new(key)?;
+            let transport = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                .map(|stream: tcp::tokio::TcpStream, _| {
+                    tune_tcp(&stream.0);
+                    stream
+                })
+                .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                .authenticate(noise)
+                .multiplex(yamux_config())
+                .timeout(CONNECTION_SETUP_TIMEOUT);
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(transport)
+        })
+        .map_err(|e| anyhow::anyhow!("TCP transport: {e}"))?
+        .with_relay_client(noise::Config::new, yamux_config)
         .context("relay transport")?
         .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();
@@ -184,7 +284,7 @@ fn build_swarm(
             };
             let limits = connection_limits::ConnectionLimits::default()
                 .with_max_established(Some(CONNECTIONS_MAX))
-                .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER_MAX))
+                .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER_MAX + 1))
                 .with_max_pending_incoming(Some(PENDING_CONNECTIONS_MAX))
                 .with_max_pending_outgoing(Some(PENDING_CONNECTIONS_MAX));
             Ok(Behaviour {
@@ -219,7 +319,7 @@ fn build_swarm(
             })
         })
         .map_err(|e| anyhow::anyhow!("network behaviour: {e}"))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
         .build();
     Ok(swarm)
 }
@@ -250,6 +350,7 @@ pub struct Network {
     view: Arc<Mutex<NetworkView>>,
     counters: Arc<Counters>,
     listen_file: std::path::PathBuf,
+    started: Instant,
 }
 
 impl Network {
@@ -297,6 +398,7 @@ impl Network {
             view,
             counters,
             listen_file,
+            started: Instant::now(),
         };
         network.refresh_members().await?;
         Ok(network)
@@ -352,6 +454,9 @@ impl Network {
                 last_heard: None,
                 rtt: None,
                 connections: 0,
+                conns: HashMap::new(),
+                round_gen: 0,
+                round_started: None,
                 digest: None,
                 addrs: Vec::new(),
                 next_dial: now,
@@ -462,6 +567,38 @@ impl Network {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
+        // Connections nothing was heard on for too long are closed, and rounds that never
+        // ended are given up: both ends saying `connected` must mean something.
+        let mut silent = Vec::new();
+        for (peer, state) in &mut self.peers {
+            for (id, conn) in &state.conns {
+                if now.duration_since(conn.last_heard) > CONNECTION_SILENT_MAX {
+                    silent.push((*peer, *id));
+                }
+            }
+            if state.round_active
+                && state
+                    .round_started
+                    .is_some_and(|t| now.duration_since(t) > ROUND_DURATION_MAX)
+            {
+                tracing::warn!(
+                    %peer,
+                    "a sync round ran over {} s: given up, the next one starts now",
+                    ROUND_DURATION_MAX.as_secs()
+                );
+                state.round_active = false;
+                state.round_gen += 1;
+                state.round_wanted = true;
+            }
+        }
+        for (peer, id) in silent {
+            tracing::info!(%peer, "nothing heard on a connection for {} s: closed", CONNECTION_SILENT_MAX.as_secs());
+            self.swarm.close_connection(id);
+            if let Some(conn) = self.peers.get_mut(&peer).and_then(|s| s.conns.get_mut(&id)) {
+                // Closing takes a moment; do not ask again at every tick.
+                conn.last_heard = now;
+            }
+        }
         // Redial members with known addresses, and through the relays that hold a slot for us
         // (a member behind NAT is reachable there if it holds one too), with backoff.
         let mut dials = Vec::new();
@@ -482,9 +619,16 @@ impl Network {
             if addrs.is_empty() {
                 continue;
             }
-            state.next_dial = now + state.backoff;
-            state.backoff = (state.backoff * 2).min(DIAL_BACKOFF_MAX);
-            dials.push(DialOpts::peer_id(*peer).addresses(addrs).build());
+            state.next_dial = now + jittered(state.backoff);
+            state.backoff = doubled(state.backoff);
+            // A dial still hanging on a cut link (a SYN unanswered) must not hold back a new
+            // one once the link is back: each attempt is bounded by CONNECTION_SETUP_TIMEOUT.
+            dials.push(
+                DialOpts::peer_id(*peer)
+                    .condition(libp2p::swarm::dial_opts::PeerCondition::Disconnected)
+                    .addresses(addrs)
+                    .build(),
+            );
         }
         let connected_addrs: HashSet<PeerId> = self
             .peers
@@ -501,8 +645,8 @@ impl Network {
                 continue;
             }
             if now >= b.next_dial {
-                b.next_dial = now + b.backoff;
-                b.backoff = (b.backoff * 2).min(DIAL_BACKOFF_MAX);
+                b.next_dial = now + jittered(b.backoff);
+                b.backoff = doubled(b.backoff);
                 dials.push(DialOpts::unknown_peer_id().address(b.addr.clone()).build());
             }
         }
@@ -537,16 +681,23 @@ impl Network {
         state.round_active = true;
         state.round_wanted = false;
         state.last_round = Some(Instant::now());
+        state.round_started = state.last_round;
+        state.round_gen += 1;
+        let round_no = state.round_gen;
         let engine = self.engine.clone();
         let tx = self.inner_tx.clone();
         tokio::spawn(async move {
             let started = engine.call(|e: &mut Engine| Round::start(e)).await;
             let message = match started {
                 Ok(Ok((round, request))) => {
-                    Inner::RoundStep(peer, Box::new(round), Ok(Step::Send(request)))
+                    Inner::RoundStep(peer, round_no, Box::new(round), Ok(Step::Send(request)))
                 }
-                Ok(Err(e)) => Inner::RoundStep(peer, Box::new(Round::idle()), Err(e.to_string())),
-                Err(e) => Inner::RoundStep(peer, Box::new(Round::idle()), Err(e.to_string())),
+                Ok(Err(e)) => {
+                    Inner::RoundStep(peer, round_no, Box::new(Round::idle()), Err(e.to_string()))
+                }
+                Err(e) => {
+                    Inner::RoundStep(peer, round_no, Box::new(Round::idle()), Err(e.to_string()))
+                }
             };
             let _ = tx.send(message).await;
         });
@@ -597,7 +748,17 @@ impl Network {
                     state.round_wanted = true;
                 }
             }
-            Inner::RoundStep(peer, round, step) => match step {
+            Inner::RoundStep(peer, round_no, _, _)
+                if self
+                    .peers
+                    .get(&peer)
+                    .is_none_or(|s| s.round_gen != round_no) =>
+            {
+                // A round given up (it ran too long, or its connection closed): its late
+                // results are dropped; what it fetched is fetched again by the next one.
+                tracing::debug!(%peer, "a late step of an abandoned round dropped");
+            }
+            Inner::RoundStep(peer, round_no, round, step) => match step {
                 Ok(Step::SendAndAdmit(request, events)) => {
                     // Signatures are checked off the engine thread (the one writer, on all
                     // cores) while the next batch travels and the engine stores the one before;
@@ -611,7 +772,12 @@ impl Network {
                     let ahead = storing.fetch_add(1, Ordering::SeqCst) < STORING_AHEAD_MAX;
                     let mut later = Some((round, request));
                     if ahead && let Some((round, request)) = later.take() {
-                        self.on_inner(Inner::RoundStep(peer, round, Ok(Step::Send(request))));
+                        self.on_inner(Inner::RoundStep(
+                            peer,
+                            round_no,
+                            round,
+                            Ok(Step::Send(request)),
+                        ));
                     }
                     let engine = self.engine.clone();
                     let inner = self.inner_tx.clone();
@@ -632,14 +798,17 @@ impl Network {
                         storing.fetch_sub(1, Ordering::SeqCst);
                         if let Some((round, request)) = later {
                             let step = queued.map(|()| Step::Send(request));
-                            let _ = inner.send(Inner::RoundStep(peer, round, step)).await;
+                            let _ = inner
+                                .send(Inner::RoundStep(peer, round_no, round, step))
+                                .await;
                         }
                     });
                 }
                 Ok(Step::Send(request)) => {
                     if self.peers.get(&peer).is_some_and(|s| s.connected) {
                         let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
-                        self.pending.insert(id, (peer, Pending::Round(round)));
+                        self.pending
+                            .insert(id, (peer, Pending::Round(round_no, round)));
                     } else {
                         self.round_over(peer);
                     }
@@ -665,6 +834,31 @@ impl Network {
         }
     }
 
+    /// Writes this node's listening addresses to its data directory (for tests and scripts).
+    fn write_listen_file(&self) {
+        let lines: Vec<String> = self
+            .swarm
+            .listeners()
+            .map(|a| format!("{a}/p2p/{}", self.me))
+            .collect();
+        let _ = crate::fsutil::write_atomic(&self.listen_file, lines.join("\n").as_bytes(), false);
+    }
+
+    /// A link came back (a connection was established, the interfaces changed): peers still
+    /// disconnected are redialled shortly, from the shortest backoff, instead of waiting out
+    /// a backoff grown while the network was down.
+    fn redial_soon(&mut self) {
+        let soon = Instant::now() + jittered(REDIAL_SOON_MAX);
+        for state in self.peers.values_mut().filter(|s| !s.connected) {
+            state.backoff = DIAL_BACKOFF_MIN;
+            state.next_dial = state.next_dial.min(soon);
+        }
+        for b in &mut self.bootstrap {
+            b.backoff = DIAL_BACKOFF_MIN;
+            b.next_dial = b.next_dial.min(soon);
+        }
+    }
+
     fn round_over(&mut self, peer: PeerId) {
         if let Some(state) = self.peers.get_mut(&peer) {
             state.round_active = false;
@@ -675,6 +869,11 @@ impl Network {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!("listening on {address}/p2p/{}", self.me);
+                if self.started.elapsed() > INTERFACES_SETTLED_AFTER {
+                    // A new address after start: the network interfaces changed (a cable, a
+                    // Wi-Fi network, a VPN), so links may be back.
+                    self.redial_soon();
+                }
                 // A relay hands its address to the nodes that reserve a slot; `--relay` says
                 // this node is reachable where it listens.
                 let relayed = address.iter().any(|p| p == Protocol::P2pCircuit);
@@ -682,25 +881,51 @@ impl Network {
                     self.swarm.add_external_address(address.clone());
                 }
                 self.publish_view();
-                let lines: Vec<String> = self
-                    .swarm
-                    .listeners()
-                    .map(|a| format!("{a}/p2p/{}", self.me))
-                    .collect();
-                let _ = crate::fsutil::write_atomic(
-                    &self.listen_file,
-                    lines.join("\n").as_bytes(),
-                    false,
-                );
+                self.write_listen_file();
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
             } => {
+                let now = Instant::now();
+                let mut superseded = Vec::new();
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.connected = true;
-                    state.connections += 1;
+                    state.connections = num_established.get();
                     state.heard(None);
                     state.backoff = DIAL_BACKOFF_MIN;
+                    // The peer dialled us, so it held no connection to us when it started: the
+                    // ones this node holds that are older than a connection setup are dead at
+                    // its end (it restarted, or the link failed silently). Keep the new one.
+                    if !endpoint.is_dialer() {
+                        for (id, conn) in &state.conns {
+                            if now.duration_since(conn.established) > CONNECTION_SETUP_TIMEOUT {
+                                superseded.push(*id);
+                            }
+                        }
+                    }
+                    state.conns.insert(
+                        connection_id,
+                        Conn {
+                            established: now,
+                            last_heard: now,
+                            ping_failures: 0,
+                        },
+                    );
+                    // Past the per-peer bound, the least recently heard one goes.
+                    let kept = state.conns.len() - superseded.len();
+                    if kept > CONNECTIONS_PER_PEER_MAX as usize
+                        && let Some((id, _)) = state
+                            .conns
+                            .iter()
+                            .filter(|(id, _)| **id != connection_id && !superseded.contains(id))
+                            .min_by_key(|(_, c)| c.last_heard)
+                    {
+                        superseded.push(*id);
+                    }
                     let addr = endpoint.get_remote_address().clone();
                     let relayed = addr.iter().any(|p| p == Protocol::P2pCircuit);
                     if endpoint.is_dialer() && !relayed {
@@ -719,16 +944,19 @@ impl Network {
                     }
                     tracing::info!(peer = %peer_id, label = %state.label, "connected");
                 }
-                for b in &mut self.bootstrap {
-                    if b.addr == *endpoint.get_remote_address() {
-                        b.backoff = DIAL_BACKOFF_MIN;
-                    }
+                for id in superseded {
+                    tracing::info!(peer = %peer_id, "a newer connection supersedes an older one: the older is closed");
+                    self.swarm.close_connection(id);
                 }
+                // A link came back: whoever is still disconnected may be reachable again.
+                self.redial_soon();
                 self.publish_view();
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
+                cause,
                 ..
             } => {
                 if num_established == 0 {
@@ -736,13 +964,19 @@ impl Network {
                 }
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.connections = num_established;
+                    state.conns.remove(&connection_id);
+                    if let Some(cause) = cause {
+                        tracing::debug!(peer = %peer_id, "connection closed: {cause}");
+                    }
                 }
                 if num_established == 0
                     && let Some(state) = self.peers.get_mut(&peer_id)
                 {
                     state.connected = false;
                     state.round_active = false;
-                    state.next_dial = Instant::now() + state.backoff;
+                    // Whatever the round had in flight is abandoned with the connection.
+                    state.round_gen += 1;
+                    state.next_dial = Instant::now() + jittered(state.backoff);
                     tracing::info!(peer = %peer_id, "disconnected");
                 }
                 self.publish_view();
@@ -786,10 +1020,38 @@ impl Network {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result, .. })) => {
-                if let (Ok(rtt), Some(state)) = (result, self.peers.get_mut(&peer)) {
-                    state.heard(Some(rtt));
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result,
+            })) => {
+                let Some(state) = self.peers.get_mut(&peer) else {
+                    return;
+                };
+                match result {
+                    Ok(rtt) => {
+                        state.heard(Some(rtt));
+                        if let Some(conn) = state.conns.get_mut(&connection) {
+                            conn.last_heard = Instant::now();
+                            conn.ping_failures = 0;
+                        }
+                    }
+                    Err(e) => {
+                        let dead = state.conns.get_mut(&connection).is_some_and(|conn| {
+                            conn.ping_failures += 1;
+                            conn.ping_failures >= PING_FAILURES_MAX
+                        });
+                        if dead {
+                            tracing::info!(%peer, "{PING_FAILURES_MAX} pings missed ({e}): connection closed");
+                            self.swarm.close_connection(connection);
+                        }
+                    }
                 }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                tracing::info!("no longer listening on {address}: redialling disconnected peers");
+                self.redial_soon();
+                self.write_listen_file();
             }
             SwarmEvent::Behaviour(BehaviourEvent::RelayClient(
                 relay::client::Event::ReservationReqAccepted { relay_peer_id, .. },
@@ -835,9 +1097,16 @@ impl Network {
 
     fn on_sync(&mut self, event: request_response::Event<Request, Response>) {
         match event {
-            request_response::Event::Message { peer, message, .. } => {
+            request_response::Event::Message {
+                peer,
+                connection_id,
+                message,
+            } => {
                 if let Some(state) = self.peers.get_mut(&peer) {
                     state.heard(None);
+                    if let Some(conn) = state.conns.get_mut(&connection_id) {
+                        conn.last_heard = Instant::now();
+                    }
                     if let request_response::Message::Request {
                         request: Request::Hello { digest, .. },
                         ..
@@ -863,7 +1132,12 @@ impl Network {
                 ..
             } => {
                 tracing::debug!(%peer, "sync request failed: {error}");
-                if let Some((peer, Pending::Round(_))) = self.pending.remove(&request_id) {
+                if let Some((peer, Pending::Round(round_no, _))) = self.pending.remove(&request_id)
+                    && self
+                        .peers
+                        .get(&peer)
+                        .is_some_and(|s| s.round_gen == round_no)
+                {
                     self.round_over(peer);
                 }
             }
@@ -911,7 +1185,7 @@ impl Network {
                     tracing::debug!(%peer, "a push was refused: {reason}");
                 }
             }
-            Pending::Round(mut round) => {
+            Pending::Round(round_no, mut round) => {
                 let engine = self.engine.clone();
                 let tx = self.inner_tx.clone();
                 let node = passerelle_core::keys::NodeId(peer);
@@ -933,11 +1207,14 @@ impl Network {
                             if let Some(digest) = digest {
                                 let _ = tx.send(Inner::PeerDigest(peer, digest)).await;
                             }
-                            Inner::RoundStep(peer, round, step)
+                            Inner::RoundStep(peer, round_no, round, step)
                         }
-                        Err(e) => {
-                            Inner::RoundStep(peer, Box::new(Round::idle()), Err(e.to_string()))
-                        }
+                        Err(e) => Inner::RoundStep(
+                            peer,
+                            round_no,
+                            Box::new(Round::idle()),
+                            Err(e.to_string()),
+                        ),
                     };
                     let _ = tx.send(message).await;
                 });
