@@ -11,6 +11,7 @@ mod events;
 mod fold_order;
 mod map;
 mod mdns;
+mod net_attacks;
 mod nodes;
 mod partition;
 mod sync_rounds;

@@ -4,6 +4,7 @@
 mod api;
 mod codec;
 pub(crate) mod engine_thread;
+mod guard;
 mod p2p;
 
 use std::net::SocketAddr;

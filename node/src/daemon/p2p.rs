@@ -41,8 +41,10 @@ pub const CONNECTIONS_MAX: u32 = 64;
 /// established for a moment: a peer that reconnects is never refused because this node still
 /// holds its dead connections; the older ones are closed instead.
 pub const CONNECTIONS_PER_PEER_MAX: u32 = 2;
-/// Most connections being set up at once, each way.
-pub const PENDING_CONNECTIONS_MAX: u32 = 32;
+/// Most outgoing connections being set up at once (dials to members; a dial hanging on a cut
+/// link holds one for up to [`CONNECTION_SETUP_TIMEOUT`]). Incoming ones are bounded by
+/// [`super::guard`], per address and with members preferred.
+pub const PENDING_OUTGOING_MAX: u32 = 128;
 /// How long a request may take before it fails. A batch is at most
 /// [`passerelle_core::limits::SYNC_BATCH_MAX_BYTES`] (1 MiB): 20 s carries it at 0.5 Mbit/s,
 /// and a dead connection is found sooner by pings and TCP timeouts anyway.
@@ -72,7 +74,28 @@ pub const CONNECTION_SILENT_MAX: Duration = Duration::from_secs(20);
 pub const ROUND_DURATION_MAX: Duration = Duration::from_secs(60);
 /// Most Yamux streams open at once on one connection (the default, 512, let one
 /// peer make this node buffer 512 stream windows).
-pub const YAMUX_STREAMS_MAX: usize = 32;
+pub const YAMUX_STREAMS_MAX: usize = 48;
+/// Most sync streams (requests both ways) open at once on one connection; the rest of
+/// [`YAMUX_STREAMS_MAX`] is left to ping, identify and the relay.
+pub const SYNC_STREAMS_PER_CONNECTION_MAX: usize = 32;
+/// Most pushes in flight to one peer: past it, fresh events wait for the next round (which
+/// carries them anyway), so a burst of local writes cannot use up the peer's streams.
+pub const PUSHES_IN_FLIGHT_PER_PEER_MAX: usize = 8;
+/// Most events in one push.
+pub const PUSH_EVENTS_MAX: usize = 512;
+/// `Want`s served to one peer: per second, and in a burst. An honest round asks one batch at a
+/// time (a catch-up of 100,000 events asks about 60).
+pub const SERVE_WANTS_PER_SEC: f64 = 16.0;
+pub const SERVE_WANTS_BURST: f64 = 64.0;
+/// Bytes of events served to one peer: per second, and in a burst (a whole catch-up of a
+/// log of 64 MiB goes at full speed).
+pub const SERVE_BYTES_PER_SEC: f64 = 16.0 * 1024.0 * 1024.0;
+pub const SERVE_BYTES_BURST: f64 = 64.0 * 1024.0 * 1024.0;
+/// Other requests (`Hello`, pushes) served to one peer: per second, and in a burst.
+pub const SERVE_REQUESTS_PER_SEC: f64 = 64.0;
+pub const SERVE_REQUESTS_BURST: f64 = 256.0;
+/// A request over its peer's rate waits up to this long; past it, it is refused.
+pub const SERVE_WAIT_MAX: Duration = Duration::from_secs(1);
 /// How often a round runs with each connected peer even when nothing was pushed.
 pub const ROUND_INTERVAL: Duration = Duration::from_secs(15);
 /// The shortest pause between two rounds with one peer.
@@ -101,6 +124,8 @@ pub const VIEW_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// First: an incoming connection is judged by its address before anything else.
+    guard: super::guard::Behaviour,
     allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
     limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
@@ -142,6 +167,8 @@ enum Inner {
     Respond(ResponseChannel<Response>, Response),
     /// The next step of round number `u64` with this peer.
     RoundStep(PeerId, u64, Box<Round>, Result<Step, String>),
+    /// Bytes of events this node served to the peer (charged to its rate).
+    Served(PeerId, usize),
     /// A round ended complete: the digest both sides now hold (as far as this node knows).
     PeerDigest(PeerId, Hash32),
     /// A push from this peer could not all be admitted: a round will fetch what is missing.
@@ -172,6 +199,13 @@ struct PeerState {
     /// come back with an older number and are dropped.
     round_gen: u64,
     round_started: Option<Instant>,
+    /// Pushes sent to the peer and not yet answered.
+    pushes_in_flight: usize,
+    /// What this node serves the peer, each at a bounded rate: its `Want`s, the bytes of
+    /// events they cost, and its other requests.
+    wants: TokenBucket,
+    served: TokenBucket,
+    requests: TokenBucket,
     /// The digest of the peer's version vector as it last told it (its `Hello`, or the end of
     /// a round with it), and when: `status` compares it with this node's.
     digest: Option<(Hash32, OffsetDateTime)>,
@@ -183,6 +217,50 @@ struct PeerState {
     last_round: Option<Instant>,
     /// The address this node last dialled the peer at directly (to reserve a relay slot there).
     dialed: Option<Multiaddr>,
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst` held. Taking more than is held
+/// leaves a debt, which is the wait the next request must make.
+#[derive(Debug)]
+struct TokenBucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: f64, burst: f64) -> Self {
+        Self {
+            tokens: burst,
+            rate,
+            burst,
+            last: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = now;
+    }
+
+    /// How long until the debt (if any) is paid.
+    fn deficit(&mut self, now: Instant) -> Duration {
+        self.refill(now);
+        Duration::from_secs_f64((-self.tokens).max(0.0) / self.rate)
+    }
+
+    /// Takes `cost` tokens; returns how long the taker should wait for them.
+    fn take(&mut self, cost: f64, now: Instant) -> Duration {
+        self.refill(now);
+        self.tokens -= cost;
+        Duration::from_secs_f64((-self.tokens).max(0.0) / self.rate)
+    }
+
+    fn give_back(&mut self, cost: f64) {
+        self.tokens = (self.tokens + cost).min(self.burst);
+    }
 }
 
 /// One open connection to a peer.
@@ -285,9 +363,9 @@ fn build_swarm(
             let limits = connection_limits::ConnectionLimits::default()
                 .with_max_established(Some(CONNECTIONS_MAX))
                 .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER_MAX + 1))
-                .with_max_pending_incoming(Some(PENDING_CONNECTIONS_MAX))
-                .with_max_pending_outgoing(Some(PENDING_CONNECTIONS_MAX));
+                .with_max_pending_outgoing(Some(PENDING_OUTGOING_MAX));
             Ok(Behaviour {
+                guard: super::guard::Behaviour::default(),
                 allow: allow_block_list::Behaviour::default(),
                 limits: connection_limits::Behaviour::new(limits),
                 identify: identify::Behaviour::new(identify::Config::new(
@@ -300,11 +378,11 @@ fn build_swarm(
                         .with_timeout(PING_TIMEOUT),
                 ),
                 sync: request_response::Behaviour::with_codec(
-                    SyncCodec { counters },
+                    SyncCodec::new(counters),
                     [(PROTOCOL, ProtocolSupport::Full)],
                     request_response::Config::default()
                         .with_request_timeout(REQUEST_TIMEOUT)
-                        .with_max_concurrent_streams(64),
+                        .with_max_concurrent_streams(SYNC_STREAMS_PER_CONNECTION_MAX),
                 ),
                 mdns: Toggle::from(mdns),
                 relay_client,
@@ -351,6 +429,9 @@ pub struct Network {
     counters: Arc<Counters>,
     listen_file: std::path::PathBuf,
     started: Instant,
+    /// Rounds cut short by their bound, and peer requests refused for their rate (`status`).
+    rounds_cut_short: u64,
+    requests_rate_limited: u64,
 }
 
 impl Network {
@@ -399,6 +480,8 @@ impl Network {
             counters,
             listen_file,
             started: Instant::now(),
+            rounds_cut_short: 0,
+            requests_rate_limited: 0,
         };
         network.refresh_members().await?;
         Ok(network)
@@ -440,6 +523,11 @@ impl Network {
             self.peers.remove(&peer);
             tracing::info!(%peer, "node left the configuration: disconnected and refused");
         }
+        let configured: Vec<Multiaddr> = members
+            .iter()
+            .flat_map(|(.., addresses)| addresses.iter().filter_map(|a| a.parse().ok()))
+            .collect();
+        self.swarm.behaviour_mut().guard.set_configured(&configured);
         for (peer, org, label, addresses) in members {
             if peer == self.me {
                 continue;
@@ -457,6 +545,10 @@ impl Network {
                 conns: HashMap::new(),
                 round_gen: 0,
                 round_started: None,
+                pushes_in_flight: 0,
+                wants: TokenBucket::new(SERVE_WANTS_PER_SEC, SERVE_WANTS_BURST),
+                served: TokenBucket::new(SERVE_BYTES_PER_SEC, SERVE_BYTES_BURST),
+                requests: TokenBucket::new(SERVE_REQUESTS_PER_SEC, SERVE_REQUESTS_BURST),
                 digest: None,
                 addrs: Vec::new(),
                 next_dial: now,
@@ -515,6 +607,8 @@ impl Network {
             view.running = true;
             view.sync_bytes_sent = sent;
             view.sync_bytes_received = received;
+            view.rounds_cut_short = self.rounds_cut_short;
+            view.requests_rate_limited = self.requests_rate_limited;
             view.listen = self
                 .swarm
                 .listeners()
@@ -711,9 +805,35 @@ impl Network {
             .filter(|(_, s)| s.connected)
             .map(|(p, _)| *p)
             .collect();
-        for chunk in wire.chunks(512) {
-            let events = passerelle_core::event::compact_batch(chunk.to_vec());
+        // Chunks within the batch bounds (events and bytes), so every push fits a message.
+        let mut chunks: Vec<Vec<Vec<u8>>> = Vec::new();
+        let mut bytes = 0usize;
+        for w in wire {
+            let full = chunks.last().is_none_or(|c| {
+                c.len() >= PUSH_EVENTS_MAX
+                    || (bytes + w.len() > passerelle_core::limits::SYNC_BATCH_MAX_BYTES
+                        && !c.is_empty())
+            });
+            if full {
+                chunks.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += w.len();
+            if let Some(c) = chunks.last_mut() {
+                c.push(w);
+            }
+        }
+        for chunk in chunks {
+            let events = passerelle_core::event::compact_batch(chunk);
             for peer in &connected {
+                let Some(state) = self.peers.get_mut(peer) else {
+                    continue;
+                };
+                if state.pushes_in_flight >= PUSHES_IN_FLIGHT_PER_PEER_MAX {
+                    state.round_wanted = true;
+                    continue;
+                }
+                state.pushes_in_flight += 1;
                 let id = self.swarm.behaviour_mut().sync.send_request(
                     peer,
                     Request::Push {
@@ -736,6 +856,11 @@ impl Network {
                     .is_err()
                 {
                     tracing::debug!("a peer left before its answer was ready");
+                }
+            }
+            Inner::Served(peer, bytes) => {
+                if let Some(state) = self.peers.get_mut(&peer) {
+                    state.served.take(bytes as f64, Instant::now());
                 }
             }
             Inner::PeerDigest(peer, digest) => {
@@ -814,6 +939,15 @@ impl Network {
                     }
                 }
                 Ok(Step::Done(report)) => {
+                    if let Some(cut) = report.cut_short {
+                        tracing::warn!(%peer, fetched = report.fetched, "sync round cut short: {cut}");
+                        self.rounds_cut_short += 1;
+                        if let Some(state) = self.peers.get_mut(&peer)
+                            && cut.resume_soon()
+                        {
+                            state.round_wanted = true;
+                        }
+                    }
                     self.publish_view();
                     if report.admitted + report.pushed > 0 {
                         tracing::info!(
@@ -856,6 +990,12 @@ impl Network {
         for b in &mut self.bootstrap {
             b.backoff = DIAL_BACKOFF_MIN;
             b.next_dial = b.next_dial.min(soon);
+        }
+    }
+
+    fn push_answered(&mut self, peer: PeerId) {
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.pushes_in_flight = state.pushes_in_flight.saturating_sub(1);
         }
     }
 
@@ -1132,13 +1272,14 @@ impl Network {
                 ..
             } => {
                 tracing::debug!(%peer, "sync request failed: {error}");
-                if let Some((peer, Pending::Round(round_no, _))) = self.pending.remove(&request_id)
-                    && self
-                        .peers
-                        .get(&peer)
-                        .is_some_and(|s| s.round_gen == round_no)
-                {
-                    self.round_over(peer);
+                match self.pending.remove(&request_id) {
+                    Some((peer, Pending::Round(round_no, _)))
+                        if self.peers.get(&peer).is_some_and(|s| s.round_gen == round_no) =>
+                    {
+                        self.round_over(peer);
+                    }
+                    Some((peer, Pending::Push)) => self.push_answered(peer),
+                    _ => {}
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -1153,9 +1294,44 @@ impl Network {
             Request::Push { events } => events.len(),
             _ => 0,
         };
+        // Each peer is served at a bounded rate: a member asking the same ranges again and
+        // again gets slowed down (a short wait), then refused, instead of taking the engine
+        // thread and the link. Bytes served are charged once the answer is known.
+        let now = Instant::now();
+        let is_want = matches!(request, Request::Want { .. });
+        let wait = self.peers.get_mut(&peer).map(|state| {
+            let wait = if is_want {
+                state.wants.take(1.0, now).max(state.served.deficit(now))
+            } else {
+                state.requests.take(1.0, now)
+            };
+            if wait > SERVE_WAIT_MAX {
+                // Refused: the request is not charged.
+                if is_want {
+                    state.wants.give_back(1.0);
+                } else {
+                    state.requests.give_back(1.0);
+                }
+            }
+            wait
+        });
+        let Some(wait) = wait.filter(|w| *w <= SERVE_WAIT_MAX) else {
+            self.requests_rate_limited += 1;
+            if self.requests_rate_limited.is_power_of_two() {
+                tracing::warn!(%peer, refused = self.requests_rate_limited, "a peer asks faster than it is served: requests refused");
+            }
+            let refused = Response::Refused {
+                reason: "rate limited: this peer asks faster than it is served".into(),
+            };
+            let _ = self.swarm.behaviour_mut().sync.send_response(channel, refused);
+            return;
+        };
         let engine = self.engine.clone();
         let tx = self.inner_tx.clone();
         tokio::spawn(async move {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
             let response = engine
                 .call(move |e: &mut Engine| e.respond(request, OffsetDateTime::now_utc()))
                 .await
@@ -1168,6 +1344,10 @@ impl Network {
                 Response::Received { admitted } => (*admitted as usize) < pushed,
                 _ => false,
             };
+            if let Response::Events { events, .. } = &response {
+                let bytes = events.iter().map(Vec::len).sum::<usize>();
+                let _ = tx.send(Inner::Served(peer, bytes)).await;
+            }
             let _ = tx.send(Inner::Respond(channel, response)).await;
             if short {
                 let _ = tx.send(Inner::WantRound(peer)).await;
@@ -1181,6 +1361,7 @@ impl Network {
         };
         match pending {
             Pending::Push => {
+                self.push_answered(peer);
                 if let Response::Refused { reason } = response {
                     tracing::debug!(%peer, "a push was refused: {reason}");
                 }
