@@ -465,7 +465,7 @@ fn partitions_heal_quickly_and_lose_no_acknowledged_write() {
         "the writers got few writes through: {}",
         acked.len()
     );
-    for i in 0..NODES.len() {
+    for (i, node) in NODES.iter().enumerate() {
         let cases = cluster
             .json(i, &["case", "list", "--json"])
             .and_then(|v| v.as_array().cloned())
@@ -482,12 +482,12 @@ fn partitions_heal_quickly_and_lose_no_acknowledged_write() {
                 1,
                 "{}'s acknowledged case {id} is not exactly once on {}",
                 NODES[*writer],
-                NODES[i]
+                node
             );
         }
         println!(
             "{}: {} cases held, {} acknowledged writes all present once",
-            NODES[i],
+            node,
             cases.len(),
             acked.len()
         );

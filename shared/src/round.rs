@@ -488,7 +488,12 @@ mod tests {
         let sim = Sim::new(
             SAMPLE,
             &["mas", "mdm", "unicef"],
-            &[("mas1", "mas"), ("mdm1", "mdm"), ("a", "unicef"), ("b", "unicef")],
+            &[
+                ("mas1", "mas"),
+                ("mdm1", "mdm"),
+                ("a", "unicef"),
+                ("b", "unicef"),
+            ],
             now,
         )
         .unwrap();
@@ -502,10 +507,7 @@ mod tests {
 
     /// Drives a round from `a`, answering with `answer` (a peer's misbehaviour); returns the
     /// report and how many requests the peer got.
-    fn drive(
-        a: &mut Engine,
-        mut answer: impl FnMut(Request) -> Response,
-    ) -> (RoundReport, usize) {
+    fn drive(a: &mut Engine, mut answer: impl FnMut(Request) -> Response) -> (RoundReport, usize) {
         let now = OffsetDateTime::now_utc();
         let (mut round, mut request) = Round::start(a).unwrap();
         for asked in 1..100_000 {
@@ -550,7 +552,11 @@ mod tests {
         let (report, asked) = drive(&mut a, |request| match request {
             Request::Hello { config_version, .. } => Response::Vector {
                 config_version,
-                vector: VersionVector::from_heads([(liar, 1_000_000, crate::config::Hash32([1; 32]))]),
+                vector: VersionVector::from_heads([(
+                    liar,
+                    1_000_000,
+                    crate::config::Hash32([1; 32]),
+                )]),
             },
             Request::Want { .. } => Response::Events {
                 events: batch.clone(),

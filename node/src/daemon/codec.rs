@@ -67,9 +67,11 @@ impl Clone for SyncCodec {
         Self {
             counters: self.counters.clone(),
             total: self.total.clone(),
-            connection: Some(self.connection.clone().unwrap_or_else(|| {
-                Arc::new(Semaphore::new(INBOUND_PER_CONNECTION_MAX_BYTES))
-            })),
+            connection: Some(
+                self.connection
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(Semaphore::new(INBOUND_PER_CONNECTION_MAX_BYTES))),
+            ),
         }
     }
 }

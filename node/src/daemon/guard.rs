@@ -12,12 +12,12 @@ use std::net::IpAddr;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use libp2p::PeerId;
 use libp2p::core::{Endpoint, Multiaddr, multiaddr::Protocol, transport::PortUse};
 use libp2p::swarm::{
     ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
     THandlerOutEvent, ToSwarm, dummy,
 };
-use libp2p::PeerId;
 
 /// Most pending incoming connections from one IP address not known to be a member's.
 pub const PENDING_INCOMING_PER_IP_MAX: usize = 4;
@@ -115,7 +115,10 @@ impl Behaviour {
     fn refuse(&mut self, why: &'static str) -> Result<(), ConnectionDenied> {
         self.refused += 1;
         if self.refused.is_power_of_two() {
-            tracing::warn!(refused = self.refused, "incoming connections refused {why}: a flood?");
+            tracing::warn!(
+                refused = self.refused,
+                "incoming connections refused {why}: a flood?"
+            );
         }
         Err(ConnectionDenied::new(PendingRefused(why)))
     }
@@ -220,7 +223,11 @@ mod tests {
         for i in 0..10_000u32 {
             let ip = format!("/ip4/198.51.{}.{}/tcp/{}", i % 50, i % 7, 1000 + i);
             if guard
-                .handle_pending_inbound_connection(ConnectionId::new_unchecked(i as usize), &local, &addr(&ip))
+                .handle_pending_inbound_connection(
+                    ConnectionId::new_unchecked(i as usize),
+                    &local,
+                    &addr(&ip),
+                )
                 .is_ok()
             {
                 admitted += 1;
@@ -230,7 +237,11 @@ mod tests {
         let member = addr("/ip4/192.0.2.7/tcp/51000");
         assert!(
             guard
-                .handle_pending_inbound_connection(ConnectionId::new_unchecked(20_000), &local, &member)
+                .handle_pending_inbound_connection(
+                    ConnectionId::new_unchecked(20_000),
+                    &local,
+                    &member
+                )
                 .is_ok()
         );
     }

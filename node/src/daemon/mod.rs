@@ -186,8 +186,8 @@ pub async fn run(
     };
     let org = handle.call(|e| e.org().to_string()).await?;
     let web = crate::web::WebState::new(handle.clone(), view.clone(), org, port);
-    let app = api::router(state, crate::web::router(web))
-        .layer(axum::middleware::from_fn(body_in_time));
+    let app =
+        api::router(state, crate::web::router(web)).layer(axum::middleware::from_fn(body_in_time));
     let cap = api_connection_cap(raise_fd_limit());
     let api_task = tokio::spawn(serve_api(listener, app, cap, shutdown.clone()));
 
@@ -264,8 +264,11 @@ async fn body_in_time(
     let read = axum::body::to_bytes(body, API_BODY_READ_MAX_BYTES);
     match tokio::time::timeout(API_BODY_READ_TIMEOUT, read).await {
         Ok(Ok(bytes)) => {
-            next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes)))
-                .await
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
         }
         Ok(Err(_)) => (
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -1274,7 +1274,10 @@ impl Network {
                 tracing::debug!(%peer, "sync request failed: {error}");
                 match self.pending.remove(&request_id) {
                     Some((peer, Pending::Round(round_no, _)))
-                        if self.peers.get(&peer).is_some_and(|s| s.round_gen == round_no) =>
+                        if self
+                            .peers
+                            .get(&peer)
+                            .is_some_and(|s| s.round_gen == round_no) =>
                     {
                         self.round_over(peer);
                     }
@@ -1323,7 +1326,11 @@ impl Network {
             let refused = Response::Refused {
                 reason: "rate limited: this peer asks faster than it is served".into(),
             };
-            let _ = self.swarm.behaviour_mut().sync.send_response(channel, refused);
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .sync
+                .send_response(channel, refused);
             return;
         };
         let engine = self.engine.clone();
