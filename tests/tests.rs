@@ -13,6 +13,8 @@ mod events;
 mod fold_order;
 mod map;
 mod mdns;
+mod net_attacks;
 mod nodes;
+mod partition;
 mod sync_rounds;
 mod web;

@@ -87,6 +87,11 @@ pub const SYNC_MESSAGE_MAX_BYTES: usize = 8 * 1024 * 1024;
 pub const SYNC_BATCH_MAX_BYTES: usize = 1024 * 1024;
 /// Most events in one sync batch.
 pub const SYNC_BATCH_EVENTS_MAX: usize = 4096;
+/// Most batches (fetched and pushed) one sync round moves before it ends; the next round goes
+/// on from where it stopped. Bounds a round whatever the peer answers.
+pub const SYNC_ROUND_BATCHES_MAX: usize = 256;
+/// Most bytes of events one sync round fetches before it ends (the next round goes on).
+pub const SYNC_ROUND_MAX_BYTES: usize = 128 * 1024 * 1024;
 /// Most authors in one version vector (and ranges in one request).
 pub const SYNC_AUTHORS_MAX: usize = 50_000;
 /// Most events one bundle may carry.
