@@ -11,6 +11,7 @@ pub mod config;
 pub mod engine;
 pub mod event;
 pub mod fold;
+pub mod fuzz;
 pub mod keyfiles;
 pub mod keys;
 pub mod limits;
