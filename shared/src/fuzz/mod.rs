@@ -34,6 +34,9 @@ pub use targets::{TARGETS, target};
 pub const CORPUS_ENTRIES_MAX: usize = 4096;
 /// Most distinct crashes (by panic location) one campaign keeps the input of.
 pub const CRASHES_MAX: usize = 64;
+/// Most bytes of an error's text that count in its outcome: the start says what went wrong,
+/// the rest mostly where.
+const ERROR_TEXT_MAX_BYTES: usize = 96;
 /// An execution slower than this is reported with its input, in milliseconds.
 pub const SLOW_EXEC_MS: u64 = 2_000;
 /// Most slow inputs one campaign keeps.
@@ -91,10 +94,25 @@ impl Trace {
         self.mix(stage.bytes());
     }
 
-    /// An error that stopped the input, by its text without digits.
+    /// An error that stopped the input, by its text without what the input put in it:
+    /// digits, and anything quoted (decoders quote the unexpected key or value).
     pub fn error(&mut self, error: &dyn std::fmt::Display) {
         let text = error.to_string();
-        self.mix(text.bytes().filter(|b| !b.is_ascii_digit()).take(160));
+        let mut quote = None;
+        let kept = text.bytes().filter(move |&b| match quote {
+            Some(q) => {
+                if b == q {
+                    quote = None;
+                }
+                false
+            }
+            None if matches!(b, b'`' | b'"' | b'\'') => {
+                quote = Some(b);
+                true
+            }
+            None => !b.is_ascii_digit(),
+        });
+        self.mix(kept.take(ERROR_TEXT_MAX_BYTES));
     }
 
     /// A result: `Ok` marks `stage`, `Err` records the error. Returns the value, if any.
