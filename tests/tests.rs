@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure with its message.
 
+mod attacks;
 mod browser;
 mod config_chain;
 mod config_files;

@@ -272,6 +272,21 @@ impl Engine {
         })
     }
 
+    /// Rebuilds what the engine keeps in memory from the store, after a job failed halfway (a
+    /// panic unwound out of it: its write transaction was dropped, so the store holds only what
+    /// committed). Keys, caches and the list of fresh events are read or cleared again.
+    pub fn recover(&mut self) -> Result<(), EngineError> {
+        self.keys.epochs = self.store.org_epoch_identities(&self.secrets.age)?;
+        self.case_cache = Default::default();
+        self.directory = Default::default();
+        self.fresh.clear();
+        self.store.forget_cached();
+        if self.store.hlc_seen() > self.clock.last() {
+            self.clock.observe(self.store.hlc_seen());
+        }
+        Ok(())
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -313,15 +328,27 @@ impl Engine {
         events: &[Event],
         now: OffsetDateTime,
     ) -> Result<IngestReport, EngineError> {
-        for e in events {
-            self.clock.observe(e.header().hlc);
-        }
         let report = self.store.ingest(events, &mut self.keys, now_ms(now))?;
+        // Only admitted events move the clock: admission holds back any event beyond the skew
+        // bound, and a refused one (an outsider's bundle ten years ahead) never counts.
+        self.observe(report.latest_hlc, now);
         self.received |= !report.admitted.is_empty();
         if !report.maps_changed.is_empty() {
             self.forget_directory();
         }
         Ok(report)
+    }
+
+    /// Moves the clock past an admitted timestamp, never past the skew bound from `now`.
+    fn observe(&mut self, seen: crate::event::Hlc, now: OffsetDateTime) {
+        let skew_ms = self
+            .store
+            .config()
+            .current()
+            .map_or(0, |m| u64::from(m.doc.sop.clock_skew_secs) * 1000);
+        if seen.ms <= now_ms(now).saturating_add(skew_ms) {
+            self.clock.observe(seen);
+        }
     }
 
     fn note_fresh(&mut self, ids: &[EventId]) {
@@ -353,14 +380,17 @@ impl Engine {
     ) -> Result<ApplyOutcome, EngineError> {
         let outcome = self.store.apply_config(files, now)?;
         if !outcome.accepted.is_empty() {
-            self.store.retry_all_held(&mut self.keys, now_ms(now))?;
+            let report = self.store.retry_all_held(&mut self.keys, now_ms(now))?;
+            self.observe(report.latest_hlc, now);
         }
         Ok(outcome)
     }
 
     /// Retries held events (call as time passes: events from a clock ahead of ours).
     pub fn retry_held(&mut self, now: OffsetDateTime) -> Result<IngestReport, EngineError> {
-        Ok(self.store.retry_all_held(&mut self.keys, now_ms(now))?)
+        let report = self.store.retry_all_held(&mut self.keys, now_ms(now))?;
+        self.observe(report.latest_hlc, now);
+        Ok(report)
     }
 
     /// Installs organisation epochs imported by hand, and re-reads what they open.

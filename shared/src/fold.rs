@@ -67,6 +67,10 @@ pub enum Rule {
     BadPayload,
     /// A change to an organisation's map profile by someone not allowed to make it.
     MapNotAllowed,
+    /// A map change written under another node's Automerge actor than its signer's.
+    MapWrongActor,
+    /// A map change that would grow the profile's document past its bound.
+    MapTooLarge,
 }
 
 impl Rule {
@@ -94,6 +98,8 @@ impl Rule {
             Rule::KeyShareNotAllowed => "key_share_not_allowed",
             Rule::BadPayload => "bad_payload",
             Rule::MapNotAllowed => "map_not_allowed",
+            Rule::MapWrongActor => "map_wrong_actor",
+            Rule::MapTooLarge => "map_too_large",
         }
     }
 }
@@ -140,6 +146,8 @@ impl fmt::Display for Rule {
             Rule::MapNotAllowed => {
                 "only the organisation (or a coordinator, for an organisation without nodes) may change its profile"
             }
+            Rule::MapWrongActor => "its map change is written as another node's",
+            Rule::MapTooLarge => "it would grow the profile's document past its bound",
         };
         f.write_str(text)
     }

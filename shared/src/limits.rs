@@ -83,5 +83,15 @@ pub const BUNDLE_EVENTS_MAX: u64 = 50_000_000;
 pub const BUNDLE_HEADER_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Most services in one organisation's profile.
 pub const PROFILE_SERVICES_MAX: usize = 500;
+/// Highest Automerge operation counter a partner-map change may reach: the counter grows with
+/// the document's causal history, so this bounds the operations each node's history holds in
+/// one organisation's document (an honest import of 500 services is about 15,000 operations).
+pub const MAP_DOC_OPS_MAX: u64 = 1_000_000;
+/// Most Automerge changes one partner-map snapshot may carry.
+pub const MAP_CHANGES_PER_SNAPSHOT_MAX: usize = 100_000;
+/// Changes appended to a stored partner-map document before it is saved compacted again.
+pub const MAP_CHUNKS_MAX: usize = 64;
+/// Partner-map documents kept loaded in memory between events.
+pub const MAP_CACHE_DOCS_MAX: usize = 64;
 /// Largest partner-map profile file, in bytes.
 pub const PROFILE_FILE_SIZE_MAX_BYTES: usize = 1024 * 1024;

@@ -34,7 +34,7 @@ pub struct ApiState {
 pub fn router(state: ApiState, web: Router) -> Router {
     Router::new()
         .route("/api/v1/rpc", post(rpc_handler))
-        .route("/api/v1/health", get(|| async { "ok" }))
+        .route("/api/v1/health", get(health_handler))
         .with_state(state.clone())
         .merge(web)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -77,6 +77,35 @@ async fn guard(State(state): State<ApiState>, request: HttpRequest<Body>, next: 
         }
     }
     next.run(request).await
+}
+
+/// How long the health check waits for the engine to answer before calling it busy.
+pub const HEALTH_ENGINE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Health says whether the engine answers, not only whether HTTP does: 200 with
+/// `engine: "running"`, or 503 with `"stopped"` (its thread ended) or `"busy"` (no answer in
+/// [`HEALTH_ENGINE_WAIT`]). `jobs_failed` counts jobs that panicked and were recovered from.
+async fn health_handler(State(state): State<ApiState>) -> Response {
+    let (alive, failed) = state.engine.health();
+    let answered = alive
+        && tokio::time::timeout(HEALTH_ENGINE_WAIT, state.engine.call(|_| ()))
+            .await
+            .is_ok_and(|r| r.is_ok());
+    let engine = match (alive, answered) {
+        (true, true) => "running",
+        (true, false) => "busy",
+        (false, _) => "stopped",
+    };
+    let status = if answered {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(json!({ "ok": answered, "engine": engine, "jobs_failed": failed })),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]

@@ -8,6 +8,9 @@
 //! over the whole tree, so one commit of several sync batches costs little more than one of a
 //! single batch. Signatures are checked before a batch is queued (off this thread).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use anyhow::{Result, anyhow};
 use passerelle_core::engine::Engine;
 use passerelle_core::event::Event;
@@ -32,6 +35,65 @@ enum Job {
 #[derive(Clone, Debug)]
 pub struct EngineHandle {
     tx: mpsc::Sender<Job>,
+    health: Arc<Health>,
+}
+
+/// What the daemon's health check reads of the engine's thread.
+#[derive(Debug, Default)]
+struct Health {
+    /// Set when the thread has ended.
+    stopped: AtomicBool,
+    /// Jobs that panicked and were recovered from.
+    panics: AtomicU64,
+}
+
+/// Marks the engine stopped when the thread ends, however it ends.
+struct StopGuard(Arc<Health>);
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        self.0.stopped.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Runs one job (a received batch takes the batches queued right behind it into the same
+/// transaction); returns a job it took from the queue but did not run.
+fn run_job(engine: &mut Engine, job: Job, rx: &mut mpsc::Receiver<Job>) -> Option<Job> {
+    match job {
+        Job::Call(f) => {
+            f(engine);
+            None
+        }
+        Job::Receive(mut events, reply) => {
+            let mut replies = vec![reply];
+            let mut next = None;
+            while events.len() < GROUP_EVENTS_MAX {
+                match rx.try_recv() {
+                    Ok(Job::Receive(more, reply)) => {
+                        events.extend(more);
+                        replies.push(reply);
+                    }
+                    Ok(other) => {
+                        next = Some(other);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let stored = engine
+                .receive(&events, time::OffsetDateTime::now_utc())
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            if let Err(e) = &stored {
+                tracing::warn!("received events not stored: {e}");
+            }
+            for reply in replies.into_iter().flatten() {
+                // The caller may have given up waiting; nothing else needs the outcome.
+                let _ = reply.send(stored.clone());
+            }
+            next
+        }
+    }
 }
 
 /// What the engine thread tells the rest of the daemon.
@@ -52,37 +114,32 @@ impl EngineHandle {
         let (fresh_tx, fresh_rx) = mpsc::channel(FRESH_QUEUE_MAX);
         let (config_tx, config_rx) = watch::channel(engine.store().config().highest());
         let (received_tx, received_rx) = watch::channel(0u64);
+        let health = Arc::new(Health::default());
+        let thread_health = health.clone();
         let thread = std::thread::Builder::new()
             .name("passerelle-engine".into())
             .spawn(move || {
+                // Whatever ends this thread (the queue closing, or a failure to recover), the
+                // daemon's health says the engine is gone.
+                let _stopped = StopGuard(thread_health.clone());
                 let mut next = None;
                 while let Some(job) = next.take().or_else(|| rx.blocking_recv()) {
-                    match job {
-                        Job::Call(f) => f(&mut engine),
-                        Job::Receive(mut events, reply) => {
-                            let mut replies = vec![reply];
-                            while events.len() < GROUP_EVENTS_MAX {
-                                match rx.try_recv() {
-                                    Ok(Job::Receive(more, reply)) => {
-                                        events.extend(more);
-                                        replies.push(reply);
-                                    }
-                                    Ok(other) => {
-                                        next = Some(other);
-                                        break;
-                                    }
-                                    Err(_) => break,
-                                }
-                            }
-                            let stored = engine
-                                .receive(&events, time::OffsetDateTime::now_utc())
-                                .map(|_| ())
-                                .map_err(|e| e.to_string());
-                            if let Err(e) = &stored {
-                                tracing::warn!("received events not stored: {e}");
-                            }
-                            for reply in replies.into_iter().flatten() {
-                                let _ = reply.send(stored.clone());
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_job(&mut engine, job, &mut rx)
+                    }));
+                    match outcome {
+                        Ok(queued) => next = queued,
+                        Err(_) => {
+                            // A bug of ours, reached by some input: the job's transaction was
+                            // dropped (nothing half-written), its caller hears that it failed,
+                            // and the engine reloads its memory from the store and goes on.
+                            thread_health.panics.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(
+                                "a job failed inside the engine (a bug); its changes were not written, the engine goes on"
+                            );
+                            if let Err(e) = engine.recover() {
+                                tracing::error!("the engine cannot recover and stops: {e}");
+                                return;
                             }
                         }
                     }
@@ -102,13 +159,21 @@ impl EngineHandle {
             })
             .unwrap_or_else(|e| panic!("cannot start the engine thread: {e}"));
         (
-            Self { tx },
+            Self { tx, health },
             EngineSignals {
                 fresh: fresh_rx,
                 config: config_rx,
                 received: received_rx,
             },
             thread,
+        )
+    }
+
+    /// Whether the engine's thread is running, and how many jobs failed inside it.
+    pub fn health(&self) -> (bool, u64) {
+        (
+            !self.health.stopped.load(Ordering::Relaxed),
+            self.health.panics.load(Ordering::Relaxed),
         )
     }
 
@@ -127,7 +192,7 @@ impl EngineHandle {
             .map_err(|_| anyhow!("the node is shutting down"))?;
         reply_rx
             .await
-            .map_err(|_| anyhow!("the node's engine stopped while answering"))
+            .map_err(|_| anyhow!("the node's engine failed while answering (see the daemon's log)"))
     }
 
     /// Queues received events (their signatures already checked, or not) to be admitted and

@@ -69,6 +69,8 @@ impl Store {
         copy(&src, &tx, MAPS)?;
         copy(&src, &tx, MAP_HASHES)?;
         copy(&src, &tx, MAP_EVENTS)?;
+        copy(&src, &tx, super::maps::MAP_CHUNKS)?;
+        copy(&src, &tx, super::maps::MAP_SEQS)?;
         copy(&src, &tx, REPORT_INDEX)?;
         copy(&src, &tx, USERS)?;
         tx.commit()?;

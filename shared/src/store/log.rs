@@ -102,6 +102,8 @@ pub struct IngestReport {
     pub keys_installed: Vec<u32>,
     /// Organisations whose partner-map profile changed.
     pub maps_changed: Vec<String>,
+    /// The latest timestamp among the events admitted (the only ones that may move the clock).
+    pub latest_hlc: Hlc,
 }
 
 fn enc<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -132,6 +134,8 @@ pub(crate) struct Tables<'t> {
     pub report_index: redb::Table<'t, (u64, Id), &'static [u8]>,
     pub map_hashes: redb::Table<'t, [u8; 32], Id>,
     pub map_events: redb::Table<'t, (&'static str, Id), u8>,
+    pub map_chunks: redb::Table<'t, (&'static str, u32), &'static [u8]>,
+    pub map_seqs: redb::Table<'t, (&'static str, Id), u64>,
     /// Headers read or written in this transaction, so the fold's lookups of dependencies do
     /// not decode whole events again.
     headers: std::cell::RefCell<std::collections::HashMap<Id, Header>>,
@@ -161,11 +165,13 @@ impl<'t> Tables<'t> {
             report_index: tx.open_table(REPORT_INDEX)?,
             map_hashes: tx.open_table(MAP_HASHES)?,
             map_events: tx.open_table(MAP_EVENTS)?,
+            map_chunks: tx.open_table(super::maps::MAP_CHUNKS)?,
+            map_seqs: tx.open_table(super::maps::MAP_SEQS)?,
             headers: Default::default(),
         })
     }
 
-    fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
+    pub(crate) fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
         match self.events.get(id.0)? {
             Some(bytes) => Event::decode_stored(bytes.value())
                 .map(Some)
@@ -340,6 +346,9 @@ pub(crate) struct Ingest<'a, 't> {
     advanced: BTreeSet<Id>,
     /// Payloads of events this node just created, so the fold reads them without decrypting.
     pub known: std::collections::HashMap<EventId, Decrypted>,
+    /// Partner-map documents kept loaded: taken from the store for this transaction and given
+    /// back only if it commits.
+    pub(crate) maps: &'a mut super::maps::MapCache,
 }
 
 impl<'a, 't> Ingest<'a, 't> {
@@ -349,6 +358,7 @@ impl<'a, 't> Ingest<'a, 't> {
         mechanism_id: Hash32,
         keys: &'a mut FoldKeys,
         now_ms: u64,
+        maps: &'a mut super::maps::MapCache,
     ) -> Self {
         Self {
             t,
@@ -359,6 +369,7 @@ impl<'a, 't> Ingest<'a, 't> {
             report: IngestReport::default(),
             advanced: BTreeSet::new(),
             known: std::collections::HashMap::new(),
+            maps,
         }
     }
 
@@ -384,6 +395,7 @@ impl<'a, 't> Ingest<'a, 't> {
                 self.t.held.remove((h.author, h.seq, event.id().0))?;
                 self.advanced.insert(h.author);
                 self.report.admitted.push(event.id());
+                self.report.latest_hlc = self.report.latest_hlc.max(h.hlc);
                 self.t.remember(&event.id(), h);
                 self.fold_when_ready(event.clone())?;
             }
@@ -639,97 +651,15 @@ impl<'a, 't> Ingest<'a, 't> {
                     .map_events
                     .insert((target.as_str(), id.0), u8::from(snapshot))?;
                 match (broken, event.body()) {
-                    (None, Some(body)) => self.apply_map(target, &id, body, snapshot)?,
+                    (None, Some(body)) => {
+                        self.apply_map(target, &id, &h.author, h.config_version, body, snapshot)?
+                    }
                     (broken, _) => broken,
                 }
             }
         };
         let readable = readable || matches!(h.kind, Kind::KeyShare { .. });
         self.put_verdict(&id, broken, readable)
-    }
-
-    /// Applies a map change or snapshot to the organisation's document. A change whose
-    /// Automerge dependencies are not in the document (which its event's dependencies should
-    /// have guaranteed) or that does not decode has no effect.
-    fn apply_map(
-        &mut self,
-        org: &str,
-        id: &EventId,
-        body: &[u8],
-        snapshot: bool,
-    ) -> Result<Option<Rule>, StoreError> {
-        let mut doc = match self.t.maps.get(org)? {
-            Some(bytes) => automerge::AutoCommit::load(bytes.value())
-                .map_err(|e| StoreError::Corrupt(format!("map of {org}: {e}")))?,
-            None => automerge::AutoCommit::new(),
-        };
-        let mut hashes = Vec::new();
-        if snapshot {
-            if doc.load_incremental(body).is_err() {
-                return Ok(Some(Rule::BadPayload));
-            }
-        } else {
-            let Ok(change) = automerge::Change::from_bytes(body.to_vec()) else {
-                return Ok(Some(Rule::BadPayload));
-            };
-            hashes.push(change.hash());
-            if doc.apply_changes([change]).is_err() {
-                return Ok(Some(Rule::BadPayload));
-            }
-        }
-        if !doc.get_missing_deps(&[]).is_empty() {
-            return Ok(Some(Rule::BadPayload));
-        }
-        for hash in hashes {
-            self.t.map_hashes.insert(hash.0, id.0)?;
-        }
-        let saved = doc.save();
-        self.t.maps.insert(org, saved.as_slice())?;
-        if !self.report.maps_changed.iter().any(|o| o == org) {
-            self.report.maps_changed.push(org.to_string());
-        }
-        if snapshot {
-            self.prune_map_changes(org, &mut doc)?;
-        }
-        Ok(None)
-    }
-
-    /// After a snapshot: the bodies of the organisation's earlier changes that the document
-    /// now holds are pruned (headers stay, so every log stays verifiable), so a fresh node
-    /// receives one snapshot instead of every change.
-    fn prune_map_changes(
-        &mut self,
-        org: &str,
-        doc: &mut automerge::AutoCommit,
-    ) -> Result<(), StoreError> {
-        let mut changes = Vec::new();
-        for row in self
-            .t
-            .map_events
-            .range((org, [0u8; 32])..=(org, [255u8; 32]))?
-        {
-            let (key, kind) = row?;
-            if kind.value() == 0 {
-                changes.push(Hash32(key.value().1));
-            }
-        }
-        for id in changes {
-            let Some(event) = self.t.event(&id)? else {
-                continue;
-            };
-            let Some(body) = event.body() else {
-                continue;
-            };
-            let held = automerge::Change::from_bytes(body.to_vec())
-                .ok()
-                .is_some_and(|c| doc.get_change_by_hash(&c.hash()).is_some());
-            if held {
-                self.t
-                    .events
-                    .insert(id.0, event.pruned().encode().as_slice())?;
-            }
-        }
-        Ok(())
     }
 
     fn put_verdict(
@@ -1033,24 +963,34 @@ impl Store {
         let saved_keys = keys.clone();
         // Signatures are checked on the other cores while this thread runs the transaction:
         // admission finds most of them checked, and checks itself any a helper has not reached.
+        let mut maps = std::mem::take(&mut self.map_cache);
         let result = std::thread::scope(|scope| {
             Event::verify_ahead(scope, events);
             let tx = self.db.begin_write()?;
             let report = {
                 let mut tables = Tables::open(&tx)?;
-                let mut ingest = Ingest::new(&mut tables, &self.config, mechanism_id, keys, now_ms);
+                let mut ingest = Ingest::new(
+                    &mut tables,
+                    &self.config,
+                    mechanism_id,
+                    keys,
+                    now_ms,
+                    &mut maps,
+                );
                 for event in events {
                     ingest.ingest(event)?;
                 }
                 ingest.retry_held(false)?;
-                for event in events {
-                    observe_hlc(&mut self.hlc_seen, event.header().hlc);
-                }
                 ingest.report
             };
             tx.commit()?;
             Ok(report)
         });
+        if let Ok(report) = &result {
+            // Only admitted events move the clock (a refused or held one never does).
+            observe_hlc(&mut self.hlc_seen, report.latest_hlc);
+            self.map_cache = maps;
+        }
         if result.is_err() {
             *keys = saved_keys;
         }
@@ -1065,17 +1005,29 @@ impl Store {
     ) -> Result<IngestReport, StoreError> {
         let mechanism_id = self.config.mechanism_id().ok_or(StoreError::NotJoined)?;
         let saved_keys = keys.clone();
+        let mut maps = std::mem::take(&mut self.map_cache);
         let result = (|| {
             let tx = self.db.begin_write()?;
             let report = {
                 let mut tables = Tables::open(&tx)?;
-                let mut ingest = Ingest::new(&mut tables, &self.config, mechanism_id, keys, now_ms);
+                let mut ingest = Ingest::new(
+                    &mut tables,
+                    &self.config,
+                    mechanism_id,
+                    keys,
+                    now_ms,
+                    &mut maps,
+                );
                 ingest.retry_held(true)?;
                 ingest.report
             };
             tx.commit()?;
             Ok(report)
         })();
+        if let Ok(report) = &result {
+            observe_hlc(&mut self.hlc_seen, report.latest_hlc);
+            self.map_cache = maps;
+        }
         if result.is_err() {
             *keys = saved_keys;
         }
@@ -1096,9 +1048,17 @@ impl Store {
         let saved_keys = keys.clone();
         let tx = self.db.begin_write()?;
         let mut outcome = Ok(());
+        let mut maps = std::mem::take(&mut self.map_cache);
         {
             let mut tables = Tables::open(&tx)?;
-            let mut ingest = Ingest::new(&mut tables, &self.config, mechanism_id, keys, now_ms);
+            let mut ingest = Ingest::new(
+                &mut tables,
+                &self.config,
+                mechanism_id,
+                keys,
+                now_ms,
+                &mut maps,
+            );
             for (event, known) in &events {
                 if let Some(payload) = known {
                     ingest.known.insert(event.id(), payload.clone());
@@ -1130,6 +1090,7 @@ impl Store {
                 if let Some((last, _)) = events.last() {
                     observe_hlc(&mut self.hlc_seen, last.header().hlc);
                 }
+                self.map_cache = maps;
                 Ok(Ok(()))
             }
             Err(reason) => {
@@ -1439,12 +1400,21 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mechanism_id = self.config.mechanism_id().ok_or(StoreError::NotJoined)?;
         let tx = self.db.begin_write()?;
+        let mut maps = std::mem::take(&mut self.map_cache);
         {
             let mut tables = Tables::open(&tx)?;
-            let mut ingest = Ingest::new(&mut tables, &self.config, mechanism_id, keys, now_ms);
+            let mut ingest = Ingest::new(
+                &mut tables,
+                &self.config,
+                mechanism_id,
+                keys,
+                now_ms,
+                &mut maps,
+            );
             ingest.reread(epochs)?;
         }
         tx.commit()?;
+        self.map_cache = maps;
         Ok(())
     }
 }
@@ -1476,57 +1446,6 @@ impl Store {
             let (key, value) = row?;
             if value.value() == kind {
                 out.push(Hash32(key.value().1));
-            }
-        }
-        Ok(out)
-    }
-}
-
-impl Store {
-    /// An organisation's partner-map document, if it has one.
-    pub fn map_doc(&self, org: &str) -> Result<Option<automerge::AutoCommit>, StoreError> {
-        use redb::ReadableDatabase;
-        let tx = self.db.begin_read()?;
-        let Some(table) = super::read_table(&tx, MAPS)? else {
-            return Ok(None);
-        };
-        table
-            .get(org)?
-            .map(|b| {
-                automerge::AutoCommit::load(b.value())
-                    .map_err(|e| StoreError::Corrupt(format!("map of {org}: {e}")))
-            })
-            .transpose()
-    }
-
-    /// The organisations that have a partner-map document.
-    pub fn map_orgs(&self) -> Result<Vec<String>, StoreError> {
-        use redb::ReadableDatabase;
-        let tx = self.db.begin_read()?;
-        let Some(table) = super::read_table(&tx, MAPS)? else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            out.push(row?.0.value().to_string());
-        }
-        Ok(out)
-    }
-
-    /// The events that carried the given Automerge changes (a new change's dependencies).
-    pub fn map_change_events(
-        &self,
-        hashes: &[automerge::ChangeHash],
-    ) -> Result<Vec<EventId>, StoreError> {
-        use redb::ReadableDatabase;
-        let tx = self.db.begin_read()?;
-        let Some(table) = super::read_table(&tx, MAP_HASHES)? else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        for h in hashes {
-            if let Some(id) = table.get(h.0)? {
-                out.push(Hash32(id.value()));
             }
         }
         Ok(out)

@@ -9,6 +9,7 @@ mod audit;
 mod backup;
 mod config_store;
 mod log;
+mod maps;
 mod org_keys;
 mod users;
 
@@ -87,6 +88,8 @@ pub struct Store {
     /// The highest hybrid-logical-clock timestamp written or admitted, so a restarted node's
     /// clock never goes back.
     pub(crate) hlc_seen: crate::event::Hlc,
+    /// Partner-map documents kept loaded between events (see `maps`).
+    pub(crate) map_cache: maps::MapCache,
 }
 
 impl Store {
@@ -99,12 +102,18 @@ impl Store {
             db,
             config,
             hlc_seen,
+            map_cache: maps::MapCache::default(),
         })
     }
 
     /// The configuration chain held.
     pub fn config(&self) -> &ConfigState {
         &self.config
+    }
+
+    /// Drops what the store keeps loaded in memory (it is reloaded from disk when needed).
+    pub fn forget_cached(&mut self) {
+        self.map_cache = maps::MapCache::default();
     }
 }
 

@@ -10,6 +10,8 @@
 //! directory search, coverage gaps and the Open Referral (HSDS) export. Storage of the
 //! documents is in `store::log`; rendering posters is the node's business.
 
+pub mod apply;
+
 use std::collections::BTreeMap;
 
 use automerge::transaction::Transactable;
@@ -975,7 +977,7 @@ pub fn hsds(profiles: &BTreeMap<String, Profile>, m: &Mechanism) -> Vec<HsdsTabl
 mod tests {
     use super::*;
 
-    const SAMPLE: &str = include_str!("../../config/mechanism.toml");
+    const SAMPLE: &str = include_str!("../../../config/mechanism.toml");
 
     fn profile(name: &str) -> Profile {
         let path = format!(
