@@ -10,6 +10,7 @@ mod crash;
 mod demo;
 mod events;
 mod fold_order;
+mod fuzz;
 mod map;
 mod mdns;
 mod nodes;

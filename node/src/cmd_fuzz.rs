@@ -62,9 +62,7 @@ pub fn run(options: Options) -> Result<()> {
     let seed = options.seed.unwrap_or_else(rand::random);
     let generated = match &options.corpus {
         Some(_) => None,
-        None => Some(
-            fuzz::seeds::generate().context("generating the seed corpus with the sim")?,
-        ),
+        None => Some(fuzz::seeds::generate().context("generating the seed corpus with the sim")?),
     };
     if !options.json {
         println!(
@@ -128,7 +126,12 @@ pub fn run(options: Options) -> Result<()> {
 }
 
 /// Runs one target with a watchdog thread beside it.
-fn campaign(target: &'static Target, seeds: &[Vec<u8>], seed: u64, options: &Options) -> Result<Report> {
+fn campaign(
+    target: &'static Target,
+    seeds: &[Vec<u8>],
+    seed: u64,
+    options: &Options,
+) -> Result<Report> {
     let watch = Arc::new(Watch::default());
     let started = Instant::now();
     let budget = Budget {
@@ -148,7 +151,8 @@ fn campaign(target: &'static Target, seeds: &[Vec<u8>], seed: u64, options: &Opt
                     _ => return,
                 }
                 let elapsed_ms = started.elapsed().as_millis() as u64;
-                let running_ms = elapsed_ms.saturating_sub(watch.started_ms.load(Ordering::Relaxed));
+                let running_ms =
+                    elapsed_ms.saturating_sub(watch.started_ms.load(Ordering::Relaxed));
                 if running_ms > HANG_SECONDS * 1000 {
                     let input = watch.input.lock().map(|i| i.clone()).unwrap_or_default();
                     let path = input_path(&crashes, target.name, "hang", &input);
@@ -165,7 +169,8 @@ fn campaign(target: &'static Target, seeds: &[Vec<u8>], seed: u64, options: &Opt
                     );
                     std::process::exit(i32::from(crate::EXIT_FAILURE));
                 }
-                if !quiet && last_progress.elapsed() >= Duration::from_secs(PROGRESS_EVERY_SECONDS) {
+                if !quiet && last_progress.elapsed() >= Duration::from_secs(PROGRESS_EVERY_SECONDS)
+                {
                     last_progress = Instant::now();
                     let execs = watch.execs.load(Ordering::Relaxed);
                     eprintln!(
@@ -179,9 +184,10 @@ fn campaign(target: &'static Target, seeds: &[Vec<u8>], seed: u64, options: &Opt
     };
     // Decoders that log what they refuse (Automerge does, at error level) would print a line
     // per input: nothing is logged on the fuzzing thread.
-    let report = tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
-        fuzz::run(target, seeds, seed, &budget, Some(&watch))
-    });
+    let report =
+        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+            fuzz::run(target, seeds, seed, &budget, Some(&watch))
+        });
     let _ = done_tx.send(());
     let _ = watchdog.join();
     Ok(report)

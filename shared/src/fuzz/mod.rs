@@ -192,6 +192,8 @@ pub fn execute(target: &Target, input: &[u8]) -> Result<u64, Panic> {
     install_panic_hook();
     let input = &input[..input.len().min(target.max_len)];
     let mut trace = Trace::default();
+    // A panic caught inside the target (by a guard of its own) may have left a record.
+    LAST_PANIC.with(|p| p.borrow_mut().take());
     CAPTURING.with(|c| c.set(true));
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| (target.run)(input, &mut trace)));
     CAPTURING.with(|c| c.set(false));

@@ -342,44 +342,79 @@ fn profile(input: &[u8], t: &mut Trace) {
     );
 }
 
-/// Applies a map event's body to an organisation's document the way the fold does, then what
-/// the fold does next: checks no dependency is missing, saves the document, and the store
-/// loads it again at the next change. Returns whether it applied.
-fn apply_map_body(doc_bytes: Option<&[u8]>, body: &[u8], snapshot: bool, t: &mut Trace) -> bool {
-    let mut doc = match doc_bytes {
-        Some(bytes) => match automerge::AutoCommit::load(bytes) {
-            Ok(d) => d,
-            Err(e) => panic!("the base document loads: {e}"),
-        },
-        None => automerge::AutoCommit::new(),
+/// Applies a map event's body to an organisation's document the way the store does
+/// (`store::maps`): through `map::apply::apply_body` (panic-safe, checked), with the actors'
+/// sequence numbers read off the document. Then what follows an applied body: the changes
+/// appended as chunks must load back to the same document (what a restart loads), and the
+/// directory reads the profile. Nothing here may panic: `apply_body` guards automerge, and
+/// what runs after it trusts the document it left.
+fn apply_map_body(base: Option<&[u8]>, body: &[u8], snapshot: bool, t: &mut Trace) {
+    use crate::map::apply::{self, Writers};
+    let Some(mut doc) = apply::load_stored(base, []) else {
+        panic!("the base document loads");
     };
-    if snapshot {
-        if t.step("loaded", doc.load_incremental(body)).is_none() {
-            return false;
-        }
+    let heads_before = doc.get_heads();
+    let seqs = apply::actor_seqs(&mut doc);
+    let seq_of = |actor: &[u8; 32]| seqs.get(actor).copied().unwrap_or(0);
+    // A member signs whatever body it likes as itself: the author is taken to be the change's
+    // own actor, else every mutated change would stop at the actor check.
+    let author = apply::guarded(|| {
+        automerge::Change::from_bytes(body.to_vec())
+            .ok()
+            .and_then(|c| <[u8; 32]>::try_from(c.actor_id().to_bytes()).ok())
+    })
+    .flatten()
+    .unwrap_or_default();
+    let anyone = |_: &[u8; 32]| true;
+    let writers = if snapshot {
+        Writers::Editors(&anyone)
     } else {
-        let Some(change) = t.step("change", automerge::Change::from_bytes(body.to_vec())) else {
-            return false;
-        };
-        if t.step("applied", doc.apply_changes([change])).is_none() {
-            return false;
+        Writers::Author(&author)
+    };
+    let applied = match apply::apply_body(&mut doc, body, snapshot, writers, &seq_of) {
+        Ok(applied) => applied,
+        Err(rule) => {
+            t.error(&format!("{rule:?}"));
+            return;
+        }
+    };
+    t.count("applied", applied.hashes.len());
+    if applied.hashes.is_empty() {
+        return;
+    }
+    // The store appends the raw changes as a chunk; a restart loads the base and the chunks.
+    let mut chunk = Vec::new();
+    for hash in &applied.hashes {
+        let change =
+            apply::guarded(|| doc.get_change_by_hash(hash).map(|c| c.raw_bytes().to_vec()));
+        match change.flatten() {
+            Some(bytes) => chunk.extend_from_slice(&bytes),
+            // `store::maps` fails the whole transaction (`StoreError::Corrupt`) here.
+            None => panic!("the store cannot read back a change apply_body accepted"),
         }
     }
-    if !doc.get_missing_deps(&[]).is_empty() {
-        t.mark("missing deps");
-        return false;
-    }
-    let saved = doc.save();
-    let reloaded = automerge::AutoCommit::load(&saved);
-    assert!(
-        reloaded.is_ok(),
-        "a document that saved loads again: {:?}",
-        reloaded.err()
+    let reloaded = apply::load_stored(base, [chunk.as_slice()]).map(|mut d| d.get_heads());
+    assert_eq!(
+        reloaded,
+        Some(doc.get_heads()),
+        "the appended changes load back to the same document"
     );
-    if let Some(p) = map::read(&doc) {
+    assert_ne!(heads_before, doc.get_heads());
+    // A compacted save that does not load back is kept out of the store (`compact_map`): an
+    // outcome, not a crash, but one worth its own corpus entry.
+    let compacts = apply::guarded(|| {
+        let saved = doc.save();
+        automerge::AutoCommit::load(&saved)
+            .ok()
+            .map(|mut d| d.get_heads())
+    })
+    .flatten();
+    if compacts != Some(doc.get_heads()) {
+        t.mark("the compacted save does not load back");
+    }
+    if let Some(p) = crate::map::read(&doc) {
         t.count("services", p.services.len());
     }
-    true
 }
 
 fn map_body(input: &[u8], snapshot: bool, t: &mut Trace) {
