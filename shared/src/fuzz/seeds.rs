@@ -133,9 +133,12 @@ fn payloads() -> Result<Vec<Vec<u8>>, SimError> {
     ])
 }
 
+/// Bodies of map events, of one kind.
+type Bodies = Vec<Vec<u8>>;
+
 /// The map seeds: bodies of `MapChange` events (a first change, changes on top of the base
 /// document) and of `MapSnapshot` events (saves, and an incremental save).
-fn map_bodies() -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>), SimError> {
+fn map_bodies() -> Result<(Bodies, Bodies), SimError> {
     let mut changes = vec![map_base_change()?];
     let small = map::Profile::from_toml(PROFILES[1].1).map_err(other)?;
     let mut fresh = automerge::AutoCommit::new().with_actor(map_actor());
