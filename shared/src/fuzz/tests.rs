@@ -132,3 +132,38 @@ fn the_automerge_fixup_makes_a_mutated_snapshot_pass_its_checksum() {
     fixup(&mut repaired);
     assert!(!checksum_error(&repaired), "the repaired chunk passes");
 }
+
+/// The configuration documents a target once panicked on (`shared/fuzz/crashers/config-document/`):
+/// a validity period too long to carry over to the next version, a deadline that overflows a
+/// referral's date. Both are refused now, with the field named.
+#[test]
+fn overflowing_configuration_dates_are_refused_not_panicked() {
+    let Some(t) = target("config-document") else {
+        panic!("the target exists");
+    };
+    let validity =
+        include_bytes!("../../fuzz/crashers/config-document/next-version-validity-overflows.toml");
+    let deadline =
+        include_bytes!("../../fuzz/crashers/config-document/deadline-overflows-the-date.toml");
+    for input in [&validity[..], &deadline[..]] {
+        assert!(execute(t, input).is_ok());
+    }
+    let m = crate::config::Mechanism::from_bytes(validity).map_err(|e| e.to_string());
+    let Ok(m) = m else {
+        panic!("a long validity is valid: {m:?}");
+    };
+    let text = String::from_utf8_lossy(validity);
+    let next = crate::config::template::next_version(&text, &m, &[], targets::now());
+    assert!(
+        next.as_ref()
+            .is_err_and(|e| e.to_string().contains("expires_at")),
+        "{next:?}"
+    );
+    let refused = crate::config::Mechanism::from_bytes(deadline).map(|_| ());
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("accept_hours")),
+        "{refused:?}"
+    );
+}
