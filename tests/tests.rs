@@ -4,6 +4,7 @@
 
 mod attacks;
 mod browser;
+mod cli_output;
 mod config_chain;
 mod config_files;
 mod crash;

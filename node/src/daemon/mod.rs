@@ -166,11 +166,15 @@ pub async fn run(
     let app = api::router(state, crate::web::router(web));
     let mut api_shutdown = shutdown.clone();
     let api_task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = api_shutdown.changed().await;
-            })
-            .await
+        // With each connection's peer address: the web UI throttles failed logins per client.
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = api_shutdown.changed().await;
+        })
+        .await
     });
 
     let network = p2p::Network::start(
