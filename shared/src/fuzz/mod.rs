@@ -135,6 +135,17 @@ impl Trace {
         self.mix([(usize::BITS - n.leading_zeros()) as u8]);
     }
 
+    /// The outcomes of the items of a list (events in a batch or a bundle), as a set: which
+    /// outcomes occurred, not their order or how often — else nearly every batch would be a
+    /// new outcome and the corpus would fill with noise.
+    pub fn items(&mut self, what: &str, outcomes: impl IntoIterator<Item = u64>) {
+        let set: std::collections::BTreeSet<u64> = outcomes.into_iter().collect();
+        self.mark(what);
+        for o in set {
+            self.mix(o.to_le_bytes());
+        }
+    }
+
     pub fn outcome(&self) -> u64 {
         self.hash
     }

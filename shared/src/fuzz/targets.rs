@@ -156,18 +156,21 @@ fn compacted_items(items: &[Vec<u8>], t: &mut Trace) {
     t.count("items", items.len());
     let rebuilt = event::expand_batch(items);
     let mut events = Vec::new();
+    let mut outcomes = Vec::new();
     for r in rebuilt {
-        if let Some(bytes) = t.step("rebuilt", r)
-            && let Some(e) = t.step("event", Event::decode(&bytes))
+        // Each event's own properties are the `event` target's; here, how far it got and
+        // what it is.
+        let mut item = Trace::default();
+        if let Some(bytes) = item.step("rebuilt", r)
+            && let Some(e) = item.step("event", Event::decode(&bytes))
         {
+            item.mark(e.header().kind.name());
             events.push(e);
         }
+        outcomes.push(item.outcome());
     }
+    t.items("items", outcomes);
     t.count("events", events.len());
-    // Each event's own properties are the `event` target's; here, what it is.
-    for e in &events {
-        t.mark(e.header().kind.name());
-    }
     // The sender's side: the events that decoded, compacted and rebuilt, are themselves.
     let wire: Vec<Vec<u8>> = events.iter().map(Event::encode).collect();
     let round_trip: Result<Vec<Vec<u8>>, _> =
@@ -258,15 +261,20 @@ fn bundle_plaintext(plain: &mut impl std::io::Read, t: &mut Trace) {
     };
     signed_files(&header.config_files, t);
     let mut read = 0u64;
+    let mut outcomes = Vec::new();
     while read < header.events {
         let Some(bytes) = t.step("frame", bundle::read_event(plain)) else {
+            t.items("events", outcomes);
             return;
         };
         read += 1;
-        if let Some(e) = t.step("event", Event::decode(&bytes)) {
-            t.mark(e.header().kind.name());
+        let mut item = Trace::default();
+        if let Some(e) = item.step("event", Event::decode(&bytes)) {
+            item.mark(e.header().kind.name());
         }
+        outcomes.push(item.outcome());
     }
+    t.items("events", outcomes);
     t.count("events", read as usize);
     let _ = t.step("end", bundle::read_end(plain, read));
 }
