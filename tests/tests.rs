@@ -11,6 +11,7 @@ mod crash;
 mod demo;
 mod events;
 mod fold_order;
+mod fuzz;
 mod map;
 mod mdns;
 mod net_attacks;

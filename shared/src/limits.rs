@@ -25,6 +25,9 @@ pub const KEY_EPOCHS_MAX: u32 = 4096;
 pub const ID_LENGTH_MAX_CHARS: usize = 64;
 /// Longest display name or label, in characters.
 pub const NAME_LENGTH_MAX_CHARS: usize = 200;
+/// Longest SOP deadline (acknowledge or accept), in hours: ten years. Deadlines are added to
+/// referral times when a view is read; an unbounded one overflows the date.
+pub const SOP_DEADLINE_MAX_HOURS: u32 = 10 * 366 * 24;
 /// Scrypt work factor (log2 N) used when protecting a secret file with a passphrase.
 pub const PASSPHRASE_SCRYPT_LOG_N: u8 = 16;
 /// Highest scrypt work factor accepted when opening a passphrase-protected file: bounds the
