@@ -107,6 +107,9 @@ pub const PROFILE_SERVICES_MAX: usize = 500;
 /// the document's causal history, so this bounds the operations each node's history holds in
 /// one organisation's document (an honest import of 500 services is about 15,000 operations).
 pub const MAP_DOC_OPS_MAX: u64 = 1_000_000;
+/// Most Automerge dependencies one partner-map change may name (the heads of the document it
+/// was made on: about one per node of the organisation).
+pub const MAP_CHANGE_DEPS_MAX: usize = 64;
 /// Most Automerge changes one partner-map snapshot may carry.
 pub const MAP_CHANGES_PER_SNAPSHOT_MAX: usize = 100_000;
 /// Changes appended to a stored partner-map document before it is saved compacted again.

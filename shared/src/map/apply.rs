@@ -15,7 +15,8 @@
 //!   may edit the profile): a node cannot write another node's changes;
 //! - its sequence number follows the actor's previous change held (a node cannot fork its own
 //!   Automerge history);
-//! - its dependencies are all in the document, and its first operation counter is the one
+//! - it waits (`missing_deps`) until its dependencies are all in the document; then its
+//!   first operation counter must be the one
 //!   Automerge itself would give it (one past the highest counter among its dependencies), so
 //!   the counter grows with the document's causal history;
 //! - that counter stays under [`MAP_DOC_OPS_MAX`]: each actor's history is a chain of
@@ -30,7 +31,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use automerge::{AutoCommit, Change, ChangeHash};
 
 use crate::fold::Rule;
-use crate::limits::{MAP_CHANGES_PER_SNAPSHOT_MAX, MAP_DOC_OPS_MAX};
+use crate::limits::{MAP_CHANGE_DEPS_MAX, MAP_CHANGES_PER_SNAPSHOT_MAX, MAP_DOC_OPS_MAX};
 
 /// Runs `f` on automerge, turning a panic into `None`. While `f` runs, the panic is not
 /// printed: a malformed body from a peer is expected input, not a bug of ours, and a peer must
@@ -174,6 +175,28 @@ pub fn apply_body(
     Ok(applied)
 }
 
+/// The Automerge dependencies of a map change body that the document does not hold yet (none
+/// if the body does not decode: `apply_body` judges it). A change whose dependencies are
+/// missing waits for them instead of being judged: whether they are here yet depends on what
+/// arrived first, and a verdict must not.
+pub fn missing_deps(doc: &mut AutoCommit, body: &[u8]) -> Vec<ChangeHash> {
+    guarded(|| {
+        let Ok(change) = Change::from_bytes(body.to_vec()) else {
+            return Vec::new();
+        };
+        if change.deps().len() > MAP_CHANGE_DEPS_MAX {
+            return Vec::new(); // judged (and refused) by `apply_body`
+        }
+        change
+            .deps()
+            .iter()
+            .filter(|dep| doc.get_change_meta_by_hash(dep).is_none())
+            .copied()
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 /// The changes a snapshot holds, in an order where each comes after its dependencies.
 fn snapshot_changes(body: &[u8]) -> Result<Vec<Change>, Rule> {
     let changes = guarded(|| {
@@ -184,6 +207,15 @@ fn snapshot_changes(body: &[u8]) -> Result<Vec<Change>, Rule> {
     .ok_or(Rule::BadPayload)?;
     if changes.len() > MAP_CHANGES_PER_SNAPSHOT_MAX {
         return Err(Rule::MapTooLarge);
+    }
+    // A snapshot holds the whole history it builds on: a dependency outside it would make its
+    // verdict depend on what else this node happens to hold.
+    let held: std::collections::HashSet<ChangeHash> = changes.iter().map(Change::hash).collect();
+    if changes
+        .iter()
+        .any(|c| c.deps().iter().any(|d| !held.contains(d)))
+    {
+        return Err(Rule::BadPayload);
     }
     Ok(changes)
 }
@@ -214,6 +246,9 @@ fn check_change(
         .copied()
         .unwrap_or_else(|| seq_of(&actor));
     if change.seq() != previous.saturating_add(1) {
+        return Err(Rule::BadPayload);
+    }
+    if change.deps().len() > MAP_CHANGE_DEPS_MAX {
         return Err(Rule::BadPayload);
     }
     let mut highest_dep_op = 0u64;

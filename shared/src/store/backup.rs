@@ -135,6 +135,7 @@ impl Store {
         copy(&src, &tx, MAP_EVENTS)?;
         copy(&src, &tx, super::maps::MAP_CHUNKS)?;
         copy(&src, &tx, super::maps::MAP_SEQS)?;
+        copy(&src, &tx, super::maps::MAP_WAITING)?;
         copy(&src, &tx, REPORT_INDEX)?;
         copy(&src, &tx, USERS)?;
         tx.commit()?;

@@ -137,6 +137,7 @@ pub(crate) struct Tables<'t> {
     pub map_events: redb::Table<'t, (&'static str, Id), u8>,
     pub map_chunks: redb::Table<'t, (&'static str, u32), &'static [u8]>,
     pub map_seqs: redb::Table<'t, (&'static str, Id), u64>,
+    pub map_waiting: redb::Table<'t, ([u8; 32], Id), ()>,
     /// Headers read or written in this transaction, so the fold's lookups of dependencies do
     /// not decode whole events again.
     headers: std::cell::RefCell<std::collections::HashMap<Id, Header>>,
@@ -171,6 +172,7 @@ impl<'t> Tables<'t> {
             map_events: tx.open_table(MAP_EVENTS)?,
             map_chunks: tx.open_table(super::maps::MAP_CHUNKS)?,
             map_seqs: tx.open_table(super::maps::MAP_SEQS)?,
+            map_waiting: tx.open_table(super::maps::MAP_WAITING)?,
             headers: Default::default(),
         })
     }
@@ -350,6 +352,8 @@ pub(crate) struct Ingest<'a, 't> {
     pub(crate) advanced: BTreeSet<Id>,
     /// While a held event is retried: when it first arrived (it keeps its expiry).
     pub(crate) retrying_since: Option<u64>,
+    /// Map events whose missing Automerge dependencies an applied event brought: to fold next.
+    pub(crate) woken: Vec<EventId>,
     /// Payloads of events this node just created, so the fold reads them without decrypting.
     pub known: std::collections::HashMap<EventId, Decrypted>,
     /// Partner-map documents kept loaded: taken from the store for this transaction and given
@@ -375,6 +379,7 @@ impl<'a, 't> Ingest<'a, 't> {
             report: IngestReport::default(),
             advanced: BTreeSet::new(),
             retrying_since: None,
+            woken: Vec::new(),
             known: std::collections::HashMap::new(),
             maps,
         }
@@ -452,6 +457,12 @@ impl<'a, 't> Ingest<'a, 't> {
                 continue;
             }
             self.fold_now(&event)?;
+            // Map changes that waited for Automerge changes this event brought.
+            for waiter in std::mem::take(&mut self.woken) {
+                if let Some(event) = self.t.event(&waiter)? {
+                    queue.push_back(event);
+                }
+            }
             // Everything that waited for this event may be ready now.
             let waiters: Vec<Id> = self
                 .t
@@ -598,7 +609,19 @@ impl<'a, 't> Ingest<'a, 't> {
                     .insert((target.as_str(), id.0), u8::from(snapshot))?;
                 match (broken, event.body()) {
                     (None, Some(body)) => {
-                        self.apply_map(target, &id, &h.author, h.config_version, body, snapshot)?
+                        match self.apply_map(
+                            target,
+                            &id,
+                            &h.author,
+                            h.config_version,
+                            body,
+                            snapshot,
+                        )? {
+                            super::maps::MapFold::Done(broken) => broken,
+                            // Its Automerge dependencies have not arrived: it is judged when
+                            // they do (as Automerge itself would queue it), never before.
+                            super::maps::MapFold::Waits => return Ok(()),
+                        }
                     }
                     (broken, _) => broken,
                 }
@@ -1266,7 +1289,7 @@ impl Store {
         Ok(LogCounts {
             events: count(&tx, EVENTS)?,
             held: count(&tx, super::held::HELD)? + count(&tx, super::held::HELD_STRANGERS)?,
-            waiting: count(&tx, WAITING)?,
+            waiting: count(&tx, WAITING)? + count(&tx, super::maps::MAP_WAITING)?,
             equivocations: count(&tx, EQUIVOCATIONS)?,
             unread: count(&tx, UNREAD)?,
         })

@@ -29,6 +29,20 @@ pub(crate) const MAP_CHUNKS: TableDefinition<(&str, u32), &[u8]> =
 /// (organisation, actor = node key) → seq. A change must follow its actor's previous one.
 pub(crate) const MAP_SEQS: TableDefinition<(&str, Id), u64> = TableDefinition::new("map_seqs-1");
 
+/// Map changes waiting for an Automerge change they depend on:
+/// (missing change hash, waiting event) → ().
+pub(crate) const MAP_WAITING: TableDefinition<([u8; 32], Id), ()> =
+    TableDefinition::new("map_waiting-1");
+
+/// What folding a map body came to.
+#[derive(Debug)]
+pub(crate) enum MapFold {
+    /// Judged: applied (`None`), or the rule it breaks.
+    Done(Option<Rule>),
+    /// Some of its Automerge dependencies are not in the document yet: it waits for them.
+    Waits,
+}
+
 /// Documents loaded in memory, by organisation (bounded; any may be dropped and reloaded).
 #[derive(Debug, Default)]
 pub(crate) struct MapCache {
@@ -82,8 +96,18 @@ impl Ingest<'_, '_> {
         claimed_version: u64,
         body: &[u8],
         snapshot: bool,
-    ) -> Result<Option<Rule>, StoreError> {
+    ) -> Result<MapFold, StoreError> {
         let mut doc = self.load_map(org)?;
+        if !snapshot {
+            let missing = apply::missing_deps(&mut doc, body);
+            if !missing.is_empty() {
+                for hash in missing {
+                    self.t.map_waiting.insert((hash.0, id.0), ())?;
+                }
+                self.maps.put(org, doc);
+                return Ok(MapFold::Waits);
+            }
+        }
         let mut seqs = HashMap::new();
         for row in self
             .t
@@ -120,7 +144,7 @@ impl Ingest<'_, '_> {
         let applied = match apply::apply_body(&mut doc, body, snapshot, writers, &seq_of) {
             Ok(applied) => applied,
             // The document may be half-changed: drop it; the next event reloads it.
-            Err(rule) => return Ok(Some(rule)),
+            Err(rule) => return Ok(MapFold::Done(Some(rule))),
         };
         if !applied.hashes.is_empty() {
             self.store_map_growth(org, id, &mut doc, &applied)?;
@@ -129,7 +153,7 @@ impl Ingest<'_, '_> {
             self.prune_map_changes(org, &mut doc)?;
         }
         self.maps.put(org, doc);
-        Ok(None)
+        Ok(MapFold::Done(None))
     }
 
     /// Writes what an applied body added: the change chunk (or a new compacted save), the
@@ -143,6 +167,16 @@ impl Ingest<'_, '_> {
     ) -> Result<(), StoreError> {
         for hash in &applied.hashes {
             self.t.map_hashes.insert(hash.0, id.0)?;
+            let waiters: Vec<Id> = self
+                .t
+                .map_waiting
+                .range((hash.0, [0u8; 32])..=(hash.0, [255u8; 32]))?
+                .map(|r| r.map(|(k, _)| k.value().1))
+                .collect::<Result<_, _>>()?;
+            for waiter in waiters {
+                self.t.map_waiting.remove((hash.0, waiter))?;
+                self.woken.push(Hash32(waiter));
+            }
         }
         for (actor, seq) in &applied.seqs {
             self.t.map_seqs.insert((org, *actor), *seq)?;
