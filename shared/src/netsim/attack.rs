@@ -35,6 +35,9 @@ struct Fork {
     events: Vec<Event>,
     forger: Forger,
     peers: Vec<usize>,
+    /// Whether the attacker also hides its own branch from those peers (no pushes, no
+    /// rounds), so they learn it only from other honest nodes.
+    selective: bool,
 }
 
 /// What an attacker keeps between its attacks.
@@ -54,6 +57,15 @@ impl State {
     pub(super) fn forked(&self) -> bool {
         self.fork.is_some()
     }
+}
+
+/// Whether attacker `i` hides its own branch from node `to`.
+pub(super) fn shuns(world: &World, i: usize, to: usize) -> bool {
+    world
+        .attackers
+        .get(&i)
+        .and_then(|s| s.fork.as_ref())
+        .is_some_and(|f| f.selective && f.peers.contains(&to))
 }
 
 fn kinds(world: &World, i: usize) -> Vec<Kind> {
@@ -128,7 +140,7 @@ fn forge_own(
             ));
             // Pushed at once, like the events a node creates.
             for to in 0..world.nodes.len() {
-                if to != i {
+                if to != i && !shuns(world, i, to) {
                     push_to(world, i, to, std::slice::from_ref(&event));
                 }
             }
@@ -227,7 +239,10 @@ fn equivocate(world: &mut World, i: usize) {
                 .forger
                 .next(&m, EventKind::CaseOpen, None, vec![], &[org.as_str()], &plain)
             {
+                let line = format!("extends its fork to seq {}: {}", e.header().seq, e.id().short());
                 fork.events.push(e);
+                let name = world.nodes[i].name.clone();
+                world.log(format!("{name} {line}"));
             }
         }
         return push_fork(world, i);
@@ -256,11 +271,13 @@ fn equivocate(world: &mut World, i: usize) {
         peers.push(all[world.rng.gen_range(0..all.len())]);
     }
     let name = world.nodes[i].name.clone();
+    let selective = world.rng.gen_bool(0.5);
     world.log(format!(
-        "{name} forks at seq {}: {} for itself, {} for {peers:?}",
+        "{name} forks at seq {}: {} for itself, {} for {peers:?}{}",
         theirs.header().seq,
         ours.short(),
-        theirs.id().short()
+        theirs.id().short(),
+        if selective { ", hiding its own from them" } else { "" }
     ));
     world.stats.attacks_made += 1;
     if let Some(state) = world.attackers.get_mut(&i) {
@@ -268,6 +285,7 @@ fn equivocate(world: &mut World, i: usize) {
             events: vec![theirs],
             forger,
             peers,
+            selective,
         });
     }
     push_fork(world, i);
@@ -634,6 +652,9 @@ fn send_garbage(world: &mut World, i: usize, to: usize) {
 
 /// When attacker `a` would open a round with `b`: sometimes it sends garbage instead.
 pub(super) fn initiate(world: &mut World, a: usize, b: usize) -> bool {
+    if shuns(world, a, b) {
+        return true;
+    }
     if has(world, a, Kind::Garbage) && world.rng.gen_bool(0.3) {
         send_garbage(world, a, b);
         return true;
@@ -643,7 +664,11 @@ pub(super) fn initiate(world: &mut World, a: usize, b: usize) -> bool {
 
 /// How attacker `i` answers a request from `from`, when it answers badly; `None` to answer
 /// like an honest node.
-pub(super) fn answer(world: &mut World, i: usize, _from: usize, bytes: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn answer(world: &mut World, i: usize, from: usize, bytes: &[u8]) -> Option<Vec<u8>> {
+    if shuns(world, i, from) {
+        // Silence: the round times out.
+        return Some(Vec::new());
+    }
     let request: Request = sync::decode(bytes).ok()?;
     if has(world, i, Kind::Garbage) && world.rng.gen_bool(0.2) {
         world.stats.attacks_made += 1;
@@ -677,7 +702,7 @@ pub(super) fn answer(world: &mut World, i: usize, _from: usize, bytes: &[u8]) ->
             .ok()
         }
         Request::Want { ranges } => {
-            if has(world, i, Kind::Endless) && world.rng.gen_bool(0.5) {
+            if has(world, i, Kind::Endless) {
                 // The same batch, and `more` for ever.
                 world.stats.attacks_made += 1;
                 let cached = world.attackers.get(&i).and_then(|s| s.endless.clone());

@@ -189,12 +189,21 @@ pub(super) fn all(world: &mut World) {
             .map(|(i, _)| names[*i].clone())
             .collect();
         if !missing.is_empty() {
+            let views: Vec<String> = honest
+                .iter()
+                .zip(&all_heads)
+                .map(|(i, h)| match h.get(author) {
+                    Some((s, id)) => format!("{} seq {s} {}", names[*i], id.short()),
+                    None => format!("{} nothing", names[*i]),
+                })
+                .collect();
             violations.push((
                 "equivocation_flagged",
                 format!(
-                    "the fork of {} is not flagged on {}",
+                    "the fork of {} is not flagged on {} (heads: {})",
                     short(author),
-                    missing.join(", ")
+                    missing.join(", "),
+                    views.join(", ")
                 ),
             ));
         }
@@ -228,7 +237,15 @@ pub(super) fn all(world: &mut World) {
     }
 
     // 5. The fold's state.
-    fold_state(world, &honest, &forked, &names, &mut violations);
+    let (compared, tainted, marked) = fold_state(world, &honest, &forked, &names, &mut violations);
+    let counts = world.nodes[first].engine.store().log_counts().unwrap_or_default();
+    world.stats.forks_seen = divergent.len();
+    world.stats.fork_flags = evidence.iter().map(BTreeSet::len).sum();
+    world.stats.cases_compared = compared;
+    world.stats.cases_tainted = tainted;
+    world.stats.marked = marked;
+    world.stats.held_at_end = counts.held;
+    world.stats.waiting_at_end = counts.waiting;
 
     for (invariant, detail) in violations {
         world.violate(invariant, detail);
@@ -255,9 +272,9 @@ fn fold_state(
     forked: &BTreeSet<Author>,
     names: &[String],
     violations: &mut Vec<(&'static str, String)>,
-) {
+) -> (usize, usize, usize) {
     let Some(&first) = honest.first() else {
-        return;
+        return (0, 0, 0);
     };
     // What a forked author's events reach, on any node: tainted cases and map profiles.
     let mut forked_ids = BTreeSet::new();
@@ -316,10 +333,23 @@ fn fold_state(
             None => outside.push(e.id()),
         }
     }
+    let marked = common
+        .iter()
+        .filter(|e| {
+            store
+                .verdict(&e.id())
+                .ok()
+                .flatten()
+                .is_some_and(|v| !v.is_valid())
+        })
+        .count();
+    let (mut compared, mut tainted) = (0, 0);
     for (root_id, events) in &trees {
         if tainted_roots.contains(root_id) || events.iter().any(|e| tainted_roots.contains(e)) {
+            tainted += 1;
             continue;
         }
+        compared += 1;
         // Nodes that read the same events of the case must agree on all of it.
         let mut groups: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
         for &n in honest {
@@ -389,4 +419,5 @@ fn fold_state(
             ));
         }
     }
+    (compared, tainted, marked)
 }
