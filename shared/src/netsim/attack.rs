@@ -59,13 +59,16 @@ impl State {
     }
 }
 
-/// Whether attacker `i` hides its own branch from node `to`.
+/// Whether attacker `i` keeps its own events from node `to`: it hides its branch from the
+/// peers it forked for, and an endless responder pushes nothing and opens no round, so its
+/// events are had only by asking it.
 pub(super) fn shuns(world: &World, i: usize, to: usize) -> bool {
-    world
-        .attackers
-        .get(&i)
-        .and_then(|s| s.fork.as_ref())
-        .is_some_and(|f| f.selective && f.peers.contains(&to))
+    has(world, i, Kind::Endless)
+        || world
+            .attackers
+            .get(&i)
+            .and_then(|s| s.fork.as_ref())
+            .is_some_and(|f| f.selective && f.peers.contains(&to))
 }
 
 fn kinds(world: &World, i: usize) -> Vec<Kind> {
@@ -665,7 +668,7 @@ pub(super) fn initiate(world: &mut World, a: usize, b: usize) -> bool {
 /// How attacker `i` answers a request from `from`, when it answers badly; `None` to answer
 /// like an honest node.
 pub(super) fn answer(world: &mut World, i: usize, from: usize, bytes: &[u8]) -> Option<Vec<u8>> {
-    if shuns(world, i, from) {
+    if shuns(world, i, from) && !has(world, i, Kind::Endless) {
         // Silence: the round times out.
         return Some(Vec::new());
     }
