@@ -12,6 +12,7 @@ mod events;
 mod fold_order;
 mod map;
 mod mdns;
+mod netsim;
 mod nodes;
 mod sync_rounds;
 mod web;
