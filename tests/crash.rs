@@ -134,3 +134,97 @@ fn acknowledged_events_survive_sigkill() {
     }
     assert!(acked.len() >= TRIALS, "every trial acknowledged something");
 }
+
+/// Issue 10, item 16: the daemon is killed with SIGKILL again and again while a caseworker's
+/// commands open cases through it. A command either answers (and its case is there, once) or
+/// says it could not know; no request ever opens two cases — a command whose connection broke
+/// after it sent the request sends it again with the same idempotency key, to the restarted
+/// daemon or in-process, and the node gives back the first answer.
+#[test]
+fn a_request_is_carried_out_once_when_the_daemon_dies_mid_request() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let setup = passerelle_tests::mechanism(&["mas"], &[("mas1", "mas")], &[]);
+    let write_case = |i: usize| {
+        setup.write(
+            &format!("case-{i}.json"),
+            &serde_json::json!({
+                "case_type": "general", "site": "medenine",
+                "person": {"first_name": format!("Person{i}"), "languages": ["ar"]},
+                "needs": ["shelter"],
+                "consent": {"given": true, "explained_by": "Aïcha",
+                            "recorded_at": "2026-11-27T09:00:00Z"}
+            })
+            .to_string(),
+        );
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let kills = Arc::new(Mutex::new(0u32));
+    let killer = {
+        let (stop, kills, path) = (stop.clone(), kills.clone(), setup.path().to_path_buf());
+        std::thread::spawn(move || {
+            let mut state = 7u64;
+            while !stop.load(Ordering::Relaxed) {
+                let mut daemon = passerelle_tests::Daemon::start(&path, "mas1", &[], &[]);
+                let alive = 150 + next_random(&mut state) % 600;
+                std::thread::sleep(Duration::from_millis(alive));
+                // SIGKILL: no chance to finish the request or to remove api.addr.
+                let _ = daemon.child.kill();
+                let _ = daemon.child.wait();
+                *kills.lock().unwrap() += 1;
+                std::thread::sleep(Duration::from_millis(next_random(&mut state) % 300));
+            }
+        })
+    };
+    let mut acknowledged = Vec::new();
+    let mut unsure = 0;
+    // Cases are opened one after another until the daemon was killed often enough.
+    let mut i = 0;
+    while *kills.lock().unwrap() < 10 && i < 400 {
+        i += 1;
+        write_case(i);
+        let out = setup.node_run(
+            "mas1",
+            &["case", "open", "--from", &format!("case-{i}.json")],
+        );
+        if out.ok() {
+            acknowledged.push((i, out.stdout.trim().to_string()));
+        } else {
+            assert!(
+                out.stderr.contains("may have been carried out")
+                    || out.stderr.contains("already carried out")
+                    || out.stderr.contains("in use")
+                    || out.stderr.contains("engine"),
+                "an unexpected failure: {}",
+                out.stderr
+            );
+            unsure += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    killer.join().unwrap();
+    let kills = *kills.lock().unwrap();
+    assert!(kills >= 10, "only {kills} kills");
+    let cases = setup.node_json("mas1", &["case", "list", "--json"]);
+    let cases = cases.as_array().unwrap();
+    let mut names: Vec<&str> = cases.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    let before = names.len();
+    names.dedup();
+    assert_eq!(names.len(), before, "a request opened two cases: {names:?}");
+    for (i, id) in &acknowledged {
+        let found: Vec<_> = cases.iter().filter(|c| c["id"] == id.as_str()).collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "acknowledged case {i} ({id}) is not there once"
+        );
+        assert_eq!(found[0]["name"], format!("Person{i}"));
+    }
+    println!(
+        "{kills} kills; {} acknowledged, {unsure} unsure, {} cases",
+        acknowledged.len(),
+        cases.len()
+    );
+}

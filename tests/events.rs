@@ -534,7 +534,7 @@ fn rule_violations_are_marked_on_every_node_and_have_no_effect() {
             None,
             vec![],
             &[],
-            &mdm_profile_change(),
+            &mdm_profile_change(&nurse.key()),
         )
         .unwrap_or_else(|x| panic!("{x}"));
     let v = verdicts_everywhere(&mut e, std::slice::from_ref(&later), later.id());
@@ -938,16 +938,18 @@ fn a_backup_restores_everything_and_starts_read_only() {
         .open_case(boy(), "aicha", now())
         .unwrap_or_else(|x| panic!("{x}"));
     let backup = dir.path().join("aicha.backup");
-    let events = e[0]
-        .store()
-        .backup(&backup)
-        .unwrap_or_else(|x| panic!("{x}"));
+    let events = e[0].backup(&backup).unwrap_or_else(|x| panic!("{x}"));
     assert_eq!(events, 1);
-    assert!(e[0].store().backup(&backup).is_err(), "never overwrites");
-    let restored =
-        passerelle_core::store::Store::prepare_restore(&backup, Some(sim.mechanism_id()))
-            .unwrap_or_else(|x| panic!("{x}"));
+    assert!(e[0].backup(&backup).is_err(), "never overwrites");
     let node = sim.node("aicha").unwrap_or_else(|x| panic!("{x}"));
+    let key = node.secrets.signing.public();
+    let restored = passerelle_core::store::Store::restore_backup(
+        &backup,
+        &key,
+        &dir.path().join("restored.redb"),
+        Some(sim.mechanism_id()),
+    )
+    .unwrap_or_else(|x| panic!("{x}"));
     let mut engine =
         Engine::open(restored, node.secrets.clone(), "mas").unwrap_or_else(|x| panic!("{x}"));
     assert_eq!(
@@ -964,22 +966,141 @@ fn a_backup_restores_everything_and_starts_read_only() {
     let other =
         Sim::new(SAMPLE, &["mas"], &[("x", "mas")], now()).unwrap_or_else(|x| panic!("{x}"));
     let again = dir.path().join("again.backup");
-    e[1].store()
-        .backup(&again)
-        .unwrap_or_else(|x| panic!("{x}"));
+    e[1].backup(&again).unwrap_or_else(|x| panic!("{x}"));
+    let nurse = sim.node("delegate").unwrap_or_else(|x| panic!("{x}"));
+    let nurse_key = nurse.secrets.signing.public();
     assert!(
-        passerelle_core::store::Store::prepare_restore(&again, Some(other.mechanism_id())).is_err()
+        passerelle_core::store::Store::restore_backup(
+            &again,
+            &nurse_key,
+            &dir.path().join("again.redb"),
+            Some(other.mechanism_id())
+        )
+        .is_err(),
+        "another mechanism's backup"
+    );
+    // Signed by another node: refused before the database is read.
+    let refused = passerelle_core::store::Store::restore_backup(
+        &again,
+        &key,
+        &dir.path().join("again2.redb"),
+        Some(sim.mechanism_id()),
+    )
+    .map(|_| ())
+    .unwrap_err();
+    assert!(
+        refused.to_string().contains("not signed by this node"),
+        "{refused}"
     );
 }
 
-/// A real first change of MdM's partner-map document.
-fn mdm_profile_change() -> Vec<u8> {
+/// A real first change of MdM's partner-map document, written by the node with key `actor`
+/// (a map change must carry its signer's Automerge actor).
+fn mdm_profile_change(actor: &[u8; 32]) -> Vec<u8> {
     let profile = passerelle_core::map::Profile::from_toml(
         "org = \"mdm\"\n[description]\nfr = \"Soins\"\nen = \"Care\"\nar = \"رعاية\"\n",
     )
     .unwrap_or_else(|x| panic!("{x}"));
     let mut doc = automerge::AutoCommit::new();
+    doc.set_actor(automerge::ActorId::from(actor.to_vec()));
     passerelle_core::map::import(&mut doc, &profile)
         .unwrap_or_else(|x| panic!("{x}"))
         .unwrap_or_else(|| panic!("a change"))
+}
+
+/// Issue 10, item 4: held events are retried incrementally — one from the future when its time
+/// comes, one after a gap when the gap fills — and nothing waits forever: a held event whose
+/// predecessor never comes is dropped after `HELD_EXPIRY_MS`.
+#[test]
+fn held_events_come_in_when_their_time_comes_and_expire_otherwise() {
+    let (sim, _dir, mut e) = scenario();
+    let m = sim.mechanism().unwrap_or_else(|x| panic!("{x}"));
+    let nurse = sim.node("nurse").unwrap_or_else(|x| panic!("{x}")).clone();
+    let profile = mdm_profile_change(&nurse.key());
+    // An hour ahead: held, then admitted once that hour has passed.
+    let mut ahead = Forger::new(
+        &nurse,
+        sim.mechanism_id(),
+        1,
+        now() + time::Duration::hours(1),
+    );
+    let future = ahead
+        .next(
+            &m,
+            Kind::MapChange { org: "mdm".into() },
+            None,
+            vec![],
+            &[],
+            &profile,
+        )
+        .unwrap_or_else(|x| panic!("{x}"));
+    let report = e[0]
+        .receive(&[future.clone()], now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(report.held.len(), 1, "{report:?}");
+    let report = e[0].retry_held(now()).unwrap_or_else(|x| panic!("{x}"));
+    assert!(report.admitted.is_empty(), "not yet: {report:?}");
+    let later = now() + time::Duration::minutes(61);
+    let report = e[0].retry_held(later).unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(report.admitted, vec![future.id()], "{report:?}");
+    assert_eq!(e[0].store().log_counts().unwrap_or_default().held, 0);
+
+    // The delegate's seq 2 arrives without seq 1: held; seq 1 never comes; after the expiry
+    // the hold is empty again.
+    let delegate = sim
+        .node("delegate")
+        .unwrap_or_else(|x| panic!("{x}"))
+        .clone();
+    let mut gap = Forger::new(&delegate, sim.mechanism_id(), 1, now());
+    let first = gap
+        .next(
+            &m,
+            Kind::MapChange { org: "dpe".into() },
+            None,
+            vec![],
+            &[],
+            b"x",
+        )
+        .unwrap_or_else(|x| panic!("{x}"));
+    let second = gap
+        .next(
+            &m,
+            Kind::MapChange { org: "dpe".into() },
+            None,
+            vec![],
+            &[],
+            b"y",
+        )
+        .unwrap_or_else(|x| panic!("{x}"));
+    let report = e[1]
+        .receive(&[second.clone()], now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(report.held.len(), 1, "{report:?}");
+    let report = e[1]
+        .receive(&[first], now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(report.admitted.len(), 2, "the gap filled: {report:?}");
+    let mut gap = Forger::new(&delegate, sim.mechanism_id(), 1, now());
+    gap.seq = 5;
+    let orphan = gap
+        .next(
+            &m,
+            Kind::MapChange { org: "dpe".into() },
+            None,
+            vec![],
+            &[],
+            b"z",
+        )
+        .unwrap_or_else(|x| panic!("{x}"));
+    e[2].receive(&[orphan], now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(e[2].store().log_counts().unwrap_or_default().held, 1);
+    let expiry = passerelle_core::limits::HELD_EXPIRY_MS;
+    let after = now() + time::Duration::milliseconds(i64::try_from(expiry).unwrap_or(0) + 1000);
+    e[2].retry_held(after).unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(
+        e[2].store().log_counts().unwrap_or_default().held,
+        0,
+        "expired"
+    );
 }

@@ -108,15 +108,20 @@ fn a_restored_node_writes_again_only_after_learning_its_own_log() {
     let mut data = boy();
     data.case_type = "general".into();
     let backup = dir.path().join("aicha.bak");
-    e[0].store().backup(&backup).unwrap();
+    e[0].backup(&backup).unwrap();
     // After the backup, aicha writes more, and the nurse's node receives it.
     let case = e[0].open_case(data.clone(), "aicha", now()).unwrap();
     let (a, b) = e.split_at_mut(1);
     run_round(&mut a[0], &mut b[1], now()).unwrap();
     // The laptop is restored from the old backup: it must not write sequence 1 again.
-    let store =
-        passerelle_core::store::Store::prepare_restore(&backup, Some(sim.mechanism_id())).unwrap();
     let node = sim.node("aicha").unwrap();
+    let store = passerelle_core::store::Store::restore_backup(
+        &backup,
+        &node.secrets.signing.public(),
+        &dir.path().join("restored.redb"),
+        Some(sim.mechanism_id()),
+    )
+    .unwrap();
     let mut restored = Engine::open(store, node.secrets.clone(), "mas").unwrap();
     assert!(restored.open_case(data.clone(), "aicha", now()).is_err());
     run_round(&mut restored, &mut b[1], now()).unwrap();

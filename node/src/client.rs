@@ -38,13 +38,33 @@ pub fn daemon_api(dir: &DataDir) -> Option<(String, String)> {
 }
 
 /// Sends a request to the node and returns its JSON answer.
+///
+/// The request carries an idempotency key, and is carried out at most once: when the daemon
+/// cannot be reached at all, it runs in-process; when the connection broke after the request
+/// was sent (the daemon may have carried it out, then died), it is sent again with the same key
+/// — to the daemon once it answers again, or in-process once the database is free — and the
+/// node gives back the first answer instead of doing the work twice.
 pub fn call(dir: &DataDir, pass: &Passphrases, user: &str, request: Request) -> Result<Value> {
+    let id_text = rpc::new_request_id();
+    let id = rpc::parse_request_id(&id_text)?;
     let deadline = std::time::Instant::now() + STORE_BUSY_WAIT;
+    let mut maybe_sent: Option<String> = None;
     let mut engine = loop {
         if let Some((addr, token)) = daemon_api(dir) {
-            match call_daemon(&addr, &token, user, &request) {
+            match call_daemon(&addr, &token, user, &request, &id_text) {
                 Ok(v) => return Ok(v),
-                Err(CallError::Unreachable) => {} // A stale api.addr: the daemon is gone.
+                // Nothing was sent: a stale api.addr, the daemon is gone.
+                Err(CallError::Unreachable) => {}
+                Err(CallError::MaybeSent(reason)) => {
+                    if std::time::Instant::now() > deadline {
+                        bail!(
+                            "the node's daemon stopped answering after the request was sent ({reason}): it may have been carried out; check (`case list`, `referral list`) before sending it again"
+                        );
+                    }
+                    maybe_sent = Some(reason);
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
                 Err(CallError::Refused(message)) => bail!("{message}"),
             }
         }
@@ -55,9 +75,14 @@ pub fn call(dir: &DataDir, pass: &Passphrases, user: &str, request: Request) -> 
             Err(e) if is_in_use(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            Err(e) if is_in_use(&e) => bail!(
-                "the node's database is in use by another Passerelle process (a running `passerelle run` whose API could not be reached?)"
-            ),
+            Err(e) if is_in_use(&e) => match maybe_sent {
+                Some(reason) => bail!(
+                    "the node's daemon stopped answering after the request was sent ({reason}): it may have been carried out; check (`case list`, `referral list`) before sending it again"
+                ),
+                None => bail!(
+                    "the node's database is in use by another Passerelle process (a running `passerelle run` whose API could not be reached?)"
+                ),
+            },
             Err(e) => return Err(e),
         }
     };
@@ -66,7 +91,7 @@ pub fn call(dir: &DataDir, pass: &Passphrases, user: &str, request: Request) -> 
         network: rpc::NetworkView::default(),
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
-    rpc::dispatch(&mut engine, &ctx, request)
+    rpc::dispatch_once(&mut engine, &ctx, request, Some(id))
 }
 
 fn is_in_use(e: &anyhow::Error) -> bool {
@@ -108,7 +133,11 @@ pub fn open_engine(dir: &DataDir, pass: &Passphrases) -> Result<Engine> {
 }
 
 enum CallError {
+    /// The request never left: nobody listens at the address.
     Unreachable,
+    /// The connection broke after the request may have been sent.
+    MaybeSent(String),
+    /// The node answered with a refusal.
     Refused(String),
 }
 
@@ -121,28 +150,51 @@ struct ApiAnswer {
     error: String,
 }
 
-fn call_daemon(addr: &str, token: &str, user: &str, request: &Request) -> Result<Value, CallError> {
+/// How long to wait for the daemon's API to accept a connection.
+const API_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn call_daemon(
+    addr: &str,
+    token: &str,
+    user: &str,
+    request: &Request,
+    request_id: &str,
+) -> Result<Value, CallError> {
+    // Connect first, apart: a refused connection means nothing was sent, so running the
+    // request elsewhere is safe; any failure after this point may follow a request the
+    // daemon received.
+    let socket: std::net::SocketAddr = addr.parse().map_err(|_| CallError::Unreachable)?;
+    drop(
+        std::net::TcpStream::connect_timeout(&socket, API_CONNECT_TIMEOUT)
+            .map_err(|_| CallError::Unreachable)?,
+    );
     let agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(600)))
         .http_status_as_error(false)
         .build()
         .new_agent();
     let url = format!("http://{addr}/api/v1/rpc");
-    let body = serde_json::json!({ "user": user, "request": request });
+    let body = serde_json::json!({ "user": user, "request": request, "request_id": request_id });
     let response = agent
         .post(&url)
         .header("Authorization", &format!("Bearer {token}"))
         .send_json(&body)
-        .map_err(|_| CallError::Unreachable)?;
+        .map_err(|e| CallError::MaybeSent(e.to_string()))?;
     let status = response.status();
     let mut body = response.into_body();
     let answer: ApiAnswer = body
         .with_config()
         .limit(API_RESPONSE_MAX_BYTES)
         .read_json()
-        .map_err(|e| CallError::Refused(format!("the daemon answered {status}: {e}")))?;
+        .map_err(|e| match e {
+            ureq::Error::Io(e) => CallError::MaybeSent(e.to_string()),
+            e => CallError::Refused(format!("the daemon answered {status}: {e}")),
+        })?;
     if answer.ok {
         Ok(answer.result)
+    } else if status == 503 {
+        // The engine stopped while answering: it may have done the work.
+        Err(CallError::MaybeSent(answer.error))
     } else {
         Err(CallError::Refused(answer.error))
     }

@@ -517,15 +517,15 @@ pub fn restore(dir: &DataDir, file: &Path, accept_risk: bool) -> Result<()> {
     let expected = current.as_ref().and_then(|s| s.config().mechanism_id());
     drop(current);
     let tmp = dir.root.join("store.redb.restoring");
-    let _ = std::fs::remove_file(&tmp);
-    std::fs::copy(file, &tmp).with_context(|| format!("cannot read {}", file.display()))?;
-    let mut restored = match passerelle_core::store::Store::prepare_restore(&tmp, expected) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e.into());
-        }
-    };
+    if std::fs::symlink_metadata(&tmp).is_ok() {
+        std::fs::remove_file(&tmp).with_context(|| {
+            format!("cannot remove {} left by an earlier restore", tmp.display())
+        })?;
+    }
+    // Only a backup this node signed is restored: the signature is checked before the
+    // database is opened, and opening it checks its configuration chain again.
+    let key = public.id.public_key()?;
+    let mut restored = passerelle_core::store::Store::restore_backup(file, &key, &tmp, expected)?;
     if accept_risk {
         restored.set_meta(passerelle_core::engine::META_READ_ONLY, None)?;
     }

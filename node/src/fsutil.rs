@@ -55,6 +55,26 @@ pub fn write_new(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
     write_atomic(path, bytes, secret)
 }
 
+/// A name beside `path` for writing it before a rename: hidden, unique to this process and
+/// moment, so nothing anyone planted under a predictable name is written through.
+pub fn partial_path(path: &Path) -> std::path::PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let nonce: u64 = rand::random();
+    path.with_file_name(format!(
+        ".{name}.partial-{}-{nonce:016x}",
+        std::process::id()
+    ))
+}
+
+/// Creates a new file, failing if anything exists at `path` (a symbolic link included: it is
+/// never followed). `secret` files get mode 0600 from their creation.
+pub fn create_new(path: &Path, secret: bool) -> std::io::Result<fs::File> {
+    open_new(path, secret)
+}
+
 fn open_new(path: &Path, secret: bool) -> std::io::Result<fs::File> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);

@@ -59,11 +59,79 @@ pub(crate) fn one_sentence(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
+/// The most verbose level of the libraries that see secrets or bodies: at their debug or trace
+/// levels the HTTP client and server print headers (the API token, session cookies) and
+/// bodies (personal data), and the transport's lowest layers print frames. Whatever `RUST_LOG`
+/// says, they log no more than this.
+const CAPPED_TARGETS: &[(&str, &str)] = &[
+    ("ureq", "warn"),
+    ("ureq_proto", "warn"),
+    ("hyper", "warn"),
+    ("hyper_util", "warn"),
+    ("h2", "warn"),
+    ("axum", "info"),
+    ("tower", "warn"),
+    ("tower_http", "warn"),
+    ("rustls", "warn"),
+    ("yamux", "debug"),
+    ("libp2p_yamux", "debug"),
+    ("libp2p_noise", "debug"),
+    ("multistream_select", "debug"),
+    ("libp2p_request_response", "debug"),
+];
+
+/// `RUST_LOG`'s directives (default `warn`) with the capped libraries' own directives taken out
+/// and their caps added.
+pub fn log_filter(rust_log: Option<&str>) -> String {
+    let mut directives: Vec<String> = rust_log
+        .unwrap_or("warn")
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .filter(|d| {
+            let target = d.split(['=', '[']).next().unwrap_or_default();
+            !CAPPED_TARGETS
+                .iter()
+                .any(|(capped, _)| target == *capped || target.starts_with(&format!("{capped}::")))
+        })
+        .map(str::to_string)
+        .collect();
+    if directives.is_empty() {
+        directives.push("warn".into());
+    }
+    directives.extend(
+        CAPPED_TARGETS
+            .iter()
+            .map(|(t, level)| format!("{t}={level}")),
+    );
+    directives.join(",")
+}
+
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let filter = tracing_subscriber::EnvFilter::try_new(log_filter(rust_log.as_deref()))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter(None)));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn no_level_asked_for_opens_the_http_libraries_below_their_cap() {
+        let f = log_filter(Some(
+            "trace,ureq=trace,hyper::proto=trace,passerelle_node=debug",
+        ));
+        assert!(
+            !f.contains("ureq=trace") && !f.contains("hyper::proto"),
+            "{f}"
+        );
+        assert!(f.starts_with("trace,passerelle_node=debug,"), "{f}");
+        assert!(f.contains("ureq=warn") && f.contains("hyper=warn"), "{f}");
+        assert!(log_filter(None).starts_with("warn,"));
+    }
 }

@@ -12,7 +12,7 @@ use passerelle_core::event::{CaseAction, Transition, Urgency};
 use passerelle_core::fold::Status;
 use passerelle_core::keys::{self, NodeId};
 use passerelle_core::payload::CaseData;
-use passerelle_core::store::AuditEntry;
+use passerelle_core::store::{AuditEntry, RequestId};
 use passerelle_core::sync::VersionVector;
 use passerelle_core::time_fmt;
 use serde::{Deserialize, Serialize};
@@ -249,6 +249,62 @@ pub fn peer_vector(engine: &Engine, node: &NodeId) -> Option<VersionVector> {
 }
 
 /// Runs one request against the engine.
+/// Carries out a request at most once per idempotency key: a key already held gives back the
+/// answer recorded (or, if the node stopped before writing it, names the events the request
+/// made) instead of doing the work again.
+pub fn dispatch_once(
+    engine: &mut Engine,
+    ctx: &Context,
+    request: Request,
+    id: Option<RequestId>,
+) -> Result<Value> {
+    let Some(id) = id else {
+        return dispatch(engine, ctx, request);
+    };
+    if let Some(record) = engine.store().request(&id)? {
+        return match record.answer {
+            Some(answer) => Ok(serde_json::from_str(&answer)?),
+            None => bail!(
+                "this request was already carried out (events {}), but its answer was lost when the node stopped: look at the result (`case list`, `referral list`) before sending it again",
+                record
+                    .events
+                    .iter()
+                    .map(|e| e.short())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+    }
+    engine.store_mut().set_pending_request(Some(id));
+    let result = dispatch(engine, ctx, request);
+    engine.store_mut().set_pending_request(None);
+    if let Ok(answer) = &result {
+        engine
+            .store_mut()
+            .set_request_answer(&id, &serde_json::to_string(answer)?)?;
+    }
+    result
+}
+
+/// Parses an idempotency key as the API carries it (32 hex digits).
+pub fn parse_request_id(text: &str) -> Result<RequestId> {
+    let wrong = || anyhow!("a request id is 32 hexadecimal digits");
+    if text.len() != 32 || !text.is_ascii() {
+        return Err(wrong());
+    }
+    let mut id = [0u8; 16];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| wrong())?;
+    }
+    Ok(id)
+}
+
+/// A fresh idempotency key, as 32 hex digits.
+pub fn new_request_id() -> String {
+    let id: [u8; 16] = rand::random();
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn dispatch(engine: &mut Engine, ctx: &Context, request: Request) -> Result<Value> {
     let now = OffsetDateTime::now_utc();
     match request {
@@ -470,7 +526,7 @@ pub fn dispatch(engine: &mut Engine, ctx: &Context, request: Request) -> Result<
             )?)
         }
         Request::Backup { out } => {
-            let events = engine.store().backup(&out)?;
+            let events = engine.backup(&out)?;
             audit(engine, ctx, "backup", &out.display().to_string())?;
             Ok(json!({ "events": events, "out": out }))
         }
@@ -714,12 +770,14 @@ fn bundle_export(
     if recipients.is_empty() {
         bail!("the configuration lists no node to encrypt the bundle to");
     }
-    if out.exists() {
+    if std::fs::symlink_metadata(out).is_ok() {
         bail!("{} already exists: refusing to overwrite it", out.display());
     }
-    let tmp = out.with_extension("partial");
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    // A fresh name, created exclusively (never through a file or link planted there), 0600:
+    // the bundle holds case ciphertext.
+    let tmp = crate::fsutil::partial_path(out);
+    let file = crate::fsutil::create_new(&tmp, true)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     let writer = std::io::BufWriter::new(file);
     let bar = progress_bar(ctx.progress, "exporting");
     let result = bundle::export(

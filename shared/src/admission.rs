@@ -27,8 +27,9 @@ pub trait LogView {
 pub enum Hold {
     /// It claims a configuration version this node does not hold yet.
     ConfigVersion(u64),
-    /// Its timestamp is ahead of this node's clock by more than the skew bound.
-    Future { ahead_ms: u64 },
+    /// Its timestamp is ahead of this node's clock by more than the skew bound; it becomes
+    /// admissible at `due_ms`.
+    Future { ahead_ms: u64, due_ms: u64 },
     /// The author's earlier events have not arrived: the log holds up to `have`.
     Gap { have: u64 },
 }
@@ -56,6 +57,10 @@ pub enum Refusal {
     StanzaCount { stanzas: usize, orgs: usize },
     #[error("it does not follow its author's previous event (broken chain)")]
     BrokenChain,
+    #[error(
+        "too many events of its author (or of authors this node does not know) wait already: not held now, it will come again with a later sync"
+    )]
+    HoldFull,
 }
 
 /// Admission's decision.
@@ -148,6 +153,7 @@ pub fn admit(
     if h.hlc.ms > now_ms.saturating_add(skew_ms) {
         return Admission::Hold(Hold::Future {
             ahead_ms: h.hlc.ms - now_ms,
+            due_ms: h.hlc.ms - skew_ms,
         });
     }
     Admission::Admit

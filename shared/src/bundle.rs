@@ -191,6 +191,40 @@ pub fn export(
     })
 }
 
+/// Writes a bundle of exactly `events` (with the given header facts), encrypted to
+/// `recipients`: what any peer — or an attacker — can put in a file. The tests and the fuzzer
+/// use it; a node exports with [`export`].
+pub fn write_events(
+    out: impl Write,
+    mechanism: Hash32,
+    from_node: &str,
+    config_files: Vec<Vec<u8>>,
+    events: &[Event],
+    recipients: &[age::x25519::Recipient],
+    now: OffsetDateTime,
+) -> Result<(), BundleError> {
+    let header = Header {
+        mechanism,
+        from_node: from_node.to_string(),
+        created_at: crate::time_fmt::rfc3339(now),
+        config_files,
+        events: events.len() as u64,
+    };
+    let mut out = out;
+    out.write_all(MAGIC)?;
+    let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r as _))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut writer = encryptor.wrap_output(out)?;
+    let header_bytes =
+        postcard::to_stdvec(&header).map_err(|e| std::io::Error::other(e.to_string()))?;
+    write_frame(&mut writer, &header_bytes)?;
+    for event in events {
+        write_frame(&mut writer, &event.encode())?;
+    }
+    writer.finish()?;
+    Ok(())
+}
+
 /// Reads a bundle and admits everything in it through the one admission path, in batches.
 /// Idempotent: events already held count as duplicates.
 pub fn import(

@@ -287,6 +287,12 @@ impl Engine {
         Ok(())
     }
 
+    /// Writes a backup of the whole database to a new file at `to`, signed with this node's
+    /// key (only this node's key restores it); returns the number of events it holds.
+    pub fn backup(&self, to: &std::path::Path) -> Result<u64, EngineError> {
+        Ok(self.store.backup(to, &self.secrets.signing)?)
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -386,9 +392,10 @@ impl Engine {
         Ok(outcome)
     }
 
-    /// Retries held events (call as time passes: events from a clock ahead of ours).
+    /// Retries the held events whose time has come and drops those that waited too long (call
+    /// as time passes; incremental and bounded).
     pub fn retry_held(&mut self, now: OffsetDateTime) -> Result<IngestReport, EngineError> {
-        let report = self.store.retry_all_held(&mut self.keys, now_ms(now))?;
+        let report = self.store.retry_due(&mut self.keys, now_ms(now))?;
         self.observe(report.latest_hlc, now);
         Ok(report)
     }

@@ -48,6 +48,8 @@ pub mod context {
     pub const ORG_ENCRYPTION_KEY: &[u8] = b"passerelle/v1/org-encryption-key";
     /// A node's signature over an event header.
     pub const EVENT: &[u8] = b"passerelle/v1/event";
+    /// A node's signature over the hash of a backup of its database.
+    pub const BACKUP: &[u8] = b"passerelle/v1/backup";
 }
 
 fn contextualise(context: &[u8], message: &[u8]) -> Vec<u8> {

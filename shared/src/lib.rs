@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod bundle;
 pub mod config;
+pub mod csv;
 pub mod engine;
 pub mod event;
 pub mod fold;

@@ -49,9 +49,21 @@ pub const TEXT_FIELD_MAX_CHARS: usize = 8000;
 pub const SHORT_FIELD_MAX_CHARS: usize = 200;
 /// Most items in one list of a case (needs, vulnerabilities, languages, scope entries).
 pub const LIST_ITEMS_MAX: usize = 64;
-/// Most events held back at admission (waiting for a configuration version, an earlier event of
-/// their author, or their time to come) before new ones are refused.
-pub const HELD_EVENTS_MAX: usize = 100_000;
+/// Most events of endorsed authors held back at admission (waiting for a configuration
+/// version, an earlier event of their author, or their time to come); past it an event is not
+/// held (it comes again with a later sync) and its batch goes on.
+pub const HELD_EVENTS_MAX: u64 = 100_000;
+/// Most events of one endorsed author held back at once.
+pub const HELD_PER_AUTHOR_MAX: u64 = 10_000;
+/// Most events held back from authors no configuration held endorses (perhaps nodes of a
+/// version still to come; perhaps anyone with a key), in all.
+pub const HELD_STRANGERS_MAX: u64 = 4_096;
+/// Most events held back from one such author.
+pub const HELD_PER_STRANGER_MAX: u64 = 64;
+/// How long an event stays held before it is dropped, in milliseconds (14 days).
+pub const HELD_EXPIRY_MS: u64 = 14 * 24 * 3600 * 1000;
+/// Most held events retried or expired by one call as time passes.
+pub const HELD_RETRY_PER_CALL_MAX: usize = 4_096;
 /// Most equivocation evidence records kept per author.
 pub const EQUIVOCATIONS_PER_AUTHOR_MAX: usize = 16;
 /// Most threads one batch operation (verification, encryption) spreads over.
@@ -93,5 +105,7 @@ pub const MAP_CHANGES_PER_SNAPSHOT_MAX: usize = 100_000;
 pub const MAP_CHUNKS_MAX: usize = 64;
 /// Partner-map documents kept loaded in memory between events.
 pub const MAP_CACHE_DOCS_MAX: usize = 64;
+/// Requests remembered by their idempotency key (the oldest are forgotten past it).
+pub const REQUESTS_KEPT_MAX: u64 = 10_000;
 /// Largest partner-map profile file, in bytes.
 pub const PROFILE_FILE_SIZE_MAX_BYTES: usize = 1024 * 1024;

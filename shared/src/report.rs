@@ -320,13 +320,7 @@ impl Report {
     /// The report as CSV sections (one table after another), for meeting minutes.
     pub fn csv(&self) -> String {
         let mut out = String::new();
-        let esc = |s: &str| {
-            if s.contains([',', '"', '\n']) {
-                format!("\"{}\"", s.replace('"', "\"\""))
-            } else {
-                s.to_string()
-            }
-        };
+        let esc = |s: &str| crate::csv::cell(s).into_owned();
         out.push_str(&format!(
             "mechanism,{}\nfrom,{}\nto,{}\nreferrals,{}\n\n",
             esc(&self.mechanism),

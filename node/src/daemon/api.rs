@@ -113,6 +113,9 @@ async fn health_handler(State(state): State<ApiState>) -> Response {
 struct RpcBody {
     user: String,
     request: Request,
+    /// The idempotency key: a request sent again with the same key is carried out once.
+    #[serde(default)]
+    request_id: Option<String>,
 }
 
 async fn rpc_handler(State(state): State<ApiState>, body: axum::body::Bytes) -> Response {
@@ -128,9 +131,18 @@ async fn rpc_handler(State(state): State<ApiState>, body: axum::body::Bytes) -> 
         progress: false,
     };
     let request = body.request;
+    let id = match body
+        .request_id
+        .as_deref()
+        .map(rpc::parse_request_id)
+        .transpose()
+    {
+        Ok(id) => id,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
     let result = state
         .engine
-        .call(move |engine| rpc::dispatch(engine, &ctx, request))
+        .call(move |engine| rpc::dispatch_once(engine, &ctx, request, id))
         .await;
     match result {
         Ok(Ok(value)) => axum::Json(json!({ "ok": true, "result": value })).into_response(),

@@ -770,19 +770,12 @@ impl HsdsTable {
         )
     }
 
-    /// The table as CSV (RFC 4180 quoting).
+    /// The table as CSV (RFC 4180 quoting, formulas neutralised: `csv::cell`).
     pub fn csv(&self) -> String {
-        let cell = |v: &Value| {
-            let s = match v {
-                Value::String(s) => s.clone(),
-                Value::Null => String::new(),
-                other => other.to_string(),
-            };
-            if s.contains([',', '"', '\n', '\r']) {
-                format!("\"{}\"", s.replace('"', "\"\""))
-            } else {
-                s
-            }
+        let cell = |v: &Value| match v {
+            Value::String(s) => crate::csv::cell(s).into_owned(),
+            Value::Null => String::new(),
+            other => crate::csv::cell(&other.to_string()).into_owned(),
         };
         let mut out = self.columns.join(",");
         out.push_str("\r\n");

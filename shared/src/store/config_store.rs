@@ -67,7 +67,7 @@ pub(crate) fn load(db: &redb::Database) -> Result<ConfigState, StoreError> {
     let Some(table) = super::read_table(&tx, CONFIG)? else {
         return Ok(ConfigState::default());
     };
-    let mut versions = Vec::new();
+    let mut versions: Vec<Arc<Mechanism>> = Vec::new();
     for (i, row) in table.iter()?.enumerate() {
         let (version, bytes) = row?;
         if version.value() != i as u64 + 1 {
@@ -77,13 +77,22 @@ pub(crate) fn load(db: &redb::Database) -> Result<ConfigState, StoreError> {
                 i + 1
             )));
         }
-        // These bytes were verified before they were stored; parse them again, do not trust
-        // that they were not damaged on disk.
+        // These bytes were checked before they were stored, but the file they are read from
+        // may not be the one written (a tampered backup, a damaged disk): every version runs
+        // the chain checks again — signatures, thresholds, the previous hash, the histories.
+        // Expiry is not checked here: an expired version in force still holds the data.
         let file = SignedFile::from_bytes(bytes.value())
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mechanism = file
-            .mechanism()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let checked = match versions.last() {
+            None => chain::check_genesis(&file, OffsetDateTime::UNIX_EPOCH, false),
+            Some(prev) => {
+                chain::check_next(prev.as_ref(), &file, OffsetDateTime::UNIX_EPOCH, false)
+            }
+        };
+        let mechanism = checked.map_err(|e| StoreError::ChainStored {
+            version: version.value(),
+            reason: e.to_string(),
+        })?;
         versions.push(Arc::new(mechanism));
     }
     Ok(ConfigState { versions })

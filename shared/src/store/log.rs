@@ -15,7 +15,7 @@ use crate::fold::{
     self, CaseRecord, Decrypted, Lookup, ReferralRecord, Rule, Seen, Status, Verdict,
 };
 use crate::keys;
-use crate::limits::{EQUIVOCATIONS_PER_AUTHOR_MAX, HELD_EVENTS_MAX};
+use crate::limits::EQUIVOCATIONS_PER_AUTHOR_MAX;
 use crate::payload;
 use crate::store::ConfigState;
 
@@ -31,8 +31,6 @@ pub(crate) const HEADS: TableDefinition<Id, (u64, Id, u64)> = TableDefinition::n
 pub(crate) const VERDICTS: TableDefinition<Id, &[u8]> = TableDefinition::new("verdicts-1");
 /// Events waiting for a dependency: (missing dependency, waiting event) → ().
 pub(crate) const WAITING: TableDefinition<(Id, Id), ()> = TableDefinition::new("waiting-1");
-/// Events held back at admission: (author, seq, id) → wire bytes.
-pub(crate) const HELD: TableDefinition<(Id, u64, Id), &[u8]> = TableDefinition::new("held-1");
 /// Equivocation evidence: (author, seq, conflicting event id) → its wire bytes.
 pub(crate) const EQUIVOCATIONS: TableDefinition<(Id, u64, Id), &[u8]> =
     TableDefinition::new("equivocations-1");
@@ -122,6 +120,9 @@ pub(crate) struct Tables<'t> {
     pub verdicts: redb::Table<'t, Id, &'static [u8]>,
     pub waiting: redb::Table<'t, (Id, Id), ()>,
     pub held: redb::Table<'t, (Id, u64, Id), &'static [u8]>,
+    pub held_strangers: redb::Table<'t, (Id, u64, Id), &'static [u8]>,
+    pub held_times: redb::Table<'t, (u64, u8, Id, u64, Id), ()>,
+    pub held_counts: redb::Table<'t, Id, u64>,
     pub equivocations: redb::Table<'t, (Id, u64, Id), &'static [u8]>,
     pub cases: redb::Table<'t, Id, &'static [u8]>,
     pub referrals: redb::Table<'t, Id, &'static [u8]>,
@@ -152,7 +153,10 @@ impl<'t> Tables<'t> {
             heads: tx.open_table(HEADS)?,
             verdicts: tx.open_table(VERDICTS)?,
             waiting: tx.open_table(WAITING)?,
-            held: tx.open_table(HELD)?,
+            held: tx.open_table(super::held::HELD)?,
+            held_strangers: tx.open_table(super::held::HELD_STRANGERS)?,
+            held_times: tx.open_table(super::held::HELD_TIMES)?,
+            held_counts: tx.open_table(super::held::HELD_COUNTS)?,
             equivocations: tx.open_table(EQUIVOCATIONS)?,
             cases: tx.open_table(CASES)?,
             referrals: tx.open_table(REFERRALS)?,
@@ -343,7 +347,9 @@ pub(crate) struct Ingest<'a, 't> {
     pub now_ms: u64,
     pub report: IngestReport,
     /// Authors whose heads moved: their held events may now be admissible.
-    advanced: BTreeSet<Id>,
+    pub(crate) advanced: BTreeSet<Id>,
+    /// While a held event is retried: when it first arrived (it keeps its expiry).
+    pub(crate) retrying_since: Option<u64>,
     /// Payloads of events this node just created, so the fold reads them without decrypting.
     pub known: std::collections::HashMap<EventId, Decrypted>,
     /// Partner-map documents kept loaded: taken from the store for this transaction and given
@@ -368,6 +374,7 @@ impl<'a, 't> Ingest<'a, 't> {
             now_ms,
             report: IngestReport::default(),
             advanced: BTreeSet::new(),
+            retrying_since: None,
             known: std::collections::HashMap::new(),
             maps,
         }
@@ -391,8 +398,8 @@ impl<'a, 't> Ingest<'a, 't> {
                 self.t
                     .heads
                     .insert(h.author, (h.seq, event.id().0, h.config_version))?;
-                // An event that was held and is now admitted leaves the held table.
-                self.t.held.remove((h.author, h.seq, event.id().0))?;
+                // An event that was held and is now admitted leaves the hold.
+                self.unhold((h.author, h.seq, event.id().0))?;
                 self.advanced.insert(h.author);
                 self.report.admitted.push(event.id());
                 self.report.latest_hlc = self.report.latest_hlc.max(h.hlc);
@@ -401,28 +408,15 @@ impl<'a, 't> Ingest<'a, 't> {
             }
             Admission::Duplicate => {
                 self.report.duplicates += 1;
-                self.t.held.remove((h.author, h.seq, event.id().0))?;
+                self.unhold((h.author, h.seq, event.id().0))?;
             }
-            Admission::Hold(hold) => {
-                let already = self.t.held.get((h.author, h.seq, event.id().0))?.is_some();
-                if !already {
-                    if self.t.held.len()? as usize >= HELD_EVENTS_MAX {
-                        return Err(StoreError::Refused(format!(
-                            "more than {HELD_EVENTS_MAX} events are held back waiting: refusing more until they are resolved"
-                        )));
-                    }
-                    self.t
-                        .held
-                        .insert((h.author, h.seq, event.id().0), event.encode().as_slice())?;
-                }
-                self.report.held.push((event.id(), hold.clone()));
-            }
+            Admission::Hold(hold) => self.hold(event, hold)?,
             Admission::Refuse(refusal) => {
-                self.t.held.remove((h.author, h.seq, event.id().0))?;
+                self.unhold((h.author, h.seq, event.id().0))?;
                 self.report.refused.push((event.id(), refusal.clone()));
             }
             Admission::Equivocation { existing } => {
-                self.t.held.remove((h.author, h.seq, event.id().0))?;
+                self.unhold((h.author, h.seq, event.id().0))?;
                 let evidence = self
                     .t
                     .equivocations
@@ -437,54 +431,6 @@ impl<'a, 't> Ingest<'a, 't> {
             }
         }
         Ok(admission)
-    }
-
-    /// Retries held events: with `all`, every held event (after a configuration update, or as
-    /// time passes); then, until nothing more moves, those next in line for authors whose logs
-    /// moved.
-    pub fn retry_held(&mut self, all: bool) -> Result<(), StoreError> {
-        if all {
-            let mut candidates = Vec::new();
-            for row in self.t.held.iter()? {
-                candidates.push(row?.1.value().to_vec());
-            }
-            self.retry(candidates)?;
-        }
-        loop {
-            let authors = std::mem::take(&mut self.advanced);
-            if authors.is_empty() {
-                return Ok(());
-            }
-            let mut candidates = Vec::new();
-            for author in authors {
-                let next = self
-                    .t
-                    .heads
-                    .get(author)?
-                    .map(|r| r.value().0 + 1)
-                    .unwrap_or(1);
-                for row in self
-                    .t
-                    .held
-                    .range((author, next, [0u8; 32])..=(author, next, [255u8; 32]))?
-                {
-                    candidates.push(row?.1.value().to_vec());
-                }
-            }
-            self.retry(candidates)?;
-        }
-    }
-
-    fn retry(&mut self, candidates: Vec<Vec<u8>>) -> Result<(), StoreError> {
-        for bytes in candidates {
-            if let Ok(event) = Event::decode(&bytes) {
-                let before = self.report.held.len();
-                self.ingest(&event)?;
-                // Still held: it was reported once already.
-                self.report.held.truncate(before);
-            }
-        }
-        Ok(())
     }
 
     /// Folds `id` now if every causal dependency is folded; otherwise registers it as waiting.
@@ -997,11 +943,22 @@ impl Store {
         result
     }
 
-    /// Retries every held event (after a configuration update, or as time passes).
-    pub fn retry_all_held(
+    /// As time passes: retries the held events whose time has come and drops those that
+    /// waited too long (a bounded amount of work per call).
+    pub fn retry_due(
         &mut self,
         keys: &mut FoldKeys,
         now_ms: u64,
+    ) -> Result<IngestReport, StoreError> {
+        self.with_ingest(keys, now_ms, |ingest| ingest.retry_due())
+    }
+
+    /// Runs `f` in one write transaction with an `Ingest` over it; commits if `f` succeeds.
+    fn with_ingest(
+        &mut self,
+        keys: &mut FoldKeys,
+        now_ms: u64,
+        f: impl FnOnce(&mut Ingest<'_, '_>) -> Result<(), StoreError>,
     ) -> Result<IngestReport, StoreError> {
         let mechanism_id = self.config.mechanism_id().ok_or(StoreError::NotJoined)?;
         let saved_keys = keys.clone();
@@ -1018,20 +975,40 @@ impl Store {
                     now_ms,
                     &mut maps,
                 );
-                ingest.retry_held(true)?;
+                f(&mut ingest)?;
                 ingest.report
             };
             tx.commit()?;
             Ok(report)
         })();
-        if let Ok(report) = &result {
-            observe_hlc(&mut self.hlc_seen, report.latest_hlc);
-            self.map_cache = maps;
-        }
-        if result.is_err() {
-            *keys = saved_keys;
+        match &result {
+            Ok(report) => {
+                observe_hlc(&mut self.hlc_seen, report.latest_hlc);
+                self.map_cache = maps;
+            }
+            Err(_) => *keys = saved_keys,
         }
         result
+    }
+
+    /// Retries every held event (after a configuration version arrived).
+    pub fn retry_all_held(
+        &mut self,
+        keys: &mut FoldKeys,
+        now_ms: u64,
+    ) -> Result<IngestReport, StoreError> {
+        self.with_ingest(keys, now_ms, |ingest| ingest.retry_held(true))
+    }
+
+    /// Re-folds what the given (newly installed) epochs open.
+    pub fn reread(
+        &mut self,
+        epochs: &[u32],
+        keys: &mut FoldKeys,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.with_ingest(keys, now_ms, |ingest| ingest.reread(epochs))
+            .map(|_| ())
     }
 
     /// Appends events this node created, with their payloads in clear (so the fold need not
@@ -1086,6 +1063,10 @@ impl Store {
         }
         match outcome {
             Ok(()) => {
+                if let Some(request) = self.pending_request.take() {
+                    let ids = events.iter().map(|(e, _)| e.id()).collect();
+                    super::requests::record_in(&tx, request, ids, now_ms)?;
+                }
                 tx.commit()?;
                 if let Some((last, _)) = events.last() {
                     observe_hlc(&mut self.hlc_seen, last.header().hlc);
@@ -1284,7 +1265,7 @@ impl Store {
         }
         Ok(LogCounts {
             events: count(&tx, EVENTS)?,
-            held: count(&tx, HELD)?,
+            held: count(&tx, super::held::HELD)? + count(&tx, super::held::HELD_STRANGERS)?,
             waiting: count(&tx, WAITING)?,
             equivocations: count(&tx, EQUIVOCATIONS)?,
             unread: count(&tx, UNREAD)?,
@@ -1386,35 +1367,6 @@ impl Store {
             }
         }
         tx.commit()?;
-        Ok(())
-    }
-}
-
-impl Store {
-    /// Re-folds what the given (newly installed) epochs open.
-    pub fn reread(
-        &mut self,
-        epochs: &[u32],
-        keys: &mut FoldKeys,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        let mechanism_id = self.config.mechanism_id().ok_or(StoreError::NotJoined)?;
-        let tx = self.db.begin_write()?;
-        let mut maps = std::mem::take(&mut self.map_cache);
-        {
-            let mut tables = Tables::open(&tx)?;
-            let mut ingest = Ingest::new(
-                &mut tables,
-                &self.config,
-                mechanism_id,
-                keys,
-                now_ms,
-                &mut maps,
-            );
-            ingest.reread(epochs)?;
-        }
-        tx.commit()?;
-        self.map_cache = maps;
         Ok(())
     }
 }

@@ -8,17 +8,21 @@
 mod audit;
 mod backup;
 mod config_store;
+mod held;
 mod log;
 mod maps;
 mod org_keys;
+mod requests;
 mod users;
 
 use std::path::Path;
 
 pub use audit::AuditEntry;
+pub use backup::BACKUP_MAGIC;
 pub use config_store::{ApplyOutcome, ConfigState};
 pub use log::{FoldKeys, IngestReport, LogCounts, decrypt_event};
 pub use org_keys::ImportOutcome;
+pub use requests::{RequestId, RequestRecord};
 pub use users::{User, UserRole};
 
 /// Opens a table for reading; `None` when it was never written to (a store that holds none of
@@ -47,6 +51,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error(transparent)]
     Chain(#[from] crate::config::chain::ChainError),
+    #[error(
+        "the configuration version {version} stored in the node's database does not verify ({reason}): the database was altered; restore a backup this node signed"
+    )]
+    ChainStored { version: u64, reason: String },
     #[error("this node has not joined a mechanism yet: run `passerelle join GENESIS.signed`")]
     NotJoined,
     #[error("{0}")]
@@ -90,12 +98,15 @@ pub struct Store {
     pub(crate) hlc_seen: crate::event::Hlc,
     /// Partner-map documents kept loaded between events (see `maps`).
     pub(crate) map_cache: maps::MapCache,
+    /// The idempotency key of the request being carried out, recorded with its events.
+    pub(crate) pending_request: Option<requests::RequestId>,
 }
 
 impl Store {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = redb::Database::builder().create(path)?;
+        held::drop_v1(&db)?;
         let config = config_store::load(&db)?;
         let hlc_seen = log::max_hlc(&db)?;
         Ok(Self {
@@ -103,6 +114,7 @@ impl Store {
             config,
             hlc_seen,
             map_cache: maps::MapCache::default(),
+            pending_request: None,
         })
     }
 
