@@ -32,7 +32,10 @@ fn a_fork_is_flagged_on_the_node_holding_the_shorter_branch() {
     run_round(&mut b[0], &mut a[0], now()).unwrap();
     let evidence = b[0].store().equivocations().unwrap();
     assert_eq!(
-        evidence.iter().map(|(_, seq, id)| (*seq, *id)).collect::<Vec<_>>(),
+        evidence
+            .iter()
+            .map(|(_, seq, id)| (*seq, *id))
+            .collect::<Vec<_>>(),
         vec![(1, x1.id())],
         "the shorter branch's holder keeps the other event at its head's sequence"
     );

@@ -102,7 +102,12 @@ fn forger_at_head(world: &World, i: usize) -> Option<Forger> {
     let node = sim_node(world, i)?;
     let engine = &world.nodes[i].engine;
     let m = engine.mechanism().ok()?;
-    let mut forger = Forger::new(&node, world.sim.mechanism_id(), m.doc.version, world.now_of(i));
+    let mut forger = Forger::new(
+        &node,
+        world.sim.mechanism_id(),
+        m.doc.version,
+        world.now_of(i),
+    );
     if let Ok(Some((seq, id, _))) = engine.store().head(&node.key()) {
         forger.seq = seq;
         forger.prev = Some(id);
@@ -202,7 +207,9 @@ fn push_to(world: &mut World, from: usize, to: usize, events: &[Event]) {
     if events.is_empty() {
         return;
     }
-    let bytes = super::push_bytes(events);
+    let Some(bytes) = super::push_bytes(events) else {
+        return;
+    };
     world.send(from, to, net::Payload::Push { bytes });
 }
 
@@ -238,11 +245,19 @@ fn equivocate(world: &mut World, i: usize) {
             let Some(fork) = world.attackers.get_mut(&i).and_then(|s| s.fork.as_mut()) else {
                 return;
             };
-            if let Ok(e) = fork
-                .forger
-                .next(&m, EventKind::CaseOpen, None, vec![], &[org.as_str()], &plain)
-            {
-                let line = format!("extends its fork to seq {}: {}", e.header().seq, e.id().short());
+            if let Ok(e) = fork.forger.next(
+                &m,
+                EventKind::CaseOpen,
+                None,
+                vec![],
+                &[org.as_str()],
+                &plain,
+            ) {
+                let line = format!(
+                    "extends its fork to seq {}: {}",
+                    e.header().seq,
+                    e.id().short()
+                );
                 fork.events.push(e);
                 let name = world.nodes[i].name.clone();
                 world.log(format!("{name} {line}"));
@@ -263,8 +278,14 @@ fn equivocate(world: &mut World, i: usize) {
         return;
     };
     let plain = open_payload(world, "general");
-    let Ok(theirs) = forger.next(&m, EventKind::CaseOpen, None, vec![], &[org.as_str()], &plain)
-    else {
+    let Ok(theirs) = forger.next(
+        &m,
+        EventKind::CaseOpen,
+        None,
+        vec![],
+        &[org.as_str()],
+        &plain,
+    ) else {
         return;
     };
     let mut peers = honest_peers(world);
@@ -280,7 +301,11 @@ fn equivocate(world: &mut World, i: usize) {
         theirs.header().seq,
         ours.short(),
         theirs.id().short(),
-        if selective { ", hiding its own from them" } else { "" }
+        if selective {
+            ", hiding its own from them"
+        } else {
+            ""
+        }
     ));
     world.stats.attacks_made += 1;
     if let Some(state) = world.attackers.get_mut(&i) {
@@ -318,7 +343,8 @@ fn own_cases(world: &World, i: usize) -> Vec<CaseInfo> {
 fn break_rule(world: &mut World, i: usize) {
     let org = world.nodes[i].org.clone();
     let cases = own_cases(world, i);
-    let Some(case) = (!cases.is_empty()).then(|| cases[world.rng.gen_range(0..cases.len())].clone())
+    let Some(case) =
+        (!cases.is_empty()).then(|| cases[world.rng.gen_range(0..cases.len())].clone())
     else {
         // Something to break rules about first.
         return workload::step(world, i);
@@ -353,8 +379,15 @@ fn break_rule(world: &mut World, i: usize) {
                 category: Some("health".into()),
                 urgency: Urgency::Urgent,
             };
-            if let Some(e) = forge_own(world, i, kind, Some(case.id), vec![], &[org.as_str(), to], &plain)
-            {
+            if let Some(e) = forge_own(
+                world,
+                i,
+                kind,
+                Some(case.id),
+                vec![],
+                &[org.as_str(), to],
+                &plain,
+            ) {
                 world.book.referrals.push(ReferralInfo {
                     id: e.id(),
                     from_org: org.clone(),
@@ -379,7 +412,15 @@ fn break_rule(world: &mut World, i: usize) {
                 transition: Transition::Accept,
                 reason: None,
             };
-            forge_own(world, i, kind, Some(r.id), vec![], &[r.from_org.as_str(), r.to_org.as_str()], &update);
+            forge_own(
+                world,
+                i,
+                kind,
+                Some(r.id),
+                vec![],
+                &[r.from_org.as_str(), r.to_org.as_str()],
+                &update,
+            );
         }
         // Takes a step on a referral it is no party to.
         2 => {
@@ -399,7 +440,15 @@ fn break_rule(world: &mut World, i: usize) {
                 transition,
                 reason: None,
             };
-            forge_own(world, i, kind, Some(r.id), vec![], &[r.from_org.as_str(), r.to_org.as_str(), org.as_str()], &update);
+            forge_own(
+                world,
+                i,
+                kind,
+                Some(r.id),
+                vec![],
+                &[r.from_org.as_str(), r.to_org.as_str(), org.as_str()],
+                &update,
+            );
         }
         // Determines a status it is no authority for.
         3 => {
@@ -422,24 +471,38 @@ fn break_rule(world: &mut World, i: usize) {
         }
         // Refers to an organisation that provides no services.
         4 => {
-            let plain = payload::encode(&referral("general", workload::case_data(
-                &mut world.rng,
+            let plain = payload::encode(&referral(
                 "general",
-                true,
-            )
-            .consent))
+                workload::case_data(&mut world.rng, "general", true).consent,
+            ))
             .unwrap_or_default();
             let kind = EventKind::ReferralSend {
                 to_org: "dpe".into(),
                 category: Some("health".into()),
                 urgency: Urgency::Routine,
             };
-            forge_own(world, i, kind, Some(case.id), vec![], &[org.as_str(), "dpe"], &plain);
+            forge_own(
+                world,
+                i,
+                kind,
+                Some(case.id),
+                vec![],
+                &[org.as_str(), "dpe"],
+                &plain,
+            );
         }
         // Opens a case of a type the mechanism does not have.
         5 => {
             let plain = open_payload(world, "no_such_case_type");
-            forge_own(world, i, EventKind::CaseOpen, None, vec![], &[org.as_str()], &plain);
+            forge_own(
+                world,
+                i,
+                EventKind::CaseOpen,
+                None,
+                vec![],
+                &[org.as_str()],
+                &plain,
+            );
         }
         // Changes another organisation's profile.
         _ => {
@@ -562,7 +625,14 @@ fn outsider(world: &mut World, i: usize, unknown_version: bool) {
     }) else {
         return;
     };
-    if let Ok(e) = forger.next(&m, EventKind::CaseOpen, None, vec![], &[org.as_str()], &plain) {
+    if let Ok(e) = forger.next(
+        &m,
+        EventKind::CaseOpen,
+        None,
+        vec![],
+        &[org.as_str()],
+        &plain,
+    ) {
         events.push(e);
     }
     let events = events.clone();
@@ -583,19 +653,31 @@ fn future(world: &mut World, i: usize) {
     };
     let org = world.nodes[i].org.clone();
     let plain = open_payload(world, "general");
-    let Ok(e) = forger.next(&m, EventKind::CaseOpen, None, vec![], &[org.as_str()], &plain) else {
+    let Ok(e) = forger.next(
+        &m,
+        EventKind::CaseOpen,
+        None,
+        vec![],
+        &[org.as_str()],
+        &plain,
+    ) else {
         return;
     };
     let peers = honest_peers(world);
     let to = peers[world.rng.gen_range(0..peers.len())];
     world.stats.attacks_made += 1;
     let name = world.nodes[i].name.clone();
-    world.log(format!("{name} sends a far-future event {}", e.id().short()));
+    world.log(format!(
+        "{name} sends a far-future event {}",
+        e.id().short()
+    ));
     push_to(world, i, to, &[e]);
 }
 
 fn random_bytes(world: &mut World, max: usize) -> Vec<u8> {
-    (0..world.rng.gen_range(0..max)).map(|_| world.rng.r#gen()).collect()
+    (0..world.rng.gen_range(0..max))
+        .map(|_| world.rng.r#gen())
+        .collect()
 }
 
 /// A message that is not one: random bytes, a truncated or flipped real message, a push of
@@ -643,11 +725,15 @@ fn send_garbage(world: &mut World, i: usize, to: usize) {
     if world.rng.gen_bool(0.5) {
         world.next_round += 1;
         let round = world.next_round;
-        world.send(i, to, net::Payload::Request {
-            round,
-            step: 0,
-            bytes,
-        });
+        world.send(
+            i,
+            to,
+            net::Payload::Request {
+                round,
+                step: 0,
+                bytes,
+            },
+        );
     } else {
         world.send(i, to, net::Payload::Push { bytes });
     }
@@ -691,9 +777,13 @@ pub(super) fn answer(world: &mut World, i: usize, from: usize, bytes: &[u8]) -> 
             for _ in 0..world.rng.gen_range(1..50) {
                 let author: [u8; 32] = world.rng.r#gen();
                 let head: [u8; 32] = world.rng.r#gen();
-                vector
-                    .entries
-                    .insert(author, (world.rng.gen_range(1..u64::MAX / 2), crate::config::Hash32(head)));
+                vector.entries.insert(
+                    author,
+                    (
+                        world.rng.gen_range(1..u64::MAX / 2),
+                        crate::config::Hash32(head),
+                    ),
+                );
             }
             let vector = VersionVector {
                 entries: vector.entries,

@@ -107,8 +107,7 @@ pub(super) fn all(world: &mut World) {
     let authors: BTreeSet<Author> = all_heads.iter().flat_map(|h| h.keys().copied()).collect();
     let mut divergent = BTreeSet::new();
     for author in &authors {
-        let views: Vec<Option<&(u64, EventId)>> =
-            all_heads.iter().map(|h| h.get(author)).collect();
+        let views: Vec<Option<&(u64, EventId)>> = all_heads.iter().map(|h| h.get(author)).collect();
         if views.iter().any(|v| *v != views[0]) {
             divergent.insert(*author);
             if !forked.contains(author) {
@@ -136,7 +135,12 @@ pub(super) fn all(world: &mut World) {
             let Ok(Some(event)) = store.event(id) else {
                 violations.push((
                     "acknowledged_everywhere",
-                    format!("{}'s event {} is missing on {}", names[*n], id.short(), names[h]),
+                    format!(
+                        "{}'s event {} is missing on {}",
+                        names[*n],
+                        id.short(),
+                        names[h]
+                    ),
                 ));
                 continue;
             };
@@ -177,7 +181,11 @@ pub(super) fn all(world: &mut World) {
         for a in flagged.intersection(&honest_keys) {
             violations.push((
                 "honest_never_flagged",
-                format!("{} flags honest {} as an equivocator", names[honest[k]], short(a)),
+                format!(
+                    "{} flags honest {} as an equivocator",
+                    names[honest[k]],
+                    short(a)
+                ),
             ));
         }
     }
@@ -210,9 +218,9 @@ pub(super) fn all(world: &mut World) {
     }
 
     // 4. Only endorsed authors, nothing beyond the skew bound, in any honest log.
-    let end_ms = u64::try_from(world.now_of(first).unix_timestamp_nanos() / 1_000_000)
-        .unwrap_or(0)
-        + 300_000 * 2;
+    // Nothing stamped past the last clock plus the skew bound can have been admitted.
+    let end_ms = u64::try_from(world.now_of(first).unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+        + super::skew_ms(&world.nodes[first].engine) * 2;
     for &h in &honest {
         let store = world.nodes[h].engine.store();
         let Ok(m) = world.nodes[h].engine.mechanism() else {
@@ -222,7 +230,11 @@ pub(super) fn all(world: &mut World) {
             if m.node_by_key(author).is_none() {
                 violations.push((
                     "only_endorsed",
-                    format!("{} holds events of non-endorsed {}", names[h], short(author)),
+                    format!(
+                        "{} holds events of non-endorsed {}",
+                        names[h],
+                        short(author)
+                    ),
                 ));
             }
             for e in log_of(store, author) {
@@ -237,8 +249,14 @@ pub(super) fn all(world: &mut World) {
     }
 
     // 5. The fold's state.
-    let (compared, tainted, marked) = fold_state(world, &honest, &forked, &names, &mut violations);
-    let counts = world.nodes[first].engine.store().log_counts().unwrap_or_default();
+    let (compared, tainted, marked, stuck) =
+        fold_state(world, &honest, &forked, &names, &mut violations);
+    world.stats.authors_blocked_by_fork = stuck;
+    let counts = world.nodes[first]
+        .engine
+        .store()
+        .log_counts()
+        .unwrap_or_default();
     world.stats.forks_seen = divergent.len();
     world.stats.fork_flags = evidence.iter().map(BTreeSet::len).sum();
     world.stats.cases_compared = compared;
@@ -272,9 +290,9 @@ fn fold_state(
     forked: &BTreeSet<Author>,
     names: &[String],
     violations: &mut Vec<(&'static str, String)>,
-) -> (usize, usize, usize) {
+) -> (usize, usize, usize, usize) {
     let Some(&first) = honest.first() else {
-        return (0, 0, 0);
+        return (0, 0, 0, 0);
     };
     // What a forked author's events reach, on any node: tainted cases and map profiles.
     let mut forked_ids = BTreeSet::new();
@@ -306,24 +324,78 @@ fn fold_state(
             common.extend(log_of(store, author));
         }
     }
-    // Events built on a forked author's events are tainted too.
-    for e in &common {
-        let h = e.header();
-        let built_on_fork = h
-            .subject
-            .iter()
-            .chain(h.deps.iter())
-            .any(|d| forked_ids.contains(d));
-        if built_on_fork {
-            for &n in honest {
-                if let Some(r) = root(world.nodes[n].engine.store(), e) {
-                    tainted_roots.insert(r);
-                }
-            }
-            if let Kind::MapChange { org } | Kind::MapSnapshot { org } = &h.kind {
-                tainted_maps.insert(org.clone());
+    // Events built on a forked author's events are tainted too — and so is everything their
+    // authors wrote after them: the fold takes an author's chain in order, so where the
+    // branch an event was built on never arrives, every later event of its author waits
+    // there too (and whatever is built on those). This is reported when `strict_forks`.
+    let mut blocked: BTreeSet<EventId> = BTreeSet::new();
+    let mut blocked_from: BTreeMap<Author, u64> = BTreeMap::new();
+    loop {
+        let before = blocked.len();
+        for e in &common {
+            let h = e.header();
+            let built_on = h
+                .subject
+                .iter()
+                .chain(h.deps.iter())
+                .any(|d| forked_ids.contains(d) || blocked.contains(d));
+            let after_blocked = blocked_from.get(&h.author).is_some_and(|s| h.seq >= *s);
+            if built_on || after_blocked {
+                blocked.insert(e.id());
+                let from = blocked_from.entry(h.author).or_insert(h.seq);
+                *from = (*from).min(h.seq);
             }
         }
+        if blocked.len() == before {
+            break;
+        }
+    }
+    for e in common.iter().filter(|e| blocked.contains(&e.id())) {
+        for &n in honest {
+            if let Some(r) = root(world.nodes[n].engine.store(), e) {
+                tainted_roots.insert(r);
+            }
+        }
+        if let Kind::MapChange { org } | Kind::MapSnapshot { org } = &e.header().kind {
+            tainted_maps.insert(org.clone());
+        }
+    }
+    let stuck: Vec<String> = blocked_from
+        .iter()
+        .filter(|(author, seq)| {
+            // Only what is unfolded somewhere counts: an author that built on the branch all
+            // honest nodes hold is not blocked anywhere.
+            common.iter().any(|e| {
+                e.header().author == **author
+                    && e.header().seq > **seq
+                    && honest.iter().any(|n| {
+                        world.nodes[*n]
+                            .engine
+                            .store()
+                            .verdict(&e.id())
+                            .ok()
+                            .flatten()
+                            .is_none()
+                    })
+            })
+        })
+        .map(|(author, seq)| {
+            let name = world
+                .nodes
+                .iter()
+                .find(|n| n.engine.node_key() == *author)
+                .map_or_else(|| short(author), |n| n.name.clone());
+            format!("{name} from seq {seq}")
+        })
+        .collect();
+    if world.options.strict_forks && !stuck.is_empty() {
+        violations.push((
+            "fork_blocks_honest_fold",
+            format!(
+                "honest logs built on a fork's branch stay unfolded past that point where the other branch is held: {}",
+                stuck.join(", ")
+            ),
+        ));
     }
     let mut trees: BTreeMap<EventId, Vec<EventId>> = BTreeMap::new();
     let mut outside = Vec::new();
@@ -380,7 +452,7 @@ fn fold_state(
             }
         }
     }
-    for id in &outside {
+    for id in outside.iter().filter(|id| !blocked.contains(id)) {
         let verdicts: Vec<_> = honest
             .iter()
             .map(|n| world.nodes[*n].engine.store().verdict(id).ok().flatten())
@@ -419,5 +491,5 @@ fn fold_state(
             ));
         }
     }
-    (compared, tainted, marked)
+    (compared, tainted, marked, stuck.len())
 }

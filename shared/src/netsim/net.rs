@@ -14,9 +14,17 @@ use rand::rngs::StdRng;
 #[derive(Debug, Clone)]
 pub enum Payload {
     /// A sync request (encoded `sync::Request`) from the initiator of round `round`.
-    Request { round: u64, step: u32, bytes: Vec<u8> },
+    Request {
+        round: u64,
+        step: u32,
+        bytes: Vec<u8>,
+    },
     /// The responder's answer (encoded `sync::Response`) to that request.
-    Response { round: u64, step: u32, bytes: Vec<u8> },
+    Response {
+        round: u64,
+        step: u32,
+        bytes: Vec<u8>,
+    },
     /// A push of fresh events (an encoded `sync::Request::Push`); its answer is not awaited.
     Push { bytes: Vec<u8> },
 }

@@ -22,10 +22,7 @@ const REGRESSION_SEEDS: &[(u64, &str)] = &[
         27,
         "the same, with the attacker hiding its own branch from the peers it forked for",
     ),
-    (
-        64,
-        "the same, on three of four honest nodes",
-    ),
+    (64, "the same, on three of four honest nodes"),
 ];
 
 /// A directory on tmpfs when there is one: the stores commit durably, and fsync on tmpfs
@@ -59,7 +56,12 @@ fn crashers() -> Vec<Vec<u8>> {
 }
 
 /// Runs seeds on `threads` threads; returns the failed outcomes and the time taken.
-fn run_many(seeds: &[u64], attacks: Attacks, threads: usize) -> (Vec<Outcome>, Duration) {
+fn run_many(
+    seeds: &[u64],
+    attacks: Attacks,
+    strict_forks: bool,
+    threads: usize,
+) -> (Vec<Outcome>, Duration) {
     let started = Instant::now();
     let bodies = crashers();
     let verbose = std::env::var("PASSERELLE_NETSIM_VERBOSE").is_ok();
@@ -76,6 +78,7 @@ fn run_many(seeds: &[u64], attacks: Attacks, threads: usize) -> (Vec<Outcome>, D
                     let mut options = Options::new(*seed);
                     options.attacks = attacks;
                     options.map_bodies = bodies.clone();
+                    options.strict_forks = strict_forks;
                     let outcome = run(&seed_dir, &options).unwrap_or_else(|e| panic!("{e}"));
                     let _ = std::fs::remove_dir_all(&seed_dir);
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
@@ -103,7 +106,11 @@ fn run_many(seeds: &[u64], attacks: Attacks, threads: usize) -> (Vec<Outcome>, D
 }
 
 fn assert_seeds(seeds: &[u64], attacks: Attacks, threads: usize) {
-    let (failed, elapsed) = run_many(seeds, attacks, threads);
+    assert_seeds_with(seeds, attacks, false, threads);
+}
+
+fn assert_seeds_with(seeds: &[u64], attacks: Attacks, strict_forks: bool, threads: usize) {
+    let (failed, elapsed) = run_many(seeds, attacks, strict_forks, threads);
     eprintln!(
         "netsim: {} seeds in {:.1} s ({:.2} seeds/s), {} failed: {:?}",
         seeds.len(),
@@ -243,4 +250,17 @@ fn an_endless_responder_does_not_hold_rounds_open() {
     only.endless = true;
     let seeds: Vec<u64> = (0..20).collect();
     assert_seeds(&seeds, only, 1);
+}
+
+/// An honest node that acts on an equivocator's case or referral (it cannot know of the fork
+/// yet) builds on one branch. Where the other branch is held, that event waits for a
+/// dependency that never comes — and, because the fold takes each author's chain in order,
+/// so does every later event of the honest author (its map changes, its steps on unrelated
+/// referrals), and everything built on those. Fails today (a finding of the simulator, not
+/// fixed here: the fold's ordering is `store::log`'s).
+#[test]
+#[ignore = "finding: an honest log built on a fork's branch stays unfolded behind it"]
+fn an_honest_log_built_on_a_fork_is_folded_everywhere() {
+    let seeds: Vec<u64> = (0..40).collect();
+    assert_seeds_with(&seeds, Attacks::default(), true, 1);
 }

@@ -24,7 +24,14 @@ const CASE_TYPES: [&str; 6] = [
     "gbv_survivor",
 ];
 /// Categories of needs and referrals (`gbv` is sensitive: it never travels in clear).
-const CATEGORIES: [&str; 6] = ["health", "shelter", "food", "legal", "child_protection", "gbv"];
+const CATEGORIES: [&str; 6] = [
+    "health",
+    "shelter",
+    "food",
+    "legal",
+    "child_protection",
+    "gbv",
+];
 /// Organisations that provide services and hold keys in the simulation.
 const PROVIDERS: [&str; 6] = ["mdm", "iom", "unicef", "drs_medenine", "crt", "unhcr"];
 /// Organisations that may take over case management.
@@ -75,6 +82,7 @@ fn outcome(world: &mut World, i: usize, what: &str, result: Result<EventId, Engi
             if world.nodes[i].honest() {
                 world.book.acknowledged.push((i, id));
                 world.stats.events_acknowledged += 1;
+                *world.stats.ops.entry(what.to_string()).or_default() += 1;
             }
             world.log(format!("{name} {what}: {}", id.short()));
         }
@@ -124,13 +132,29 @@ fn open_case(world: &mut World, i: usize) {
     outcome(world, i, "open case", result);
 }
 
-fn random_case(world: &mut World) -> Option<CaseInfo> {
-    let n = world.book.cases.len();
-    (n > 0).then(|| world.book.cases[world.rng.gen_range(0..n)].clone())
+/// A case node `i` can read (a caseworker acts on the cases they see), in the simulation's
+/// order; `None` if there is none yet.
+fn random_case(world: &mut World, i: usize) -> Option<CaseInfo> {
+    let org = world.nodes[i].org.clone();
+    let store = world.nodes[i].engine.store();
+    let readable: Vec<CaseInfo> = world
+        .book
+        .cases
+        .iter()
+        .filter(|c| {
+            store
+                .case_record(&c.id)
+                .ok()
+                .flatten()
+                .is_some_and(|r| r.valid && r.readers.contains(&org))
+        })
+        .cloned()
+        .collect();
+    (!readable.is_empty()).then(|| readable[world.rng.gen_range(0..readable.len())].clone())
 }
 
 fn determine(world: &mut World, i: usize) {
-    let Some(case) = random_case(world) else {
+    let Some(case) = random_case(world, i) else {
         return;
     };
     let org = world.nodes[i].org.clone();
@@ -154,7 +178,7 @@ fn determine(world: &mut World, i: usize) {
 }
 
 fn refer(world: &mut World, i: usize) {
-    let Some(case) = random_case(world) else {
+    let Some(case) = random_case(world, i) else {
         return;
     };
     let org = world.nodes[i].org.clone();
@@ -203,7 +227,7 @@ fn referral_step(world: &mut World, i: usize) {
         .cloned()
         .collect();
     if mine.is_empty() {
-        return open_case(world, i);
+        return refer(world, i);
     }
     let referral = mine[world.rng.gen_range(0..mine.len())].clone();
     let Ok(Some(record)) = world.nodes[i].engine.store().referral_record(&referral.id) else {
@@ -235,7 +259,7 @@ fn referral_step(world: &mut World, i: usize) {
 }
 
 fn case_action(world: &mut World, i: usize) {
-    let Some(case) = random_case(world) else {
+    let Some(case) = random_case(world, i) else {
         return;
     };
     let org = world.nodes[i].org.clone();
@@ -296,8 +320,7 @@ pub(super) fn profile(rng: &mut impl Rng, org: &str) -> Profile {
             address: None,
             latitude: None,
             longitude: None,
-            capacity: [Capacity::Available, Capacity::Limited, Capacity::Full]
-                [rng.gen_range(0..3)],
+            capacity: [Capacity::Available, Capacity::Limited, Capacity::Full][rng.gen_range(0..3)],
             verified: "2026-05-20".into(),
             hours: Default::default(),
             contact: None,
@@ -319,8 +342,8 @@ fn map_edit(world: &mut World, i: usize) {
         world.nodes[i].engine.map_import(&profile, now)
     } else {
         let service = format!("{org}-svc-{}", world.rng.gen_range(0..3));
-        let capacity = [Capacity::Available, Capacity::Limited, Capacity::Full]
-            [world.rng.gen_range(0..3)];
+        let capacity =
+            [Capacity::Available, Capacity::Limited, Capacity::Full][world.rng.gen_range(0..3)];
         world.nodes[i]
             .engine
             .map_update(&org, &service, Some(capacity), true, now)
@@ -361,7 +384,7 @@ pub(super) fn final_map_change(world: &mut World, i: usize) -> Result<(), String
                 .event(&id)
                 .map_err(|e| e.to_string())?
                 .ok_or("the event just written is not in the store")?;
-            let skew_ms = 300_000;
+            let skew_ms = super::skew_ms(&world.nodes[i].engine);
             let now_ms = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
             let hlc = event.header().hlc.ms;
             if hlc > now_ms + skew_ms {
