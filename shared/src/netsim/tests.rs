@@ -15,14 +15,14 @@ const CI_SEEDS: u64 = 200;
 /// change to how the simulator draws its story changes what a seed tells).
 const REGRESSION_SEEDS: &[(u64, &str)] = &[
     (
-        1,
+        25,
         "a fork was not flagged on the nodes holding the shorter branch (fixed in round.rs: fork evidence)",
     ),
     (
         27,
-        "the same, with the attacker hiding its own branch from the peers it forked for",
+        "the same, the shorter branch's holder being the only one of three",
     ),
-    (64, "the same, on three of four honest nodes"),
+    (66, "the same, on four of five honest nodes"),
 ];
 
 /// A directory on tmpfs when there is one: the stores commit durably, and fsync on tmpfs
