@@ -32,7 +32,7 @@ use time::OffsetDateTime;
 
 use crate::engine::{Engine, EngineError};
 use crate::event::{Event, EventId};
-use crate::round::{Round, Step};
+use crate::round::{Round, RoundReport, Step};
 use crate::sim::Sim;
 use crate::store::StoreError;
 use crate::sync::{self, Request, Response};
@@ -617,33 +617,35 @@ impl World {
         }
         self.log("sweep on a perfect network".into());
         self.net.faults = Faults::none();
-        for _ in 0..2 {
-            self.sweep();
+        // Rounds left open by the faulty network time out first, as a transport's would.
+        self.now_ms += ROUND_TIMEOUT_MS;
+        for i in 0..self.nodes.len() {
+            self.expire_rounds(i);
         }
+        // First with the attackers (what only they hold comes now, if they give it), then
+        // whatever was held and can now be admitted, then twice between honest nodes.
+        self.sweep(false);
         for i in 0..self.nodes.len() {
             let now = self.now_of(i);
             if let Err(e) = self.nodes[i].engine.retry_held(now) {
                 self.note_error(i, "retry_held", &e);
             }
         }
+        for _ in 0..2 {
+            self.sweep(true);
+        }
     }
 
-    /// Every honest node opens a round with every other honest node, one at a time, each run
-    /// to its end on the perfect network; then the network is drained.
-    fn sweep(&mut self) {
-        // Rounds left open by the faulty network time out first, as a transport's would.
-        self.now_ms += ROUND_TIMEOUT_MS;
-        for i in 0..self.nodes.len() {
-            self.expire_rounds(i);
-        }
+    /// Every honest node opens a round with every other honest node (with `honest`) or with
+    /// every attacker, one at a time, each run to its end on the perfect network. Rounds
+    /// between honest nodes must complete; attackers may answer badly, or not at all.
+    fn sweep(&mut self, honest_peers: bool) {
         let honest: Vec<usize> = (0..self.nodes.len())
             .filter(|i| self.nodes[*i].honest())
             .collect();
-        // Honest nodes also open rounds with the attackers, which may answer badly (or not at
-        // all); only rounds between honest nodes must complete.
         for &a in &honest {
             for b in 0..self.nodes.len() {
-                if a == b {
+                if a == b || self.nodes[b].honest() != honest_peers {
                     continue;
                 }
                 let (done, failed) = (self.stats.rounds_done, self.stats.rounds_failed);
@@ -651,7 +653,7 @@ impl World {
                 self.drain();
                 let complete =
                     self.stats.rounds_done == done + 1 && self.stats.rounds_failed == failed;
-                if self.nodes[b].honest() && !complete {
+                if honest_peers && !complete {
                     let (x, y) = (self.nodes[a].name.clone(), self.nodes[b].name.clone());
                     self.violate(
                         "rounds_complete",
@@ -904,8 +906,15 @@ impl World {
         let next = match result {
             Ok(Step::Send(request)) => Some((request, Vec::new())),
             Ok(Step::SendAndAdmit(request, events)) => Some((request, events)),
-            Ok(Step::Done(_)) => {
+            Ok(Step::Done(report)) => {
                 self.stats.rounds_done += 1;
+                if report != RoundReport::default() {
+                    let (a, b) = (self.nodes[i].name.clone(), self.nodes[peer].name.clone());
+                    self.log(format!(
+                        "round {a} -> {b}: fetched {}, admitted {}, pushed {}",
+                        report.fetched, report.admitted, report.pushed
+                    ));
+                }
                 self.end_round(i, round);
                 None
             }
