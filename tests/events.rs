@@ -1035,7 +1035,7 @@ fn held_events_come_in_when_their_time_comes_and_expire_otherwise() {
         )
         .unwrap_or_else(|x| panic!("{x}"));
     let report = e[0]
-        .receive(&[future.clone()], now())
+        .receive(std::slice::from_ref(&future), now())
         .unwrap_or_else(|x| panic!("{x}"));
     assert_eq!(report.held.len(), 1, "{report:?}");
     let report = e[0].retry_held(now()).unwrap_or_else(|x| panic!("{x}"));
@@ -1073,7 +1073,7 @@ fn held_events_come_in_when_their_time_comes_and_expire_otherwise() {
         )
         .unwrap_or_else(|x| panic!("{x}"));
     let report = e[1]
-        .receive(&[second.clone()], now())
+        .receive(std::slice::from_ref(&second), now())
         .unwrap_or_else(|x| panic!("{x}"));
     assert_eq!(report.held.len(), 1, "{report:?}");
     let report = e[1]

@@ -4,15 +4,19 @@
 
 mod attacks;
 mod browser;
+mod cli_output;
 mod config_chain;
 mod config_files;
 mod crash;
 mod demo;
 mod events;
 mod fold_order;
+mod fuzz;
 mod map;
 mod mdns;
+mod net_attacks;
 mod netsim;
 mod nodes;
+mod partition;
 mod sync_rounds;
 mod web;

@@ -211,32 +211,50 @@ fn a_referral_made_in_the_ui_is_accepted_in_the_partners_ui() {
     assert!(audit.contains("\"user\": \"aicha\""), "{audit}");
 }
 
-/// Logs in over plain HTTP and returns the session cookie and the page's CSRF token.
-fn http_session(base: &str, user: &str, password: &str) -> (String, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .build()
-        .into();
-    let mut r = agent.get(format!("{base}/login")).call().unwrap();
-    let nonce_cookie = r
-        .headers()
+        .into()
+}
+
+fn set_cookie(r: &ureq::http::Response<ureq::Body>, prefix: &str) -> Option<String> {
+    r.headers()
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("passerelle_login_"))
-        .and_then(|v| v.split(';').next())
-        .unwrap()
-        .to_string();
-    let body = r.body_mut().read_to_string().unwrap();
-    let nonce = body
-        .split("name=\"csrf\" value=\"")
+        .find(|v| v.starts_with(prefix))
+        .map(str::to_string)
+}
+
+fn csrf_in(body: &str) -> String {
+    body.split("name=\"csrf\" value=\"")
         .nth(1)
         .unwrap()
         .split('"')
         .next()
         .unwrap()
-        .to_string();
+        .to_string()
+}
+
+/// How a login over plain HTTP ended.
+#[derive(Debug)]
+struct LoginAnswer {
+    status: u16,
+    /// `passerelle_session_PORT=ID` when it succeeded.
+    session: Option<String>,
+    /// The Retry-After header of a throttled attempt, in seconds.
+    retry_after: Option<u64>,
+}
+
+fn try_login(base: &str, user: &str, password: &str) -> LoginAnswer {
+    let agent = agent();
+    let mut r = agent.get(format!("{base}/login")).call().unwrap();
+    let nonce_cookie = set_cookie(&r, "passerelle_login_")
+        .and_then(|v| v.split(';').next().map(str::to_string))
+        .unwrap();
+    let nonce = csrf_in(&r.body_mut().read_to_string().unwrap());
     let r = agent
         .post(format!("{base}/login"))
         .header("Cookie", &nonce_cookie)
@@ -246,31 +264,268 @@ fn http_session(base: &str, user: &str, password: &str) -> (String, String) {
             ("csrf", nonce.as_str()),
         ])
         .unwrap();
-    assert_eq!(r.status().as_u16(), 303, "logged in");
-    let session = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("passerelle_session_"))
-        .and_then(|v| v.split(';').next())
-        .unwrap()
-        .to_string();
-    let mut page = agent
+    LoginAnswer {
+        status: r.status().as_u16(),
+        session: set_cookie(&r, "passerelle_session_")
+            .and_then(|v| v.split(';').next().map(str::to_string)),
+        retry_after: r
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()),
+    }
+}
+
+/// Logs in over plain HTTP and returns the session cookie and the page's CSRF token.
+fn http_session(base: &str, user: &str, password: &str) -> (String, String) {
+    let answer = try_login(base, user, password);
+    assert_eq!(answer.status, 303, "logged in: {answer:?}");
+    let session = answer.session.unwrap();
+    let mut page = agent()
         .get(format!("{base}/cases/new"))
         .header("Cookie", &session)
         .call()
         .unwrap();
-    let body = page.body_mut().read_to_string().unwrap();
-    let csrf = body
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
+    let csrf = csrf_in(&page.body_mut().read_to_string().unwrap());
     (session, csrf)
+}
+
+/// GET `path` with a session cookie: the status, and where a redirect points.
+fn get_with(base: &str, session: &str, path: &str) -> (u16, String) {
+    let r = agent()
+        .get(format!("{base}{path}"))
+        .header("Cookie", session)
+        .call()
+        .unwrap();
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (r.status().as_u16(), location)
+}
+
+const TO_LOGIN: (u16, &str) = (303, "/login");
+
+#[test]
+fn sessions_end_when_their_account_is_removed_or_changed_issue_10() {
+    let setup = mechanism(&["mas"], &[("aicha", "mas")], &[]);
+    add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");
+    let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
+    let base = format!("http://{}", hub.api);
+    let page = |session: &str, path: &str| {
+        let (status, location) = get_with(&base, session, path);
+        (
+            status,
+            if status == 303 {
+                location
+            } else {
+                String::new()
+            },
+        )
+    };
+    let to_login = (TO_LOGIN.0, TO_LOGIN.1.to_string());
+
+    // A new password (`user add` again, through the running daemon): the session ends at once,
+    // and the old password no longer logs in.
+    let (first, _) = http_session(&base, "aicha", "aicha-password-1");
+    assert_eq!(page(&first, "/cases").0, 200);
+    add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-2");
+    assert_eq!(page(&first, "/cases"), to_login, "after a new password");
+    assert_eq!(try_login(&base, "aicha", "aicha-password-1").status, 401);
+
+    // A new role: the caseworker's session ends; logged in again, the coordinator sees no case.
+    let (second, _) = http_session(&base, "aicha", "aicha-password-2");
+    assert_eq!(page(&second, "/cases").0, 200);
+    add_user(&setup, "aicha", "aicha", "coordinator", "aicha-password-2");
+    assert_eq!(page(&second, "/cases"), to_login, "after a role change");
+    let coordinator = try_login(&base, "aicha", "aicha-password-2")
+        .session
+        .unwrap();
+    assert_eq!(page(&coordinator, "/cases").0, 403);
+    assert_eq!(page(&coordinator, "/indicators").0, 200);
+
+    // Removal: the session can neither read nor write, and no case is created.
+    add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-3");
+    let (third, csrf) = http_session(&base, "aicha", "aicha-password-3");
+    assert_eq!(page(&third, "/cases").0, 200);
+    setup
+        .node_run("aicha", &["user", "remove", "aicha"])
+        .expect_ok();
+    assert_eq!(page(&third, "/cases"), to_login, "after removal");
+    assert_eq!(page(&coordinator, "/indicators"), to_login);
+    let r = agent()
+        .post(format!("{base}/cases"))
+        .header("Cookie", &third)
+        .send_form([
+            ("csrf", csrf.as_str()),
+            ("case_type", "general"),
+            ("site", "medenine"),
+            ("first_name", "Ghost"),
+            ("consent_given", "1"),
+            ("explained_by", "x"),
+        ])
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(
+        r.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("/login")
+    );
+    assert_eq!(
+        setup
+            .node_json("aicha", &["case", "list", "--json"])
+            .as_array()
+            .map(Vec::len),
+        Some(0),
+        "a removed account opened no case"
+    );
+}
+
+#[test]
+fn logout_clears_the_session_cookie_and_ends_the_session_issue_10() {
+    let setup = mechanism(&["mas"], &[("aicha", "mas")], &[]);
+    add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");
+    let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
+    let base = format!("http://{}", hub.api);
+    let (session, csrf) = http_session(&base, "aicha", "aicha-password-1");
+    let port = hub.api.rsplit(':').next().unwrap();
+    let name = format!("passerelle_session_{port}");
+    assert!(session.starts_with(&format!("{name}=")), "{session}");
+
+    let r = agent()
+        .post(format!("{base}/logout"))
+        .header("Cookie", &session)
+        .send_form([("csrf", csrf.as_str())])
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let cleared = set_cookie(&r, &format!("{name}=")).unwrap_or_default();
+    assert!(
+        cleared.starts_with(&format!("{name}=;")) && cleared.contains("Max-Age=0"),
+        "the session cookie of this port is cleared: {cleared:?}"
+    );
+    // The server forgot the session too: the old id opens nothing.
+    let (status, location) = get_with(&base, &session, "/cases");
+    assert_eq!((status, location.as_str()), TO_LOGIN);
+}
+
+/// The local API's status request, timed.
+fn status_latency(api: &str, token: &str) -> Duration {
+    let started = Instant::now();
+    let r = agent()
+        .post(format!("http://{api}/api/v1/rpc"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .send_json(serde_json::json!({"user": "probe", "request": {"op": "status"}}))
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    started.elapsed()
+}
+
+/// Runs `attempts` logins at once while a probe times status requests; returns the logins'
+/// answers, how long they took in all, and the slowest status.
+fn flood(hub: &Daemon, attempts: &[(String, String)]) -> (Vec<LoginAnswer>, Duration, Duration) {
+    let base = format!("http://{}", hub.api);
+    let token = hub.token();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let started = Instant::now();
+    let (answers, slowest) = std::thread::scope(|scope| {
+        let probe = scope.spawn(|| {
+            let mut slowest = Duration::ZERO;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                slowest = slowest.max(status_latency(&hub.api, &token));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            slowest
+        });
+        let logins: Vec<_> = attempts
+            .iter()
+            .map(|(user, password)| scope.spawn(|| try_login(&base, user, password)))
+            .collect();
+        let answers: Vec<LoginAnswer> = logins.into_iter().map(|h| h.join().unwrap()).collect();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (answers, probe.join().unwrap())
+    });
+    (answers, started.elapsed(), slowest)
+}
+
+#[test]
+fn a_login_flood_is_throttled_and_hashed_off_the_engine_thread_issue_10() {
+    // node/src/web.rs: LOGIN_FREE_FAILURES_PER_ACCOUNT.
+    const FREE_FAILURES: usize = 5;
+    let setup = mechanism(&["mas"], &[("aicha", "mas")], &[]);
+    add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");
+    let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
+    let base = format!("http://{}", hub.api);
+    let token = hub.token();
+    let mut idle: Vec<Duration> = (0..5).map(|_| status_latency(&hub.api, &token)).collect();
+    idle.sort();
+
+    // Twenty wrong logins at once, each on its own account (under every throttle): every one
+    // is hashed. Were the hashing on the engine thread, a status request would wait behind
+    // them; off it, the status is answered while they run.
+    let spread: Vec<(String, String)> = (0..20)
+        .map(|i| (format!("nobody{i}"), "wrong-password-1".to_string()))
+        .collect();
+    let (answers, spread_took, spread_slowest) = flood(&hub, &spread);
+    eprintln!(
+        "status {:?} idle (median); {:?} at worst during 20 parallel logins that took {spread_took:?}",
+        idle[2], spread_slowest
+    );
+    assert!(answers.iter().all(|a| a.status == 401), "{answers:?}");
+    assert!(
+        spread_slowest < spread_took / 2,
+        "a status request waited {spread_slowest:?} while the logins took {spread_took:?}"
+    );
+
+    // Forty-eight wrong logins at once on one account: past the free failures the throttle
+    // answers 429 without hashing, and the status stays quick.
+    let burst: Vec<(String, String)> = (0..48)
+        .map(|_| ("aicha".to_string(), "wrong-password-1".to_string()))
+        .collect();
+    let (answers, burst_took, burst_slowest) = flood(&hub, &burst);
+    let wrong = answers.iter().filter(|a| a.status == 401).count();
+    let throttled = answers.iter().filter(|a| a.status == 429).count();
+    eprintln!(
+        "48 parallel logins on one account in {burst_took:?}: {wrong} checked, {throttled} throttled; status {burst_slowest:?} at worst"
+    );
+    assert_eq!(wrong + throttled, 48, "{answers:?}");
+    assert!(
+        (FREE_FAILURES..=FREE_FAILURES + 4).contains(&wrong),
+        "{wrong} passwords checked"
+    );
+    assert!(
+        answers
+            .iter()
+            .filter(|a| a.status == 429)
+            .all(|a| a.retry_after.is_some_and(|s| s >= 1)),
+        "{answers:?}"
+    );
+    assert!(
+        burst_slowest < Duration::from_secs(1),
+        "status took {burst_slowest:?} during the burst"
+    );
+
+    // The right password works once the wait is over (and not before: it is a real lockout).
+    let started = Instant::now();
+    let session = loop {
+        let answer = try_login(&base, "aicha", "aicha-password-1");
+        match (answer.status, answer.retry_after) {
+            (303, _) => break answer.session.unwrap(),
+            (429, Some(wait)) => {
+                assert!(
+                    wait <= 16,
+                    "the wait stays short after a few failures: {wait} s"
+                );
+                std::thread::sleep(Duration::from_secs(wait) + Duration::from_millis(100));
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "still locked out"
+        );
+    };
+    assert_eq!(get_with(&base, &session, "/cases").0, 200);
 }
 
 #[test]
@@ -280,11 +535,7 @@ fn forged_requests_are_refused() {
     let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
     let base = format!("http://{}", hub.api);
     let (session, csrf) = http_session(&base, "aicha", "aicha-password-1");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .build()
-        .into();
+    let agent = agent();
     let form = |token: &str| {
         vec![
             ("csrf", token.to_string()),

@@ -12,7 +12,7 @@ use crate::cli::{BundleCmd, CaseCmd, ReferralCmd};
 use crate::client::{self, absolute};
 use crate::datadir::{DataDir, Passphrases};
 use crate::rpc::Request;
-use crate::table;
+use crate::table::{self, say};
 
 /// Largest CASE.json accepted, in bytes.
 pub const CASE_FILE_MAX_BYTES: usize = 256 * 1024;
@@ -86,7 +86,7 @@ pub fn case(cmd: CaseCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Resu
                     data: Box::new(data),
                 },
             )?;
-            println!("{}", s(&out, "case"));
+            say!("{}", s(&out, "case"));
             Ok(())
         }
         CaseCmd::List { search, json } => {
@@ -114,7 +114,7 @@ pub fn case(cmd: CaseCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Resu
                 })
                 .collect();
             if rows.is_empty() {
-                println!("No case this node can read.");
+                say!("No case this node can read.");
             } else {
                 print!(
                     "{}",
@@ -156,7 +156,7 @@ pub fn case(cmd: CaseCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Resu
                     note,
                 },
             )?;
-            println!("Note recorded ({}).", short(&s(&out, "event")));
+            say!("Note recorded ({}).", short(&s(&out, "event")));
             Ok(())
         }
         CaseCmd::Transfer { id, to, note } => {
@@ -171,7 +171,7 @@ pub fn case(cmd: CaseCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Resu
                     note,
                 },
             )?;
-            println!(
+            say!(
                 "Case management transferred to {}.",
                 Names::load(dir).org(&to)
             );
@@ -196,7 +196,7 @@ pub fn case(cmd: CaseCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Resu
                     note,
                 },
             )?;
-            println!(
+            say!(
                 "Status determination recorded: {case_type} {}.",
                 if not_confirmed {
                     "not confirmed"
@@ -228,7 +228,7 @@ fn case_action(
             note,
         },
     )?;
-    println!(
+    say!(
         "Case {}.",
         if action == "close" {
             "closed"
@@ -242,20 +242,20 @@ fn case_action(
 fn print_case(c: &Value, names: &Names) {
     let data = &c["data"];
     let person = &data["person"];
-    println!("Case {}  ({})", s(c, "id"), s(c, "status"));
-    println!(
+    say!("Case {}  ({})", s(c, "id"), s(c, "status"));
+    say!(
         "  opened      {} by {}",
         date(c, "opened_at"),
         names.org(&s(c, "opened_by"))
     );
-    println!("  manager     {}", names.org(&s(c, "manager")));
-    println!(
+    say!("  manager     {}", names.org(&s(c, "manager")));
+    say!(
         "  type        {}   site {}",
         s(data, "case_type"),
         s(data, "site")
     );
     let name = [s(person, "first_name"), s(person, "last_name")].join(" ");
-    println!("  person      {}", name.trim());
+    say!("  person      {}", name.trim());
     for (label, key) in [
         ("age", "age"),
         ("sex", "sex"),
@@ -268,12 +268,12 @@ fn print_case(c: &Value, names: &Names) {
     ] {
         let v = s(person, key);
         if !v.is_empty() {
-            println!("  {label:<11} {v}");
+            say!("  {label:<11} {v}");
         }
     }
     if let Some(langs) = person["languages"].as_array().filter(|l| !l.is_empty()) {
         let langs: Vec<_> = langs.iter().filter_map(Value::as_str).collect();
-        println!("  languages   {}", langs.join(", "));
+        say!("  languages   {}", langs.join(", "));
     }
     let needs: Vec<_> = data["needs"]
         .as_array()
@@ -282,9 +282,9 @@ fn print_case(c: &Value, names: &Names) {
         .filter_map(Value::as_str)
         .map(|n| names.category(n))
         .collect();
-    println!("  needs       {}", needs.join(", "));
+    say!("  needs       {}", needs.join(", "));
     let consent = &data["consent"];
-    println!(
+    say!(
         "  consent     {} (explained by {}, {})",
         if consent["given"].as_bool() == Some(true) {
             "given"
@@ -302,13 +302,13 @@ fn print_case(c: &Value, names: &Names) {
         .map(|o| names.org(o))
         .collect();
     if !dets.is_empty() {
-        println!("  determined  by {}", dets.join(", "));
+        say!("  determined  by {}", dets.join(", "));
     }
-    println!();
-    println!("Timeline:");
+    say!();
+    say!("Timeline:");
     for t in c["timeline"].as_array().into_iter().flatten() {
         let invalid = s(t, "invalid");
-        println!(
+        say!(
             "  {}  {:<28} {:<10} {}{}",
             date(t, "at"),
             s(t, "kind"),
@@ -323,7 +323,7 @@ fn print_case(c: &Value, names: &Names) {
     }
     let referrals = c["referrals"].as_array().cloned().unwrap_or_default();
     if !referrals.is_empty() {
-        println!();
+        say!();
         print_referrals(&referrals, names);
     }
 }
@@ -399,7 +399,7 @@ pub fn referral(cmd: ReferralCmd, dir: &DataDir, pass: &Passphrases, user: &str)
                     emergency_override,
                 },
             )?;
-            println!("{}", s(&out, "referral"));
+            say!("{}", s(&out, "referral"));
             return Ok(());
         }
         ReferralCmd::List {
@@ -427,7 +427,7 @@ pub fn referral(cmd: ReferralCmd, dir: &DataDir, pass: &Passphrases, user: &str)
             } else {
                 let list = out.as_array().cloned().unwrap_or_default();
                 if list.is_empty() {
-                    println!("No referral.");
+                    say!("No referral.");
                 } else {
                     print_referrals(&list, &Names::load(dir));
                 }
@@ -442,13 +442,13 @@ pub fn referral(cmd: ReferralCmd, dir: &DataDir, pass: &Passphrases, user: &str)
                 let names = Names::load(dir);
                 print_referrals(std::slice::from_ref(&out), &names);
                 if out["readable"].as_bool() == Some(true) {
-                    println!();
+                    say!();
                     for (k, v) in out["shared"].as_object().into_iter().flatten() {
-                        println!("  {k:<14} {}", v.as_str().unwrap_or_default());
+                        say!("  {k:<14} {}", v.as_str().unwrap_or_default());
                     }
-                    println!("  note           {}", s(&out, "note"));
+                    say!("  note           {}", s(&out, "note"));
                 } else {
-                    println!("(This node holds only the referral's ciphertext.)");
+                    say!("(This node holds only the referral's ciphertext.)");
                 }
             }
             return Ok(());
@@ -460,7 +460,7 @@ pub fn referral(cmd: ReferralCmd, dir: &DataDir, pass: &Passphrases, user: &str)
         ReferralCmd::Withdraw { id, note } => step(id, "withdraw", None, note, None),
     };
     let out = client::call(dir, pass, user, request)?;
-    println!("Referral now {}.", s(&out, "status"));
+    say!("Referral now {}.", s(&out, "status"));
     Ok(())
 }
 
@@ -483,7 +483,7 @@ pub fn audit(
         .map(|e| vec![date(e, "at"), s(e, "user"), s(e, "action"), s(e, "subject")])
         .collect();
     if rows.is_empty() {
-        println!("The audit log is empty.");
+        say!("The audit log is empty.");
     } else {
         print!(
             "{}",
@@ -499,7 +499,7 @@ pub fn backup(dir: &DataDir, pass: &Passphrases, user: &str, out: &Path) -> Resu
         bail!("{} already exists: refusing to overwrite it", out.display());
     }
     let result = client::call(dir, pass, user, Request::Backup { out: out.clone() })?;
-    println!(
+    say!(
         "Backup written to {} ({} events). Keep it with the node's key file (node.key); a restored node stays read-only until it has synced with a peer.",
         out.display(),
         s(&result, "events")
@@ -541,7 +541,7 @@ pub fn restore(dir: &DataDir, file: &Path, accept_risk: bool) -> Result<()> {
     }
     std::fs::rename(&tmp, &store_path)
         .with_context(|| format!("cannot write {}", store_path.display()))?;
-    println!(
+    say!(
         "Restored node {} (configuration version {version}).{}",
         public.id,
         if accept_risk {
@@ -558,7 +558,7 @@ pub fn bundle(cmd: BundleCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> 
         BundleCmd::Export { out, for_node } => {
             let out = absolute(&out)?;
             let result = client::call(dir, pass, user, Request::BundleExport { out, for_node })?;
-            println!(
+            say!(
                 "Bundle written to {}: {} events and {} configuration version(s), for {}{}.",
                 s(&result, "out"),
                 s(&result, "events"),
@@ -574,7 +574,7 @@ pub fn bundle(cmd: BundleCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> 
         BundleCmd::Import { file } => {
             let path = absolute(&file)?;
             let r = client::call(dir, pass, user, Request::BundleImport { path })?;
-            println!(
+            say!(
                 "Imported a bundle from {}: {} events, {} new, {} already here, {} held back (waiting for earlier events or a newer configuration), {} new configuration version(s).",
                 s(&r, "from_node"),
                 s(&r, "events"),
@@ -584,7 +584,7 @@ pub fn bundle(cmd: BundleCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> 
                 s(&r, "config_versions")
             );
             for refused in r["refused"].as_array().into_iter().flatten() {
-                println!("Refused {}: {}", s(refused, "count"), s(refused, "reason"));
+                say!("Refused {}: {}", s(refused, "count"), s(refused, "reason"));
             }
         }
     }

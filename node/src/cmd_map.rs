@@ -16,7 +16,7 @@ use crate::client;
 use crate::datadir::{DataDir, Passphrases};
 use crate::fsutil;
 use crate::rpc::Request;
-use crate::table;
+use crate::table::{self, say};
 
 fn s(v: &Value) -> String {
     match v {
@@ -57,12 +57,12 @@ pub fn run(cmd: MapCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Result
             )
             .with_context(|| profile.display().to_string())?;
             if out["event"].is_null() {
-                println!(
+                say!(
                     "The profile of `{}` already says exactly this: nothing changed.",
                     parsed.org
                 );
             } else {
-                println!(
+                say!(
                     "Profile of `{}` updated: {} services ({}).",
                     parsed.org,
                     parsed.services.len(),
@@ -86,7 +86,7 @@ pub fn run(cmd: MapCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Result
                     verify: true,
                 },
             )?;
-            println!(
+            say!(
                 "{service} of `{}` is now {capacity} (and marked verified today).",
                 s(&out["org"])
             );
@@ -103,11 +103,11 @@ pub fn run(cmd: MapCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Result
                     verify: true,
                 },
             )?;
-            println!("{service} of `{}` marked verified today.", s(&out["org"]));
+            say!("{service} of `{}` marked verified today.", s(&out["org"]));
         }
         MapCmd::Snapshot { org } => {
             let out = client::call(dir, pass, user, Request::MapSnapshot { org })?;
-            println!("Snapshot of `{}` published.", s(&out["org"]));
+            say!("Snapshot of `{}` published.", s(&out["org"]));
         }
         MapCmd::Search {
             category,
@@ -169,7 +169,7 @@ pub fn run(cmd: MapCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Result
                 })
                 .collect();
             if rows.is_empty() {
-                println!("No service matches.");
+                say!("No service matches.");
             } else {
                 print!(
                     "{}",
@@ -201,10 +201,10 @@ pub fn run(cmd: MapCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Result
                 return Ok(());
             }
             for p in selected {
-                println!("{} — {} services", m.org_name(&p.org), p.services.len());
-                println!("  {}", p.description.en);
+                say!("{} — {} services", m.org_name(&p.org), p.services.len());
+                say!("  {}", p.description.en);
                 for fp in &p.focal_points {
-                    println!(
+                    say!(
                         "  focal point: {} {} {}",
                         fp.name,
                         fp.phone.clone().unwrap_or_default(),
@@ -229,7 +229,7 @@ pub fn run(cmd: MapCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Result
                 OffsetDateTime::now_utc(),
             )?;
             fsutil::write_atomic(&out, html.as_bytes(), false)?;
-            println!(
+            say!(
                 "Poster written to {} (open it in a browser and print).",
                 out.display()
             );
@@ -267,7 +267,7 @@ pub fn run(cmd: MapCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Result
                 })
                 .collect();
             if rows.is_empty() {
-                println!("Every service category has an available provider at every site.");
+                say!("Every service category has an available provider at every site.");
             } else {
                 print!(
                     "{}",
@@ -295,7 +295,7 @@ pub fn export_hsds(m: &Mechanism, profiles: &BTreeMap<String, Profile>, out: &Pa
             false,
         )?;
     }
-    println!(
+    say!(
         "Open Referral (HSDS) export written to {}: {}.",
         out.display(),
         tables

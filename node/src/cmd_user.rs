@@ -8,7 +8,7 @@ use crate::cli::UserCmd;
 use crate::client;
 use crate::datadir::{self, DataDir, Passphrases};
 use crate::rpc::Request;
-use crate::table;
+use crate::table::{self, say};
 
 /// A generated password: 16 characters from an alphabet without look-alikes.
 pub fn generate_password() -> String {
@@ -52,7 +52,7 @@ pub fn run(cmd: UserCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Resul
         }
         UserCmd::Remove { name } => {
             client::call(dir, pass, user, Request::UserRemove { name: name.clone() })?;
-            println!("Account `{name}` removed.");
+            say!("Account `{name}` removed.");
         }
         UserCmd::List { json } => {
             let out = client::call(dir, pass, user, Request::UserList)?;

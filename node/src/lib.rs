@@ -9,6 +9,7 @@ mod bench_report;
 mod cli;
 mod client;
 mod cmd_case;
+mod cmd_fuzz;
 mod cmd_map;
 mod cmd_mechanism;
 mod cmd_node;

@@ -188,16 +188,46 @@ pub struct NetworkView {
     /// Bytes the sync protocol sent and received since the daemon started.
     pub sync_bytes_sent: u64,
     pub sync_bytes_received: u64,
+    /// Sync rounds this node opened that were cut short by a bound (a peer that would not stop
+    /// sending), since the daemon started.
+    #[serde(default)]
+    pub rounds_cut_short: u64,
+    /// Requests from peers refused because the peer was over its rate, since the start.
+    #[serde(default)]
+    pub requests_rate_limited: u64,
 }
 
 /// A peer as `status` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PeerView {
     pub node_id: String,
     pub org: String,
     pub label: String,
+    /// At least one connection is open. Whether it still carries anything is `state`.
     pub connected: bool,
+    /// When the peer was last heard from (a ping answered, a sync message), RFC 3339.
     pub last_seen: Option<String>,
+    /// `connected`, `silent` (connected, but nothing heard for a while: the link may be
+    /// down and the connection not yet declared dead) or `not connected`.
+    #[serde(default)]
+    pub state: String,
+    /// Open connections to the peer.
+    #[serde(default)]
+    pub connections: u32,
+    /// The last ping round trip, in milliseconds.
+    #[serde(default)]
+    pub rtt_ms: Option<f64>,
+    /// The digest of the peer's version vector as it last told it (hex), and when.
+    #[serde(default)]
+    pub digest: Option<String>,
+    #[serde(default)]
+    pub digest_at: Option<String>,
+    /// Seconds since the peer was last heard from (filled in by `status`).
+    #[serde(default)]
+    pub heard_secs_ago: Option<u64>,
+    /// Whether the peer's last known digest equals this node's (filled in by `status`).
+    #[serde(default)]
+    pub in_sync: Option<bool>,
     /// Events this node holds that the peer lacked at the last round.
     pub they_lack: Option<u64>,
     /// Events the peer held that this node lacked at the last round.
@@ -684,8 +714,15 @@ fn status(engine: &Engine, ctx: &Context, now: OffsetDateTime) -> Result<Value> 
         })
         .collect();
     let ours = engine.version_vector()?;
+    let digest = ours.digest().to_hex();
     let mut network = ctx.network.clone();
     for peer in &mut network.peers {
+        peer.heard_secs_ago = peer
+            .last_seen
+            .as_deref()
+            .and_then(time_fmt::parse_rfc3339)
+            .map(|t| u64::try_from((now - t).whole_seconds()).unwrap_or(0));
+        peer.in_sync = peer.digest.as_ref().map(|d| *d == digest);
         let Ok(node) = peer.node_id.parse::<NodeId>() else {
             continue;
         };
@@ -722,8 +759,36 @@ fn status(engine: &Engine, ctx: &Context, now: OffsetDateTime) -> Result<Value> 
         "waiting_for_dependencies": counts.waiting,
         "unreadable_yet": counts.unread,
         "equivocations": equivocations,
+        "sync": sync_view(&ours),
         "network": network,
     }))
+}
+
+/// Most version-vector entries `status` lists (the digest covers all of them).
+pub const STATUS_VECTOR_ENTRIES_MAX: usize = 256;
+
+/// This node's replica at a glance: two nodes whose digests are equal hold the same logs, so an
+/// operator (or a test) compares digests to see convergence.
+fn sync_view(ours: &VersionVector) -> Value {
+    let events: u64 = ours.entries.values().map(|(seq, _)| *seq).sum();
+    let vector: Vec<Value> = ours
+        .entries
+        .iter()
+        .take(STATUS_VECTOR_ENTRIES_MAX)
+        .map(|(author, (seq, head))| {
+            let node = passerelle_core::keys::PublicKey::from_bytes(author)
+                .map(|k| k.node_id().to_string())
+                .unwrap_or_default();
+            json!({"node": node, "seq": seq, "head": head.to_hex()})
+        })
+        .collect();
+    json!({
+        "digest": ours.digest().to_hex(),
+        "authors": ours.entries.len(),
+        "events_in_logs": events,
+        "vector": vector,
+        "vector_truncated": ours.entries.len() > STATUS_VECTOR_ENTRIES_MAX,
+    })
 }
 
 fn progress_bar(show: bool, what: &str) -> indicatif::ProgressBar {

@@ -74,6 +74,15 @@ pub fn print(public: &NodePublic, st: &Value) {
             e["seq"]
         );
     }
+    let sync = &st["sync"];
+    if let Some(digest) = sync["digest"].as_str() {
+        println!(
+            "Sync digest   {} ({} authors, {} events in their logs): nodes showing the same digest hold the same logs",
+            digest.chars().take(16).collect::<String>(),
+            sync["authors"],
+            sync["events_in_logs"]
+        );
+    }
     let network = &st["network"];
     if network["running"].as_bool() != Some(true) {
         println!("Network       the daemon is not running (`passerelle run`).");
@@ -85,6 +94,13 @@ pub fn print(public: &NodePublic, st: &Value) {
     if let Some(api) = network["api"].as_str() {
         println!("Web UI / API  http://{api}/");
     }
+    let cut = network["rounds_cut_short"].as_u64().unwrap_or(0);
+    let limited = network["requests_rate_limited"].as_u64().unwrap_or(0);
+    if cut + limited > 0 {
+        println!(
+            "Bounds        {cut} sync rounds cut short, {limited} peer requests over their rate refused (see the log)"
+        );
+    }
     let rows: Vec<Vec<String>> = network["peers"]
         .as_array()
         .into_iter()
@@ -93,12 +109,17 @@ pub fn print(public: &NodePublic, st: &Value) {
             vec![
                 s(&p["label"]),
                 s(&p["org"]),
-                if p["connected"].as_bool() == Some(true) {
-                    "connected".into()
-                } else {
-                    "not connected".into()
+                state(p),
+                heard(p),
+                p["rtt_ms"]
+                    .as_f64()
+                    .map(|ms| format!("{ms:.0} ms"))
+                    .unwrap_or_default(),
+                match p["in_sync"].as_bool() {
+                    Some(true) => "yes".into(),
+                    Some(false) => "no".into(),
+                    None => "unknown".into(),
                 },
-                readable(&p["last_seen"]),
                 s(&p["they_lack"]),
                 s(&p["we_lack"]),
             ]
@@ -111,9 +132,44 @@ pub fn print(public: &NodePublic, st: &Value) {
         print!(
             "{}",
             table::render(
-                &["PEER", "ORG", "STATE", "LAST SEEN", "TO SEND", "TO RECEIVE"],
+                &[
+                    "PEER",
+                    "ORG",
+                    "STATE",
+                    "LAST HEARD",
+                    "RTT",
+                    "SAME DIGEST",
+                    "TO SEND",
+                    "TO RECEIVE"
+                ],
                 &rows
             )
         );
+    }
+}
+
+/// The peer's state, honestly: a connection that carried nothing for a while is `silent`,
+/// not `connected`.
+fn state(p: &Value) -> String {
+    match p["state"].as_str() {
+        Some(st) if !st.is_empty() => {
+            let n = p["connections"].as_u64().unwrap_or(0);
+            if n > 1 {
+                format!("{st} ({n} connections)")
+            } else {
+                st.to_string()
+            }
+        }
+        _ if p["connected"].as_bool() == Some(true) => "connected".into(),
+        _ => "not connected".into(),
+    }
+}
+
+/// When the peer was last heard from: "4 s ago" for recent ones, the date otherwise.
+fn heard(p: &Value) -> String {
+    match p["heard_secs_ago"].as_u64() {
+        Some(secs) if secs < 120 => format!("{secs} s ago"),
+        Some(secs) if secs < 7200 => format!("{} min ago", secs / 60),
+        _ => readable(&p["last_seen"]),
     }
 }

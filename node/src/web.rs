@@ -6,15 +6,17 @@
 //! personal data goes through `rpc::dispatch`, which writes the audit log with the user.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use askama::Template;
-use axum::Router;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use passerelle_core::store::UserRole;
 use rand::RngCore;
 use serde::Deserialize;
@@ -26,16 +28,214 @@ use crate::rpc::{self, NetworkView, Request};
 
 /// How long a session lasts without being used.
 pub const SESSION_IDLE: Duration = Duration::from_secs(8 * 3600);
+/// How long a session lasts at most, however busy: a working day and a half, so a session
+/// left open on a shared computer does not live for ever.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Most sessions held at once (the oldest go first).
 pub const SESSIONS_MAX: usize = 1_000;
 const LANG_COOKIE: &str = "passerelle_lang";
+
+/// Failed logins to one account before each further failure makes it wait.
+pub const LOGIN_FREE_FAILURES_PER_ACCOUNT: u32 = 5;
+/// Failed logins from one client address before each further failure makes it wait. Higher
+/// than per account: the UI listens on loopback, so every person at this computer shares it.
+pub const LOGIN_FREE_FAILURES_PER_ADDRESS: u32 = 50;
+/// The wait after the first failure beyond the free ones; it doubles with each further one.
+pub const LOGIN_DELAY_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait imposed on an account.
+pub const LOGIN_DELAY_MAX_PER_ACCOUNT: Duration = Duration::from_secs(15 * 60);
+/// Longest wait imposed on a client address (short: it locks out everyone at this computer).
+pub const LOGIN_DELAY_MAX_PER_ADDRESS: Duration = Duration::from_secs(60);
+/// Failures older than this are forgotten (longer than either longest wait).
+pub const LOGIN_FAILURES_FORGOTTEN_AFTER: Duration = Duration::from_secs(3600);
+/// Most accounts and addresses whose failures are counted at once.
+pub const LOGIN_THROTTLE_ENTRIES_MAX: usize = 10_000;
+/// Password verifications (Argon2id, tens of milliseconds of one core each) run at once, on
+/// blocking threads: one core stays free for the engine and other pages.
+pub const LOGIN_VERIFICATIONS_CONCURRENT_MAX: usize = 1;
+/// Logins waiting for a verification slot before more are told to come back later.
+pub const LOGIN_WAITING_MAX: usize = 32;
 
 #[derive(Debug, Clone)]
 struct Session {
     user: String,
     role: UserRole,
+    /// The account's credential stamp when the session began: a removal, a new role or a new
+    /// password changes it, and the session ends.
+    stamp: u64,
     csrf: String,
+    started: Instant,
     last_used: Instant,
+}
+
+impl Session {
+    /// Whether neither the idle timeout nor the absolute lifetime has passed.
+    fn live(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.last_used) <= SESSION_IDLE
+            && now.saturating_duration_since(self.started) <= SESSION_LIFETIME
+    }
+}
+
+/// What failed logins are counted against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ThrottleKey {
+    /// The account name typed (cut to the longest name an account may have).
+    Account(String),
+    /// The client's address.
+    Address(IpAddr),
+}
+
+impl ThrottleKey {
+    fn account(name: &str) -> Self {
+        let mut end = name.len().min(passerelle_core::store::USER_NAME_MAX_BYTES);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        ThrottleKey::Account(name[..end].to_string())
+    }
+
+    /// (failures allowed before waits begin, longest wait)
+    fn policy(&self) -> (u32, Duration) {
+        match self {
+            ThrottleKey::Account(_) => {
+                (LOGIN_FREE_FAILURES_PER_ACCOUNT, LOGIN_DELAY_MAX_PER_ACCOUNT)
+            }
+            ThrottleKey::Address(_) => {
+                (LOGIN_FREE_FAILURES_PER_ADDRESS, LOGIN_DELAY_MAX_PER_ADDRESS)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+    /// No login on this key is checked before then.
+    blocked_until: Option<Instant>,
+}
+
+/// Failed logins per account and per client address, bounded: past the free failures each
+/// failure doubles the wait before the next attempt is even checked.
+#[derive(Debug, Default)]
+struct LoginThrottle {
+    entries: HashMap<ThrottleKey, Failures>,
+}
+
+impl LoginThrottle {
+    /// How long a login on these keys must still wait, if it must.
+    fn wait(&self, keys: &[ThrottleKey], now: Instant) -> Option<Duration> {
+        keys.iter()
+            .filter_map(|k| self.entries.get(k)?.blocked_until)
+            .filter(|until| *until > now)
+            .map(|until| until - now)
+            .max()
+    }
+
+    fn failed(&mut self, keys: &[ThrottleKey], now: Instant) {
+        for key in keys {
+            if !self.entries.contains_key(key) && self.entries.len() >= LOGIN_THROTTLE_ENTRIES_MAX {
+                self.make_room(now);
+            }
+            let (free, max) = key.policy();
+            let entry = self.entries.entry(key.clone()).or_insert(Failures {
+                count: 0,
+                last: now,
+                blocked_until: None,
+            });
+            if now.saturating_duration_since(entry.last) > LOGIN_FAILURES_FORGOTTEN_AFTER {
+                entry.count = 0;
+            }
+            entry.count = entry.count.saturating_add(1);
+            entry.last = now;
+            if entry.count > free {
+                let doublings = (entry.count - free - 1).min(20);
+                let delay = LOGIN_DELAY_FIRST.saturating_mul(1u32 << doublings).min(max);
+                entry.blocked_until = Some(now + delay);
+            }
+        }
+    }
+
+    /// A right password: the account's failures are forgotten (the address's are not, or one
+    /// account of the attacker's own would reset the count of its guesses at others).
+    fn succeeded(&mut self, account: &ThrottleKey) {
+        self.entries.remove(account);
+    }
+
+    /// Forgets what has expired, or else the entry whose last failure is oldest.
+    fn make_room(&mut self, now: Instant) {
+        self.entries
+            .retain(|_, f| now.saturating_duration_since(f.last) <= LOGIN_FAILURES_FORGOTTEN_AFTER);
+        if self.entries.len() >= LOGIN_THROTTLE_ENTRIES_MAX
+            && let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, f)| f.last)
+                .map(|(k, _)| k.clone())
+        {
+            self.entries.remove(&oldest);
+        }
+    }
+}
+
+/// What every login shares: the throttle, the bound on verifications running at once, and the
+/// number of logins waiting for one.
+#[derive(Debug)]
+struct LoginGate {
+    throttle: Mutex<LoginThrottle>,
+    verifiers: Arc<tokio::sync::Semaphore>,
+    waiting: AtomicUsize,
+}
+
+impl Default for LoginGate {
+    fn default() -> Self {
+        Self {
+            throttle: Mutex::default(),
+            verifiers: Arc::new(tokio::sync::Semaphore::new(
+                LOGIN_VERIFICATIONS_CONCURRENT_MAX,
+            )),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl LoginGate {
+    fn wait(&self, keys: &[ThrottleKey]) -> Option<Duration> {
+        self.throttle
+            .lock()
+            .ok()
+            .and_then(|t| t.wait(keys, Instant::now()))
+    }
+
+    fn failed(&self, keys: &[ThrottleKey]) {
+        if let Ok(mut t) = self.throttle.lock() {
+            t.failed(keys, Instant::now());
+        }
+    }
+
+    fn succeeded(&self, account: &ThrottleKey) {
+        if let Ok(mut t) = self.throttle.lock() {
+            t.succeeded(account);
+        }
+    }
+}
+
+/// Counts a login among those waiting for a verification slot while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    /// `None` when too many already wait.
+    fn enter(counter: &'a AtomicUsize) -> Option<Self> {
+        let before = counter.fetch_add(1, Ordering::SeqCst);
+        let guard = Waiting(counter);
+        (before < LOGIN_WAITING_MAX).then_some(guard)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The web UI's shared state.
@@ -44,6 +244,7 @@ pub struct WebState {
     pub engine: EngineHandle,
     pub network: Arc<Mutex<NetworkView>>,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
+    login: Arc<LoginGate>,
     org: Arc<String>,
     /// Cookie names carry the port: browsers share cookies across the ports of one host, and
     /// several nodes may run on one machine.
@@ -62,6 +263,7 @@ impl WebState {
             engine,
             network,
             sessions: Arc::default(),
+            login: Arc::default(),
             org: Arc::new(org),
             session_cookie: Arc::new(format!("passerelle_session_{port}")),
             login_cookie: Arc::new(format!("passerelle_login_{port}")),
@@ -206,16 +408,39 @@ pub fn router(state: WebState) -> Router {
 }
 
 impl WebState {
-    fn session(&self, headers: &HeaderMap) -> Option<Session> {
+    /// The request's session, if it is live and its account is still what it was when the
+    /// session began: asked of the store on every request, so removing an account, giving it
+    /// another role or a new password (`passerelle user …`, through the daemon) ends its
+    /// sessions at once.
+    async fn session(&self, headers: &HeaderMap) -> Option<Session> {
         let id = cookie(headers, &self.session_cookie)?;
-        let mut sessions = self.sessions.lock().ok()?;
-        let session = sessions.get_mut(&id)?;
-        if session.last_used.elapsed() > SESSION_IDLE {
-            sessions.remove(&id);
-            return None;
+        let now = Instant::now();
+        let session = {
+            let mut sessions = self.sessions.lock().ok()?;
+            let session = sessions.get_mut(&id)?;
+            if !session.live(now) {
+                sessions.remove(&id);
+                return None;
+            }
+            session.last_used = now;
+            session.clone()
+        };
+        let name = session.user.clone();
+        match self.engine.call(move |e| e.store().user(&name)).await {
+            Ok(Ok(Some(account)))
+                if account.role == session.role && account.stamp == session.stamp =>
+            {
+                Some(session)
+            }
+            Ok(Ok(_)) => {
+                if let Ok(mut sessions) = self.sessions.lock() {
+                    sessions.remove(&id);
+                }
+                None
+            }
+            // The engine did not answer: refuse this request, keep the session for the next.
+            Ok(Err(_)) | Err(_) => None,
         }
-        session.last_used = Instant::now();
-        Some(session.clone())
     }
 
     /// Runs a request as the session's user.
@@ -249,7 +474,7 @@ impl WebState {
 /// The session, or a redirect to the login page.
 macro_rules! session_or_login {
     ($state:expr, $headers:expr) => {
-        match $state.session(&$headers) {
+        match $state.session(&$headers).await {
             Some(s) => s,
             None => return Redirect::to("/login").into_response(),
         }
@@ -291,16 +516,24 @@ async fn home(State(state): State<WebState>, headers: HeaderMap) -> Response {
 struct LoginPage {
     page: PageCtx,
     nonce: String,
-    failed: bool,
+    /// Why the last attempt did not log in (empty on a fresh form).
+    error: String,
 }
 
-async fn login_form(State(state): State<WebState>, headers: HeaderMap) -> Response {
+/// The login form with a fresh double-submit nonce, its cookie, and `error` shown above it.
+fn login_page(
+    state: &WebState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    error: String,
+) -> Response {
     let nonce = random_token();
     let mut r = render(LoginPage {
-        page: page(&headers, None, &state.org, "login-title"),
+        page: page(headers, None, &state.org, "login-title"),
         nonce: nonce.clone(),
-        failed: false,
+        error,
     });
+    *r.status_mut() = status;
     if let Ok(v) = HeaderValue::from_str(&format!(
         "{}={nonce}; HttpOnly; SameSite=Strict; Path=/login",
         state.login_cookie
@@ -310,6 +543,24 @@ async fn login_form(State(state): State<WebState>, headers: HeaderMap) -> Respon
     r
 }
 
+/// A login refused by the throttle, before any password work: 429 with when to come back.
+fn throttled(state: &WebState, headers: &HeaderMap, wait: Duration) -> Response {
+    // Whole seconds, rounded up, at least one: Retry-After has no fractions.
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let seconds = seconds.max(1).to_string();
+    let lang = lang_of(headers);
+    let error = i18n::t(lang, "login-throttled", &[("seconds", &seconds)]);
+    let mut r = login_page(state, headers, StatusCode::TOO_MANY_REQUESTS, error);
+    if let Ok(v) = HeaderValue::from_str(&seconds) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+async fn login_form(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    login_page(&state, &headers, StatusCode::OK, String::new())
+}
+
 #[derive(Deserialize)]
 struct LoginForm {
     user: String,
@@ -317,9 +568,13 @@ struct LoginForm {
     csrf: String,
 }
 
+/// Checks a login without holding up the engine: the throttle first (no work for a blocked
+/// account or address), then a quick engine call for the stored hash, then Argon2id on a
+/// blocking thread, a bounded number at a time.
 async fn login(
     State(state): State<WebState>,
     headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Form(form): Form<LoginForm>,
 ) -> Response {
     // Login CSRF: the form's nonce must match the cookie set with the form (double submit).
@@ -329,29 +584,54 @@ async fn login(
         let m = p.t("csrf-refused");
         return message(StatusCode::FORBIDDEN, p, m);
     }
-    let (user, password) = (form.user.clone(), form.password.clone());
-    let checked = state
-        .engine
-        .call(move |e| e.store().check_password(&user, &password))
-        .await;
-    let Ok(Ok(Some(account))) = checked else {
-        let nonce = random_token();
-        let mut r = render(LoginPage {
-            page: page(&headers, None, &state.org, "login-title"),
-            nonce: nonce.clone(),
-            failed: true,
-        });
-        *r.status_mut() = StatusCode::UNAUTHORIZED;
-        if let Ok(v) = HeaderValue::from_str(&format!(
-            "{}={nonce}; HttpOnly; SameSite=Strict; Path=/login",
-            state.login_cookie
-        )) {
-            r.headers_mut().append(header::SET_COOKIE, v);
+    let mut keys = vec![ThrottleKey::account(&form.user)];
+    if let Some(Extension(ConnectInfo(addr))) = peer {
+        keys.push(ThrottleKey::Address(addr.ip()));
+    }
+    if let Some(wait) = state.login.wait(&keys) {
+        return throttled(&state, &headers, wait);
+    }
+    let permit = {
+        let Some(_waiting) = Waiting::enter(&state.login.waiting) else {
+            return throttled(&state, &headers, LOGIN_DELAY_FIRST);
+        };
+        match state.login.verifiers.clone().acquire_owned().await {
+            Ok(permit) => permit,
+            Err(_) => return unavailable(&state, &headers),
         }
-        return r;
     };
+    // Failures recorded while this login waited for its turn count against it too: a burst
+    // of parallel guesses is cut off as soon as the free ones are spent.
+    if let Some(wait) = state.login.wait(&keys) {
+        return throttled(&state, &headers, wait);
+    }
+    let name = form.user.clone();
+    let account = match state.engine.call(move |e| e.store().user(&name)).await {
+        Ok(Ok(account)) => account,
+        Ok(Err(_)) | Err(_) => return unavailable(&state, &headers),
+    };
+    let password = form.password;
+    let verified = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        passerelle_core::store::verify_password(account.as_ref(), &password)
+            .then_some(account)
+            .flatten()
+    })
+    .await;
+    let account = match verified {
+        Ok(Some(account)) => account,
+        Ok(None) => {
+            state.login.failed(&keys);
+            let error = i18n::t(lang_of(&headers), "login-failed", &[]);
+            return login_page(&state, &headers, StatusCode::UNAUTHORIZED, error);
+        }
+        Err(_) => return unavailable(&state, &headers),
+    };
+    state.login.succeeded(&keys[0]);
     let id = random_token();
+    let now = Instant::now();
     if let Ok(mut sessions) = state.sessions.lock() {
+        sessions.retain(|_, s| s.live(now));
         if sessions.len() >= SESSIONS_MAX
             && let Some(oldest) = sessions
                 .iter()
@@ -365,8 +645,10 @@ async fn login(
             Session {
                 user: account.name.clone(),
                 role: account.role,
+                stamp: account.stamp,
                 csrf: random_token(),
-                last_used: Instant::now(),
+                started: now,
+                last_used: now,
             },
         );
     }
@@ -378,6 +660,12 @@ async fn login(
         r.headers_mut().append(header::SET_COOKIE, v);
     }
     r
+}
+
+/// The engine could not be asked (shutting down, or stopped): 503, and no failure counted.
+fn unavailable(state: &WebState, headers: &HeaderMap) -> Response {
+    let error = i18n::t(lang_of(headers), "login-unavailable", &[]);
+    login_page(state, headers, StatusCode::SERVICE_UNAVAILABLE, error)
 }
 
 #[derive(Deserialize)]
@@ -399,12 +687,13 @@ async fn logout(
         sessions.remove(&id);
     }
     let mut r = Redirect::to("/login").into_response();
-    r.headers_mut().append(
-        header::SET_COOKIE,
-        HeaderValue::from_static(
-            "passerelle_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
-        ),
-    );
+    // The cookie's own name (it carries the port), so the browser really drops it.
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+        state.session_cookie
+    )) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
     r
 }
 
@@ -1632,4 +1921,131 @@ async fn indicators(
             .collect(),
         page: p,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(name: &str) -> ThrottleKey {
+        ThrottleKey::account(name)
+    }
+
+    fn address(last: u8) -> ThrottleKey {
+        ThrottleKey::Address(IpAddr::from([127, 0, 0, last]))
+    }
+
+    #[test]
+    fn failures_past_the_free_ones_make_an_account_wait_longer_each_time() {
+        let mut t = LoginThrottle::default();
+        let now = Instant::now();
+        let keys = [account("aicha"), address(1)];
+        for _ in 0..LOGIN_FREE_FAILURES_PER_ACCOUNT {
+            assert_eq!(t.wait(&keys, now), None);
+            t.failed(&keys, now);
+        }
+        assert_eq!(t.wait(&keys, now), None, "the free failures impose no wait");
+        let mut expected = LOGIN_DELAY_FIRST;
+        for _ in 0..4 {
+            t.failed(&keys, now);
+            assert_eq!(t.wait(&keys, now), Some(expected));
+            expected *= 2;
+        }
+        // Another account from another address is not held up.
+        assert_eq!(t.wait(&[account("nurse"), address(2)], now), None);
+        // The wait passes; a right password then forgets the account's failures.
+        let later = now + Duration::from_secs(60);
+        assert_eq!(t.wait(&keys, later), None);
+        t.succeeded(&keys[0]);
+        t.failed(&keys, later);
+        assert_eq!(t.wait(&[account("aicha")], later), None);
+    }
+
+    #[test]
+    fn waits_are_capped_and_old_failures_forgotten() {
+        let mut t = LoginThrottle::default();
+        let now = Instant::now();
+        let keys = [account("aicha")];
+        for _ in 0..200 {
+            t.failed(&keys, now);
+        }
+        assert_eq!(t.wait(&keys, now), Some(LOGIN_DELAY_MAX_PER_ACCOUNT));
+        let much_later = now + LOGIN_FAILURES_FORGOTTEN_AFTER + Duration::from_secs(1);
+        t.failed(&keys, much_later);
+        assert_eq!(t.wait(&keys, much_later), None, "counted afresh");
+    }
+
+    #[test]
+    fn one_address_guessing_across_accounts_is_held_up_too() {
+        let mut t = LoginThrottle::default();
+        let now = Instant::now();
+        for i in 0..LOGIN_FREE_FAILURES_PER_ADDRESS {
+            let keys = [account(&format!("user{i}")), address(1)];
+            assert_eq!(t.wait(&keys, now), None);
+            t.failed(&keys, now);
+        }
+        t.failed(&[account("one-more"), address(1)], now);
+        assert_eq!(
+            t.wait(&[account("fresh"), address(1)], now),
+            Some(LOGIN_DELAY_FIRST)
+        );
+        for _ in 0..50 {
+            t.failed(&[account("x"), address(1)], now);
+        }
+        assert_eq!(
+            t.wait(&[address(1)], now),
+            Some(LOGIN_DELAY_MAX_PER_ADDRESS),
+            "an address waits at most a minute: everyone at this computer shares it"
+        );
+    }
+
+    #[test]
+    fn the_throttle_table_stays_bounded() {
+        let mut t = LoginThrottle::default();
+        let now = Instant::now();
+        for i in 0..LOGIN_THROTTLE_ENTRIES_MAX + 100 {
+            t.failed(
+                &[account(&format!("u{i}"))],
+                now + Duration::from_millis(i as u64),
+            );
+        }
+        assert_eq!(t.entries.len(), LOGIN_THROTTLE_ENTRIES_MAX);
+        // Names longer than any account are counted under their first bytes.
+        assert_eq!(account(&"é".repeat(100)), account(&"é".repeat(40)));
+    }
+
+    #[test]
+    fn a_session_ends_when_idle_or_at_its_absolute_lifetime() {
+        let now = Instant::now();
+        let session = Session {
+            user: "aicha".into(),
+            role: UserRole::Caseworker,
+            stamp: 1,
+            csrf: String::new(),
+            started: now,
+            last_used: now,
+        };
+        assert!(session.live(now + SESSION_IDLE));
+        assert!(!session.live(now + SESSION_IDLE + Duration::from_secs(1)));
+        // Used all along, it still ends at its lifetime.
+        let busy = Session {
+            last_used: now + SESSION_LIFETIME,
+            ..session.clone()
+        };
+        assert!(busy.live(now + SESSION_LIFETIME));
+        assert!(!busy.live(now + SESSION_LIFETIME + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn too_many_waiting_logins_are_turned_away() {
+        let counter = AtomicUsize::new(0);
+        let held: Vec<_> = (0..LOGIN_WAITING_MAX)
+            .map(|_| Waiting::enter(&counter))
+            .collect();
+        assert!(held.iter().all(Option::is_some));
+        assert!(Waiting::enter(&counter).is_none());
+        drop(held);
+        assert_eq!(counter.load(Ordering::SeqCst), 0);
+        assert!(Waiting::enter(&counter).is_some());
+    }
 }

@@ -43,13 +43,16 @@ pub enum BundleError {
     Io(#[from] std::io::Error),
 }
 
+/// A bundle's header: the first frame of the plaintext.
 #[derive(Debug, Serialize, Deserialize)]
-struct Header {
-    mechanism: Hash32,
-    from_node: String,
-    created_at: String,
-    config_files: Vec<Vec<u8>>,
-    events: u64,
+pub struct Header {
+    pub mechanism: Hash32,
+    pub from_node: String,
+    pub created_at: String,
+    /// The configuration chain (signed files), genesis first.
+    pub config_files: Vec<Vec<u8>>,
+    /// How many event frames follow.
+    pub events: u64,
 }
 
 /// What an export wrote.
@@ -73,12 +76,18 @@ pub struct ImportReport {
     pub config_versions: usize,
 }
 
-fn write_frame(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes one length-prefixed frame (4-byte little-endian length, then the bytes).
+pub fn write_frame(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
     let len = u32::try_from(bytes.len())
         .map_err(|_| std::io::Error::other("a bundle frame larger than 4 GiB"))?;
     out.write_all(&len.to_le_bytes())?;
     out.write_all(bytes)
 }
+
+/// Most bytes reserved for a frame before its bytes arrive: a frame's length is checked
+/// against its bound, but a damaged or hostile bundle could still claim the largest frame and
+/// end at once, so the buffer grows with what is actually read.
+const FRAME_RESERVE_MAX_BYTES: usize = 64 * 1024;
 
 fn read_frame(input: &mut impl Read, max: usize) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
@@ -89,9 +98,69 @@ fn read_frame(input: &mut impl Read, max: usize) -> std::io::Result<Vec<u8>> {
             "a frame of {len} bytes is larger than {max}"
         )));
     }
-    let mut bytes = vec![0u8; len];
-    input.read_exact(&mut bytes)?;
+    let mut bytes = Vec::with_capacity(len.min(FRAME_RESERVE_MAX_BYTES));
+    input.by_ref().take(len as u64).read_to_end(&mut bytes)?;
+    if bytes.len() != len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(bytes)
+}
+
+/// Opens a bundle file: checks the magic line and decrypts the age stream with `identity`.
+/// Returns the plaintext reader (authenticated chunk by chunk as it is read).
+pub fn decrypt<R: Read>(
+    mut input: R,
+    identity: &age::x25519::Identity,
+) -> Result<age::stream::StreamReader<R>, BundleError> {
+    let mut magic = [0u8; MAGIC.len()];
+    input
+        .read_exact(&mut magic)
+        .map_err(|_| BundleError::NotABundle)?;
+    if magic[..] != *MAGIC {
+        return Err(BundleError::NotABundle);
+    }
+    let decryptor = age::Decryptor::new(input).map_err(|_| BundleError::NotABundle)?;
+    decryptor
+        .decrypt(std::iter::once(identity as &dyn age::Identity))
+        .map_err(|_| BundleError::NotForThisNode)
+}
+
+/// Reads the plaintext's first frame, the header, within its bounds.
+pub fn read_header(plain: &mut impl Read) -> Result<Header, BundleError> {
+    let bytes = read_frame(plain, BUNDLE_HEADER_MAX_BYTES).map_err(|e| BundleError::Damaged {
+        imported: 0,
+        reason: e.to_string(),
+    })?;
+    let header: Header = postcard::from_bytes(&bytes).map_err(|_| BundleError::Damaged {
+        imported: 0,
+        reason: "its header does not decode".into(),
+    })?;
+    if header.events > BUNDLE_EVENTS_MAX {
+        return Err(BundleError::TooLarge("too many events"));
+    }
+    Ok(header)
+}
+
+/// Reads the next event frame (wire bytes, not decoded yet).
+pub fn read_event(plain: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    read_frame(plain, EVENT_WIRE_SIZE_MAX_BYTES)
+}
+
+/// Checks that the plaintext ends here, authenticated: anything after the last event, or a
+/// missing end, is damage.
+pub fn read_end(plain: &mut impl Read, imported: u64) -> Result<(), BundleError> {
+    let mut rest = [0u8; 1];
+    match plain.read(&mut rest) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(BundleError::Damaged {
+            imported,
+            reason: "bytes after the last event".into(),
+        }),
+        Err(e) => Err(BundleError::Damaged {
+            imported,
+            reason: e.to_string(),
+        }),
+    }
 }
 
 /// The events a peer lacks given its last known vector (`None`: everything), in log order.
@@ -234,33 +303,14 @@ pub fn import(
     now: OffsetDateTime,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ImportReport, BundleError> {
-    let mut input = input;
-    let mut magic = vec![0u8; MAGIC.len()];
-    input
-        .read_exact(&mut magic)
-        .map_err(|_| BundleError::NotABundle)?;
-    if magic != MAGIC {
-        return Err(BundleError::NotABundle);
-    }
-    let decryptor = age::Decryptor::new(input).map_err(|_| BundleError::NotABundle)?;
-    let mut reader = decryptor
-        .decrypt(std::iter::once(identity as &dyn age::Identity))
-        .map_err(|_| BundleError::NotForThisNode)?;
+    let mut reader = decrypt(input, identity)?;
     let damaged = |imported: u64, e: std::io::Error| BundleError::Damaged {
         imported,
         reason: e.to_string(),
     };
-    let header_bytes =
-        read_frame(&mut reader, BUNDLE_HEADER_MAX_BYTES).map_err(|e| damaged(0, e))?;
-    let header: Header = postcard::from_bytes(&header_bytes).map_err(|_| BundleError::Damaged {
-        imported: 0,
-        reason: "its header does not decode".into(),
-    })?;
+    let header = read_header(&mut reader)?;
     if Some(header.mechanism) != engine.store().config().mechanism_id() {
         return Err(BundleError::OtherMechanism(header.mechanism.short()));
-    }
-    if header.events > BUNDLE_EVENTS_MAX {
-        return Err(BundleError::TooLarge("too many events"));
     }
     let mut report = ImportReport {
         from_node: header.from_node.clone(),
@@ -300,7 +350,7 @@ pub fn import(
     };
     let mut failure = None;
     while read < header.events {
-        let bytes = match read_frame(&mut reader, EVENT_WIRE_SIZE_MAX_BYTES) {
+        let bytes = match read_event(&mut reader) {
             Ok(b) => b,
             Err(e) => {
                 failure = Some(damaged(read, e));
@@ -323,18 +373,7 @@ pub fn import(
     if let Some(failure) = failure {
         return Err(failure);
     }
-    // The stream must end here, authenticated: anything after it, or a missing end, is damage.
-    let mut rest = [0u8; 1];
-    match reader.read(&mut rest) {
-        Ok(0) => {}
-        Ok(_) => {
-            return Err(BundleError::Damaged {
-                imported: read,
-                reason: "bytes after the last event".into(),
-            });
-        }
-        Err(e) => return Err(damaged(read, e)),
-    }
+    read_end(&mut reader, read)?;
     report.refused = refused.into_iter().collect();
     Ok(report)
 }

@@ -12,6 +12,7 @@ pub mod csv;
 pub mod engine;
 pub mod event;
 pub mod fold;
+pub mod fuzz;
 pub mod keyfiles;
 pub mod keys;
 pub mod limits;

@@ -25,6 +25,9 @@ pub const KEY_EPOCHS_MAX: u32 = 4096;
 pub const ID_LENGTH_MAX_CHARS: usize = 64;
 /// Longest display name or label, in characters.
 pub const NAME_LENGTH_MAX_CHARS: usize = 200;
+/// Longest SOP deadline (acknowledge or accept), in hours: ten years. Deadlines are added to
+/// referral times when a view is read; an unbounded one overflows the date.
+pub const SOP_DEADLINE_MAX_HOURS: u32 = 10 * 366 * 24;
 /// Scrypt work factor (log2 N) used when protecting a secret file with a passphrase.
 pub const PASSPHRASE_SCRYPT_LOG_N: u8 = 16;
 /// Highest scrypt work factor accepted when opening a passphrase-protected file: bounds the
@@ -87,6 +90,11 @@ pub const SYNC_MESSAGE_MAX_BYTES: usize = 8 * 1024 * 1024;
 pub const SYNC_BATCH_MAX_BYTES: usize = 1024 * 1024;
 /// Most events in one sync batch.
 pub const SYNC_BATCH_EVENTS_MAX: usize = 4096;
+/// Most batches (fetched and pushed) one sync round moves before it ends; the next round goes
+/// on from where it stopped. Bounds a round whatever the peer answers.
+pub const SYNC_ROUND_BATCHES_MAX: usize = 256;
+/// Most bytes of events one sync round fetches before it ends (the next round goes on).
+pub const SYNC_ROUND_MAX_BYTES: usize = 128 * 1024 * 1024;
 /// Most authors in one version vector (and ranges in one request).
 pub const SYNC_AUTHORS_MAX: usize = 50_000;
 /// Most events one bundle may carry.

@@ -7,7 +7,9 @@ use time::OffsetDateTime;
 use crate::config::chain::SignedFile;
 use crate::engine::{Engine, EngineError, META_READ_ONLY};
 use crate::event::Event;
-use crate::limits::{SYNC_BATCH_EVENTS_MAX, SYNC_BATCH_MAX_BYTES};
+use crate::limits::{
+    SYNC_BATCH_EVENTS_MAX, SYNC_BATCH_MAX_BYTES, SYNC_ROUND_BATCHES_MAX, SYNC_ROUND_MAX_BYTES,
+};
 use crate::store::StoreError;
 use crate::sync::{
     self, EventSource, Range, Request, Response, SYNC_VERSION, SyncError, VersionVector,
@@ -24,6 +26,32 @@ pub struct RoundReport {
     pub pushed: usize,
     pub config_versions: usize,
     pub refused: Vec<String>,
+    /// Why the round ended before everything was exchanged, if it did: a round's work is
+    /// bounded, whatever the peer answers.
+    pub cut_short: Option<RoundCut>,
+}
+
+/// Why a round was cut short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RoundCut {
+    /// The peer said there was more, but its batch moved no range forward (a responder that
+    /// answers `more` forever): asking again would get the same.
+    #[error("the peer answered `more` with a batch that moved nothing forward")]
+    NoProgress,
+    /// The round moved its most batches ([`SYNC_ROUND_BATCHES_MAX`]): the next round goes on.
+    #[error("the round moved its most batches ({SYNC_ROUND_BATCHES_MAX})")]
+    Batches,
+    /// The round fetched its most bytes ([`SYNC_ROUND_MAX_BYTES`]): the next round goes on.
+    #[error("the round fetched its most bytes ({SYNC_ROUND_MAX_BYTES})")]
+    Bytes,
+}
+
+impl RoundCut {
+    /// Whether another round should follow at once (the peer is honest and simply had much
+    /// to send), rather than at the usual interval.
+    pub fn resume_soon(self) -> bool {
+        !matches!(self, RoundCut::NoProgress)
+    }
 }
 
 /// The next thing the initiator does.
@@ -56,6 +84,9 @@ pub struct Round {
     /// Whether this round already asked for fork evidence (once per round).
     evidence_asked: bool,
     report: RoundReport,
+    /// Batches moved (fetched or pushed) and bytes fetched so far: the round's work, bounded.
+    batches: usize,
+    fetched_bytes: usize,
 }
 
 impl EventSource for Engine {
@@ -190,6 +221,8 @@ impl Round {
             their_vector: None,
             evidence_asked: false,
             report: RoundReport::default(),
+            batches: 0,
+            fetched_bytes: 0,
         }
     }
 
@@ -203,6 +236,8 @@ impl Round {
                 their_vector: None,
                 evidence_asked: false,
                 report: RoundReport::default(),
+                batches: 0,
+                fetched_bytes: 0,
             },
             engine.hello()?,
         ))
@@ -278,8 +313,24 @@ impl Round {
                     let (decoded, refused) = decode_events(&events);
                     self.report.fetched += events.len();
                     self.report.refused.extend(refused);
+                    self.batches += 1;
+                    self.fetched_bytes += events.iter().map(Vec::len).sum::<usize>();
                     let rest = sync::remaining(&want, &decoded);
-                    if more && !decoded.is_empty() && !rest.is_empty() {
+                    let wants_more = more && !decoded.is_empty() && !rest.is_empty();
+                    // Whatever the peer answers, a round's work is bounded: a batch that moves
+                    // nothing forward, or a round past its most batches or bytes, ends it.
+                    let cut = if !wants_more {
+                        None
+                    } else if rest == want {
+                        Some(RoundCut::NoProgress)
+                    } else if self.batches >= SYNC_ROUND_BATCHES_MAX {
+                        Some(RoundCut::Batches)
+                    } else if self.fetched_bytes >= SYNC_ROUND_MAX_BYTES {
+                        Some(RoundCut::Bytes)
+                    } else {
+                        None
+                    };
+                    if wants_more && cut.is_none() {
                         // Ask for the next batch before storing this one.
                         self.state = State::Fetching(rest.clone());
                         return Ok(Step::SendAndAdmit(Request::Want { ranges: rest }, decoded));
@@ -289,6 +340,11 @@ impl Round {
                     self.report
                         .refused
                         .extend(report.refused.iter().map(|(_, r)| r.to_string()));
+                    if let Some(cut) = cut {
+                        // Nothing is pushed after a cut: the next round compares vectors anew.
+                        self.report.cut_short = Some(cut);
+                        return Ok(Step::Done(std::mem::take(&mut self.report)));
+                    }
                     let theirs = self.their_vector.clone();
                     self.clear_read_only(engine, theirs.as_ref())?;
                     if !self.evidence_asked {
@@ -361,6 +417,10 @@ impl Round {
 
     /// The next batch of our events the peer lacks, or the end of the round.
     fn next_push(&mut self, engine: &Engine) -> Result<Step, EngineError> {
+        if self.batches >= SYNC_ROUND_BATCHES_MAX && !self.push.is_empty() {
+            self.report.cut_short = Some(RoundCut::Batches);
+            return Ok(Step::Done(std::mem::take(&mut self.report)));
+        }
         let mut events = Vec::new();
         let mut bytes = 0usize;
         while let Some(range) = self.push.first_mut() {
@@ -394,6 +454,7 @@ impl Round {
             return Ok(Step::Done(std::mem::take(&mut self.report)));
         }
         self.report.pushed += events.len();
+        self.batches += 1;
         self.state = State::Pushing;
         Ok(Step::Send(Request::Push {
             events: crate::event::compact_batch(events),
@@ -446,6 +507,142 @@ pub fn run_round(
                 request = next;
             }
             Step::Done(report) => return Ok((report, sent, received)),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::sim::Sim;
+
+    const SAMPLE: &str = include_str!("../../config/mechanism.toml");
+
+    /// Two engines, `b` holding a history of `cases` cases (five events each, two authors).
+    fn pair(cases: usize) -> (tempfile::TempDir, Engine, Engine) {
+        let now = OffsetDateTime::now_utc();
+        let sim = Sim::new(
+            SAMPLE,
+            &["mas", "mdm", "unicef"],
+            &[
+                ("mas1", "mas"),
+                ("mdm1", "mdm"),
+                ("a", "unicef"),
+                ("b", "unicef"),
+            ],
+            now,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let a = sim.engine("a", dir.path(), false, now).unwrap();
+        let mut b = sim.engine("b", dir.path(), false, now).unwrap();
+        let history = sim.history(&[("mas1", "mdm1")], cases, 0, now).unwrap();
+        b.receive(&history, now).unwrap();
+        (dir, a, b)
+    }
+
+    /// Drives a round from `a`, answering with `answer` (a peer's misbehaviour); returns the
+    /// report and how many requests the peer got.
+    fn drive(a: &mut Engine, mut answer: impl FnMut(Request) -> Response) -> (RoundReport, usize) {
+        let now = OffsetDateTime::now_utc();
+        let (mut round, mut request) = Round::start(a).unwrap();
+        for asked in 1..100_000 {
+            match round.on_response(a, answer(request), now).unwrap() {
+                Step::Send(next) => request = next,
+                Step::SendAndAdmit(next, events) => {
+                    a.receive(&events, now).unwrap();
+                    request = next;
+                }
+                Step::Done(report) => return (report, asked),
+            }
+        }
+        panic!("the round never ended");
+    }
+
+    #[test]
+    fn a_responder_answering_more_forever_with_nothing_new_ends_the_round_at_once() {
+        let (_dir, mut a, mut b) = pair(5);
+        let now = OffsetDateTime::now_utc();
+        // The peer claims a long log of its own and answers every Want with the same batch
+        // of other events, saying there is more.
+        let batch = match b.respond(
+            Request::Want {
+                ranges: b
+                    .version_vector()
+                    .unwrap()
+                    .entries
+                    .keys()
+                    .map(|author| Range {
+                        author: *author,
+                        from: 1,
+                        to: None,
+                    })
+                    .collect(),
+            },
+            now,
+        ) {
+            Response::Events { events, .. } => events,
+            other => panic!("{other:?}"),
+        };
+        let liar = [7u8; 32];
+        let (report, asked) = drive(&mut a, |request| match request {
+            Request::Hello { config_version, .. } => Response::Vector {
+                config_version,
+                vector: VersionVector::from_heads([(
+                    liar,
+                    1_000_000,
+                    crate::config::Hash32([1; 32]),
+                )]),
+            },
+            Request::Want { .. } => Response::Events {
+                events: batch.clone(),
+                more: true,
+            },
+            _ => Response::Received { admitted: 0 },
+        });
+        assert_eq!(report.cut_short, Some(RoundCut::NoProgress), "{report:?}");
+        assert!(asked <= 3, "the peer was asked {asked} times");
+    }
+
+    #[test]
+    fn a_round_moves_at_most_its_bound_of_batches_and_the_next_goes_on() {
+        let (_dir, mut a, mut b) = pair(150);
+        let now = OffsetDateTime::now_utc();
+        let target = b.version_vector().unwrap();
+        // An honest peer with a slow hand: one event per batch, `more` while any is left.
+        let mut answer = |request: Request| match request {
+            Request::Want { ranges } => {
+                let range = ranges[0].clone();
+                let one = match b.respond(
+                    Request::Want {
+                        ranges: vec![Range {
+                            to: Some(range.from),
+                            ..range.clone()
+                        }],
+                    },
+                    now,
+                ) {
+                    Response::Events { events, .. } => events,
+                    other => panic!("{other:?}"),
+                };
+                Response::Events {
+                    events: one,
+                    more: true,
+                }
+            }
+            other => b.respond(other, now),
+        };
+        let (report, asked) = drive(&mut a, &mut answer);
+        assert_eq!(report.cut_short, Some(RoundCut::Batches), "{report:?}");
+        assert!(asked <= SYNC_ROUND_BATCHES_MAX + 2, "asked {asked} times");
+        assert!(report.cut_short.is_some_and(RoundCut::resume_soon));
+        // The next round takes up where this one stopped, until the logs are level.
+        let mut rounds = 1;
+        while a.version_vector().unwrap() != target {
+            drive(&mut a, &mut answer);
+            rounds += 1;
+            assert!(rounds < 10, "no progress across rounds");
         }
     }
 }

@@ -16,11 +16,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle, dial_opts::DialOpts};
+use libp2p::swarm::{
+    ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle, dial_opts::DialOpts,
+};
 use libp2p::{
     Multiaddr, PeerId, Swarm, allow_block_list, connection_limits, dcutr, identify, mdns,
     multiaddr::Protocol, noise, ping, relay, tcp, yamux,
 };
+use passerelle_core::config::Hash32;
 use passerelle_core::engine::Engine;
 use passerelle_core::event::Event;
 use passerelle_core::round::{Round, Step};
@@ -34,24 +37,96 @@ use crate::rpc::{self, NetworkView, PeerView};
 
 /// Most established connections.
 pub const CONNECTIONS_MAX: u32 = 64;
-/// Most connections to one peer.
+/// Most connections kept to one peer (two when both ends dialled at once). One more may be
+/// established for a moment: a peer that reconnects is never refused because this node still
+/// holds its dead connections; the older ones are closed instead.
 pub const CONNECTIONS_PER_PEER_MAX: u32 = 2;
-/// Most connections being set up at once, each way.
-pub const PENDING_CONNECTIONS_MAX: u32 = 32;
-/// How long a request may take before it fails.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most outgoing connections being set up at once (dials to members; a dial hanging on a cut
+/// link holds one for up to [`CONNECTION_SETUP_TIMEOUT`]). Incoming ones are bounded by
+/// [`super::guard`], per address and with members preferred.
+pub const PENDING_OUTGOING_MAX: u32 = 128;
+/// How long a request may take before it fails. A batch is at most
+/// [`passerelle_core::limits::SYNC_BATCH_MAX_BYTES`] (1 MiB): 20 s carries it at 0.5 Mbit/s,
+/// and a dead connection is found sooner by pings and TCP timeouts anyway.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long setting up a connection (TCP connect, Noise, Yamux) may take, each way.
+pub const CONNECTION_SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that carries no request for this long is closed (rounds run every
+/// [`ROUND_INTERVAL`], so a live peer's connection is never idle this long).
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// TCP keepalive: probes start after this much silence, repeat at the interval, and this many
+/// unanswered ones close the connection.
+pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
+/// Data left unacknowledged this long closes a TCP connection (`TCP_USER_TIMEOUT`): pings
+/// send data every [`PING_INTERVAL`], so a cut link is noticed within about this long instead
+/// of after the kernel's retransmission backoff (26–52 s seen).
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(8);
+/// Consecutive missed pings that close a connection.
+pub const PING_FAILURES_MAX: u32 = 2;
+/// A connection nothing was heard on (no ping answered, no message) for this long is closed:
+/// the backstop for links TCP cannot judge (a relayed circuit whose far side is gone). Long
+/// enough that a slow field link busy with a batch is not cut.
+pub const CONNECTION_SILENT_MAX: Duration = Duration::from_secs(20);
+/// A round this node opened that has not ended after this long is given up (a stuck
+/// connection must not stall sync with that peer).
+pub const ROUND_DURATION_MAX: Duration = Duration::from_secs(60);
+/// Most Yamux streams open at once on one connection (the default, 512, let one
+/// peer make this node buffer 512 stream windows).
+pub const YAMUX_STREAMS_MAX: usize = 48;
+/// Most sync streams (requests both ways) open at once on one connection; the rest of
+/// [`YAMUX_STREAMS_MAX`] is left to ping, identify and the relay.
+pub const SYNC_STREAMS_PER_CONNECTION_MAX: usize = 32;
+/// Most pushes in flight to one peer: past it, fresh events wait for the next round (which
+/// carries them anyway), so a burst of local writes cannot use up the peer's streams.
+pub const PUSHES_IN_FLIGHT_PER_PEER_MAX: usize = 8;
+/// Most events in one push.
+pub const PUSH_EVENTS_MAX: usize = 512;
+/// `Want`s served to one peer: per second, and in a burst. An honest round asks one batch at a
+/// time, as fast as it can store them (a catch-up of 100,000 events on loopback asks about
+/// 150, some 20 a second); a flood asked 1,900 a second.
+pub const SERVE_WANTS_PER_SEC: f64 = 32.0;
+pub const SERVE_WANTS_BURST: f64 = 128.0;
+/// Bytes of events served to one peer: per second, and in a burst. Faster than a field link
+/// and than a node stores a catch-up (about 20 MB/s here), so only a flood is slowed.
+pub const SERVE_BYTES_PER_SEC: f64 = 32.0 * 1024.0 * 1024.0;
+pub const SERVE_BYTES_BURST: f64 = 128.0 * 1024.0 * 1024.0;
+/// Other requests (`Hello`, pushes) served to one peer: per second, and in a burst.
+pub const SERVE_REQUESTS_PER_SEC: f64 = 64.0;
+pub const SERVE_REQUESTS_BURST: f64 = 256.0;
+/// A request over its peer's rate waits up to this long; past it, it is refused.
+pub const SERVE_WAIT_MAX: Duration = Duration::from_secs(1);
 /// How often a round runs with each connected peer even when nothing was pushed.
 pub const ROUND_INTERVAL: Duration = Duration::from_secs(15);
 /// The shortest pause between two rounds with one peer.
 pub const ROUND_MIN_GAP: Duration = Duration::from_millis(500);
-/// Backoff between dial attempts: first and longest.
+/// Backoff between dial attempts: first and longest. Each wait is drawn between half and all
+/// of the current backoff, so both ends of a link do not redial in phase; it starts again from
+/// the shortest when any connection is established or the network interfaces change (a link
+/// came back). The longest bounds how long a heal can go unnoticed.
 pub const DIAL_BACKOFF_MIN: Duration = Duration::from_secs(1);
-pub const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(60);
+pub const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// When a link comes back, disconnected peers are redialled within this (jittered) delay.
+pub const REDIAL_SOON_MAX: Duration = Duration::from_millis(500);
+/// Listening addresses that appear later than this after start mean the interfaces changed.
+pub const INTERFACES_SETTLED_AFTER: Duration = Duration::from_secs(2);
 /// Messages from helper tasks waiting for the swarm task.
 pub const INNER_QUEUE_MAX: usize = 1024;
+/// How often each connection is pinged (liveness and the round trip `status` shows).
+pub const PING_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a ping may take before it counts as missed.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(4);
+/// A connected peer heard from longer ago than this is shown as `silent`, not `connected`.
+pub const PEER_SILENT_AFTER: Duration = Duration::from_secs(3 * PING_INTERVAL.as_secs());
+/// How often the network view (`status`) is refreshed even when nothing happened, so the
+/// liveness it shows is current.
+pub const VIEW_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// First: an incoming connection is judged by its address before anything else.
+    guard: super::guard::Behaviour,
     allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
     limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
@@ -91,13 +166,18 @@ pub struct NetOptions {
 /// Results of engine jobs, coming back to the swarm task.
 enum Inner {
     Respond(ResponseChannel<Response>, Response),
-    RoundStep(PeerId, Box<Round>, Result<Step, String>),
+    /// The next step of round number `u64` with this peer.
+    RoundStep(PeerId, u64, Box<Round>, Result<Step, String>),
+    /// Bytes of events this node served to the peer (charged to its rate).
+    Served(PeerId, usize),
+    /// A round ended complete: the digest both sides now hold (as far as this node knows).
+    PeerDigest(PeerId, Hash32),
     /// A push from this peer could not all be admitted: a round will fetch what is missing.
     WantRound(PeerId),
 }
 
 enum Pending {
-    Round(Box<Round>),
+    Round(u64, Box<Round>),
     Push,
 }
 
@@ -106,7 +186,30 @@ struct PeerState {
     org: String,
     label: String,
     connected: bool,
+    /// When the peer was last heard from (a ping answered, a sync message): what `status`
+    /// shows, so a connection that carries nothing any more is not called alive.
     last_seen: Option<OffsetDateTime>,
+    last_heard: Option<Instant>,
+    /// The last ping round trip.
+    rtt: Option<Duration>,
+    /// Open connections.
+    connections: u32,
+    /// Each open connection: when it was established and last heard from.
+    conns: HashMap<ConnectionId, Conn>,
+    /// The current round's number: results of a round given up (or of a connection gone)
+    /// come back with an older number and are dropped.
+    round_gen: u64,
+    round_started: Option<Instant>,
+    /// Pushes sent to the peer and not yet answered.
+    pushes_in_flight: usize,
+    /// What this node serves the peer, each at a bounded rate: its `Want`s, the bytes of
+    /// events they cost, and its other requests.
+    wants: TokenBucket,
+    served: TokenBucket,
+    requests: TokenBucket,
+    /// The digest of the peer's version vector as it last told it (its `Hello`, or the end of
+    /// a round with it), and when: `status` compares it with this node's.
+    digest: Option<(Hash32, OffsetDateTime)>,
     addrs: Vec<Multiaddr>,
     next_dial: Instant,
     backoff: Duration,
@@ -115,6 +218,93 @@ struct PeerState {
     last_round: Option<Instant>,
     /// The address this node last dialled the peer at directly (to reserve a relay slot there).
     dialed: Option<Multiaddr>,
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst` held. Taking more than is held
+/// leaves a debt, which is the wait the next request must make.
+#[derive(Debug)]
+struct TokenBucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: f64, burst: f64) -> Self {
+        Self {
+            tokens: burst,
+            rate,
+            burst,
+            last: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = now;
+    }
+
+    /// How long until the debt (if any) is paid.
+    fn deficit(&mut self, now: Instant) -> Duration {
+        self.refill(now);
+        Duration::from_secs_f64((-self.tokens).max(0.0) / self.rate)
+    }
+
+    /// Takes `cost` tokens; returns how long the taker should wait for them.
+    fn take(&mut self, cost: f64, now: Instant) -> Duration {
+        self.refill(now);
+        self.tokens -= cost;
+        Duration::from_secs_f64((-self.tokens).max(0.0) / self.rate)
+    }
+
+    fn give_back(&mut self, cost: f64) {
+        self.tokens = (self.tokens + cost).min(self.burst);
+    }
+}
+
+/// One open connection to a peer.
+#[derive(Debug)]
+struct Conn {
+    established: Instant,
+    last_heard: Instant,
+    ping_failures: u32,
+}
+
+/// A wait drawn between half and all of `backoff`: two ends of a link never redial in phase.
+fn jittered(backoff: Duration) -> Duration {
+    use rand::Rng;
+    backoff.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+}
+
+/// The next backoff after a failed attempt.
+fn doubled(backoff: Duration) -> Duration {
+    (backoff * 2).min(DIAL_BACKOFF_MAX)
+}
+
+/// Sets TCP keepalive and the user timeout on a connection's socket, so a connection across a
+/// cut link is declared dead in seconds, not left to the kernel's retransmission backoff.
+fn tune_tcp(stream: &tokio::net::TcpStream) {
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE_IDLE)
+        .with_interval(TCP_KEEPALIVE_INTERVAL)
+        .with_retries(TCP_KEEPALIVE_RETRIES);
+    if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
+        tracing::debug!("TCP keepalive: {e}");
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = socket.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT)) {
+        tracing::debug!("TCP user timeout: {e}");
+    }
+}
+
+/// Yamux with a bounded number of streams per connection.
+fn yamux_config() -> yamux::Config {
+    let mut config = yamux::Config::default();
+    config.set_max_num_streams(YAMUX_STREAMS_MAX);
+    config
 }
 
 /// A --peer address without a node id: dialled with its own backoff until it connects.
@@ -141,14 +331,25 @@ fn build_swarm(
 ) -> Result<Swarm<Behaviour>> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .context("TCP transport")?
         .with_quic()
-        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .with_other_transport(|key| {
+            // TCP built by hand (not `with_tcp`) to set keepalive and the user timeout on each
+            // socket, and to bound how long a connection may take to set up.
+            use libp2p::Transport as _;
+            let noise = noise::Config::new(key)?;
+            let transport = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                .map(|stream: tcp::tokio::TcpStream, _| {
+                    tune_tcp(&stream.0);
+                    stream
+                })
+                .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                .authenticate(noise)
+                .multiplex(yamux_config())
+                .timeout(CONNECTION_SETUP_TIMEOUT);
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(transport)
+        })
+        .map_err(|e| anyhow::anyhow!("TCP transport: {e}"))?
+        .with_relay_client(noise::Config::new, yamux_config)
         .context("relay transport")?
         .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();
@@ -162,23 +363,27 @@ fn build_swarm(
             };
             let limits = connection_limits::ConnectionLimits::default()
                 .with_max_established(Some(CONNECTIONS_MAX))
-                .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER_MAX))
-                .with_max_pending_incoming(Some(PENDING_CONNECTIONS_MAX))
-                .with_max_pending_outgoing(Some(PENDING_CONNECTIONS_MAX));
+                .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER_MAX + 1))
+                .with_max_pending_outgoing(Some(PENDING_OUTGOING_MAX));
             Ok(Behaviour {
+                guard: super::guard::Behaviour::default(),
                 allow: allow_block_list::Behaviour::default(),
                 limits: connection_limits::Behaviour::new(limits),
                 identify: identify::Behaviour::new(identify::Config::new(
                     "/passerelle/1".into(),
                     key.public(),
                 )),
-                ping: ping::Behaviour::new(ping::Config::new()),
+                ping: ping::Behaviour::new(
+                    ping::Config::new()
+                        .with_interval(PING_INTERVAL)
+                        .with_timeout(PING_TIMEOUT),
+                ),
                 sync: request_response::Behaviour::with_codec(
-                    SyncCodec { counters },
+                    SyncCodec::new(counters),
                     [(PROTOCOL, ProtocolSupport::Full)],
                     request_response::Config::default()
                         .with_request_timeout(REQUEST_TIMEOUT)
-                        .with_max_concurrent_streams(64),
+                        .with_max_concurrent_streams(SYNC_STREAMS_PER_CONNECTION_MAX),
                 ),
                 mdns: Toggle::from(mdns),
                 relay_client,
@@ -193,7 +398,7 @@ fn build_swarm(
             })
         })
         .map_err(|e| anyhow::anyhow!("network behaviour: {e}"))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
         .build();
     Ok(swarm)
 }
@@ -224,6 +429,10 @@ pub struct Network {
     view: Arc<Mutex<NetworkView>>,
     counters: Arc<Counters>,
     listen_file: std::path::PathBuf,
+    started: Instant,
+    /// Rounds cut short by their bound, and peer requests refused for their rate (`status`).
+    rounds_cut_short: u64,
+    requests_rate_limited: u64,
 }
 
 impl Network {
@@ -271,6 +480,9 @@ impl Network {
             view,
             counters,
             listen_file,
+            started: Instant::now(),
+            rounds_cut_short: 0,
+            requests_rate_limited: 0,
         };
         network.refresh_members().await?;
         Ok(network)
@@ -312,6 +524,11 @@ impl Network {
             self.peers.remove(&peer);
             tracing::info!(%peer, "node left the configuration: disconnected and refused");
         }
+        let configured: Vec<Multiaddr> = members
+            .iter()
+            .flat_map(|(.., addresses)| addresses.iter().filter_map(|a| a.parse().ok()))
+            .collect();
+        self.swarm.behaviour_mut().guard.set_configured(&configured);
         for (peer, org, label, addresses) in members {
             if peer == self.me {
                 continue;
@@ -323,6 +540,17 @@ impl Network {
                 label: label.clone(),
                 connected: false,
                 last_seen: None,
+                last_heard: None,
+                rtt: None,
+                connections: 0,
+                conns: HashMap::new(),
+                round_gen: 0,
+                round_started: None,
+                pushes_in_flight: 0,
+                wants: TokenBucket::new(SERVE_WANTS_PER_SEC, SERVE_WANTS_BURST),
+                served: TokenBucket::new(SERVE_BYTES_PER_SEC, SERVE_BYTES_BURST),
+                requests: TokenBucket::new(SERVE_REQUESTS_PER_SEC, SERVE_REQUESTS_BURST),
+                digest: None,
                 addrs: Vec::new(),
                 next_dial: now,
                 backoff: DIAL_BACKOFF_MIN,
@@ -344,6 +572,7 @@ impl Network {
     }
 
     fn publish_view(&self) {
+        let now = Instant::now();
         let peers = self
             .peers
             .iter()
@@ -353,8 +582,24 @@ impl Network {
                 label: p.label.clone(),
                 connected: p.connected,
                 last_seen: p.last_seen.map(passerelle_core::time_fmt::rfc3339),
-                they_lack: None,
-                we_lack: None,
+                state: if !p.connected {
+                    "not connected"
+                } else if p
+                    .last_heard
+                    .is_none_or(|t| now.duration_since(t) > PEER_SILENT_AFTER)
+                {
+                    "silent"
+                } else {
+                    "connected"
+                }
+                .into(),
+                connections: p.connections,
+                rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1e3),
+                digest: p.digest.map(|(d, _)| d.to_hex()),
+                digest_at: p
+                    .digest
+                    .map(|(_, at)| passerelle_core::time_fmt::rfc3339(at)),
+                ..PeerView::default()
             })
             .collect();
         let (sent, received) = self.bytes();
@@ -363,6 +608,8 @@ impl Network {
             view.running = true;
             view.sync_bytes_sent = sent;
             view.sync_bytes_received = received;
+            view.rounds_cut_short = self.rounds_cut_short;
+            view.requests_rate_limited = self.requests_rate_limited;
             view.listen = self
                 .swarm
                 .listeners()
@@ -375,6 +622,7 @@ impl Network {
     pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Result<()> {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut held_tick = tokio::time::interval(Duration::from_secs(30));
+        let mut view_tick = tokio::time::interval(VIEW_REFRESH_INTERVAL);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -400,6 +648,7 @@ impl Network {
                     });
                 }
                 _ = tick.tick() => self.on_tick(),
+                _ = view_tick.tick() => self.publish_view(),
                 _ = held_tick.tick() => {
                     let engine = self.engine.clone();
                     tokio::spawn(async move {
@@ -413,6 +662,38 @@ impl Network {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
+        // Connections nothing was heard on for too long are closed, and rounds that never
+        // ended are given up: both ends saying `connected` must mean something.
+        let mut silent = Vec::new();
+        for (peer, state) in &mut self.peers {
+            for (id, conn) in &state.conns {
+                if now.duration_since(conn.last_heard) > CONNECTION_SILENT_MAX {
+                    silent.push((*peer, *id));
+                }
+            }
+            if state.round_active
+                && state
+                    .round_started
+                    .is_some_and(|t| now.duration_since(t) > ROUND_DURATION_MAX)
+            {
+                tracing::warn!(
+                    %peer,
+                    "a sync round ran over {} s: given up, the next one starts now",
+                    ROUND_DURATION_MAX.as_secs()
+                );
+                state.round_active = false;
+                state.round_gen += 1;
+                state.round_wanted = true;
+            }
+        }
+        for (peer, id) in silent {
+            tracing::info!(%peer, "nothing heard on a connection for {} s: closed", CONNECTION_SILENT_MAX.as_secs());
+            self.swarm.close_connection(id);
+            if let Some(conn) = self.peers.get_mut(&peer).and_then(|s| s.conns.get_mut(&id)) {
+                // Closing takes a moment; do not ask again at every tick.
+                conn.last_heard = now;
+            }
+        }
         // Redial members with known addresses, and through the relays that hold a slot for us
         // (a member behind NAT is reachable there if it holds one too), with backoff.
         let mut dials = Vec::new();
@@ -433,9 +714,16 @@ impl Network {
             if addrs.is_empty() {
                 continue;
             }
-            state.next_dial = now + state.backoff;
-            state.backoff = (state.backoff * 2).min(DIAL_BACKOFF_MAX);
-            dials.push(DialOpts::peer_id(*peer).addresses(addrs).build());
+            state.next_dial = now + jittered(state.backoff);
+            state.backoff = doubled(state.backoff);
+            // A dial still hanging on a cut link (a SYN unanswered) must not hold back a new
+            // one once the link is back: each attempt is bounded by CONNECTION_SETUP_TIMEOUT.
+            dials.push(
+                DialOpts::peer_id(*peer)
+                    .condition(libp2p::swarm::dial_opts::PeerCondition::Disconnected)
+                    .addresses(addrs)
+                    .build(),
+            );
         }
         let connected_addrs: HashSet<PeerId> = self
             .peers
@@ -452,8 +740,8 @@ impl Network {
                 continue;
             }
             if now >= b.next_dial {
-                b.next_dial = now + b.backoff;
-                b.backoff = (b.backoff * 2).min(DIAL_BACKOFF_MAX);
+                b.next_dial = now + jittered(b.backoff);
+                b.backoff = doubled(b.backoff);
                 dials.push(DialOpts::unknown_peer_id().address(b.addr.clone()).build());
             }
         }
@@ -488,16 +776,23 @@ impl Network {
         state.round_active = true;
         state.round_wanted = false;
         state.last_round = Some(Instant::now());
+        state.round_started = state.last_round;
+        state.round_gen += 1;
+        let round_no = state.round_gen;
         let engine = self.engine.clone();
         let tx = self.inner_tx.clone();
         tokio::spawn(async move {
             let started = engine.call(|e: &mut Engine| Round::start(e)).await;
             let message = match started {
                 Ok(Ok((round, request))) => {
-                    Inner::RoundStep(peer, Box::new(round), Ok(Step::Send(request)))
+                    Inner::RoundStep(peer, round_no, Box::new(round), Ok(Step::Send(request)))
                 }
-                Ok(Err(e)) => Inner::RoundStep(peer, Box::new(Round::idle()), Err(e.to_string())),
-                Err(e) => Inner::RoundStep(peer, Box::new(Round::idle()), Err(e.to_string())),
+                Ok(Err(e)) => {
+                    Inner::RoundStep(peer, round_no, Box::new(Round::idle()), Err(e.to_string()))
+                }
+                Err(e) => {
+                    Inner::RoundStep(peer, round_no, Box::new(Round::idle()), Err(e.to_string()))
+                }
             };
             let _ = tx.send(message).await;
         });
@@ -511,9 +806,35 @@ impl Network {
             .filter(|(_, s)| s.connected)
             .map(|(p, _)| *p)
             .collect();
-        for chunk in wire.chunks(512) {
-            let events = passerelle_core::event::compact_batch(chunk.to_vec());
+        // Chunks within the batch bounds (events and bytes), so every push fits a message.
+        let mut chunks: Vec<Vec<Vec<u8>>> = Vec::new();
+        let mut bytes = 0usize;
+        for w in wire {
+            let full = chunks.last().is_none_or(|c| {
+                c.len() >= PUSH_EVENTS_MAX
+                    || (bytes + w.len() > passerelle_core::limits::SYNC_BATCH_MAX_BYTES
+                        && !c.is_empty())
+            });
+            if full {
+                chunks.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += w.len();
+            if let Some(c) = chunks.last_mut() {
+                c.push(w);
+            }
+        }
+        for chunk in chunks {
+            let events = passerelle_core::event::compact_batch(chunk);
             for peer in &connected {
+                let Some(state) = self.peers.get_mut(peer) else {
+                    continue;
+                };
+                if state.pushes_in_flight >= PUSHES_IN_FLIGHT_PER_PEER_MAX {
+                    state.round_wanted = true;
+                    continue;
+                }
+                state.pushes_in_flight += 1;
                 let id = self.swarm.behaviour_mut().sync.send_request(
                     peer,
                     Request::Push {
@@ -538,12 +859,32 @@ impl Network {
                     tracing::debug!("a peer left before its answer was ready");
                 }
             }
+            Inner::Served(peer, bytes) => {
+                if let Some(state) = self.peers.get_mut(&peer) {
+                    state.served.take(bytes as f64, Instant::now());
+                }
+            }
+            Inner::PeerDigest(peer, digest) => {
+                if let Some(state) = self.peers.get_mut(&peer) {
+                    state.digest = Some((digest, OffsetDateTime::now_utc()));
+                }
+            }
             Inner::WantRound(peer) => {
                 if let Some(state) = self.peers.get_mut(&peer) {
                     state.round_wanted = true;
                 }
             }
-            Inner::RoundStep(peer, round, step) => match step {
+            Inner::RoundStep(peer, round_no, _, _)
+                if self
+                    .peers
+                    .get(&peer)
+                    .is_none_or(|s| s.round_gen != round_no) =>
+            {
+                // A round given up (it ran too long, or its connection closed): its late
+                // results are dropped; what it fetched is fetched again by the next one.
+                tracing::debug!(%peer, "a late step of an abandoned round dropped");
+            }
+            Inner::RoundStep(peer, round_no, round, step) => match step {
                 Ok(Step::SendAndAdmit(request, events)) => {
                     // Signatures are checked off the engine thread (the one writer, on all
                     // cores) while the next batch travels and the engine stores the one before;
@@ -557,7 +898,12 @@ impl Network {
                     let ahead = storing.fetch_add(1, Ordering::SeqCst) < STORING_AHEAD_MAX;
                     let mut later = Some((round, request));
                     if ahead && let Some((round, request)) = later.take() {
-                        self.on_inner(Inner::RoundStep(peer, round, Ok(Step::Send(request))));
+                        self.on_inner(Inner::RoundStep(
+                            peer,
+                            round_no,
+                            round,
+                            Ok(Step::Send(request)),
+                        ));
                     }
                     let engine = self.engine.clone();
                     let inner = self.inner_tx.clone();
@@ -578,19 +924,31 @@ impl Network {
                         storing.fetch_sub(1, Ordering::SeqCst);
                         if let Some((round, request)) = later {
                             let step = queued.map(|()| Step::Send(request));
-                            let _ = inner.send(Inner::RoundStep(peer, round, step)).await;
+                            let _ = inner
+                                .send(Inner::RoundStep(peer, round_no, round, step))
+                                .await;
                         }
                     });
                 }
                 Ok(Step::Send(request)) => {
                     if self.peers.get(&peer).is_some_and(|s| s.connected) {
                         let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
-                        self.pending.insert(id, (peer, Pending::Round(round)));
+                        self.pending
+                            .insert(id, (peer, Pending::Round(round_no, round)));
                     } else {
                         self.round_over(peer);
                     }
                 }
                 Ok(Step::Done(report)) => {
+                    if let Some(cut) = report.cut_short {
+                        tracing::warn!(%peer, fetched = report.fetched, "sync round cut short: {cut}");
+                        self.rounds_cut_short += 1;
+                        if let Some(state) = self.peers.get_mut(&peer)
+                            && cut.resume_soon()
+                        {
+                            state.round_wanted = true;
+                        }
+                    }
                     self.publish_view();
                     if report.admitted + report.pushed > 0 {
                         tracing::info!(
@@ -611,6 +969,37 @@ impl Network {
         }
     }
 
+    /// Writes this node's listening addresses to its data directory (for tests and scripts).
+    fn write_listen_file(&self) {
+        let lines: Vec<String> = self
+            .swarm
+            .listeners()
+            .map(|a| format!("{a}/p2p/{}", self.me))
+            .collect();
+        let _ = crate::fsutil::write_atomic(&self.listen_file, lines.join("\n").as_bytes(), false);
+    }
+
+    /// A link came back (a connection was established, the interfaces changed): peers still
+    /// disconnected are redialled shortly, from the shortest backoff, instead of waiting out
+    /// a backoff grown while the network was down.
+    fn redial_soon(&mut self) {
+        let soon = Instant::now() + jittered(REDIAL_SOON_MAX);
+        for state in self.peers.values_mut().filter(|s| !s.connected) {
+            state.backoff = DIAL_BACKOFF_MIN;
+            state.next_dial = state.next_dial.min(soon);
+        }
+        for b in &mut self.bootstrap {
+            b.backoff = DIAL_BACKOFF_MIN;
+            b.next_dial = b.next_dial.min(soon);
+        }
+    }
+
+    fn push_answered(&mut self, peer: PeerId) {
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.pushes_in_flight = state.pushes_in_flight.saturating_sub(1);
+        }
+    }
+
     fn round_over(&mut self, peer: PeerId) {
         if let Some(state) = self.peers.get_mut(&peer) {
             state.round_active = false;
@@ -621,6 +1010,11 @@ impl Network {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!("listening on {address}/p2p/{}", self.me);
+                if self.started.elapsed() > INTERFACES_SETTLED_AFTER {
+                    // A new address after start: the network interfaces changed (a cable, a
+                    // Wi-Fi network, a VPN), so links may be back.
+                    self.redial_soon();
+                }
                 // A relay hands its address to the nodes that reserve a slot; `--relay` says
                 // this node is reachable where it listens.
                 let relayed = address.iter().any(|p| p == Protocol::P2pCircuit);
@@ -628,24 +1022,51 @@ impl Network {
                     self.swarm.add_external_address(address.clone());
                 }
                 self.publish_view();
-                let lines: Vec<String> = self
-                    .swarm
-                    .listeners()
-                    .map(|a| format!("{a}/p2p/{}", self.me))
-                    .collect();
-                let _ = crate::fsutil::write_atomic(
-                    &self.listen_file,
-                    lines.join("\n").as_bytes(),
-                    false,
-                );
+                self.write_listen_file();
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
             } => {
+                let now = Instant::now();
+                let mut superseded = Vec::new();
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.connected = true;
-                    state.last_seen = Some(OffsetDateTime::now_utc());
+                    state.connections = num_established.get();
+                    state.heard(None);
                     state.backoff = DIAL_BACKOFF_MIN;
+                    // The peer dialled us, so it held no connection to us when it started: the
+                    // ones this node holds that are older than a connection setup are dead at
+                    // its end (it restarted, or the link failed silently). Keep the new one.
+                    if !endpoint.is_dialer() {
+                        for (id, conn) in &state.conns {
+                            if now.duration_since(conn.established) > CONNECTION_SETUP_TIMEOUT {
+                                superseded.push(*id);
+                            }
+                        }
+                    }
+                    state.conns.insert(
+                        connection_id,
+                        Conn {
+                            established: now,
+                            last_heard: now,
+                            ping_failures: 0,
+                        },
+                    );
+                    // Past the per-peer bound, the least recently heard one goes.
+                    let kept = state.conns.len() - superseded.len();
+                    if kept > CONNECTIONS_PER_PEER_MAX as usize
+                        && let Some((id, _)) = state
+                            .conns
+                            .iter()
+                            .filter(|(id, _)| **id != connection_id && !superseded.contains(id))
+                            .min_by_key(|(_, c)| c.last_heard)
+                    {
+                        superseded.push(*id);
+                    }
                     let addr = endpoint.get_remote_address().clone();
                     let relayed = addr.iter().any(|p| p == Protocol::P2pCircuit);
                     if endpoint.is_dialer() && !relayed {
@@ -664,27 +1085,39 @@ impl Network {
                     }
                     tracing::info!(peer = %peer_id, label = %state.label, "connected");
                 }
-                for b in &mut self.bootstrap {
-                    if b.addr == *endpoint.get_remote_address() {
-                        b.backoff = DIAL_BACKOFF_MIN;
-                    }
+                for id in superseded {
+                    tracing::info!(peer = %peer_id, "a newer connection supersedes an older one: the older is closed");
+                    self.swarm.close_connection(id);
                 }
+                // A link came back: whoever is still disconnected may be reachable again.
+                self.redial_soon();
                 self.publish_view();
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
+                cause,
                 ..
             } => {
                 if num_established == 0 {
                     self.relays.remove(&peer_id);
+                }
+                if let Some(state) = self.peers.get_mut(&peer_id) {
+                    state.connections = num_established;
+                    state.conns.remove(&connection_id);
+                    if let Some(cause) = cause {
+                        tracing::debug!(peer = %peer_id, "connection closed: {cause}");
+                    }
                 }
                 if num_established == 0
                     && let Some(state) = self.peers.get_mut(&peer_id)
                 {
                     state.connected = false;
                     state.round_active = false;
-                    state.next_dial = Instant::now() + state.backoff;
+                    // Whatever the round had in flight is abandoned with the connection.
+                    state.round_gen += 1;
+                    state.next_dial = Instant::now() + jittered(state.backoff);
                     tracing::info!(peer = %peer_id, "disconnected");
                 }
                 self.publish_view();
@@ -728,6 +1161,39 @@ impl Network {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result,
+            })) => {
+                let Some(state) = self.peers.get_mut(&peer) else {
+                    return;
+                };
+                match result {
+                    Ok(rtt) => {
+                        state.heard(Some(rtt));
+                        if let Some(conn) = state.conns.get_mut(&connection) {
+                            conn.last_heard = Instant::now();
+                            conn.ping_failures = 0;
+                        }
+                    }
+                    Err(e) => {
+                        let dead = state.conns.get_mut(&connection).is_some_and(|conn| {
+                            conn.ping_failures += 1;
+                            conn.ping_failures >= PING_FAILURES_MAX
+                        });
+                        if dead {
+                            tracing::info!(%peer, "{PING_FAILURES_MAX} pings missed ({e}): connection closed");
+                            self.swarm.close_connection(connection);
+                        }
+                    }
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                tracing::info!("no longer listening on {address}: redialling disconnected peers");
+                self.redial_soon();
+                self.write_listen_file();
+            }
             SwarmEvent::Behaviour(BehaviourEvent::RelayClient(
                 relay::client::Event::ReservationReqAccepted { relay_peer_id, .. },
             )) => {
@@ -772,9 +1238,23 @@ impl Network {
 
     fn on_sync(&mut self, event: request_response::Event<Request, Response>) {
         match event {
-            request_response::Event::Message { peer, message, .. } => {
+            request_response::Event::Message {
+                peer,
+                connection_id,
+                message,
+            } => {
                 if let Some(state) = self.peers.get_mut(&peer) {
-                    state.last_seen = Some(OffsetDateTime::now_utc());
+                    state.heard(None);
+                    if let Some(conn) = state.conns.get_mut(&connection_id) {
+                        conn.last_heard = Instant::now();
+                    }
+                    if let request_response::Message::Request {
+                        request: Request::Hello { digest, .. },
+                        ..
+                    } = &message
+                    {
+                        state.digest = Some((*digest, OffsetDateTime::now_utc()));
+                    }
                 }
                 match message {
                     request_response::Message::Request {
@@ -793,8 +1273,17 @@ impl Network {
                 ..
             } => {
                 tracing::debug!(%peer, "sync request failed: {error}");
-                if let Some((peer, Pending::Round(_))) = self.pending.remove(&request_id) {
-                    self.round_over(peer);
+                match self.pending.remove(&request_id) {
+                    Some((peer, Pending::Round(round_no, _)))
+                        if self
+                            .peers
+                            .get(&peer)
+                            .is_some_and(|s| s.round_gen == round_no) =>
+                    {
+                        self.round_over(peer);
+                    }
+                    Some((peer, Pending::Push)) => self.push_answered(peer),
+                    _ => {}
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -809,9 +1298,48 @@ impl Network {
             Request::Push { events } => events.len(),
             _ => 0,
         };
+        // Each peer is served at a bounded rate: a member asking the same ranges again and
+        // again gets slowed down (a short wait), then refused, instead of taking the engine
+        // thread and the link. Bytes served are charged once the answer is known.
+        let now = Instant::now();
+        let is_want = matches!(request, Request::Want { .. });
+        let wait = self.peers.get_mut(&peer).map(|state| {
+            let wait = if is_want {
+                state.wants.take(1.0, now).max(state.served.deficit(now))
+            } else {
+                state.requests.take(1.0, now)
+            };
+            if wait > SERVE_WAIT_MAX {
+                // Refused: the request is not charged.
+                if is_want {
+                    state.wants.give_back(1.0);
+                } else {
+                    state.requests.give_back(1.0);
+                }
+            }
+            wait
+        });
+        let Some(wait) = wait.filter(|w| *w <= SERVE_WAIT_MAX) else {
+            self.requests_rate_limited += 1;
+            if self.requests_rate_limited.is_power_of_two() {
+                tracing::warn!(%peer, refused = self.requests_rate_limited, "a peer asks faster than it is served: requests refused");
+            }
+            let refused = Response::Refused {
+                reason: "rate limited: this peer asks faster than it is served".into(),
+            };
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .sync
+                .send_response(channel, refused);
+            return;
+        };
         let engine = self.engine.clone();
         let tx = self.inner_tx.clone();
         tokio::spawn(async move {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
             let response = engine
                 .call(move |e: &mut Engine| e.respond(request, OffsetDateTime::now_utc()))
                 .await
@@ -824,6 +1352,10 @@ impl Network {
                 Response::Received { admitted } => (*admitted as usize) < pushed,
                 _ => false,
             };
+            if let Response::Events { events, .. } = &response {
+                let bytes = events.iter().map(Vec::len).sum::<usize>();
+                let _ = tx.send(Inner::Served(peer, bytes)).await;
+            }
             let _ = tx.send(Inner::Respond(channel, response)).await;
             if short {
                 let _ = tx.send(Inner::WantRound(peer)).await;
@@ -837,11 +1369,12 @@ impl Network {
         };
         match pending {
             Pending::Push => {
+                self.push_answered(peer);
                 if let Response::Refused { reason } = response {
                     tracing::debug!(%peer, "a push was refused: {reason}");
                 }
             }
-            Pending::Round(mut round) => {
+            Pending::Round(round_no, mut round) => {
                 let engine = self.engine.clone();
                 let tx = self.inner_tx.clone();
                 let node = passerelle_core::keys::NodeId(peer);
@@ -851,17 +1384,26 @@ impl Network {
                             let step = round
                                 .on_response(e, response, OffsetDateTime::now_utc())
                                 .map_err(|err| err.to_string());
-                            if let Ok(Step::Done(_)) = &step {
-                                remember_peer(e, &node, &round);
-                            }
-                            (round, step)
+                            let digest = match &step {
+                                Ok(Step::Done(_)) => remember_peer(e, &node, &round),
+                                _ => None,
+                            };
+                            (round, step, digest)
                         })
                         .await;
                     let message = match result {
-                        Ok((round, step)) => Inner::RoundStep(peer, round, step),
-                        Err(e) => {
-                            Inner::RoundStep(peer, Box::new(Round::idle()), Err(e.to_string()))
+                        Ok((round, step, digest)) => {
+                            if let Some(digest) = digest {
+                                let _ = tx.send(Inner::PeerDigest(peer, digest)).await;
+                            }
+                            Inner::RoundStep(peer, round_no, round, step)
                         }
+                        Err(e) => Inner::RoundStep(
+                            peer,
+                            round_no,
+                            Box::new(Round::idle()),
+                            Err(e.to_string()),
+                        ),
                     };
                     let _ = tx.send(message).await;
                 });
@@ -880,11 +1422,14 @@ impl Network {
 }
 
 /// After a round, the peer holds at least what it held and what we pushed: keep that as its
-/// last known vector (for `status` and for bundles of "what it lacks").
-fn remember_peer(engine: &mut Engine, node: &passerelle_core::keys::NodeId, round: &Round) {
-    let Ok(ours) = engine.version_vector() else {
-        return;
-    };
+/// last known vector (for `status` and for bundles of "what it lacks"). Returns that vector's
+/// digest.
+fn remember_peer(
+    engine: &mut Engine,
+    node: &passerelle_core::keys::NodeId,
+    round: &Round,
+) -> Option<Hash32> {
+    let ours = engine.version_vector().ok()?;
     let mut theirs = round.their_vector().cloned().unwrap_or_default();
     for (author, (seq, head)) in ours.entries {
         let entry = theirs.entries.entry(author).or_insert((0, head));
@@ -896,5 +1441,17 @@ fn remember_peer(engine: &mut Engine, node: &passerelle_core::keys::NodeId, roun
         let _ = engine
             .store_mut()
             .set_meta(&rpc::peer_vector_key(node), Some(&bytes));
+    }
+    Some(theirs.digest())
+}
+
+impl PeerState {
+    /// The peer was just heard from.
+    fn heard(&mut self, rtt: Option<Duration>) {
+        self.last_heard = Some(Instant::now());
+        self.last_seen = Some(OffsetDateTime::now_utc());
+        if rtt.is_some() {
+            self.rtt = rtt;
+        }
     }
 }

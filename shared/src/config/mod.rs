@@ -21,7 +21,7 @@ use crate::keyfiles::{
 use crate::keys::{self, NodeId, PublicKey, context};
 use crate::limits::{
     DOCUMENT_SIZE_MAX_BYTES, ID_LENGTH_MAX_CHARS, KEY_EPOCHS_MAX, NAME_LENGTH_MAX_CHARS,
-    ROOT_KEYS_MAX,
+    ROOT_KEYS_MAX, SOP_DEADLINE_MAX_HOURS,
 };
 
 /// Why a configuration document was refused. Each names the field and the problem.
@@ -504,6 +504,12 @@ fn validate(doc: Document, hash: Hash32) -> Result<Mechanism, ConfigError> {
             return Err(invalid(
                 format!("sop.urgency.{name}"),
                 "deadlines must be at least one hour",
+            ));
+        }
+        if d.accept_hours > SOP_DEADLINE_MAX_HOURS {
+            return Err(invalid(
+                format!("sop.urgency.{name}.accept_hours"),
+                format!("must be at most {SOP_DEADLINE_MAX_HOURS} hours"),
             ));
         }
         if d.accept_hours < d.acknowledge_hours {

@@ -73,7 +73,15 @@ pub fn next_version(
     doc["version"] = value(version);
     doc["previous"] = value(current.hash.to_hex());
     doc["issued_at"] = value(rfc3339(now));
-    doc["expires_at"] = value(rfc3339(now + validity));
+    // The period is carried over from a version a ministry signed: a long one must not
+    // overflow the date (it once panicked here).
+    let expires_at = now
+        .checked_add(validity)
+        .ok_or_else(|| ConfigError::Invalid {
+            field: "expires_at".into(),
+            problem: "the current version's validity period is too long to carry over".into(),
+        })?;
+    doc["expires_at"] = value(rfc3339(expires_at));
 
     for removal in removals {
         let node = current

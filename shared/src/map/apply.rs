@@ -153,9 +153,19 @@ pub fn apply_body(
         guarded(|| doc.apply_changes([change]).ok())
             .flatten()
             .ok_or(Rule::BadPayload)?;
-        // The dependencies were checked to be present, so the change must now be held.
-        let held = guarded(|| doc.get_change_meta_by_hash(&hash).is_some()).unwrap_or(false);
-        if !held {
+        // The change must now be held under its own hash, and the bytes automerge keeps of it
+        // must read back as the same change: those bytes are what the store appends and what
+        // a restarted node loads. A change automerge accepts but keeps in another form (found
+        // by fuzzing: held under another hash, or stored bytes that do not load) would make
+        // the stored document unreadable, or different after a restart.
+        let kept = guarded(|| {
+            doc.get_change_by_hash(&hash)
+                .map(|c| c.raw_bytes().to_vec())
+        })
+        .flatten()
+        .ok_or(Rule::BadPayload)?;
+        let reread = guarded(|| Change::from_bytes(kept).ok().map(|c| c.hash())).flatten();
+        if reread != Some(hash) {
             return Err(Rule::BadPayload);
         }
         applied.hashes.push(hash);
@@ -314,6 +324,57 @@ mod tests {
             ),
             Err(Rule::MapWrongActor)
         );
+    }
+
+    /// Map changes fuzzing found that automerge accepts but keeps in a form that does not load
+    /// back (`shared/fuzz/crashers/map-change/`): refused, or — if accepted — the bytes the
+    /// store would append load back to the same document, on an empty document and on one
+    /// holding a profile.
+    #[test]
+    fn accepted_changes_load_back_from_what_the_store_appends() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+        let base = std::fs::read(root.join("map-base.change")).unwrap_or_else(|e| panic!("{e}"));
+        let dir = root.join("crashers/map-change");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        files.sort();
+        assert!(!files.is_empty());
+        for file in files {
+            let body = std::fs::read(&file).unwrap_or_else(|e| panic!("{e}"));
+            for with_base in [false, true] {
+                let mut doc = AutoCommit::new();
+                if with_base {
+                    let change = Change::from_bytes(base.clone()).unwrap_or_else(|e| panic!("{e}"));
+                    doc.apply_changes([change])
+                        .unwrap_or_else(|e| panic!("{e}"));
+                }
+                let stored_base = with_base.then(|| doc.save());
+                let seqs = actor_seqs(&mut doc);
+                let author = guarded(|| {
+                    Change::from_bytes(body.clone())
+                        .ok()
+                        .and_then(|c| <[u8; 32]>::try_from(c.actor_id().to_bytes()).ok())
+                })
+                .flatten()
+                .unwrap_or_default();
+                let seq_of = |a: &[u8; 32]| seqs.get(a).copied().unwrap_or(0);
+                let Ok(applied) =
+                    apply_body(&mut doc, &body, false, Writers::Author(&author), &seq_of)
+                else {
+                    continue;
+                };
+                let mut chunk = Vec::new();
+                for hash in &applied.hashes {
+                    let kept = doc.get_change_by_hash(hash).map(|c| c.raw_bytes().to_vec());
+                    chunk.extend(kept.unwrap_or_else(|| panic!("{}: not kept", file.display())));
+                }
+                let reloaded = load_stored(stored_base.as_deref(), [chunk.as_slice()])
+                    .map(|mut d| d.get_heads());
+                assert_eq!(reloaded, Some(doc.get_heads()), "{}", file.display());
+            }
+        }
     }
 
     /// Every input that once made automerge panic (`shared/fuzz/crashers/automerge/`), as a

@@ -92,10 +92,10 @@ impl Store {
         let result = self
             .backup_db(&partial)
             .and_then(|events| seal(&partial, to, signing).map(|()| events));
-        if let Err(e) = std::fs::remove_file(&partial) {
-            if result.is_ok() {
-                return Err(io(&partial, e));
-            }
+        if let Err(e) = std::fs::remove_file(&partial)
+            && result.is_ok()
+        {
+            return Err(io(&partial, e));
         }
         if result.is_err() && std::fs::symlink_metadata(to).is_ok_and(|m| m.is_file()) {
             // Ours (created exclusively by `seal`) and incomplete.
@@ -190,6 +190,7 @@ impl Store {
         Self::unseal_backup(file, node, db)?;
         let restored = Self::prepare_restore(db, expected);
         if restored.is_err() {
+            // As above: the refusal is what the caller needs; the copy is ours to drop.
             let _ = std::fs::remove_file(db);
         }
         restored

@@ -23,7 +23,7 @@ pub use config_store::{ApplyOutcome, ConfigState};
 pub use log::{FoldKeys, IngestReport, LogCounts, decrypt_event};
 pub use org_keys::ImportOutcome;
 pub use requests::{RequestId, RequestRecord};
-pub use users::{User, UserRole};
+pub use users::{USER_NAME_MAX_BYTES, User, UserRole, verify_password};
 
 /// Opens a table for reading; `None` when it was never written to (a store that holds none of
 /// it yet), which readers treat as empty.
