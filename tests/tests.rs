@@ -15,6 +15,7 @@ mod fuzz;
 mod map;
 mod mdns;
 mod net_attacks;
+mod netsim;
 mod nodes;
 mod partition;
 mod sync_rounds;

@@ -17,6 +17,7 @@ pub mod keyfiles;
 pub mod keys;
 pub mod limits;
 pub mod map;
+pub mod netsim;
 pub mod payload;
 pub mod report;
 pub mod round;

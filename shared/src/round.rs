@@ -81,6 +81,8 @@ pub struct Round {
     /// Ranges of our log still to push, and where each stands.
     push: Vec<Range>,
     their_vector: Option<VersionVector>,
+    /// Whether this round already asked for fork evidence (once per round).
+    evidence_asked: bool,
     report: RoundReport,
     /// Batches moved (fetched or pushed) and bytes fetched so far: the round's work, bounded.
     batches: usize,
@@ -217,6 +219,7 @@ impl Round {
             restarts: 0,
             push: Vec::new(),
             their_vector: None,
+            evidence_asked: false,
             report: RoundReport::default(),
             batches: 0,
             fetched_bytes: 0,
@@ -231,6 +234,7 @@ impl Round {
                 restarts: 0,
                 push: Vec::new(),
                 their_vector: None,
+                evidence_asked: false,
                 report: RoundReport::default(),
                 batches: 0,
                 fetched_bytes: 0,
@@ -343,6 +347,14 @@ impl Round {
                     }
                     let theirs = self.their_vector.clone();
                     self.clear_read_only(engine, theirs.as_ref())?;
+                    if !self.evidence_asked {
+                        self.evidence_asked = true;
+                        let evidence = self.fork_evidence(engine)?;
+                        if !evidence.is_empty() {
+                            self.state = State::Fetching(evidence.clone());
+                            return Ok(Step::Send(Request::Want { ranges: evidence }));
+                        }
+                    }
                     self.next_push(engine)
                 }
                 other => self.unexpected(&other),
@@ -353,6 +365,31 @@ impl Round {
             },
             State::Done => Ok(Step::Done(std::mem::take(&mut self.report))),
         }
+    }
+
+    /// After fetching: the authors the peer holds more of, whose next events still did not
+    /// join our log. Where the peer holds another branch of the author's log (a fork), its
+    /// events past our head follow an event we do not have and are refused as a broken chain,
+    /// so the two events at one sequence would never meet on this side: ask for the peer's
+    /// event at our head's sequence, which is the evidence (or, if the log only lags behind —
+    /// events held back — a duplicate).
+    fn fork_evidence(&self, engine: &Engine) -> Result<Vec<Range>, EngineError> {
+        let Some(theirs) = &self.their_vector else {
+            return Ok(Vec::new());
+        };
+        let ours = engine.version_vector()?;
+        Ok(theirs
+            .entries
+            .iter()
+            .filter_map(|(author, (their_seq, _))| {
+                let our_seq = ours.seq(author);
+                (our_seq >= 1 && *their_seq > our_seq).then_some(Range {
+                    author: *author,
+                    from: our_seq,
+                    to: Some(our_seq),
+                })
+            })
+            .collect())
     }
 
     fn restart(&mut self, engine: &Engine, nothing_new: bool) -> Result<Step, EngineError> {
