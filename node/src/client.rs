@@ -26,8 +26,16 @@ pub fn user(flag: Option<&str>) -> String {
         .or_else(|| std::env::var("PASSERELLE_USER").ok())
         .or_else(|| std::env::var("USER").ok())
         .filter(|u| !u.trim().is_empty())
-        .map(|u| passerelle_core::keys::truncate_for_error(u.trim()))
+        .map(|u| passerelle_core::keys::truncate_for_error(&clean_user(u.trim())))
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// An audit user name without control characters (each becomes U+FFFD): it is printed in
+/// the audit log's listing and must not carry terminal escapes.
+pub fn clean_user(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
 }
 
 /// Where the running daemon's API listens and its token, if a daemon runs for this data dir.

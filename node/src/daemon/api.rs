@@ -123,6 +123,12 @@ async fn rpc_handler(State(state): State<ApiState>, body: axum::body::Bytes) -> 
         Ok(b) => b,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("malformed request: {e}")),
     };
+    if body.user.chars().any(char::is_control) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "the user name must not contain control characters",
+        );
+    }
     let network = state.network.lock().map(|v| v.clone()).unwrap_or_default();
     let name = body.request.name();
     let ctx = rpc::Context {
