@@ -81,6 +81,14 @@ pub struct Round {
     /// Ranges of our log still to push, and where each stands.
     push: Vec<Range>,
     their_vector: Option<VersionVector>,
+    /// What the peer is known to hold: its vector, advanced by each pushed batch it admitted
+    /// whole. A batch it admitted only in part advances nothing (its answer gives a count, not
+    /// which events), so this never claims more than the peer holds.
+    peer_holds: Option<VersionVector>,
+    /// The last event of each author in the push batch awaiting its answer.
+    in_flight: Vec<([u8; 32], u64, crate::event::EventId)>,
+    /// How many events that batch carried.
+    in_flight_len: usize,
     /// Whether this round already asked for fork evidence (once per round).
     evidence_asked: bool,
     report: RoundReport,
@@ -219,6 +227,9 @@ impl Round {
             restarts: 0,
             push: Vec::new(),
             their_vector: None,
+            peer_holds: None,
+            in_flight: Vec::new(),
+            in_flight_len: 0,
             evidence_asked: false,
             report: RoundReport::default(),
             batches: 0,
@@ -231,13 +242,7 @@ impl Round {
         Ok((
             Self {
                 state: State::AwaitHello,
-                restarts: 0,
-                push: Vec::new(),
-                their_vector: None,
-                evidence_asked: false,
-                report: RoundReport::default(),
-                batches: 0,
-                fetched_bytes: 0,
+                ..Self::idle()
             },
             engine.hello()?,
         ))
@@ -246,6 +251,13 @@ impl Round {
     /// The peer's vector, once it was received in this round.
     pub fn their_vector(&self) -> Option<&VersionVector> {
         self.their_vector.as_ref()
+    }
+
+    /// What the peer is known to hold after this round: the vector it sent, advanced by the
+    /// pushed batches it admitted whole — what bundles of "what it lacks" start from. `None`
+    /// when the round ended before the peer sent its vector.
+    pub fn peer_holds(&self) -> Option<&VersionVector> {
+        self.peer_holds.as_ref()
     }
 
     /// Feeds the peer's response; returns the next request, or the end of the round.
@@ -263,6 +275,8 @@ impl Round {
         match std::mem::replace(&mut self.state, State::Done) {
             State::AwaitHello => match response {
                 Response::InSync => {
+                    // Equal digests: the peer holds exactly what we hold.
+                    self.peer_holds = Some(engine.version_vector()?);
                     self.clear_read_only(engine, None)?;
                     Ok(Step::Done(std::mem::take(&mut self.report)))
                 }
@@ -292,6 +306,7 @@ impl Round {
                             .and_then(|v| v.first().map(Event::id))
                             .filter(|_| seq >= 1)
                     });
+                    self.peer_holds = Some(vector.clone());
                     self.their_vector = Some(vector);
                     self.push = plan.push;
                     if plan.want.is_empty() {
@@ -360,7 +375,10 @@ impl Round {
                 other => self.unexpected(&other),
             },
             State::Pushing => match response {
-                Response::Received { .. } => self.next_push(engine),
+                Response::Received { admitted } => {
+                    self.pushed_batch_answered(admitted);
+                    self.next_push(engine)
+                }
                 other => self.unexpected(&other),
             },
             State::Done => Ok(Step::Done(std::mem::take(&mut self.report))),
@@ -415,12 +433,29 @@ impl Round {
         )))
     }
 
+    /// The peer answered a pushed batch: where it admitted every event, it now holds each
+    /// author's log up to the batch's last event of that author (a batch continues the peer's
+    /// log: it starts where the peer's vector ends).
+    fn pushed_batch_answered(&mut self, admitted: u32) {
+        let tops = std::mem::take(&mut self.in_flight);
+        let whole = usize::try_from(admitted).is_ok_and(|n| n == self.in_flight_len);
+        if let (true, Some(holds)) = (whole, self.peer_holds.as_mut()) {
+            for (author, seq, id) in tops {
+                let entry = holds.entries.entry(author).or_insert((0, id));
+                if entry.0 < seq {
+                    *entry = (seq, id);
+                }
+            }
+        }
+    }
+
     /// The next batch of our events the peer lacks, or the end of the round.
     fn next_push(&mut self, engine: &Engine) -> Result<Step, EngineError> {
         if self.batches >= SYNC_ROUND_BATCHES_MAX && !self.push.is_empty() {
             self.report.cut_short = Some(RoundCut::Batches);
             return Ok(Step::Done(std::mem::take(&mut self.report)));
         }
+        self.in_flight.clear();
         let mut events = Vec::new();
         let mut bytes = 0usize;
         while let Some(range) = self.push.first_mut() {
@@ -443,7 +478,15 @@ impl Round {
                     break;
                 }
                 bytes += wire.len();
-                range.from = event.header().seq + 1;
+                let header = event.header();
+                range.from = header.seq + 1;
+                match self.in_flight.iter_mut().find(|t| t.0 == header.author) {
+                    Some(top) if top.1 < header.seq => {
+                        *top = (header.author, header.seq, event.id())
+                    }
+                    Some(_) => {}
+                    None => self.in_flight.push((header.author, header.seq, event.id())),
+                }
                 events.push(wire);
             }
             if full {
@@ -454,6 +497,7 @@ impl Round {
             return Ok(Step::Done(std::mem::take(&mut self.report)));
         }
         self.report.pushed += events.len();
+        self.in_flight_len = events.len();
         self.batches += 1;
         self.state = State::Pushing;
         Ok(Step::Send(Request::Push {
@@ -644,5 +688,90 @@ mod tests {
             rounds += 1;
             assert!(rounds < 10, "no progress across rounds");
         }
+    }
+
+    /// A peer that admits only part of a pushed batch (it refused or lost one event) must not
+    /// be remembered as holding the whole batch: bundles of "what it lacks" start from that
+    /// memory (issue 11, item 7).
+    #[test]
+    fn a_push_the_peer_admits_in_part_leaves_a_truthful_peer_vector() {
+        let (_dir, mut b, mut a) = pair(20);
+        let now = OffsetDateTime::now_utc();
+        // `a` holds the history, `b` nothing: a round from `a` pushes it all. `b` drops the
+        // last event of every pushed batch before admitting the rest.
+        let (mut round, mut request) = Round::start(&a).unwrap();
+        let mut dropped = 0;
+        let report = loop {
+            let response = match request {
+                Request::Push { events } => {
+                    let mut events: Vec<Vec<u8>> = crate::event::expand_batch(&events)
+                        .into_iter()
+                        .map(Result::unwrap)
+                        .collect();
+                    events.pop();
+                    dropped += 1;
+                    b.respond(
+                        Request::Push {
+                            events: crate::event::compact_batch(events),
+                        },
+                        now,
+                    )
+                }
+                other => b.respond(other, now),
+            };
+            match round.on_response(&mut a, response, now).unwrap() {
+                Step::Send(next) => request = next,
+                Step::SendAndAdmit(..) => panic!("`b` has nothing to send"),
+                Step::Done(report) => break report,
+            }
+        };
+        assert!(report.pushed > 0 && dropped > 0, "{report:?}");
+        let holds = round.peer_holds().unwrap().clone();
+        let real = b.version_vector().unwrap();
+        let ours = a.version_vector().unwrap();
+        assert_ne!(real, ours, "`b` should lack what it dropped");
+        for (author, (seq, _)) in &ours.entries {
+            assert!(
+                holds.seq(author) <= real.seq(author),
+                "remembered {} of an author's log, `b` holds {}",
+                holds.seq(author),
+                real.seq(author)
+            );
+            assert!(*seq >= holds.seq(author));
+        }
+        // A bundle made for what `b` is remembered to hold brings it level.
+        let identity = b.node_identity().unwrap();
+        let mut file = Vec::new();
+        crate::bundle::export(
+            &a,
+            Some(&holds),
+            &[identity.to_public()],
+            &mut file,
+            now,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        crate::bundle::import(&mut b, &identity, file.as_slice(), now, &mut |_, _| {}).unwrap();
+        assert_eq!(b.version_vector().unwrap(), ours);
+    }
+
+    /// The same round with a peer that admits every push remembers it as holding everything.
+    #[test]
+    fn a_push_admitted_whole_is_remembered_whole() {
+        let (_dir, mut b, mut a) = pair(20);
+        let now = OffsetDateTime::now_utc();
+        let (mut round, mut request) = Round::start(&a).unwrap();
+        loop {
+            match round
+                .on_response(&mut a, b.respond(request, now), now)
+                .unwrap()
+            {
+                Step::Send(next) => request = next,
+                Step::SendAndAdmit(..) => panic!("`b` has nothing to send"),
+                Step::Done(_) => break,
+            }
+        }
+        assert_eq!(b.version_vector().unwrap(), a.version_vector().unwrap());
+        assert_eq!(round.peer_holds(), Some(&a.version_vector().unwrap()));
     }
 }

@@ -1421,28 +1421,27 @@ impl Network {
     }
 }
 
-/// After a round, the peer holds at least what it held and what we pushed: keep that as its
-/// last known vector (for `status` and for bundles of "what it lacks"). Returns that vector's
-/// digest.
+/// After a round, what the peer is known to hold (the vector it sent, advanced by the pushes
+/// it admitted whole: `Round::peer_holds`): keep that as its last known vector, for `status`
+/// and for bundles of "what it lacks". Returns that vector's digest.
 fn remember_peer(
     engine: &mut Engine,
     node: &passerelle_core::keys::NodeId,
     round: &Round,
 ) -> Option<Hash32> {
-    let ours = engine.version_vector().ok()?;
-    let mut theirs = round.their_vector().cloned().unwrap_or_default();
-    for (author, (seq, head)) in ours.entries {
-        let entry = theirs.entries.entry(author).or_insert((0, head));
-        if entry.0 < seq {
-            *entry = (seq, head);
+    let holds = round.peer_holds()?;
+    match postcard::to_stdvec(holds) {
+        Ok(bytes) => {
+            if let Err(e) = engine
+                .store_mut()
+                .set_meta(&rpc::peer_vector_key(node), Some(&bytes))
+            {
+                tracing::warn!(peer = %node, "could not store the peer's vector: {e}");
+            }
         }
+        Err(e) => tracing::warn!(peer = %node, "could not encode the peer's vector: {e}"),
     }
-    if let Ok(bytes) = postcard::to_stdvec(&theirs) {
-        let _ = engine
-            .store_mut()
-            .set_meta(&rpc::peer_vector_key(node), Some(&bytes));
-    }
-    Some(theirs.digest())
+    Some(holds.digest())
 }
 
 impl PeerState {
