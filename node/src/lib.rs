@@ -100,12 +100,29 @@ pub fn log_filter(rust_log: Option<&str>) -> String {
     if directives.is_empty() {
         directives.push("warn".into());
     }
-    directives.extend(
-        CAPPED_TARGETS
-            .iter()
-            .map(|(t, level)| format!("{t}={level}")),
-    );
+    // The capped libraries log at the level asked for everything else, never above their cap:
+    // a cap is a ceiling, not a level of its own (at the default `warn`, yamux stays at warn).
+    let asked = directives
+        .iter()
+        .rev()
+        .find(|d| !d.contains('='))
+        .map_or(level_rank("warn"), |d| level_rank(d));
+    directives.extend(CAPPED_TARGETS.iter().map(|(t, cap)| {
+        let level = LEVELS[asked.min(level_rank(cap))];
+        format!("{t}={level}")
+    }));
     directives.join(",")
+}
+
+/// Tracing's levels, least verbose first.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Where a level stands in [`LEVELS`] (an unknown word counts as `warn`).
+fn level_rank(level: &str) -> usize {
+    LEVELS
+        .iter()
+        .position(|l| l.eq_ignore_ascii_case(level.trim()))
+        .unwrap_or(2)
 }
 
 fn init_tracing() {
@@ -134,5 +151,24 @@ mod tests {
         assert!(f.starts_with("trace,passerelle_node=debug,"), "{f}");
         assert!(f.contains("ureq=warn") && f.contains("hyper=warn"), "{f}");
         assert!(log_filter(None).starts_with("warn,"));
+    }
+
+    #[test]
+    fn a_cap_never_raises_a_library_above_the_level_asked_for() {
+        let quiet = log_filter(None);
+        assert!(
+            quiet.contains("yamux=warn") && quiet.contains("multistream_select=warn"),
+            "{quiet}"
+        );
+        let info = log_filter(Some("info"));
+        assert!(
+            info.contains("yamux=info") && info.contains("axum=info"),
+            "{info}"
+        );
+        let trace = log_filter(Some("trace"));
+        assert!(
+            trace.contains("yamux=debug") && trace.contains("hyper=warn"),
+            "{trace}"
+        );
     }
 }
