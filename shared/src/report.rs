@@ -175,96 +175,69 @@ fn ms_to_time(ms: u64) -> OffsetDateTime {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-/// Builds the report of the referrals sent in [from, to) from the time index's rows.
-pub fn build(
-    rows: impl IntoIterator<Item = ReportRow>,
-    m: &Mechanism,
-    profiles: &BTreeMap<String, crate::map::Profile>,
-    from: OffsetDateTime,
-    to: OffsetDateTime,
-    now: OffsetDateTime,
-) -> Report {
-    let (mut total, mut decided, mut accepted, mut completed) = (0u64, 0u64, 0u64, 0u64);
-    let mut by_category: BTreeMap<String, u64> = BTreeMap::new();
-    let mut by_sender: BTreeMap<String, u64> = BTreeMap::new();
-    let mut by_receiver: BTreeMap<String, u64> = BTreeMap::new();
-    let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
-    let mut by_urgency: BTreeMap<String, u64> = BTreeMap::new();
-    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
-    let (mut ack, mut acc) = (Vec::new(), Vec::new());
-    let mut overdue = Vec::new();
-    for row in rows {
+/// The counts and timings of a report, row by row.
+#[derive(Default)]
+struct Tally {
+    total: u64,
+    decided: u64,
+    accepted: u64,
+    completed: u64,
+    by_category: BTreeMap<String, u64>,
+    by_sender: BTreeMap<String, u64>,
+    by_receiver: BTreeMap<String, u64>,
+    by_status: BTreeMap<String, u64>,
+    by_urgency: BTreeMap<String, u64>,
+    reasons: BTreeMap<String, u64>,
+    /// (hours taken, hours the SOP allows) to acknowledge, and to accept or decline.
+    ack: Vec<(f64, f64)>,
+    acc: Vec<(f64, f64)>,
+    overdue: Vec<Overdue>,
+}
+
+impl Tally {
+    /// Counts one referral (invalid ones count nowhere).
+    fn add(&mut self, row: &ReportRow, m: &Mechanism, now: OffsetDateTime) {
         if row.status == Status::Invalid {
-            continue;
+            return;
         }
-        total += 1;
+        self.total += 1;
         let category = row
             .category
             .clone()
             .unwrap_or_else(|| SENSITIVE.to_string());
-        *by_category.entry(category.clone()).or_default() += 1;
-        *by_sender
+        *self.by_category.entry(category.clone()).or_default() += 1;
+        *self
+            .by_sender
             .entry(m.org_name(&row.sender).to_string())
             .or_default() += 1;
-        *by_receiver
+        *self
+            .by_receiver
             .entry(m.org_name(&row.receiver).to_string())
             .or_default() += 1;
-        *by_status
+        *self
+            .by_status
             .entry(row.status.as_str().to_string())
             .or_default() += 1;
-        *by_urgency
+        *self
+            .by_urgency
             .entry(row.urgency.as_str().to_string())
             .or_default() += 1;
         if let Some(r) = &row.reason {
-            *reasons.entry(r.clone()).or_default() += 1;
+            *self.reasons.entry(r.clone()).or_default() += 1;
         }
         let is_accepted = row.accepted_ms.is_some();
         if is_accepted || row.declined_ms.is_some() {
-            decided += 1;
+            self.decided += 1;
         }
         if is_accepted {
-            accepted += 1;
+            self.accepted += 1;
             if row.completed_ms.is_some() {
-                completed += 1;
+                self.completed += 1;
             }
         }
-        let deadlines = m.doc.sop.urgency.for_level(row.urgency);
-        if let Some(a) = row.acknowledged_ms {
-            ack.push((
-                a.saturating_sub(row.sent_ms) as f64 / 3_600_000.0,
-                f64::from(deadlines.acknowledge_hours),
-            ));
-        }
-        if let Some(a) = row.accepted_ms.or(row.declined_ms) {
-            acc.push((
-                a.saturating_sub(row.sent_ms) as f64 / 3_600_000.0,
-                f64::from(deadlines.accept_hours),
-            ));
-        }
-        let record_like = crate::fold::ReferralRecord {
-            id: crate::config::Hash32(row.id),
-            case: crate::config::Hash32::default(),
-            sender_org: row.sender.clone(),
-            receiver_org: row.receiver.clone(),
-            category: row.category.clone(),
-            urgency: row.urgency,
-            config_version: row.config_version,
-            sent_at: crate::event::Hlc {
-                ms: row.sent_ms,
-                counter: 0,
-            },
-            status: row.status,
-            acknowledged_at: None,
-            accepted_at: None,
-            declined_at: None,
-            completed_at: None,
-            withdrawn_at: None,
-            decline_reason: None,
-            step_count: 0,
-            last: Default::default(),
-        };
-        if let Some(what) = crate::fold::overdue(&record_like, m, now) {
-            overdue.push(Overdue {
+        self.time(row, m);
+        if let Some(what) = crate::fold::overdue(&record_like(row), m, now) {
+            self.overdue.push(Overdue {
                 referral: crate::config::Hash32(row.id).short(),
                 sender: m.org_name(&row.sender).to_string(),
                 receiver: m.org_name(&row.receiver).to_string(),
@@ -275,7 +248,61 @@ pub fn build(
             });
         }
     }
-    let mut by_category: Vec<(String, Shown)> = sorted_counts(by_category)
+
+    /// The time the receiver took to acknowledge and to decide, beside what the SOP allows.
+    fn time(&mut self, row: &ReportRow, m: &Mechanism) {
+        let deadlines = m.doc.sop.urgency.for_level(row.urgency);
+        let hours = |at: u64| at.saturating_sub(row.sent_ms) as f64 / 3_600_000.0;
+        if let Some(a) = row.acknowledged_ms {
+            self.ack
+                .push((hours(a), f64::from(deadlines.acknowledge_hours)));
+        }
+        if let Some(a) = row.accepted_ms.or(row.declined_ms) {
+            self.acc.push((hours(a), f64::from(deadlines.accept_hours)));
+        }
+    }
+}
+
+/// A referral record with the facts a report row keeps, for the fold's overdue rule.
+fn record_like(row: &ReportRow) -> crate::fold::ReferralRecord {
+    crate::fold::ReferralRecord {
+        id: crate::config::Hash32(row.id),
+        case: crate::config::Hash32::default(),
+        sender_org: row.sender.clone(),
+        receiver_org: row.receiver.clone(),
+        category: row.category.clone(),
+        urgency: row.urgency,
+        config_version: row.config_version,
+        sent_at: crate::event::Hlc {
+            ms: row.sent_ms,
+            counter: 0,
+        },
+        status: row.status,
+        acknowledged_at: None,
+        accepted_at: None,
+        declined_at: None,
+        completed_at: None,
+        withdrawn_at: None,
+        decline_reason: None,
+        step_count: 0,
+        last: Default::default(),
+    }
+}
+
+/// Builds the report of the referrals sent in [from, to) from the time index's rows.
+pub fn build(
+    rows: impl IntoIterator<Item = ReportRow>,
+    m: &Mechanism,
+    profiles: &BTreeMap<String, crate::map::Profile>,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Report {
+    let mut t = Tally::default();
+    for row in rows {
+        t.add(&row, m, now);
+    }
+    let mut by_category: Vec<(String, Shown)> = sorted_counts(t.by_category)
         .into_iter()
         .map(|(c, n)| {
             let sensitive = c == SENSITIVE;
@@ -283,7 +310,36 @@ pub fn build(
         })
         .collect();
     by_category.sort_by(|a, b| a.0.cmp(&b.0));
-    let stale = profiles
+    let rate = |part: u64, of: u64| (of > 0).then(|| 100.0 * part as f64 / of as f64);
+    Report {
+        mechanism: m.doc.mechanism.clone(),
+        from: crate::time_fmt::rfc3339(from),
+        to: crate::time_fmt::rfc3339(to),
+        generated: crate::time_fmt::rfc3339(now),
+        referrals: t.total,
+        by_category,
+        by_sender: sorted_counts(t.by_sender),
+        by_receiver: sorted_counts(t.by_receiver),
+        by_status: sorted_counts(t.by_status),
+        by_urgency: sorted_counts(t.by_urgency),
+        declines_by_reason: sorted_counts(t.reasons),
+        acceptance_rate_pct: rate(t.accepted, t.decided),
+        completion_rate_pct: rate(t.completed, t.accepted),
+        time_to_acknowledge: timing(t.ack),
+        time_to_accept: timing(t.acc),
+        overdue: t.overdue,
+        gaps: crate::map::gaps(profiles, m),
+        stale: stale_entries(profiles, m, now),
+    }
+}
+
+/// The map's entries not verified for too long.
+fn stale_entries(
+    profiles: &BTreeMap<String, crate::map::Profile>,
+    m: &Mechanism,
+    now: OffsetDateTime,
+) -> Vec<Stale> {
+    profiles
         .values()
         .flat_map(|p| p.services.iter().map(move |s| (p, s)))
         .filter(|(_, s)| crate::map::stale(s, now))
@@ -293,34 +349,13 @@ pub fn build(
             site: s.site.clone(),
             verified: s.verified.clone(),
         })
-        .collect();
-    Report {
-        mechanism: m.doc.mechanism.clone(),
-        from: crate::time_fmt::rfc3339(from),
-        to: crate::time_fmt::rfc3339(to),
-        generated: crate::time_fmt::rfc3339(now),
-        referrals: total,
-        by_category,
-        by_sender: sorted_counts(by_sender),
-        by_receiver: sorted_counts(by_receiver),
-        by_status: sorted_counts(by_status),
-        by_urgency: sorted_counts(by_urgency),
-        declines_by_reason: sorted_counts(reasons),
-        acceptance_rate_pct: (decided > 0).then(|| 100.0 * accepted as f64 / decided as f64),
-        completion_rate_pct: (accepted > 0).then(|| 100.0 * completed as f64 / accepted as f64),
-        time_to_acknowledge: timing(ack),
-        time_to_accept: timing(acc),
-        overdue,
-        gaps: crate::map::gaps(profiles, m),
-        stale,
-    }
+        .collect()
 }
 
 impl Report {
     /// The report as CSV sections (one table after another), for meeting minutes.
     pub fn csv(&self) -> String {
         let mut out = String::new();
-        let esc = |s: &str| crate::csv::cell(s).into_owned();
         out.push_str(&format!(
             "mechanism,{}\nfrom,{}\nto,{}\nreferrals,{}\n\n",
             esc(&self.mechanism),
@@ -328,61 +363,25 @@ impl Report {
             self.to,
             self.referrals
         ));
-        let section = |out: &mut String, title: &str, rows: Vec<(String, String)>| {
-            out.push_str(&format!("{title},count\n"));
-            for (k, v) in rows {
-                out.push_str(&format!("{},{}\n", esc(&k), v));
-            }
-            out.push('\n');
-        };
-        section(
-            &mut out,
-            "category",
-            self.by_category
-                .iter()
-                .map(|(k, v)| (k.clone(), v.text()))
-                .collect(),
-        );
-        section(
-            &mut out,
-            "sending partner",
-            self.by_sender
-                .iter()
-                .map(|(k, v)| (k.clone(), v.to_string()))
-                .collect(),
-        );
-        section(
-            &mut out,
-            "receiving partner",
-            self.by_receiver
-                .iter()
-                .map(|(k, v)| (k.clone(), v.to_string()))
-                .collect(),
-        );
-        section(
-            &mut out,
-            "status",
-            self.by_status
-                .iter()
-                .map(|(k, v)| (k.clone(), v.to_string()))
-                .collect(),
-        );
-        section(
-            &mut out,
-            "urgency",
-            self.by_urgency
-                .iter()
-                .map(|(k, v)| (k.clone(), v.to_string()))
-                .collect(),
-        );
-        section(
-            &mut out,
-            "decline reason",
-            self.declines_by_reason
-                .iter()
-                .map(|(k, v)| (k.clone(), v.to_string()))
-                .collect(),
-        );
+        let shown = self.by_category.iter().map(|(k, v)| (k.clone(), v.text()));
+        csv_section(&mut out, "category", shown);
+        for (title, counts) in [
+            ("sending partner", &self.by_sender),
+            ("receiving partner", &self.by_receiver),
+            ("status", &self.by_status),
+            ("urgency", &self.by_urgency),
+            ("decline reason", &self.declines_by_reason),
+        ] {
+            let rows = counts.iter().map(|(k, v)| (k.clone(), v.to_string()));
+            csv_section(&mut out, title, rows);
+        }
+        self.csv_indicators(&mut out);
+        self.csv_lists(&mut out);
+        out
+    }
+
+    /// The rates and timings.
+    fn csv_indicators(&self, out: &mut String) {
         let f = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.1}"));
         out.push_str("indicator,value\n");
         out.push_str(&format!(
@@ -404,6 +403,10 @@ impl Report {
                 f(t.within_deadline_pct)
             ));
         }
+    }
+
+    /// The overdue referrals, the gaps and the stale entries.
+    fn csv_lists(&self, out: &mut String) {
         out.push_str("\noverdue referral,sender,receiver,category,urgency,sent,what\n");
         for o in &self.overdue {
             out.push_str(&format!(
@@ -431,6 +434,19 @@ impl Report {
                 s.verified
             ));
         }
-        out
     }
+}
+
+/// A CSV cell, formulas neutralised.
+fn esc(s: &str) -> String {
+    crate::csv::cell(s).into_owned()
+}
+
+/// One titled table of counts.
+fn csv_section(out: &mut String, title: &str, rows: impl Iterator<Item = (String, String)>) {
+    out.push_str(&format!("{title},count\n"));
+    for (k, v) in rows {
+        out.push_str(&format!("{},{}\n", esc(&k), v));
+    }
+    out.push('\n');
 }
