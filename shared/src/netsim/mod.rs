@@ -7,7 +7,7 @@
 //! outsiders' and far-future events, send garbage and answer rounds badly.
 //!
 //! After the workload the partitions heal, the network keeps misbehaving until the honest nodes
-//! agree, a last sweep of rounds runs on a perfect network, and [`check`] verifies what
+//! agree, a last sweep of rounds runs on a perfect network, and `check` verifies what
 //! Passerelle promises: every honest node holds the same logs, every event an honest node
 //! acknowledged is on every honest node exactly once, forks are flagged, the fold's state is
 //! the same wherever the same events can be read, nothing panicked or failed in storage, and
