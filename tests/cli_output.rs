@@ -53,9 +53,24 @@ fn notes_and_names_reach_the_terminal_without_escapes_issue_10() {
         )
         .expect_ok();
 
-    let shown = setup
-        .node_run("aicha", &["case", "show", &case])
-        .expect_ok();
+    shows_are_clean(&setup, &case);
+    // JSON stays exact: the note comes back as it was written.
+    let json = setup.node_json("aicha", &["case", "show", &case, "--json"]);
+    let texts: Vec<String> = json["timeline"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["text"].as_str().map(str::to_string))
+        .collect();
+    assert!(texts.iter().any(|t| t.contains(&note)), "{texts:?}");
+
+    audit_user_is_clean(&setup);
+    names_with_escapes_are_refused(&setup);
+}
+
+/// `case show`, `case list`, `referral list` and `referral show` print no escape.
+fn shows_are_clean(setup: &passerelle_tests::Setup, case: &str) {
+    let shown = setup.node_run("aicha", &["case", "show", case]).expect_ok();
     assert_clean("case show", &shown.stdout);
     assert!(shown.stdout.contains("call back"), "{}", shown.stdout);
     let listed = setup.node_run("aicha", &["case", "list"]).expect_ok();
@@ -75,18 +90,10 @@ fn notes_and_names_reach_the_terminal_without_escapes_issue_10() {
         .node_run("aicha", &["referral", "show", &id])
         .expect_ok();
     assert_clean("referral show", &referral.stdout);
+}
 
-    // JSON stays exact: the note comes back as it was written.
-    let json = setup.node_json("aicha", &["case", "show", &case, "--json"]);
-    let texts: Vec<String> = json["timeline"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| t["text"].as_str().map(str::to_string))
-        .collect();
-    assert!(texts.iter().any(|t| t.contains(&note)), "{texts:?}");
-
-    // The audit log's user comes from whoever ran the command: cleaned too.
+/// The audit log's user comes from whoever ran the command: cleaned too.
+fn audit_user_is_clean(setup: &passerelle_tests::Setup) {
     setup
         .run(&[
             "--data-dir",
@@ -100,8 +107,10 @@ fn notes_and_names_reach_the_terminal_without_escapes_issue_10() {
     let audit = setup.node_run("aicha", &["audit"]).expect_ok();
     assert_clean("audit", &audit.stdout);
     assert!(audit.stdout.contains("mallory"), "{}", audit.stdout);
+}
 
-    // Accounts: a name with a control character or an override is refused.
+/// Accounts: a name with a control character or an override is refused.
+fn names_with_escapes_are_refused(setup: &passerelle_tests::Setup) {
     setup.write("pw", "a-long-enough-password");
     for name in [
         format!("ai{CLEAR_SCREEN}cha"),

@@ -66,73 +66,85 @@ fn acknowledged_events_survive_sigkill() {
     let mut acked: Vec<Hash32> = Vec::new();
     let mut seed = now().unix_timestamp_nanos() as u64;
     for trial in 0..TRIALS {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash::crash_child_entry_point",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn: {e}"));
-        let stdout = child.stdout.take().unwrap_or_else(|| panic!("stdout"));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(id) = line.strip_prefix("ACK ").and_then(Hash32::from_hex) {
-                    let _ = tx.send(id);
-                }
-            }
-        });
-        // Let it run a random while (at least until its first acknowledgement).
         let run_for = Duration::from_millis(30 + next_random(&mut seed) % 250);
-        let started = Instant::now();
-        let mut this_trial = 0;
-        while started.elapsed() < run_for || this_trial == 0 {
-            if let Ok(id) = rx.recv_timeout(Duration::from_millis(5)) {
-                acked.push(id);
-                this_trial += 1;
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                panic!("trial {trial}: the child acknowledged nothing in 30 s");
-            }
-        }
-        child.kill().unwrap_or_else(|e| panic!("kill: {e}")); // SIGKILL
-        let _ = child.wait();
-        let _ = reader.join();
-        acked.extend(rx.try_iter());
-
+        acked.extend(run_and_kill_child(&exe, dir.path(), trial, run_for));
         // The database opens, every acknowledged event is there, the chain is intact.
-        let store = Store::open(&dir.path().join("aicha.redb"))
-            .unwrap_or_else(|e| panic!("trial {trial}: the database does not open: {e}"));
-        for id in &acked {
-            assert!(
-                store.event(id).unwrap_or_default().is_some(),
-                "trial {trial}: acknowledged event {} lost",
-                id.short()
-            );
-        }
-        let (seq, head, _) = store
-            .head(&node.key())
-            .unwrap_or_default()
-            .unwrap_or_else(|| panic!("a head"));
-        let log = store
-            .log_range(&node.key(), 1, usize::MAX)
-            .unwrap_or_default();
-        assert_eq!(log.len() as u64, seq, "trial {trial}: no gap in the log");
-        let mut prev = None;
-        for (i, event) in log.iter().enumerate() {
-            assert_eq!(event.header().seq, i as u64 + 1);
-            assert_eq!(event.header().prev, prev, "trial {trial}: chain intact");
-            assert!(event.verify_signature().is_ok());
-            prev = Some(event.id());
-        }
-        assert_eq!(prev, Some(head));
+        check_store(&dir.path().join("aicha.redb"), &node.key(), &acked, trial);
     }
     assert!(acked.len() >= TRIALS, "every trial acknowledged something");
+}
+
+/// Runs the child for a while (at least until its first acknowledgement), kills it with
+/// SIGKILL and returns the events it acknowledged.
+fn run_and_kill_child(
+    exe: &std::path::Path,
+    dir: &std::path::Path,
+    trial: usize,
+    run_for: Duration,
+) -> Vec<Hash32> {
+    let mut child = Command::new(exe)
+        .args([
+            "--exact",
+            "crash::crash_child_entry_point",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("stdout"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(id) = line.strip_prefix("ACK ").and_then(Hash32::from_hex) {
+                let _ = tx.send(id);
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut acked = Vec::new();
+    while started.elapsed() < run_for || acked.is_empty() {
+        if let Ok(id) = rx.recv_timeout(Duration::from_millis(5)) {
+            acked.push(id);
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            panic!("trial {trial}: the child acknowledged nothing in 30 s");
+        }
+    }
+    child.kill().unwrap_or_else(|e| panic!("kill: {e}")); // SIGKILL
+    let _ = child.wait();
+    let _ = reader.join();
+    acked.extend(rx.try_iter());
+    acked
+}
+
+/// The database opens, every acknowledged event is in it, and the author's chain is whole.
+fn check_store(path: &std::path::Path, author: &[u8; 32], acked: &[Hash32], trial: usize) {
+    let store = Store::open(path)
+        .unwrap_or_else(|e| panic!("trial {trial}: the database does not open: {e}"));
+    for id in acked {
+        assert!(
+            store.event(id).unwrap_or_default().is_some(),
+            "trial {trial}: acknowledged event {} lost",
+            id.short()
+        );
+    }
+    let (seq, head, _) = store
+        .head(author)
+        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("a head"));
+    let log = store.log_range(author, 1, usize::MAX).unwrap_or_default();
+    assert_eq!(log.len() as u64, seq, "trial {trial}: no gap in the log");
+    let mut prev = None;
+    for (i, event) in log.iter().enumerate() {
+        assert_eq!(event.header().seq, i as u64 + 1);
+        assert_eq!(event.header().prev, prev, "trial {trial}: chain intact");
+        assert!(event.verify_signature().is_ok());
+        prev = Some(event.id());
+    }
+    assert_eq!(prev, Some(head));
 }
 
 /// Issue 10, item 16: the daemon is killed with SIGKILL again and again while a caseworker's
@@ -161,22 +173,7 @@ fn a_request_is_carried_out_once_when_the_daemon_dies_mid_request() {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let kills = Arc::new(Mutex::new(0u32));
-    let killer = {
-        let (stop, kills, path) = (stop.clone(), kills.clone(), setup.path().to_path_buf());
-        std::thread::spawn(move || {
-            let mut state = 7u64;
-            while !stop.load(Ordering::Relaxed) {
-                let mut daemon = passerelle_tests::Daemon::start(&path, "mas1", &[], &[]);
-                let alive = 150 + next_random(&mut state) % 600;
-                std::thread::sleep(Duration::from_millis(alive));
-                // SIGKILL: no chance to finish the request or to remove api.addr.
-                let _ = daemon.child.kill();
-                let _ = daemon.child.wait();
-                *kills.lock().unwrap() += 1;
-                std::thread::sleep(Duration::from_millis(next_random(&mut state) % 300));
-            }
-        })
-    };
+    let killer = kill_again_and_again(setup.path().to_path_buf(), stop.clone(), kills.clone());
     let mut acknowledged = Vec::new();
     let mut unsure = 0;
     // Cases are opened one after another until the daemon was killed often enough.
@@ -208,12 +205,44 @@ fn a_request_is_carried_out_once_when_the_daemon_dies_mid_request() {
     assert!(kills >= 10, "only {kills} kills");
     let cases = setup.node_json("mas1", &["case", "list", "--json"]);
     let cases = cases.as_array().unwrap();
+    each_acknowledged_case_once(cases, &acknowledged);
+    println!(
+        "{kills} kills; {} acknowledged, {unsure} unsure, {} cases",
+        acknowledged.len(),
+        cases.len()
+    );
+}
+
+/// Starts the daemon and kills it (SIGKILL) after a random while, again and again until told
+/// to stop; counts the kills.
+fn kill_again_and_again(
+    path: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    kills: std::sync::Arc<std::sync::Mutex<u32>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut state = 7u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut daemon = passerelle_tests::Daemon::start(&path, "mas1", &[], &[]);
+            let alive = 150 + next_random(&mut state) % 600;
+            std::thread::sleep(Duration::from_millis(alive));
+            // SIGKILL: no chance to finish the request or to remove api.addr.
+            let _ = daemon.child.kill();
+            let _ = daemon.child.wait();
+            *kills.lock().unwrap() += 1;
+            std::thread::sleep(Duration::from_millis(next_random(&mut state) % 300));
+        }
+    })
+}
+
+/// No request opened two cases, and every acknowledged case is there once, as sent.
+fn each_acknowledged_case_once(cases: &[serde_json::Value], acknowledged: &[(usize, String)]) {
     let mut names: Vec<&str> = cases.iter().map(|c| c["name"].as_str().unwrap()).collect();
     names.sort_unstable();
     let before = names.len();
     names.dedup();
     assert_eq!(names.len(), before, "a request opened two cases: {names:?}");
-    for (i, id) in &acknowledged {
+    for (i, id) in acknowledged {
         let found: Vec<_> = cases.iter().filter(|c| c["id"] == id.as_str()).collect();
         assert_eq!(
             found.len(),
@@ -222,9 +251,4 @@ fn a_request_is_carried_out_once_when_the_daemon_dies_mid_request() {
         );
         assert_eq!(found[0]["name"], format!("Person{i}"));
     }
-    println!(
-        "{kills} kills; {} acknowledged, {unsure} unsure, {} cases",
-        acknowledged.len(),
-        cases.len()
-    );
 }

@@ -364,6 +364,13 @@ fn posters_gaps_search_and_export_run_on_the_sample_mechanism() {
         all.extend_from_slice(args);
         run_in(dir.path(), &all).expect_ok().stdout
     };
+    check_gaps_and_search(&run);
+    check_hsds_export(&run, dir.path());
+    check_posters(&run, dir.path(), &sim);
+}
+
+/// Gaps and search on the sample map.
+fn check_gaps_and_search(run: &dyn Fn(&[&str]) -> String) {
     // Gaps: no mental health care in Zarzis (the coordination meeting's finding).
     let gaps: serde_json::Value = serde_json::from_str(&run(&["map", "gaps", "--json"])).unwrap();
     assert!(
@@ -404,8 +411,12 @@ fn posters_gaps_search_and_export_run_on_the_sample_mechanism() {
         sorted.iter().map(|r| r.0).collect::<Vec<_>>(),
         "open now first"
     );
+}
+
+/// The HSDS export writes every table, as JSON and CSV.
+fn check_hsds_export(run: &dyn Fn(&[&str]) -> String, dir: &std::path::Path) {
     // HSDS export.
-    let export = dir.path().join("hsds");
+    let export = dir.join("hsds");
     run(&[
         "map",
         "export",
@@ -444,7 +455,10 @@ fn posters_gaps_search_and_export_run_on_the_sample_mechanism() {
         total >= 45,
         "every partner's services are exported ({total})"
     );
+}
 
+/// Posters in three languages and two sizes, checked in Chromium; stale entries marked.
+fn check_posters(run: &dyn Fn(&[&str]) -> String, dir: &std::path::Path, sim: &Sim) {
     // Posters: French A4 and Arabic A3 (right to left), in headless Chromium.
     let shots = screenshot_dir();
     for (lang, size, site) in [
@@ -452,7 +466,7 @@ fn posters_gaps_search_and_export_run_on_the_sample_mechanism() {
         ("ar", "a3", "zarzis"),
         ("en", "a4", "medenine"),
     ] {
-        let file = dir.path().join(format!("poster-{site}-{lang}.html"));
+        let file = dir.join(format!("poster-{site}-{lang}.html"));
         run(&[
             "map",
             "poster",
@@ -505,7 +519,7 @@ fn posters_gaps_search_and_export_run_on_the_sample_mechanism() {
         }
     }
     // Stale entries are marked.
-    let file = dir.path().join("poster-all.html");
+    let file = dir.join("poster-all.html");
     run(&[
         "map",
         "poster",

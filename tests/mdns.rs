@@ -85,40 +85,9 @@ impl Drop for Killed {
 fn two_nodes_on_a_lan_find_each_other_by_mdns() {
     let setup = mechanism(&["mas", "mdm"], &[("aicha", "mas"), ("nurse", "mdm")], &[]);
     let lan = Lan::new();
-    let mut daemons = Vec::new();
-    for (i, name) in ["aicha", "nurse"].iter().enumerate() {
-        let log = std::fs::File::create(setup.file(&format!("{name}.log")))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let child = lan
-            .command(i)
-            .current_dir(setup.path())
-            .args(["--data-dir", &format!("node-{name}"), "run"])
-            .args([
-                "--listen",
-                "/ip4/0.0.0.0/tcp/4010",
-                "--api",
-                "127.0.0.1:4011",
-                "--mdns",
-            ])
-            .env("RUST_LOG", "info")
-            .env("HOME", setup.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn: {e}"));
-        daemons.push(Killed(child));
-    }
+    let daemons = start_on_lan(&setup, &lan);
     let json = |i: usize, args: &[&str]| -> Option<Value> {
-        let name = ["aicha", "nurse"][i];
-        let out = lan
-            .command(i)
-            .current_dir(setup.path())
-            .args(["--data-dir", &format!("node-{name}"), "--user", "tester"])
-            .args(args)
-            .env("HOME", setup.path())
-            .output()
-            .ok()?;
+        let out = lan_cli(&setup, &lan, i, args).ok()?;
         serde_json::from_slice(&out.stdout).ok()
     };
     let logs = || {
@@ -144,14 +113,7 @@ fn two_nodes_on_a_lan_find_each_other_by_mdns() {
         logs()
     );
     let case = setup.open_case_in(|args| {
-        let out = lan
-            .command(0)
-            .current_dir(setup.path())
-            .args(["--data-dir", "node-aicha", "--user", "tester"])
-            .args(args)
-            .env("HOME", setup.path())
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let out = lan_cli(&setup, &lan, 0, args).unwrap_or_else(|e| panic!("{e}"));
         assert!(
             out.status.success(),
             "{}",
@@ -169,4 +131,49 @@ fn two_nodes_on_a_lan_find_each_other_by_mdns() {
         },
     );
     drop(daemons);
+}
+
+/// Starts both nodes' daemons in their namespaces, with mDNS on.
+fn start_on_lan(setup: &passerelle_tests::Setup, lan: &Lan) -> Vec<Killed> {
+    let mut daemons = Vec::new();
+    for (i, name) in ["aicha", "nurse"].iter().enumerate() {
+        let log = std::fs::File::create(setup.file(&format!("{name}.log")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let child = lan
+            .command(i)
+            .current_dir(setup.path())
+            .args(["--data-dir", &format!("node-{name}"), "run"])
+            .args([
+                "--listen",
+                "/ip4/0.0.0.0/tcp/4010",
+                "--api",
+                "127.0.0.1:4011",
+                "--mdns",
+            ])
+            .env("RUST_LOG", "info")
+            .env("HOME", setup.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn: {e}"));
+        daemons.push(Killed(child));
+    }
+    daemons
+}
+
+/// Runs a command of node `i` (aicha, nurse) inside its namespace.
+fn lan_cli(
+    setup: &passerelle_tests::Setup,
+    lan: &Lan,
+    i: usize,
+    args: &[&str],
+) -> std::io::Result<std::process::Output> {
+    let name = ["aicha", "nurse"][i];
+    lan.command(i)
+        .current_dir(setup.path())
+        .args(["--data-dir", &format!("node-{name}"), "--user", "tester"])
+        .args(args)
+        .env("HOME", setup.path())
+        .output()
 }
