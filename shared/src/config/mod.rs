@@ -6,6 +6,7 @@
 
 pub mod chain;
 pub mod model;
+mod state;
 pub mod template;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -14,6 +15,7 @@ use std::fmt;
 use time::OffsetDateTime;
 
 pub use model::*;
+pub use state::{ConfigState, NotJoined};
 
 use crate::keyfiles::{
     node_endorsement_message, org_encryption_key_message, org_signing_key_message,
