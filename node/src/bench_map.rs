@@ -13,7 +13,7 @@ use passerelle_core::config::Names;
 use passerelle_core::event::{Event, Kind};
 use passerelle_core::map::{self, Capacity, Profile, Service};
 use passerelle_core::round::run_round;
-use passerelle_core::sim::{Forger, Sim};
+use passerelle_core::sim::{EventWriter, Sim};
 use time::OffsetDateTime;
 
 use crate::bench::{Figure, report};
@@ -120,7 +120,7 @@ pub fn run(dir: &Path, quick: bool, figures: &mut Vec<Figure>, json: bool) -> Re
         let mut doc = automerge::AutoCommit::new();
         doc.set_actor(automerge::ActorId::from(sim_node.key().to_vec()));
         let change = map::import(&mut doc, &profile(org, i))?.unwrap_or_default();
-        let mut forger = Forger::new(sim_node, sim.mechanism_id(), 1, now);
+        let mut forger = EventWriter::new(sim_node, sim.mechanism_id(), 1, now);
         let first = forger.next(
             &m,
             Kind::MapChange { org: org.clone() },
@@ -307,7 +307,7 @@ fn deep_document(
     let author = sim.node(node)?;
     let mut doc = automerge::AutoCommit::new();
     doc.set_actor(automerge::ActorId::from(author.key().to_vec()));
-    let mut forger = Forger::new(author, sim.mechanism_id(), 1, now);
+    let mut forger = EventWriter::new(author, sim.mechanism_id(), 1, now);
     let mut events = Vec::new();
     let mut current = profile(org, 0);
     let mut change = map::import(&mut doc, &current)?;

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use passerelle_core::bundle;
 use passerelle_core::event::{Event, Kind};
 use passerelle_core::round::run_round;
-use passerelle_core::sim::{Forger, Sim};
+use passerelle_core::sim::{EventWriter, Sim};
 use passerelle_core::sync::{self, Response};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -70,7 +70,7 @@ fn idle_rounds(dir: &Path, figures: &mut Vec<Figure>, json: bool) -> Result<()> 
     let m = sim.mechanism()?;
     let mut events: Vec<Event> = Vec::new();
     for name in &names {
-        let mut f = Forger::new(sim.node(name)?, sim.mechanism_id(), 1, now);
+        let mut f = EventWriter::new(sim.node(name)?, sim.mechanism_id(), 1, now);
         events.push(f.next(
             &m,
             Kind::MapChange { org: "crt".into() },

@@ -9,17 +9,21 @@
 //! beyond the clock-skew bound, is held back, not refused. Whether an admitted event follows
 //! the mechanism's rules is the fold's business (`fold`), not admission's.
 
+use crate::config::ConfigState;
 use crate::config::Mechanism;
 use crate::event::{Event, EventError, EventId, Kind};
 use crate::payload::count_x25519_stanzas;
-use crate::store::ConfigState;
 
 /// What the log holds about an author, as admission needs it.
 pub trait LogView {
+    /// Why the log could not be read: admission then decides nothing (a failed read is never
+    /// taken for an empty log, which would refuse or hold an event the log continues).
+    type Error;
+
     /// The author's last admitted event: (sequence, id, claimed configuration version).
-    fn head(&self, author: &[u8; 32]) -> Option<(u64, EventId, u64)>;
+    fn head(&self, author: &[u8; 32]) -> Result<Option<(u64, EventId, u64)>, Self::Error>;
     /// The id of the author's event at `seq`, if admitted.
-    fn id_at(&self, author: &[u8; 32], seq: u64) -> Option<EventId>;
+    fn id_at(&self, author: &[u8; 32], seq: u64) -> Result<Option<EventId>, Self::Error>;
 }
 
 /// Why an event waits outside the log for now.
@@ -84,79 +88,97 @@ impl Admission {
     }
 }
 
-/// Decides on one event. `now_ms` is this node's clock (Unix milliseconds).
-pub fn admit(
+/// Decides on one event. `now_ms` is this node's clock (Unix milliseconds). Fails only when
+/// the log cannot be read.
+pub fn admit<L: LogView>(
     event: &Event,
     mechanism_id: &crate::config::Hash32,
     config: &ConfigState,
-    log: &impl LogView,
+    log: &L,
     now_ms: u64,
-) -> Admission {
+) -> Result<Admission, L::Error> {
+    let decision = decide(event, mechanism_id, config, log, now_ms)?;
+    // An admitted event was checked against its signature (the verifying end of the pair
+    // whose signing end is `Event::sign`).
+    debug_assert!(
+        !decision.is_admit() || event.verify_signature().is_ok(),
+        "an admitted event's signature verifies"
+    );
+    Ok(decision)
+}
+
+fn decide<L: LogView>(
+    event: &Event,
+    mechanism_id: &crate::config::Hash32,
+    config: &ConfigState,
+    log: &L,
+    now_ms: u64,
+) -> Result<Admission, L::Error> {
     let h = event.header();
     if &h.mechanism != mechanism_id {
-        return Admission::Refuse(Refusal::WrongMechanism);
+        return Ok(Admission::Refuse(Refusal::WrongMechanism));
     }
     if event.verify_signature().is_err() {
-        return Admission::Refuse(Refusal::BadSignature);
+        return Ok(Admission::Refuse(Refusal::BadSignature));
     }
     // Removal cut-offs come from the newest version held: a removal applies to every event
     // of the node, whatever version the event claims.
     let Some(newest) = config.current() else {
-        return Admission::Hold(Hold::ConfigVersion(h.config_version));
+        return Ok(Admission::Hold(Hold::ConfigVersion(h.config_version)));
     };
     if let Some(cutoff) = newest.removal_cutoff_by_key(&h.author)
         && h.seq > cutoff
     {
-        return Admission::Refuse(Refusal::PastCutoff { cutoff });
+        return Ok(Admission::Refuse(Refusal::PastCutoff { cutoff }));
     }
     let Some(claimed) = config.version(h.config_version) else {
-        return Admission::Hold(Hold::ConfigVersion(h.config_version));
+        return Ok(Admission::Hold(Hold::ConfigVersion(h.config_version)));
     };
     if !author_endorsed(claimed, &h.author) {
-        return Admission::Refuse(Refusal::NotEndorsed {
+        return Ok(Admission::Refuse(Refusal::NotEndorsed {
             version: h.config_version,
-        });
+        }));
     }
     if let Some(refusal) = check_stanzas(event) {
-        return Admission::Refuse(refusal);
+        return Ok(Admission::Refuse(refusal));
     }
     // Chain continuity and equivocation.
-    match log.head(&h.author) {
+    match log.head(&h.author)? {
         Some((seq, _, _)) if h.seq <= seq => {
-            return match log.id_at(&h.author, h.seq) {
+            return Ok(match log.id_at(&h.author, h.seq)? {
                 Some(existing) if existing == event.id() => Admission::Duplicate,
                 Some(existing) => Admission::Equivocation { existing },
                 None => Admission::Refuse(Refusal::BrokenChain),
-            };
+            });
         }
         Some((seq, head_id, head_version)) if h.seq == seq + 1 => {
             if h.prev != Some(head_id) {
-                return Admission::Refuse(Refusal::BrokenChain);
+                return Ok(Admission::Refuse(Refusal::BrokenChain));
             }
             if h.config_version < head_version {
-                return Admission::Refuse(Refusal::ConfigVersionDecreasing {
+                return Ok(Admission::Refuse(Refusal::ConfigVersionDecreasing {
                     previous: head_version,
                     claimed: h.config_version,
-                });
+                }));
             }
         }
-        Some((seq, _, _)) => return Admission::Hold(Hold::Gap { have: seq }),
+        Some((seq, _, _)) => return Ok(Admission::Hold(Hold::Gap { have: seq })),
         None if h.seq == 1 => {
             if h.prev.is_some() {
-                return Admission::Refuse(Refusal::BrokenChain);
+                return Ok(Admission::Refuse(Refusal::BrokenChain));
             }
         }
-        None if h.seq == 0 => return Admission::Refuse(Refusal::BrokenChain),
-        None => return Admission::Hold(Hold::Gap { have: 0 }),
+        None if h.seq == 0 => return Ok(Admission::Refuse(Refusal::BrokenChain)),
+        None => return Ok(Admission::Hold(Hold::Gap { have: 0 })),
     }
     let skew_ms = u64::from(claimed.doc.sop.clock_skew_secs) * 1000;
     if h.hlc.ms > now_ms.saturating_add(skew_ms) {
-        return Admission::Hold(Hold::Future {
+        return Ok(Admission::Hold(Hold::Future {
             ahead_ms: h.hlc.ms - now_ms,
             due_ms: h.hlc.ms - skew_ms,
-        });
+        }));
     }
-    Admission::Admit
+    Ok(Admission::Admit)
 }
 
 /// Whether the author is an endorsed node of the version its event claims. A removed node's

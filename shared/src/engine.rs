@@ -54,6 +54,12 @@ pub enum EngineError {
     Event(#[from] crate::event::EventError),
 }
 
+impl From<crate::config::NotJoined> for EngineError {
+    fn from(e: crate::config::NotJoined) -> Self {
+        EngineError::Store(e.into())
+    }
+}
+
 fn invalid(message: impl Into<String>) -> EngineError {
     EngineError::Invalid(message.into())
 }
@@ -234,8 +240,7 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// Meta key: set while a restored node has not yet learned its own latest sequence.
-pub const META_READ_ONLY: &str = "restored_read_only";
+pub use crate::store::META_READ_ONLY;
 /// Meta key: an operator's override of an expired configuration, until this RFC 3339 time.
 pub const META_EXPIRY_OVERRIDE: &str = "expiry_override_until";
 

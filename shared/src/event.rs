@@ -296,6 +296,18 @@ struct Wire {
     body: Option<Vec<u8>>,
 }
 
+/// An event's wire form: three byte strings, which postcard always encodes (it fails only on
+/// sequences of unknown length or on a `Serialize` impl that errs). In debug builds the bytes
+/// are decoded again, so the encoder and the decoder are checked against each other.
+fn encode_wire(wire: &Wire) -> Vec<u8> {
+    let bytes = postcard::to_stdvec(wire).expect("postcard encodes byte strings");
+    debug_assert!(
+        postcard::from_bytes::<Wire>(&bytes).is_ok_and(|back| &back == wire),
+        "an event's wire form decodes to itself"
+    );
+    bytes
+}
+
 /// Sync batches travel compacted: an event leaves out the header fields the event before it in
 /// the same batch lets the receiver rebuild — the mechanism id, the author key, and `prev` when
 /// it is that event's id — about 96 bytes of a ~230-byte header in a run of one author's
@@ -382,7 +394,7 @@ pub fn compact_batch(events: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
         header.extend_from_slice(full.get(rest..).unwrap_or_default());
         wire.header = header;
         let mut item = vec![flags];
-        item.extend(postcard::to_stdvec(&wire).unwrap_or_default());
+        item.extend(encode_wire(&wire));
         out.push(item);
         before = Some((full, id));
     }
@@ -640,7 +652,7 @@ impl Event {
             signature: self.signature.to_bytes().to_vec(),
             body: self.body.clone(),
         };
-        postcard::to_stdvec(&wire).unwrap_or_default()
+        encode_wire(&wire)
     }
 
     /// Checks the author's signature over the header bytes.

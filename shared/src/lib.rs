@@ -12,15 +12,18 @@ pub mod csv;
 pub mod engine;
 pub mod event;
 pub mod fold;
+#[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
 pub mod keyfiles;
 pub mod keys;
 pub mod limits;
 pub mod map;
+#[cfg(any(test, feature = "netsim"))]
 pub mod netsim;
 pub mod payload;
 pub mod report;
 pub mod round;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod store;
 pub mod sync;

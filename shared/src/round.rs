@@ -5,12 +5,12 @@
 use time::OffsetDateTime;
 
 use crate::config::chain::SignedFile;
-use crate::engine::{Engine, EngineError, META_READ_ONLY};
+use crate::engine::{Engine, EngineError};
 use crate::event::Event;
 use crate::limits::{
     SYNC_BATCH_EVENTS_MAX, SYNC_BATCH_MAX_BYTES, SYNC_ROUND_BATCHES_MAX, SYNC_ROUND_MAX_BYTES,
 };
-use crate::store::StoreError;
+use crate::store::{META_READ_ONLY, StoreError};
 use crate::sync::{
     self, EventSource, Range, Request, Response, SYNC_VERSION, SyncError, VersionVector,
 };
@@ -98,20 +98,20 @@ pub struct Round {
 }
 
 impl EventSource for Engine {
+    type Error = StoreError;
+
     fn range(
         &self,
         author: &[u8; 32],
         from: u64,
         to: Option<u64>,
         max: usize,
-    ) -> Vec<(u64, Vec<u8>)> {
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let max = match to {
             Some(to) => max.min(usize::try_from(to.saturating_sub(from) + 1).unwrap_or(max)),
             None => max,
         };
-        self.store()
-            .log_range_raw(author, from, max)
-            .unwrap_or_default()
+        self.store().log_range_raw(author, from, max)
     }
 }
 
@@ -197,7 +197,7 @@ impl Engine {
                     vector,
                 })
             }
-            Request::Want { ranges } => Ok(sync::answer_want(&ranges, self)),
+            Request::Want { ranges } => Ok(sync::answer_want(&ranges, self)?),
             Request::Push { events } => {
                 let (events, _) = decode_events(&events);
                 let report = self.receive(&events, now)?;
@@ -214,8 +214,14 @@ impl Engine {
     }
 
     /// Whether this node is a restored one that has not yet learned its own latest events.
+    pub fn is_read_only(&self) -> Result<bool, StoreError> {
+        Ok(self.store().meta(META_READ_ONLY)?.is_some())
+    }
+
+    /// [`Engine::is_read_only`] for display (`status`): a store that cannot be read shows as
+    /// not read-only, and the same error surfaces in the next operation that writes.
     pub fn read_only(&self) -> bool {
-        self.store().meta(META_READ_ONLY).ok().flatten().is_some()
+        self.is_read_only().unwrap_or(false)
     }
 }
 
@@ -512,7 +518,7 @@ impl Round {
         engine: &mut Engine,
         theirs: Option<&VersionVector>,
     ) -> Result<(), EngineError> {
-        if !engine.read_only() {
+        if !engine.is_read_only()? {
             return Ok(());
         }
         let me = engine.node_key();

@@ -3,8 +3,9 @@
 //! redb stores in directories the caller gives. Everything is made with the same code paths as
 //! the command line (templates, stanzas, endorsements, signatures).
 //!
-//! It can also forge: sign arbitrary events as one of its nodes, the way a malicious or buggy
-//! node would, so tests can check that the rest of the mechanism refuses or marks them.
+//! Only with the `sim` feature. With `forge` as well it can forge ([`Forger`]): sign arbitrary
+//! events as one of its nodes, the way a malicious or buggy node would, so tests can check that
+//! the rest of the mechanism refuses or marks them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -272,9 +273,12 @@ impl Sim {
     }
 }
 
-/// Signs arbitrary events as one node: what a malicious node (or a buggy one) could send.
+/// Writes one simulated node's log without an engine: each event chained after the previous
+/// one and signed with the node's key (generated histories, the benchmark's observers). It
+/// signs only the headers it builds itself; signing arbitrary headers is [`Forger`]'s, which
+/// the production build leaves out.
 #[derive(Debug)]
-pub struct Forger {
+pub struct EventWriter {
     pub node: SimNode,
     pub mechanism: Hash32,
     pub seq: u64,
@@ -287,7 +291,7 @@ pub struct Forger {
     bodies: std::collections::HashMap<String, Vec<u8>>,
 }
 
-impl Forger {
+impl EventWriter {
     pub fn new(
         node: &SimNode,
         mechanism: Hash32,
@@ -365,17 +369,56 @@ impl Forger {
             body_hash: Hash32::default(),
             body_len: 0,
         };
-        let event = self.sign(header, body)?;
-        Ok(event)
+        self.sign_as_given(header, body)
     }
 
-    /// Signs a header exactly as given (no chaining), and advances the chain to it.
-    pub fn sign(&mut self, header: Header, body: Vec<u8>) -> Result<Event, SimError> {
+    /// Signs a header exactly as given, and advances the chain to it.
+    fn sign_as_given(&mut self, header: Header, body: Vec<u8>) -> Result<Event, SimError> {
         let event = Event::sign(header, body, &self.node.secrets.signing)
             .map_err(|e| SimError::Other(e.to_string()))?;
         self.seq = event.header().seq;
         self.prev = Some(event.id());
         Ok(event)
+    }
+}
+
+/// Signs arbitrary events as one node: what a malicious node (or a buggy one) could send.
+/// Everything an [`EventWriter`] does, plus [`Forger::sign`]; only with the `forge` feature
+/// (tests, the network simulator), never in the production binary.
+#[cfg(any(test, feature = "forge"))]
+#[derive(Debug)]
+pub struct Forger(EventWriter);
+
+#[cfg(any(test, feature = "forge"))]
+impl Forger {
+    pub fn new(
+        node: &SimNode,
+        mechanism: Hash32,
+        config_version: u64,
+        now: OffsetDateTime,
+    ) -> Self {
+        Self(EventWriter::new(node, mechanism, config_version, now))
+    }
+
+    /// Signs a header exactly as given (no chaining), and advances the chain to it.
+    pub fn sign(&mut self, header: Header, body: Vec<u8>) -> Result<Event, SimError> {
+        self.0.sign_as_given(header, body)
+    }
+}
+
+#[cfg(any(test, feature = "forge"))]
+impl std::ops::Deref for Forger {
+    type Target = EventWriter;
+
+    fn deref(&self) -> &EventWriter {
+        &self.0
+    }
+}
+
+#[cfg(any(test, feature = "forge"))]
+impl std::ops::DerefMut for Forger {
+    fn deref_mut(&mut self) -> &mut EventWriter {
+        &mut self.0
     }
 }
 
@@ -420,7 +463,7 @@ impl Sim {
     }
 
     /// [`Sim::history`], optionally reusing one sealed body per kind (see
-    /// [`Forger::reuse_bodies`]): only nodes that cannot read the events should receive it.
+    /// [`EventWriter::reuse_bodies`]): only nodes that cannot read the events should receive it.
     pub fn history_with(
         &self,
         pairs: &[(&str, &str)],
@@ -444,8 +487,8 @@ impl Sim {
                 .map(|(a, p)| {
                     let m = &m;
                     scope.spawn(move || -> Result<Vec<Event>, SimError> {
-                        let mut fa = Forger::new(&a, mechanism_id, version, now);
-                        let mut fp = Forger::new(&p, mechanism_id, version, now);
+                        let mut fa = EventWriter::new(&a, mechanism_id, version, now);
+                        let mut fp = EventWriter::new(&p, mechanism_id, version, now);
                         fa.reuse_bodies = reuse_bodies;
                         fp.reuse_bodies = reuse_bodies;
                         let mut out = Vec::with_capacity(cases_per_pair * 5);

@@ -179,6 +179,10 @@ pub fn check_response(response: &Response) -> Result<(), SyncError> {
 
 /// Where the responder reads events from.
 pub trait EventSource {
+    /// Why the source could not read (a store error): the answer fails rather than leaving
+    /// events out, so a peer never takes a failed read for an empty log.
+    type Error;
+
     /// An author's events from `from` to `to` (inclusive), at most `max`, in log order, as
     /// (sequence, wire bytes) — stored events already are wire bytes, so nothing is re-encoded.
     fn range(
@@ -187,11 +191,11 @@ pub trait EventSource {
         from: u64,
         to: Option<u64>,
         max: usize,
-    ) -> Vec<(u64, Vec<u8>)>;
+    ) -> Result<Vec<(u64, Vec<u8>)>, Self::Error>;
 }
 
 /// Answers a `Want`: the events asked for, in log order, within the batch bounds.
-pub fn answer_want(ranges: &[Range], source: &impl EventSource) -> Response {
+pub fn answer_want<S: EventSource>(ranges: &[Range], source: &S) -> Result<Response, S::Error> {
     let mut events = Vec::new();
     let mut bytes = 0usize;
     let mut more = false;
@@ -203,7 +207,7 @@ pub fn answer_want(ranges: &[Range], source: &impl EventSource) -> Response {
                 more = true;
                 break 'ranges;
             }
-            let chunk = source.range(&range.author, from, range.to, room.min(256));
+            let chunk = source.range(&range.author, from, range.to, room.min(256))?;
             if chunk.is_empty() {
                 break;
             }
@@ -221,10 +225,10 @@ pub fn answer_want(ranges: &[Range], source: &impl EventSource) -> Response {
             }
         }
     }
-    Response::Events {
+    Ok(Response::Events {
         events: crate::event::compact_batch(events),
         more,
-    }
+    })
 }
 
 /// What the initiator's side wants and must push, given both vectors.
@@ -376,7 +380,7 @@ mod tests {
             decode::<Request>(&[0xff, 0xff, 0xff]),
             Err(SyncError::Malformed)
         );
-        let mut bytes = encode(&Response::InSync).unwrap_or_default();
+        let mut bytes = encode(&Response::InSync).expect("InSync encodes");
         bytes.push(0);
         assert_eq!(decode::<Response>(&bytes), Err(SyncError::Malformed));
         assert_eq!(

@@ -150,7 +150,13 @@ impl SignedFile {
 
     /// The file's bytes (pretty JSON, so a person can read the document in it).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec_pretty(self).unwrap_or_default();
+        // Strings and lists of strings: serde_json fails only on maps with non-string keys or
+        // a `Serialize` impl that errs, which a signed file has neither of.
+        let mut out = serde_json::to_vec_pretty(self).expect("a signed file is strings and lists");
+        debug_assert!(
+            serde_json::from_slice::<SignedFile>(&out).is_ok_and(|back| &back == self),
+            "a signed file decodes to itself"
+        );
         out.push(b'\n');
         out
     }

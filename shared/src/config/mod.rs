@@ -6,6 +6,7 @@
 
 pub mod chain;
 pub mod model;
+mod state;
 pub mod template;
 mod validate;
 
@@ -15,6 +16,7 @@ use std::fmt;
 use time::OffsetDateTime;
 
 pub use model::*;
+pub use state::{ConfigState, NotJoined};
 pub use validate::is_valid_id;
 use validate::validate;
 

@@ -14,7 +14,7 @@ use super::targets::{FUZZ_IDENTITY, MAP_BASE_CHANGE, SAMPLE_MECHANISM, join_fram
 use crate::config::chain::SignedFile;
 use crate::event::{CaseAction, Event, Kind, compact_batch};
 use crate::payload::{self, CaseData, Consent, Person};
-use crate::sim::{Forger, Sim, SimError};
+use crate::sim::{EventWriter, Sim, SimError};
 use crate::sync::{self, Range, Request, Response, SYNC_VERSION, VersionVector};
 use crate::{bundle, map};
 
@@ -211,11 +211,11 @@ pub fn generate() -> Result<BTreeMap<&'static str, Vec<Vec<u8>>>, SimError> {
         .to_public();
 
     // Events: a case's whole life across two authors, then map, key-share and case-update
-    // events written with the forger.
+    // events written with an event writer.
     let history = sim.history(&[("mas1", "mdm1")], 2, 40, now)?;
     let (changes, snapshots) = map_bodies()?;
     let crt = sim.node("crt1")?.clone();
-    let mut forger = Forger::new(&crt, mechanism_id, m.doc.version, now);
+    let mut forger = EventWriter::new(&crt, mechanism_id, m.doc.version, now);
     let mut extra: Vec<Event> = Vec::new();
     for body in changes.iter().take(2) {
         extra.push(forger.next(
@@ -252,7 +252,7 @@ pub fn generate() -> Result<BTreeMap<&'static str, Vec<Vec<u8>>>, SimError> {
     )?);
     let open = history.first().ok_or_else(|| other("no history"))?;
     let mdm = sim.node("mdm1")?.clone();
-    let mut manager = Forger::new(&mdm, mechanism_id, m.doc.version, now);
+    let mut manager = EventWriter::new(&mdm, mechanism_id, m.doc.version, now);
     let transfer = payloads()?.get(2).cloned().unwrap_or_default();
     extra.push(manager.next(
         &m,

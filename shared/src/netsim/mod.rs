@@ -431,10 +431,7 @@ pub fn run_seeds(
 
 /// Whether an engine error means storage failed (never acceptable), rather than a refusal.
 fn storage_failure(e: &EngineError) -> bool {
-    matches!(
-        e,
-        EngineError::Store(StoreError::Db(_) | StoreError::Corrupt(_) | StoreError::Refused(_))
-    )
+    matches!(e, EngineError::Store(s) if s.is_storage_failure() || matches!(s, StoreError::Refused(_)))
 }
 
 impl World {

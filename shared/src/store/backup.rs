@@ -15,6 +15,7 @@ use std::path::Path;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::META_READ_ONLY;
 use super::audit::AUDIT;
 use super::config_store::CONFIG;
 use super::log::{
@@ -24,7 +25,6 @@ use super::log::{
 use super::org_keys::ORG_KEYS;
 use super::users::USERS;
 use super::{Store, StoreError};
-use crate::engine::META_READ_ONLY;
 use crate::keys::{PublicKey, Signature, SigningKey, context};
 
 /// The first bytes of a backup file (a format version in its name).

@@ -1,57 +1,15 @@
 //! The configuration chain in the store: every accepted version's signed file, highest last.
 //! The highest accepted version is persisted and never goes back, across restarts too.
 
-use std::sync::Arc;
-
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use time::OffsetDateTime;
 
 use super::{Store, StoreError};
 use crate::config::chain::{self, ChainError, SignedFile};
-use crate::config::{Hash32, Mechanism};
+use crate::config::{ConfigState, Mechanism};
 
 /// Accepted configuration versions: version → signed file bytes.
 pub(crate) const CONFIG: TableDefinition<u64, &[u8]> = TableDefinition::new("config-1");
-
-/// The chain of accepted configuration versions, parsed.
-#[derive(Debug, Clone, Default)]
-pub struct ConfigState {
-    /// Index i holds version i + 1.
-    versions: Vec<Arc<Mechanism>>,
-}
-
-impl ConfigState {
-    /// The mechanism id: the genesis document hash.
-    pub fn mechanism_id(&self) -> Option<Hash32> {
-        self.versions.first().map(|m| m.hash)
-    }
-
-    /// The version in force (the highest accepted).
-    pub fn current(&self) -> Option<&Arc<Mechanism>> {
-        self.versions.last()
-    }
-
-    /// The version in force, or the error that says the node has not joined.
-    pub fn require(&self) -> Result<&Arc<Mechanism>, StoreError> {
-        self.current().ok_or(StoreError::NotJoined)
-    }
-
-    /// A given version, if held.
-    pub fn version(&self, version: u64) -> Option<&Arc<Mechanism>> {
-        let index = usize::try_from(version.checked_sub(1)?).ok()?;
-        self.versions.get(index)
-    }
-
-    /// The highest version held (0 when none).
-    pub fn highest(&self) -> u64 {
-        self.versions.len() as u64
-    }
-
-    /// Every version held, oldest first.
-    pub fn all(&self) -> &[Arc<Mechanism>] {
-        &self.versions
-    }
-}
 
 /// What applying configuration files did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -67,7 +25,7 @@ pub(crate) fn load(db: &redb::Database) -> Result<ConfigState, StoreError> {
     let Some(table) = super::read_table(&tx, CONFIG)? else {
         return Ok(ConfigState::default());
     };
-    let mut versions: Vec<Arc<Mechanism>> = Vec::new();
+    let mut state = ConfigState::default();
     for (i, row) in table.iter()?.enumerate() {
         let (version, bytes) = row?;
         if version.value() != i as u64 + 1 {
@@ -83,7 +41,7 @@ pub(crate) fn load(db: &redb::Database) -> Result<ConfigState, StoreError> {
         // Expiry is not checked here: an expired version in force still holds the data.
         let file = SignedFile::from_bytes(bytes.value())
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let checked = match versions.last() {
+        let checked = match state.current() {
             None => chain::check_genesis(&file, OffsetDateTime::UNIX_EPOCH, false),
             Some(prev) => {
                 chain::check_next(prev.as_ref(), &file, OffsetDateTime::UNIX_EPOCH, false)
@@ -93,9 +51,16 @@ pub(crate) fn load(db: &redb::Database) -> Result<ConfigState, StoreError> {
             version: version.value(),
             reason: e.to_string(),
         })?;
-        versions.push(Arc::new(mechanism));
+        // After reading: the document stored under a version number is that version.
+        if mechanism.doc.version != version.value() {
+            return Err(StoreError::ChainStored {
+                version: version.value(),
+                reason: format!("its document is version {}", mechanism.doc.version),
+            });
+        }
+        state.push(mechanism);
     }
-    Ok(ConfigState { versions })
+    Ok(state)
 }
 
 impl Store {
@@ -139,7 +104,7 @@ impl Store {
         }
         tx.commit()?;
         for (mechanism, _) in new_versions {
-            self.config.versions.push(Arc::new(mechanism));
+            self.config.push(mechanism);
         }
         Ok(outcome)
     }
@@ -209,12 +174,12 @@ mod tests {
 
     #[test]
     fn empty_store_has_no_mechanism() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Db(e.to_string()))?;
+        let dir = tempfile::tempdir().expect("a temporary directory");
         let store = Store::open(&dir.path().join("store.redb"))?;
         assert!(store.config().current().is_none());
         assert!(matches!(
             store.config().require(),
-            Err(StoreError::NotJoined)
+            Err(crate::config::NotJoined)
         ));
         Ok(())
     }

@@ -2,22 +2,20 @@
 //! batch, so an event and every view it changes (log heads, verdicts, case and referral
 //! records, inbox and outbox indexes, installed keys) commit together or not at all.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
 use super::org_keys::ORG_KEYS;
 use super::{Store, StoreError};
 use crate::admission::{self, Admission, Hold, LogView, Refusal};
-use crate::config::Hash32;
-use crate::event::{Event, EventId, Header, Hlc, Kind};
+use crate::config::{ConfigState, Hash32};
+use crate::event::{Event, EventId, Header, Hlc};
 use crate::fold::{
-    self, CaseRecord, Decrypted, Lookup, ReferralRecord, Rule, Seen, Status, Verdict,
+    CaseRecord, Decrypted, Fold, FoldKeys, FoldStore, Link, Lookup, MapBody, MapFold,
+    ReferralRecord, Verdict,
 };
-use crate::keys;
 use crate::limits::EQUIVOCATIONS_PER_AUTHOR_MAX;
-use crate::payload;
-use crate::store::ConfigState;
 
 pub(crate) type Id = [u8; 32];
 
@@ -64,28 +62,10 @@ pub(crate) const MAP_HASHES: TableDefinition<[u8; 32], Id> = TableDefinition::ne
 pub(crate) const MAP_EVENTS: TableDefinition<(&str, Id), u8> = TableDefinition::new("map_events-1");
 /// Node-local settings: name → bytes.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
+/// Meta key: set while a restored node has not yet learned its own latest sequence.
+pub const META_READ_ONLY: &str = "restored_read_only";
 /// Valid key shares seen: (target node key, epoch) → (), so a node shares each epoch once.
 pub(crate) const SHARES: TableDefinition<(Id, u32), ()> = TableDefinition::new("key_shares-1");
-
-/// The keys the fold reads with: this node's own, and its organisation's epochs.
-#[derive(Clone)]
-pub struct FoldKeys {
-    pub node_key: [u8; 32],
-    pub node_age: age::x25519::Identity,
-    pub org: String,
-    pub epochs: BTreeMap<u32, age::x25519::Identity>,
-}
-
-impl std::fmt::Debug for FoldKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "FoldKeys({}, epochs {:?})",
-            self.org,
-            self.epochs.keys().collect::<Vec<_>>()
-        )
-    }
-}
 
 /// What ingesting a batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -104,12 +84,23 @@ pub struct IngestReport {
     pub latest_hlc: Hlc,
 }
 
-fn enc<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    postcard::to_stdvec(value).unwrap_or_default()
-}
+use super::{decode as dec, encode as enc};
 
-fn dec<T: for<'de> serde::Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
-    postcard::from_bytes(bytes).map_err(|_| StoreError::Corrupt(format!("a stored {what}")))
+/// An event read from the events table: it decodes, and it is the event it is stored under
+/// (the reading end of the pair whose writing end is `Event::encode`'s round-trip check).
+fn read_back(
+    id: &EventId,
+    decoded: Result<Event, crate::event::EventError>,
+) -> Result<Event, StoreError> {
+    let event = decoded.map_err(|e| StoreError::Corrupt(format!("event {}: {e}", id.short())))?;
+    if event.id() != *id {
+        return Err(StoreError::Corrupt(format!(
+            "event stored under {} is {}",
+            id.short(),
+            event.id().short()
+        )));
+    }
+    Ok(event)
 }
 
 /// The tables of one write transaction.
@@ -179,9 +170,7 @@ impl<'t> Tables<'t> {
 
     pub(crate) fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
         match self.events.get(id.0)? {
-            Some(bytes) => Event::decode_stored(bytes.value())
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt(format!("event {}: {e}", id.short()))),
+            Some(bytes) => read_back(id, Event::decode_stored(bytes.value())).map(Some),
             None => Ok(None),
         }
     }
@@ -257,87 +246,171 @@ impl<'t> Tables<'t> {
 struct TxLog<'a, 't>(&'a Tables<'t>);
 
 impl LogView for TxLog<'_, '_> {
-    fn head(&self, author: &[u8; 32]) -> Option<(u64, EventId, u64)> {
-        let row = self.0.heads.get(*author).ok()??;
-        let (seq, id, version) = row.value();
-        Some((seq, Hash32(id), version))
+    type Error = StoreError;
+
+    fn head(&self, author: &[u8; 32]) -> Result<Option<(u64, EventId, u64)>, StoreError> {
+        Ok(self.0.heads.get(*author)?.map(|row| {
+            let (seq, id, version) = row.value();
+            (seq, Hash32(id), version)
+        }))
     }
 
-    fn id_at(&self, author: &[u8; 32], seq: u64) -> Option<EventId> {
-        self.0
-            .log
-            .get((*author, seq))
-            .ok()?
-            .map(|id| Hash32(id.value()))
+    fn id_at(&self, author: &[u8; 32], seq: u64) -> Result<Option<EventId>, StoreError> {
+        Ok(self.0.log.get((*author, seq))?.map(|id| Hash32(id.value())))
     }
 }
 
-/// The fold's lookups over the open tables. Errors read as "not there": the fold then waits
-/// or judges conservatively, and the transaction's own error surfaces on the next write.
-struct TxLookup<'a, 't>(&'a Tables<'t>);
+/// The fold's store over the open tables of one write transaction (see `fold::FoldStore`).
+pub(crate) struct TxStore<'a, 't> {
+    pub t: &'a mut Tables<'t>,
+    /// Partner-map documents kept loaded (see `maps`).
+    pub maps: &'a mut super::maps::MapCache,
+    /// Organisations whose partner-map profile changed (the batch's report).
+    pub maps_changed: &'a mut Vec<String>,
+    /// Map events whose missing Automerge dependencies an applied event brought: to fold next.
+    pub woken: Vec<EventId>,
+}
 
-impl Lookup for TxLookup<'_, '_> {
-    fn header(&self, id: &EventId) -> Option<Header> {
-        if let Some(h) = self.0.headers.borrow().get(&id.0) {
-            return Some(h.clone());
+impl Lookup for TxStore<'_, '_> {
+    type Error = StoreError;
+
+    fn header(&self, id: &EventId) -> Result<Option<Header>, StoreError> {
+        if let Some(h) = self.t.headers.borrow().get(&id.0) {
+            return Ok(Some(h.clone()));
         }
-        let header = self
-            .0
-            .event(id)
-            .ok()
-            .flatten()
-            .map(|e| e.header().clone())?;
-        self.0.remember(id, &header);
-        Some(header)
+        let Some(header) = self.t.event(id)?.map(|e| e.header().clone()) else {
+            return Ok(None);
+        };
+        self.t.remember(id, &header);
+        Ok(Some(header))
     }
 
-    fn verdict(&self, id: &EventId) -> Option<Verdict> {
-        self.0.verdict_of(id).ok().flatten()
+    fn verdict(&self, id: &EventId) -> Result<Option<Verdict>, StoreError> {
+        self.t.verdict_of(id)
     }
 
-    fn case(&self, id: &EventId) -> Option<CaseRecord> {
-        self.0.case_record(id).ok().flatten()
+    fn case(&self, id: &EventId) -> Result<Option<CaseRecord>, StoreError> {
+        self.t.case_record(id)
     }
 }
 
-/// Decrypts an event's payload when it is addressed to this node's organisation and the node
-/// holds the epoch. Returns the payload (or `Some(Err)` if it does not open or decode) and,
-/// when the node lacks the epoch, the epoch it waits for.
-pub fn decrypt_event(
-    event: &Event,
-    keys: &FoldKeys,
-) -> (Option<Result<Decrypted, ()>>, Option<u32>) {
-    let h = event.header();
-    if !h.kind.is_encrypted_to_orgs() {
-        return (None, None);
+fn link_code(link: Link) -> u8 {
+    match link {
+        Link::CaseEvent => LINK_CASE_EVENT,
+        Link::Referral => LINK_REFERRAL,
+        Link::Step => LINK_STEP,
     }
-    let (Some(epoch), Some(body)) = (h.epoch_for(&keys.org), event.body()) else {
-        return (None, None);
-    };
-    let Some(identity) = keys.epochs.get(&epoch) else {
-        return (None, Some(epoch));
-    };
-    let Ok(plain) = payload::open(body, identity) else {
-        return (Some(Err(())), None);
-    };
-    let plain = zeroize::Zeroizing::new(plain);
-    let decoded = match &h.kind {
-        Kind::CaseOpen => payload::decode(&plain).map(Decrypted::CaseOpen),
-        Kind::StatusDetermination => payload::decode(&plain).map(Decrypted::Determination),
-        Kind::CaseUpdate(_) => payload::decode(&plain).map(Decrypted::CaseUpdate),
-        Kind::ReferralSend { .. } => payload::decode(&plain).map(Decrypted::Referral),
-        Kind::ReferralUpdate { .. } => payload::decode(&plain).map(Decrypted::ReferralUpdate),
-        _ => return (None, None),
-    };
-    (Some(decoded.map_err(|_| ())), None)
 }
 
-/// The organisation of an admitted event's author, from the version the event claims.
-fn author_org<'c>(config: &'c ConfigState, h: &Header) -> Option<&'c str> {
-    config
-        .version(h.config_version)?
-        .node_by_key(&h.author)
-        .map(|n| n.org.as_str())
+impl FoldStore for TxStore<'_, '_> {
+    fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
+        self.t.event(id)
+    }
+
+    fn is_folded(&self, id: &EventId) -> Result<bool, StoreError> {
+        Ok(self.t.verdicts.get(id.0)?.is_some())
+    }
+
+    fn put_verdict(&mut self, id: &EventId, verdict: &Verdict) -> Result<(), StoreError> {
+        self.t.put_verdict(id, verdict)
+    }
+
+    fn put_case(&mut self, record: &CaseRecord) -> Result<(), StoreError> {
+        self.t.put_case(record)
+    }
+
+    fn referral(&self, id: &EventId) -> Result<Option<ReferralRecord>, StoreError> {
+        self.t.referral_record(id)
+    }
+
+    fn put_referral(&mut self, record: &ReferralRecord) -> Result<(), StoreError> {
+        self.t.put_referral(record)
+    }
+
+    fn index_referral(&mut self, record: &ReferralRecord) -> Result<(), StoreError> {
+        let ms = record.sent_at.ms;
+        self.t
+            .by_org
+            .insert((record.receiver_org.as_str(), 0, ms, record.id.0), ())?;
+        self.t
+            .by_org
+            .insert((record.sender_org.as_str(), 1, ms, record.id.0), ())?;
+        Ok(())
+    }
+
+    fn link(&mut self, entity: &EventId, event: &EventId, link: Link) -> Result<bool, StoreError> {
+        self.t.link(entity, event, link_code(link))
+    }
+
+    fn linked(&self, entity: &EventId, link: Link) -> Result<Vec<EventId>, StoreError> {
+        self.t.linked(entity, link_code(link))
+    }
+
+    fn wait_for(&mut self, dependency: &EventId, waiter: &EventId) -> Result<(), StoreError> {
+        self.t.waiting.insert((dependency.0, waiter.0), ())?;
+        Ok(())
+    }
+
+    fn take_waiters(&mut self, dependency: &EventId) -> Result<Vec<EventId>, StoreError> {
+        let id = dependency.0;
+        let waiters: Vec<Id> = self
+            .t
+            .waiting
+            .range((id, [0u8; 32])..=(id, [255u8; 32]))?
+            .map(|r| r.map(|(k, _)| k.value().1))
+            .collect::<Result<_, _>>()?;
+        for waiter in &waiters {
+            self.t.waiting.remove((id, *waiter))?;
+        }
+        Ok(waiters.into_iter().map(Hash32).collect())
+    }
+
+    fn mark_unread(&mut self, id: &EventId, epoch: u32) -> Result<(), StoreError> {
+        self.t.unread.insert(id.0, epoch)?;
+        Ok(())
+    }
+
+    fn take_unread(&mut self, epochs: &[u32]) -> Result<Vec<EventId>, StoreError> {
+        let mut now_readable = Vec::new();
+        for row in self.t.unread.iter()? {
+            let (id, epoch) = row?;
+            if epochs.contains(&epoch.value()) {
+                now_readable.push(Hash32(id.value()));
+            }
+        }
+        for id in &now_readable {
+            self.t.unread.remove(id.0)?;
+        }
+        Ok(now_readable)
+    }
+
+    fn record_key_share(&mut self, to: &[u8; 32], epoch: u32) -> Result<(), StoreError> {
+        self.t.shares.insert((*to, epoch), ())?;
+        Ok(())
+    }
+
+    fn install_org_key(&mut self, epoch: u32, sealed: &[u8]) -> Result<(), StoreError> {
+        self.t.org_keys.insert(epoch, sealed)?;
+        Ok(())
+    }
+
+    fn note_map_event(
+        &mut self,
+        org: &str,
+        id: &EventId,
+        snapshot: bool,
+    ) -> Result<(), StoreError> {
+        self.t.map_events.insert((org, id.0), u8::from(snapshot))?;
+        Ok(())
+    }
+
+    fn apply_map(&mut self, config: &ConfigState, map: MapBody<'_>) -> Result<MapFold, StoreError> {
+        super::maps::apply_map(self, config, map)
+    }
+
+    fn take_woken(&mut self) -> Vec<EventId> {
+        std::mem::take(&mut self.woken)
+    }
 }
 
 /// Runs admission, storage and the fold for a batch inside an open transaction.
@@ -352,8 +425,6 @@ pub(crate) struct Ingest<'a, 't> {
     pub(crate) advanced: BTreeSet<Id>,
     /// While a held event is retried: when it first arrived (it keeps its expiry).
     pub(crate) retrying_since: Option<u64>,
-    /// Map events whose missing Automerge dependencies an applied event brought: to fold next.
-    pub(crate) woken: Vec<EventId>,
     /// Payloads of events this node just created, so the fold reads them without decrypting.
     pub known: std::collections::HashMap<EventId, Decrypted>,
     /// Partner-map documents kept loaded: taken from the store for this transaction and given
@@ -379,7 +450,6 @@ impl<'a, 't> Ingest<'a, 't> {
             report: IngestReport::default(),
             advanced: BTreeSet::new(),
             retrying_since: None,
-            woken: Vec::new(),
             known: std::collections::HashMap::new(),
             maps,
         }
@@ -393,7 +463,7 @@ impl<'a, 't> Ingest<'a, 't> {
             self.config,
             &TxLog(self.t),
             self.now_ms,
-        );
+        )?;
         let h = event.header();
         match &admission {
             Admission::Admit => {
@@ -438,471 +508,34 @@ impl<'a, 't> Ingest<'a, 't> {
         Ok(admission)
     }
 
-    /// Folds `id` now if every causal dependency is folded; otherwise registers it as waiting.
+    /// Folds the event once every causal dependency is folded (see `fold::Fold`).
     fn fold_when_ready(&mut self, first: Event) -> Result<(), StoreError> {
-        let mut queue = VecDeque::from([first]);
-        while let Some(event) = queue.pop_front() {
-            let id = event.id();
-            if self.t.verdicts.get(id.0)?.is_some() {
-                continue;
-            }
-            let mut missing = false;
-            for dep in event.header().causal_deps() {
-                if self.t.verdicts.get(dep.0)?.is_none() {
-                    self.t.waiting.insert((dep.0, id.0), ())?;
-                    missing = true;
-                }
-            }
-            if missing {
-                continue;
-            }
-            self.fold_now(&event)?;
-            // Map changes that waited for Automerge changes this event brought.
-            for waiter in std::mem::take(&mut self.woken) {
-                if let Some(event) = self.t.event(&waiter)? {
-                    queue.push_back(event);
-                }
-            }
-            // Everything that waited for this event may be ready now.
-            let waiters: Vec<Id> = self
-                .t
-                .waiting
-                .range((id.0, [0u8; 32])..=(id.0, [255u8; 32]))?
-                .map(|r| r.map(|(k, _)| k.value().1))
-                .collect::<Result<_, _>>()?;
-            for waiter in waiters {
-                self.t.waiting.remove((id.0, waiter))?;
-                if let Some(event) = self.t.event(&Hash32(waiter))? {
-                    queue.push_back(event);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Folds one event whose dependencies are all folded.
-    fn fold_now(&mut self, event: &Event) -> Result<(), StoreError> {
-        let h = event.header();
-        let id = event.id();
-        let Some(org) = author_org(self.config, h) else {
-            return Err(StoreError::Corrupt(format!(
-                "admitted event {} has no author in its configuration",
-                id.short()
-            )));
-        };
-        let org = org.to_string();
-        let Some(m) = self.config.version(h.config_version).cloned() else {
-            return Err(StoreError::Corrupt("missing configuration version".into()));
-        };
-        let (payload, unread) = match self.known.remove(&id) {
-            Some(known) => (Some(Ok(known)), None),
-            None => decrypt_event(event, self.keys),
-        };
-        if let Some(epoch) = unread {
-            self.t.unread.insert(id.0, epoch)?;
-        }
-        let readable = payload.is_some();
-        let seen = Seen {
-            id,
-            header: h,
-            author_org: &org,
-            payload,
-        };
-        let common = fold::check_common(&seen, self.config, &TxLookup(self.t));
-        let broken = match &h.kind {
-            Kind::CaseOpen => {
-                let (mut record, broken) = fold::case_open(&seen, &m);
-                let broken = common.or(broken);
-                record.valid = broken.is_none();
-                self.t.put_case(&record)?;
-                broken
-            }
-            Kind::StatusDetermination | Kind::CaseUpdate(_) => {
-                let case_id = h.subject.unwrap_or_default();
-                match self.t.case_record(&case_id)? {
-                    None => common.or(Some(Rule::BadSubject)),
-                    Some(mut record) => {
-                        if self.t.link(&case_id, &id, LINK_CASE_EVENT)? {
-                            record.event_count += 1;
-                        }
-                        if seen.order_key() > record.last {
-                            let broken = match common {
-                                Some(rule) => Some(rule),
-                                None => fold::case_apply(&mut record, &seen, &m),
-                            };
-                            record.last = seen.order_key();
-                            record.last_activity = record.last_activity.max(h.hlc);
-                            self.t.put_case(&record)?;
-                            broken
-                        } else {
-                            self.t.put_case(&record)?;
-                            self.put_verdict(&id, common.clone(), readable)?;
-                            self.replay_case(&case_id)?;
-                            return Ok(());
-                        }
-                    }
-                }
-            }
-            Kind::ReferralSend { .. } => {
-                let case_id = h.subject.unwrap_or_default();
-                let case = self.t.case_record(&case_id)?;
-                let (mut record, broken) =
-                    fold::referral_send(&seen, &m, case.as_ref(), &TxLookup(self.t));
-                let broken = common.or(broken);
-                if broken.is_some() {
-                    record.status = Status::Invalid;
-                }
-                self.t.put_referral(&record)?;
-                self.index_referral(&record)?;
-                if let Some(mut case) = case
-                    && self.t.link(&case_id, &id, LINK_REFERRAL)?
-                {
-                    case.referral_count += 1;
-                    case.last_activity = case.last_activity.max(h.hlc);
-                    self.t.put_case(&case)?;
-                }
-                broken
-            }
-            Kind::ReferralUpdate { .. } => {
-                let referral_id = h.subject.unwrap_or_default();
-                match self.t.referral_record(&referral_id)? {
-                    None => common.or(Some(Rule::BadSubject)),
-                    Some(mut record) => {
-                        if self.t.link(&referral_id, &id, LINK_STEP)? {
-                            record.step_count += 1;
-                        }
-                        if seen.order_key() > record.last {
-                            let broken = match common {
-                                Some(rule) => Some(rule),
-                                None => fold::referral_apply(&mut record, &seen, &m),
-                            };
-                            record.last = seen.order_key();
-                            self.t.put_referral(&record)?;
-                            self.touch_case(&record.case, h.hlc)?;
-                            broken
-                        } else {
-                            self.t.put_referral(&record)?;
-                            self.put_verdict(&id, common.clone(), readable)?;
-                            self.replay_referral(&referral_id, false)?;
-                            return Ok(());
-                        }
-                    }
-                }
-            }
-            Kind::KeyShare { .. } => {
-                let broken = common.or(fold::key_share(&seen, &m));
-                if broken.is_none() {
-                    if let Kind::KeyShare { to, epochs } = &h.kind {
-                        for epoch in epochs {
-                            self.t.shares.insert((*to, *epoch), ())?;
-                        }
-                    }
-                    self.receive_key_share(event)?;
-                }
-                broken
-            }
-            Kind::MapChange { org: target } | Kind::MapSnapshot { org: target } => {
-                let broken = common.or(crate::map::may_edit(&m, &org, target).err());
-                let snapshot = matches!(h.kind, Kind::MapSnapshot { .. });
-                self.t
-                    .map_events
-                    .insert((target.as_str(), id.0), u8::from(snapshot))?;
-                match (broken, event.body()) {
-                    (None, Some(body)) => {
-                        match self.apply_map(
-                            target,
-                            &id,
-                            &h.author,
-                            h.config_version,
-                            body,
-                            snapshot,
-                        )? {
-                            super::maps::MapFold::Done(broken) => broken,
-                            // Its Automerge dependencies have not arrived: it is judged when
-                            // they do (as Automerge itself would queue it), never before.
-                            super::maps::MapFold::Waits => return Ok(()),
-                        }
-                    }
-                    (broken, _) => broken,
-                }
-            }
-        };
-        let readable = readable || matches!(h.kind, Kind::KeyShare { .. });
-        self.put_verdict(&id, broken, readable)
-    }
-
-    fn put_verdict(
-        &mut self,
-        id: &EventId,
-        broken: Option<Rule>,
-        readable: bool,
-    ) -> Result<(), StoreError> {
-        self.t.put_verdict(id, &Verdict { broken, readable })
-    }
-
-    fn touch_case(&mut self, case_id: &EventId, at: Hlc) -> Result<(), StoreError> {
-        if let Some(mut case) = self.t.case_record(case_id)?
-            && at > case.last_activity
-        {
-            case.last_activity = at;
-            self.t.put_case(&case)?;
-        }
-        Ok(())
-    }
-
-    fn index_referral(&mut self, record: &ReferralRecord) -> Result<(), StoreError> {
-        let ms = record.sent_at.ms;
-        self.t
-            .by_org
-            .insert((record.receiver_org.as_str(), 0, ms, record.id.0), ())?;
-        self.t
-            .by_org
-            .insert((record.sender_org.as_str(), 1, ms, record.id.0), ())?;
-        Ok(())
-    }
-
-    /// Loads, decrypts and judges the common rules of a list of events, sorted in replay order.
-    fn load_sorted(&self, ids: &[EventId]) -> Result<Vec<(Event, String)>, StoreError> {
-        let mut events = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(event) = self.t.event(id)? {
-                let org = author_org(self.config, event.header())
-                    .unwrap_or_default()
-                    .to_string();
-                events.push((event, org));
-            }
-        }
-        events.sort_by_key(|(e, _)| (e.header().hlc, e.id()));
-        Ok(events)
-    }
-
-    /// Replays a whole case from its opening: every case-level event re-judged in replay order.
-    fn replay_case(&mut self, case_id: &EventId) -> Result<(), StoreError> {
-        let Some(old) = self.t.case_record(case_id)? else {
-            return Ok(());
-        };
-        let Some(open) = self.t.event(case_id)? else {
-            return Ok(());
-        };
-        let open_org = author_org(self.config, open.header())
-            .unwrap_or_default()
-            .to_string();
-        let Some(m) = self.config.version(open.header().config_version).cloned() else {
-            return Ok(());
-        };
-        let (payload, _) = decrypt_event(&open, self.keys);
-        let readable = payload.is_some();
-        let seen = Seen {
-            id: open.id(),
-            header: open.header(),
-            author_org: &open_org,
-            payload,
-        };
-        let common = fold::check_common(&seen, self.config, &TxLookup(self.t));
-        let (mut record, broken) = fold::case_open(&seen, &m);
-        let broken = common.or(broken);
-        record.valid = broken.is_none();
-        record.referral_count = old.referral_count;
-        record.event_count = old.event_count;
-        self.put_verdict(case_id, broken, readable)?;
-        let events = self.t.linked(case_id, LINK_CASE_EVENT)?;
-        for (event, org) in self.load_sorted(&events)? {
-            let (payload, _) = decrypt_event(&event, self.keys);
-            let readable = payload.is_some();
-            let Some(m) = self.config.version(event.header().config_version).cloned() else {
-                continue;
-            };
-            let seen = Seen {
-                id: event.id(),
-                header: event.header(),
-                author_org: &org,
-                payload,
-            };
-            let common = fold::check_common(&seen, self.config, &TxLookup(self.t));
-            let broken = match common {
-                Some(rule) => Some(rule),
-                None => fold::case_apply(&mut record, &seen, &m),
-            };
-            record.last = seen.order_key();
-            record.last_activity = record.last_activity.max(event.header().hlc);
-            self.put_verdict(&event.id(), broken, readable)?;
-        }
-        for referral in &self.t.linked(case_id, LINK_REFERRAL)? {
-            if let Some(r) = self.t.referral_record(referral)? {
-                record.last_activity = record.last_activity.max(r.last.0);
-            }
-        }
-        self.t.put_case(&record)
-    }
-
-    /// Replays a referral: its steps re-judged in replay order; with `rejudge_send`, the
-    /// sending event is judged again too (after this node gained the key to read it).
-    fn replay_referral(
-        &mut self,
-        referral_id: &EventId,
-        rejudge_send: bool,
-    ) -> Result<(), StoreError> {
-        let Some(old) = self.t.referral_record(referral_id)? else {
-            return Ok(());
-        };
-        let Some(send) = self.t.event(referral_id)? else {
-            return Ok(());
-        };
-        let Some(m) = self.config.version(send.header().config_version).cloned() else {
-            return Ok(());
-        };
-        let mut record = if rejudge_send {
-            let org = author_org(self.config, send.header())
-                .unwrap_or_default()
-                .to_string();
-            let (payload, _) = decrypt_event(&send, self.keys);
-            let readable = payload.is_some();
-            let seen = Seen {
-                id: send.id(),
-                header: send.header(),
-                author_org: &org,
-                payload,
-            };
-            let case = self.t.case_record(&old.case)?;
-            let common = fold::check_common(&seen, self.config, &TxLookup(self.t));
-            let (mut record, broken) =
-                fold::referral_send(&seen, &m, case.as_ref(), &TxLookup(self.t));
-            let broken = common.or(broken);
-            if broken.is_some() {
-                record.status = Status::Invalid;
-            }
-            self.put_verdict(referral_id, broken, readable)?;
-            record
-        } else {
-            let valid = self
-                .t
-                .verdict_of(referral_id)?
-                .is_some_and(|v| v.is_valid());
-            ReferralRecord {
-                status: if valid { Status::Sent } else { Status::Invalid },
-                acknowledged_at: None,
-                accepted_at: None,
-                declined_at: None,
-                completed_at: None,
-                withdrawn_at: None,
-                decline_reason: None,
-                last: (send.header().hlc, send.id()),
-                ..old.clone()
-            }
-        };
-        record.step_count = old.step_count;
-        let steps = self.t.linked(referral_id, LINK_STEP)?;
-        for (event, org) in self.load_sorted(&steps)? {
-            let Some(m) = self.config.version(event.header().config_version).cloned() else {
-                continue;
-            };
-            let (payload, _) = decrypt_event(&event, self.keys);
-            let readable = payload.is_some();
-            let seen = Seen {
-                id: event.id(),
-                header: event.header(),
-                author_org: &org,
-                payload,
-            };
-            let common = fold::check_common(&seen, self.config, &TxLookup(self.t));
-            let broken = match common {
-                Some(rule) => Some(rule),
-                None => fold::referral_apply(&mut record, &seen, &m),
-            };
-            record.last = seen.order_key();
-            self.put_verdict(&event.id(), broken, readable)?;
-        }
-        self.t.put_referral(&record)
-    }
-
-    /// A key share addressed to this node: open it with the node's own identity, check every
-    /// epoch against the recipient the configuration lists, install them, and re-read what
-    /// could not be read before.
-    fn receive_key_share(&mut self, event: &Event) -> Result<(), StoreError> {
-        let Kind::KeyShare { to, .. } = &event.header().kind else {
-            return Ok(());
-        };
-        if *to != self.keys.node_key {
-            return Ok(());
-        }
-        let Some(body) = event.body() else {
-            return Ok(());
-        };
-        let Ok(plain) = payload::open(body, &self.keys.node_age) else {
-            return Ok(());
-        };
-        let plain = zeroize::Zeroizing::new(plain);
-        let Ok(shared) = payload::decode::<Vec<(u32, String)>>(&plain) else {
-            return Ok(());
-        };
-        let node_recipient = self.keys.node_age.to_public();
-        let mut installed = Vec::new();
-        for (epoch, text) in shared.iter() {
-            let Ok(identity) = keys::parse_identity(text) else {
-                continue;
-            };
-            let matches = self.config.all().iter().any(|m| {
-                m.epoch_recipient(&self.keys.org, *epoch)
-                    .is_some_and(|r| r.to_string() == identity.to_public().to_string())
-            });
-            if !matches || self.keys.epochs.contains_key(epoch) {
-                continue;
-            }
-            let sealed = payload::seal(
-                keys::identity_text(&identity).as_bytes(),
-                &[&node_recipient],
-            )
-            .map_err(|e| StoreError::Refused(e.to_string()))?;
-            self.t.org_keys.insert(*epoch, sealed.as_slice())?;
-            self.keys.epochs.insert(*epoch, identity);
-            installed.push(*epoch);
-        }
-        if installed.is_empty() {
-            return Ok(());
-        }
-        self.report.keys_installed.extend(installed.iter().copied());
-        self.reread(&installed)
+        self.with_fold(|fold| fold.when_ready(first))
     }
 
     /// Re-folds every entity holding an event this node could not read with these epochs.
     pub fn reread(&mut self, epochs: &[u32]) -> Result<(), StoreError> {
-        let mut now_readable = Vec::new();
-        for row in self.t.unread.iter()? {
-            let (id, epoch) = row?;
-            if epochs.contains(&epoch.value()) {
-                now_readable.push(Hash32(id.value()));
-            }
-        }
-        let mut cases = BTreeSet::new();
-        let mut referrals = BTreeSet::new();
-        for id in &now_readable {
-            self.t.unread.remove(id.0)?;
-            let Some(event) = self.t.event(id)? else {
-                continue;
-            };
-            match &event.header().kind {
-                Kind::CaseOpen => {
-                    cases.insert(*id);
-                }
-                Kind::StatusDetermination | Kind::CaseUpdate(_) => {
-                    cases.insert(event.header().subject.unwrap_or_default());
-                }
-                Kind::ReferralSend { .. } => {
-                    referrals.insert(*id);
-                }
-                Kind::ReferralUpdate { .. } => {
-                    referrals.insert(event.header().subject.unwrap_or_default());
-                }
-                _ => {}
-            }
-        }
-        for case in cases {
-            self.replay_case(&case)?;
-        }
-        for referral in referrals {
-            self.replay_referral(&referral, true)?;
-        }
-        Ok(())
+        self.with_fold(|fold| fold.reread(epochs))
+    }
+
+    fn with_fold(
+        &mut self,
+        f: impl FnOnce(&mut Fold<'_, TxStore<'_, '_>>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut store = TxStore {
+            t: &mut *self.t,
+            maps: &mut *self.maps,
+            maps_changed: &mut self.report.maps_changed,
+            woken: Vec::new(),
+        };
+        let mut fold = Fold {
+            store: &mut store,
+            config: self.config,
+            keys: &mut *self.keys,
+            known: &mut self.known,
+            keys_installed: &mut self.report.keys_installed,
+        };
+        f(&mut fold)
     }
 }
 
@@ -1142,9 +775,7 @@ impl Store {
             return Ok(None);
         };
         match table.get(id.0)? {
-            Some(bytes) => Event::decode(bytes.value())
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt(format!("event {}: {e}", id.short()))),
+            Some(bytes) => read_back(id, Event::decode(bytes.value())).map(Some),
             None => Ok(None),
         }
     }

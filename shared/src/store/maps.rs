@@ -13,11 +13,12 @@ use std::collections::HashMap;
 use automerge::AutoCommit;
 use redb::{ReadableTable, TableDefinition};
 
-use super::log::{Id, Ingest, MAP_HASHES, MAPS};
+use super::log::{Id, MAP_HASHES, MAPS, TxStore};
 use super::{Store, StoreError};
+use crate::config::ConfigState;
 use crate::config::Hash32;
 use crate::event::EventId;
-use crate::fold::Rule;
+use crate::fold::{MapBody, MapFold};
 use crate::limits::{MAP_CACHE_DOCS_MAX, MAP_CHUNKS_MAX};
 use crate::map::apply::{self, Writers};
 
@@ -33,15 +34,6 @@ pub(crate) const MAP_SEQS: TableDefinition<(&str, Id), u64> = TableDefinition::n
 /// (missing change hash, waiting event) → ().
 pub(crate) const MAP_WAITING: TableDefinition<([u8; 32], Id), ()> =
     TableDefinition::new("map_waiting-1");
-
-/// What folding a map body came to.
-#[derive(Debug)]
-pub(crate) enum MapFold {
-    /// Judged: applied (`None`), or the rule it breaks.
-    Done(Option<Rule>),
-    /// Some of its Automerge dependencies are not in the document yet: it waits for them.
-    Waits,
-}
 
 /// Documents loaded in memory, by organisation (bounded; any may be dropped and reloaded).
 #[derive(Debug, Default)]
@@ -70,7 +62,17 @@ fn chunk_range(org: &str) -> std::ops::RangeInclusive<(&str, u32)> {
     (org, 0)..=(org, u32::MAX)
 }
 
-impl Ingest<'_, '_> {
+/// Applies a map change or snapshot to the organisation's document (see
+/// [`TxStore::apply_map_body`]).
+pub(crate) fn apply_map(
+    store: &mut TxStore<'_, '_>,
+    config: &ConfigState,
+    map: MapBody<'_>,
+) -> Result<MapFold, StoreError> {
+    store.apply_map_body(config, map)
+}
+
+impl TxStore<'_, '_> {
     /// The organisation's document as stored in this transaction (taken out of the cache: the
     /// caller puts it back once it is consistent with the tables again).
     fn load_map(&mut self, org: &str) -> Result<AutoCommit, StoreError> {
@@ -88,15 +90,19 @@ impl Ingest<'_, '_> {
 
     /// Applies a map change or snapshot to the organisation's document; returns the rule it
     /// breaks, if any (then nothing is written).
-    pub(crate) fn apply_map(
+    fn apply_map_body(
         &mut self,
-        org: &str,
-        id: &EventId,
-        author: &[u8; 32],
-        claimed_version: u64,
-        body: &[u8],
-        snapshot: bool,
+        config: &ConfigState,
+        map: MapBody<'_>,
     ) -> Result<MapFold, StoreError> {
+        let MapBody {
+            org,
+            id,
+            author,
+            claimed_version,
+            body,
+            snapshot,
+        } = map;
         let mut doc = self.load_map(org)?;
         if !snapshot {
             let missing = apply::missing_deps(&mut doc, body);
@@ -125,17 +131,8 @@ impl Ingest<'_, '_> {
             }
         }
         let seq_of = |actor: &[u8; 32]| seqs.get(actor).copied().unwrap_or(0);
-        let config = self.config;
-        let editors = |key: &[u8; 32]| {
-            config
-                .all()
-                .iter()
-                .take_while(|m| m.doc.version <= claimed_version)
-                .any(|m| {
-                    m.node_by_key(key)
-                        .is_some_and(|n| crate::map::may_edit(m, &n.org, org).is_ok())
-                })
-        };
+        let editors =
+            |key: &[u8; 32]| crate::fold::may_write_map(config, key, org, claimed_version);
         let writers = if snapshot {
             Writers::Editors(&editors)
         } else {
@@ -202,8 +199,8 @@ impl Ingest<'_, '_> {
             let next = last.map_or(0, |n| n.saturating_add(1));
             self.t.map_chunks.insert((org, next), bytes.as_slice())?;
         }
-        if !self.report.maps_changed.iter().any(|o| o == org) {
-            self.report.maps_changed.push(org.to_string());
+        if !self.maps_changed.iter().any(|o| o == org) {
+            self.maps_changed.push(org.to_string());
         }
         Ok(())
     }

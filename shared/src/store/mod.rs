@@ -17,13 +17,42 @@ mod users;
 
 use std::path::Path;
 
+use crate::config::ConfigState;
+
+pub use crate::fold::{FoldKeys, decrypt_event};
 pub use audit::AuditEntry;
 pub use backup::BACKUP_MAGIC;
-pub use config_store::{ApplyOutcome, ConfigState};
-pub use log::{FoldKeys, IngestReport, LogCounts, decrypt_event};
+pub use config_store::ApplyOutcome;
+pub use log::{IngestReport, LogCounts, META_READ_ONLY};
 pub use org_keys::ImportOutcome;
 pub use requests::{RequestId, RequestRecord};
 pub use users::{USER_NAME_MAX_BYTES, User, UserRole, verify_password};
+
+/// Encodes a value for a table. postcard fails only on a sequence of unknown length or a
+/// `Serialize` impl that errs, which none of the stored types has: a failure is a bug. In debug
+/// builds the bytes are decoded again before they are written (the write end of the pair
+/// assertion whose read end is `decode`).
+pub(crate) fn encode<T>(value: &T) -> Vec<u8>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let bytes = postcard::to_stdvec(value)
+        .expect("stored types have sized sequences and derived Serialize impls");
+    debug_assert_eq!(
+        postcard::from_bytes::<T>(&bytes).ok().as_ref(),
+        Some(value),
+        "a stored value decodes to itself"
+    );
+    bytes
+}
+
+/// Decodes a value read from a table; bytes that do not decode are a corrupt store.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|_| StoreError::Corrupt(format!("a stored {what}")))
+}
 
 /// Opens a table for reading; `None` when it was never written to (a store that holds none of
 /// it yet), which readers treat as empty.
@@ -38,15 +67,26 @@ fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     }
 }
 
-/// Why the store could not do what was asked.
+/// Why the store could not do what was asked. redb's own errors are kept whole (with their
+/// sources), one variant per redb error type.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
         "the node's database is in use by another Passerelle process (is `passerelle run` running?)"
     )]
     InUse,
-    #[error("the node's database could not be used: {0}")]
-    Db(String),
+    #[error("the node's database could not be opened: {0}")]
+    Open(#[source] redb::DatabaseError),
+    #[error("the node's database could not begin a transaction: {0}")]
+    Transaction(#[from] redb::TransactionError),
+    #[error("the node's database could not open a table: {0}")]
+    Table(#[from] redb::TableError),
+    #[error("the node's database could not be read or written: {0}")]
+    Storage(#[from] redb::StorageError),
+    #[error("the node's database could not commit: {0}")]
+    Commit(#[from] redb::CommitError),
+    #[error("the node's database failed: {0}")]
+    Redb(#[source] redb::Error),
     #[error("the node's database holds data it cannot read ({0}): restore it from a backup")]
     Corrupt(String),
     #[error(transparent)]
@@ -61,31 +101,54 @@ pub enum StoreError {
     Refused(String),
 }
 
-impl From<redb::Error> for StoreError {
-    fn from(e: redb::Error) -> Self {
+impl StoreError {
+    /// Whether the database itself failed (as opposed to a refusal or a missing join).
+    pub fn is_storage_failure(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Open(_)
+                | StoreError::Transaction(_)
+                | StoreError::Table(_)
+                | StoreError::Storage(_)
+                | StoreError::Commit(_)
+                | StoreError::Redb(_)
+                | StoreError::Corrupt(_)
+        )
+    }
+}
+
+impl From<redb::DatabaseError> for StoreError {
+    fn from(e: redb::DatabaseError) -> Self {
         match e {
-            redb::Error::DatabaseAlreadyOpen => StoreError::InUse,
-            other => StoreError::Db(other.to_string()),
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse,
+            other => StoreError::Open(other),
         }
     }
 }
 
-macro_rules! from_redb {
-    ($($ty:ty),*) => {
-        $(impl From<$ty> for StoreError {
-            fn from(e: $ty) -> Self {
-                StoreError::from(redb::Error::from(e))
-            }
-        })*
-    };
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        match e {
+            redb::Error::DatabaseAlreadyOpen => StoreError::InUse,
+            other => StoreError::Redb(other),
+        }
+    }
 }
-from_redb!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+
+impl From<crate::fold::FoldError> for StoreError {
+    fn from(e: crate::fold::FoldError) -> Self {
+        match e {
+            crate::fold::FoldError::Seal(reason) => StoreError::Refused(reason),
+            other => StoreError::Corrupt(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::config::NotJoined> for StoreError {
+    fn from(_: crate::config::NotJoined) -> Self {
+        StoreError::NotJoined
+    }
+}
 
 /// The node's database.
 #[derive(Debug)]

@@ -34,10 +34,6 @@ pub struct RequestRecord {
     pub answer: Option<String>,
 }
 
-fn encode(record: &RequestRecord) -> Result<Vec<u8>, StoreError> {
-    postcard::to_stdvec(record).map_err(|e| StoreError::Db(format!("a request record: {e}")))
-}
-
 /// Writes the record of a request inside the transaction that appends its events, forgetting
 /// the oldest records past [`REQUESTS_KEPT_MAX`].
 pub(crate) fn record_in(
@@ -53,7 +49,7 @@ pub(crate) fn record_in(
         events,
         answer: None,
     };
-    table.insert(id, encode(&record)?.as_slice())?;
+    table.insert(id, super::encode(&record).as_slice())?;
     by_time.insert((now_ms, id), ())?;
     while table.len()? > REQUESTS_KEPT_MAX {
         let Some(oldest) = by_time.first()?.map(|(k, _)| k.value()) else {
@@ -96,7 +92,7 @@ impl Store {
         record.answer = Some(answer.to_string());
         let tx = self.db.begin_write()?;
         tx.open_table(REQUESTS)?
-            .insert(*id, encode(&record)?.as_slice())?;
+            .insert(*id, super::encode(&record).as_slice())?;
         tx.commit()?;
         Ok(())
     }

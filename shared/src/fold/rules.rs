@@ -1,11 +1,6 @@
-//! Validity: the mechanism's rules, judged by the fold over admitted events.
-//!
-//! An admitted event that breaks a rule stays in the log, marked with the rule, and has no
-//! effect. Rules that need only the clear header are judged by every node; rules that need the
-//! payload are judged by every node that can read it. Each case and each referral is an entity
-//! whose state is the replay of its valid events in one deterministic order — (HLC, event id),
-//! which every valid event's causal dependencies precede — so every node that holds the same
-//! events computes the same state, whatever order they arrived in.
+//! The mechanism's rules, as pure functions of an event as the fold sees it ([`Seen`]), the
+//! configuration version it claims, and what the fold may look up about other events
+//! ([`Lookup`]); and the clear records they produce (`CaseRecord`, `ReferralRecord`).
 //!
 //! The same functions judge events at creation (`engine`), so an honest node never creates an
 //! invalid event.
@@ -14,13 +9,13 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::ConfigState;
 use crate::config::{Activation, Mechanism, Role};
 use crate::event::{CaseAction, EventId, Header, Hlc, Kind, Transition, Urgency};
 use crate::payload::{
     CaseOpenPayload, CaseUpdatePayload, DeterminationPayload, ReferralPayload,
     ReferralUpdatePayload,
 };
-use crate::store::ConfigState;
 
 /// A rule an event broke.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -196,11 +191,15 @@ impl Seen<'_> {
     }
 }
 
-/// What the fold may look up about other events (all already folded: causal order).
+/// What the fold may look up about other events (all already folded: causal order). A read
+/// that fails is an error, never "not there": the fold would judge on a wrong premise.
 pub trait Lookup {
-    fn header(&self, id: &EventId) -> Option<Header>;
-    fn verdict(&self, id: &EventId) -> Option<Verdict>;
-    fn case(&self, id: &EventId) -> Option<CaseRecord>;
+    /// Why a read failed (a store error), which the fold's own errors become too.
+    type Error: From<super::FoldError>;
+
+    fn header(&self, id: &EventId) -> Result<Option<Header>, Self::Error>;
+    fn verdict(&self, id: &EventId) -> Result<Option<Verdict>, Self::Error>;
+    fn case(&self, id: &EventId) -> Result<Option<CaseRecord>, Self::Error>;
 }
 
 /// A case's clear state: what every node knows from headers. Person data never lives here.
@@ -320,25 +319,31 @@ fn org_role(m: &Mechanism, org: &str, role: Role) -> bool {
 }
 
 /// The rules every event must follow, from its header and its dependencies' headers.
-pub fn check_common(seen: &Seen<'_>, config: &ConfigState, lookup: &impl Lookup) -> Option<Rule> {
+pub fn check_common<L: Lookup>(
+    seen: &Seen<'_>,
+    config: &ConfigState,
+    lookup: &L,
+) -> Result<Option<Rule>, L::Error> {
     let h = seen.header;
-    let m = config.version(h.config_version)?;
+    let Some(m) = config.version(h.config_version) else {
+        return Ok(None);
+    };
     for dep in h.causal_deps() {
-        if let Some(dep_header) = lookup.header(&dep)
+        if let Some(dep_header) = lookup.header(&dep)?
             && dep_header.hlc >= h.hlc
         {
-            return Some(Rule::TimestampBeforeDependency);
+            return Ok(Some(Rule::TimestampBeforeDependency));
         }
     }
     for a in &h.orgs {
         if m.epoch_recipient(&a.org, a.epoch).is_none() {
-            return Some(Rule::UnknownAddressee);
+            return Ok(Some(Rule::UnknownAddressee));
         }
     }
     if h.kind.is_encrypted_to_orgs() && h.epoch_for(seen.author_org).is_none() {
-        return Some(Rule::AuthorNotAddressed);
+        return Ok(Some(Rule::AuthorNotAddressed));
     }
-    None
+    Ok(None)
 }
 
 /// Opens a case: returns its record (valid or not) and the rule broken.
@@ -462,12 +467,12 @@ pub fn case_apply(record: &mut CaseRecord, seen: &Seen<'_>, m: &Mechanism) -> Op
 }
 
 /// Sends a referral: returns its record and the rule broken. `case` is the subject's record.
-pub fn referral_send(
+pub fn referral_send<L: Lookup>(
     seen: &Seen<'_>,
     m: &Mechanism,
     case: Option<&CaseRecord>,
-    lookup: &impl Lookup,
-) -> (ReferralRecord, Option<Rule>) {
+    lookup: &L,
+) -> Result<(ReferralRecord, Option<Rule>), L::Error> {
     let h = seen.header;
     let (to_org, category, urgency) = match &h.kind {
         Kind::ReferralSend {
@@ -477,7 +482,7 @@ pub fn referral_send(
         } => (to_org.clone(), category.clone(), *urgency),
         _ => (String::new(), None, Urgency::Routine),
     };
-    let broken = referral_rules(seen, m, case, lookup, &to_org, category.as_deref());
+    let broken = referral_rules(seen, m, case, lookup, &to_org, category.as_deref())?;
     let record = ReferralRecord {
         id: seen.id,
         case: h.subject.unwrap_or_default(),
@@ -501,47 +506,47 @@ pub fn referral_send(
         step_count: 0,
         last: seen.order_key(),
     };
-    (record, broken)
+    Ok((record, broken))
 }
 
-fn referral_rules(
+fn referral_rules<L: Lookup>(
     seen: &Seen<'_>,
     m: &Mechanism,
     case: Option<&CaseRecord>,
-    lookup: &impl Lookup,
+    lookup: &L,
     to_org: &str,
     category: Option<&str>,
-) -> Option<Rule> {
+) -> Result<Option<Rule>, L::Error> {
     let h = seen.header;
     if m.doc.sop.activation == Activation::Designated
         && !org_role(m, seen.author_org, Role::Identify)
     {
-        return Some(Rule::NotAllowedToActivate);
+        return Ok(Some(Rule::NotAllowedToActivate));
     }
     match case {
         Some(c) if c.valid => {}
-        _ => return Some(Rule::BadSubject),
+        _ => return Ok(Some(Rule::BadSubject)),
     }
     if !org_role(m, to_org, Role::ProvideServices)
         || h.epoch_for(to_org).is_none()
         || to_org == seen.author_org
     {
-        return Some(Rule::BadReceiver);
+        return Ok(Some(Rule::BadReceiver));
     }
     if let Some(cat) = category
         && m.category(cat).is_none_or(|c| c.sensitive)
     {
         // A sensitive category never travels in clear.
-        return Some(Rule::UnknownCategory);
+        return Ok(Some(Rule::UnknownCategory));
     }
     let Some(payload) = &seen.payload else {
-        return None;
+        return Ok(None);
     };
     let Ok(Decrypted::Referral(p)) = payload else {
-        return Some(Rule::BadPayload);
+        return Ok(Some(Rule::BadPayload));
     };
     let Some(cat) = m.category(&p.category) else {
-        return Some(Rule::UnknownCategory);
+        return Ok(Some(Rule::UnknownCategory));
     };
     let clear_ok = if cat.sensitive {
         category.is_none()
@@ -549,7 +554,7 @@ fn referral_rules(
         category == Some(p.category.as_str())
     };
     if !clear_ok {
-        return Some(Rule::UnknownCategory);
+        return Ok(Some(Rule::UnknownCategory));
     }
     if m.doc.sop.consent_required && !p.consent.covers(to_org, &p.category) {
         let may_override = m.org(seen.author_org).is_some_and(|o| {
@@ -560,29 +565,33 @@ fn referral_rules(
                 .any(|r| o.has_role(*r))
         });
         if !(p.emergency_override.is_some() && may_override) {
-            return Some(Rule::NoConsent);
+            return Ok(Some(Rule::NoConsent));
         }
     }
     let Some(case_type) = m.case_type(&p.case_type) else {
-        return Some(Rule::BadPayload);
+        return Ok(Some(Rule::BadPayload));
     };
     if case_type.requires_status_determination {
-        let determined = h.deps.iter().any(|d| {
-            let Some(dh) = lookup.header(d) else {
-                return false;
+        let mut determined = false;
+        for d in &h.deps {
+            let Some(dh) = lookup.header(d)? else {
+                continue;
             };
-            let valid = lookup.verdict(d).is_some_and(|v| v.is_valid());
+            let valid = lookup.verdict(d)?.is_some_and(|v| v.is_valid());
             let author_org = m.node_by_key(&dh.author).map(|n| n.org.as_str());
-            valid
+            determined = valid
                 && dh.kind == Kind::StatusDetermination
                 && dh.subject == h.subject
-                && author_org.is_some_and(|o| case_type.status_authorities.iter().any(|a| a == o))
-        });
+                && author_org.is_some_and(|o| case_type.status_authorities.iter().any(|a| a == o));
+            if determined {
+                break;
+            }
+        }
         if !determined {
-            return Some(Rule::StatusDeterminationMissing);
+            return Ok(Some(Rule::StatusDeterminationMissing));
         }
     }
-    None
+    Ok(None)
 }
 
 /// Applies one referral step, in replay order.
