@@ -630,10 +630,10 @@ mod tests {
 
         let failed = block_on(handle.panic());
         assert!(matches!(failed, Err(JobError::Failed)), "{failed:?}");
-        assert_eq!(handle.health(), (true, 1), "the failure is counted");
-
-        // The engine still answers, and still writes: the rest of the history is stored.
+        // The engine still answers (the failure is counted before the next job runs), and
+        // still writes: the rest of the history is stored.
         block_on(handle.ping()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(handle.health(), (true, 1), "the failure is counted");
         let stored = handle
             .receive_blocking(rest.to_vec())
             .unwrap_or_else(|e| panic!("{e}"));
