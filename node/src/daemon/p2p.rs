@@ -716,8 +716,29 @@ impl Network {
                 conn.last_heard = now;
             }
         }
-        // Redial members with known addresses, and through the relays that hold a slot for us
-        // (a member behind NAT is reachable there if it holds one too), with backoff.
+        self.redial(now);
+        // Rounds: wanted ones, and a periodic one with every connected peer.
+        let due: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| {
+                s.connected
+                    && !s.round_active
+                    && s.last_round.is_none_or(|t| {
+                        let since = now.duration_since(t);
+                        since >= ROUND_INTERVAL || (s.round_wanted && since >= ROUND_MIN_GAP)
+                    })
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in due {
+            self.start_round(peer);
+        }
+    }
+
+    /// Redials members with known addresses, and through the relays that hold a slot for us
+    /// (a member behind NAT is reachable there if it holds one too), with backoff.
+    fn redial(&mut self, now: Instant) {
         let mut dials = Vec::new();
         for (peer, state) in &mut self.peers {
             if state.connected || now < state.next_dial {
@@ -771,23 +792,6 @@ impl Network {
             if let Err(e) = self.swarm.dial(d) {
                 tracing::debug!("dial: {e}");
             }
-        }
-        // Rounds: wanted ones, and a periodic one with every connected peer.
-        let due: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, s)| {
-                s.connected
-                    && !s.round_active
-                    && s.last_round.is_none_or(|t| {
-                        let since = now.duration_since(t);
-                        since >= ROUND_INTERVAL || (s.round_wanted && since >= ROUND_MIN_GAP)
-                    })
-            })
-            .map(|(p, _)| *p)
-            .collect();
-        for peer in due {
-            self.start_round(peer);
         }
     }
 
@@ -1056,122 +1060,191 @@ impl Network {
         }
     }
 
+    /// The swarm listens on a new address.
+    fn on_listen_addr(&mut self, address: &Multiaddr) {
+        tracing::info!("listening on {address}/p2p/{}", self.me);
+        if self.started.elapsed() > INTERFACES_SETTLED_AFTER {
+            // A new address after start: the network interfaces changed (a cable, a
+            // Wi-Fi network, a VPN), so links may be back.
+            self.redial_soon();
+        }
+        // A relay hands its address to the nodes that reserve a slot; `--relay` says
+        // this node is reachable where it listens.
+        let relayed = address.iter().any(|p| p == Protocol::P2pCircuit);
+        if self.relay_on && !relayed {
+            self.swarm.add_external_address(address.clone());
+        }
+        self.publish_view();
+        self.write_listen_file();
+    }
+
+    /// A connection to a peer is established.
+    fn on_connected(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        endpoint: &libp2p::core::ConnectedPoint,
+        num_established: u32,
+    ) {
+        let now = Instant::now();
+        let mut superseded = Vec::new();
+        if let Some(state) = self.peers.get_mut(&peer_id) {
+            state.connected = true;
+            state.connections = num_established;
+            state.heard(None);
+            state.backoff = DIAL_BACKOFF_MIN;
+            // The peer dialled us, so it held no connection to us when it started: the
+            // ones this node holds that are older than a connection setup are dead at
+            // its end (it restarted, or the link failed silently). Keep the new one.
+            if !endpoint.is_dialer() {
+                for (id, conn) in &state.conns {
+                    if now.duration_since(conn.established) > CONNECTION_SETUP_TIMEOUT {
+                        superseded.push(*id);
+                    }
+                }
+            }
+            state.conns.insert(
+                connection_id,
+                Conn {
+                    established: now,
+                    last_heard: now,
+                    ping_failures: 0,
+                },
+            );
+            // Past the per-peer bound, the least recently heard one goes.
+            let kept = state.conns.len() - superseded.len();
+            if kept > CONNECTIONS_PER_PEER_MAX as usize
+                && let Some((id, _)) = state
+                    .conns
+                    .iter()
+                    .filter(|(id, _)| **id != connection_id && !superseded.contains(id))
+                    .min_by_key(|(_, c)| c.last_heard)
+            {
+                superseded.push(*id);
+            }
+            let addr = endpoint.get_remote_address().clone();
+            let relayed = addr.iter().any(|p| p == Protocol::P2pCircuit);
+            if endpoint.is_dialer() && !relayed {
+                state.dialed = Some(without_peer_id(&addr));
+            }
+            if endpoint.is_dialer() && !state.addrs.contains(&addr) {
+                state.addrs.push(addr);
+            }
+            // The dialling side opens the first round; a round carries both ways, so
+            // two at once would move everything twice.
+            if endpoint.is_dialer() {
+                state.round_wanted = true;
+                state.last_round = None;
+            } else {
+                state.last_round = Some(Instant::now());
+            }
+            tracing::info!(peer = %peer_id, label = %state.label, "connected");
+        }
+        for id in superseded {
+            tracing::info!(peer = %peer_id, "a newer connection supersedes an older one: the older is closed");
+            self.swarm.close_connection(id);
+        }
+        // A link came back: whoever is still disconnected may be reachable again.
+        self.redial_soon();
+        self.publish_view();
+    }
+
+    /// A connection to a peer closed.
+    fn on_closed(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        num_established: u32,
+        cause: Option<&libp2p::swarm::ConnectionError>,
+    ) {
+        if num_established == 0 {
+            self.relays.remove(&peer_id);
+        }
+        if let Some(state) = self.peers.get_mut(&peer_id) {
+            state.connections = num_established;
+            state.conns.remove(&connection_id);
+            if let Some(cause) = cause {
+                tracing::debug!(peer = %peer_id, "connection closed: {cause}");
+            }
+        }
+        if num_established == 0
+            && let Some(state) = self.peers.get_mut(&peer_id)
+        {
+            state.connected = false;
+            state.round_active = false;
+            // Whatever the round had in flight is abandoned with the connection.
+            state.round_gen += 1;
+            state.next_dial = Instant::now() + jittered(state.backoff);
+            tracing::info!(peer = %peer_id, "disconnected");
+        }
+        self.publish_view();
+    }
+
+    /// A peer told what it is: its protocols (a relay?) and where it listens.
+    fn on_identified(&mut self, peer_id: PeerId, info: identify::Info) {
+        if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
+            self.reserve_at(peer_id);
+        }
+        if let Some(state) = self.peers.get_mut(&peer_id) {
+            for addr in info.listen_addrs {
+                let local = addr.iter().any(
+                    |p| matches!(p, libp2p::multiaddr::Protocol::Ip4(ip) if ip.is_unspecified()),
+                );
+                if !local && !state.addrs.contains(&addr) && state.addrs.len() < 16 {
+                    state.addrs.push(addr);
+                }
+            }
+        }
+    }
+
+    /// A ping answered or missed.
+    fn on_ping(&mut self, event: ping::Event) {
+        let ping::Event {
+            peer,
+            connection,
+            result,
+        } = event;
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        match result {
+            Ok(rtt) => {
+                state.heard(Some(rtt));
+                if let Some(conn) = state.conns.get_mut(&connection) {
+                    conn.last_heard = Instant::now();
+                    conn.ping_failures = 0;
+                }
+            }
+            Err(e) => {
+                let dead = state.conns.get_mut(&connection).is_some_and(|conn| {
+                    conn.ping_failures += 1;
+                    conn.ping_failures >= PING_FAILURES_MAX
+                });
+                if dead {
+                    tracing::info!(%peer, "{PING_FAILURES_MAX} pings missed ({e}): connection closed");
+                    self.swarm.close_connection(connection);
+                }
+            }
+        }
+    }
+
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
-                tracing::info!("listening on {address}/p2p/{}", self.me);
-                if self.started.elapsed() > INTERFACES_SETTLED_AFTER {
-                    // A new address after start: the network interfaces changed (a cable, a
-                    // Wi-Fi network, a VPN), so links may be back.
-                    self.redial_soon();
-                }
-                // A relay hands its address to the nodes that reserve a slot; `--relay` says
-                // this node is reachable where it listens.
-                let relayed = address.iter().any(|p| p == Protocol::P2pCircuit);
-                if self.relay_on && !relayed {
-                    self.swarm.add_external_address(address.clone());
-                }
-                self.publish_view();
-                self.write_listen_file();
-            }
+            SwarmEvent::NewListenAddr { address, .. } => self.on_listen_addr(&address),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
                 endpoint,
                 num_established,
                 ..
-            } => {
-                let now = Instant::now();
-                let mut superseded = Vec::new();
-                if let Some(state) = self.peers.get_mut(&peer_id) {
-                    state.connected = true;
-                    state.connections = num_established.get();
-                    state.heard(None);
-                    state.backoff = DIAL_BACKOFF_MIN;
-                    // The peer dialled us, so it held no connection to us when it started: the
-                    // ones this node holds that are older than a connection setup are dead at
-                    // its end (it restarted, or the link failed silently). Keep the new one.
-                    if !endpoint.is_dialer() {
-                        for (id, conn) in &state.conns {
-                            if now.duration_since(conn.established) > CONNECTION_SETUP_TIMEOUT {
-                                superseded.push(*id);
-                            }
-                        }
-                    }
-                    state.conns.insert(
-                        connection_id,
-                        Conn {
-                            established: now,
-                            last_heard: now,
-                            ping_failures: 0,
-                        },
-                    );
-                    // Past the per-peer bound, the least recently heard one goes.
-                    let kept = state.conns.len() - superseded.len();
-                    if kept > CONNECTIONS_PER_PEER_MAX as usize
-                        && let Some((id, _)) = state
-                            .conns
-                            .iter()
-                            .filter(|(id, _)| **id != connection_id && !superseded.contains(id))
-                            .min_by_key(|(_, c)| c.last_heard)
-                    {
-                        superseded.push(*id);
-                    }
-                    let addr = endpoint.get_remote_address().clone();
-                    let relayed = addr.iter().any(|p| p == Protocol::P2pCircuit);
-                    if endpoint.is_dialer() && !relayed {
-                        state.dialed = Some(without_peer_id(&addr));
-                    }
-                    if endpoint.is_dialer() && !state.addrs.contains(&addr) {
-                        state.addrs.push(addr);
-                    }
-                    // The dialling side opens the first round; a round carries both ways, so
-                    // two at once would move everything twice.
-                    if endpoint.is_dialer() {
-                        state.round_wanted = true;
-                        state.last_round = None;
-                    } else {
-                        state.last_round = Some(Instant::now());
-                    }
-                    tracing::info!(peer = %peer_id, label = %state.label, "connected");
-                }
-                for id in superseded {
-                    tracing::info!(peer = %peer_id, "a newer connection supersedes an older one: the older is closed");
-                    self.swarm.close_connection(id);
-                }
-                // A link came back: whoever is still disconnected may be reachable again.
-                self.redial_soon();
-                self.publish_view();
-            }
+            } => self.on_connected(peer_id, connection_id, &endpoint, num_established.get()),
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,
                 num_established,
                 cause,
                 ..
-            } => {
-                if num_established == 0 {
-                    self.relays.remove(&peer_id);
-                }
-                if let Some(state) = self.peers.get_mut(&peer_id) {
-                    state.connections = num_established;
-                    state.conns.remove(&connection_id);
-                    if let Some(cause) = cause {
-                        tracing::debug!(peer = %peer_id, "connection closed: {cause}");
-                    }
-                }
-                if num_established == 0
-                    && let Some(state) = self.peers.get_mut(&peer_id)
-                {
-                    state.connected = false;
-                    state.round_active = false;
-                    // Whatever the round had in flight is abandoned with the connection.
-                    state.round_gen += 1;
-                    state.next_dial = Instant::now() + jittered(state.backoff);
-                    tracing::info!(peer = %peer_id, "disconnected");
-                }
-                self.publish_view();
-            }
+            } => self.on_closed(peer_id, connection_id, num_established, cause.as_ref()),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, "dial failed: {error}");
             }
@@ -1182,21 +1255,7 @@ impl Network {
                 peer_id,
                 info,
                 ..
-            })) => {
-                if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
-                    self.reserve_at(peer_id);
-                }
-                if let Some(state) = self.peers.get_mut(&peer_id) {
-                    for addr in info.listen_addrs {
-                        let local = addr.iter().any(|p| {
-                            matches!(p, libp2p::multiaddr::Protocol::Ip4(ip) if ip.is_unspecified())
-                        });
-                        if !local && !state.addrs.contains(&addr) && state.addrs.len() < 16 {
-                            state.addrs.push(addr);
-                        }
-                    }
-                }
-            }
+            })) => self.on_identified(peer_id, info),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
                     if let Some(state) = self.peers.get_mut(&peer) {
@@ -1211,34 +1270,7 @@ impl Network {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
-                peer,
-                connection,
-                result,
-            })) => {
-                let Some(state) = self.peers.get_mut(&peer) else {
-                    return;
-                };
-                match result {
-                    Ok(rtt) => {
-                        state.heard(Some(rtt));
-                        if let Some(conn) = state.conns.get_mut(&connection) {
-                            conn.last_heard = Instant::now();
-                            conn.ping_failures = 0;
-                        }
-                    }
-                    Err(e) => {
-                        let dead = state.conns.get_mut(&connection).is_some_and(|conn| {
-                            conn.ping_failures += 1;
-                            conn.ping_failures >= PING_FAILURES_MAX
-                        });
-                        if dead {
-                            tracing::info!(%peer, "{PING_FAILURES_MAX} pings missed ({e}): connection closed");
-                            self.swarm.close_connection(connection);
-                        }
-                    }
-                }
-            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.on_ping(event),
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 tracing::info!("no longer listening on {address}: redialling disconnected peers");
                 self.redial_soon();
