@@ -326,6 +326,46 @@ pub struct Daemon {
     pub api: String,
 }
 
+/// Reads a `passerelle run` child's standard output on a thread of its own and sends back
+/// its ready line (`{"ready": {"node", "api", "p2p"}}`); the thread reads on to the end, so
+/// the daemon never writes into a closed pipe. The channel closes when the child exits.
+pub fn ready_line(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    use std::io::BufRead as _;
+    let stdout = child
+        .stdout
+        .take()
+        .unwrap_or_else(|| panic!("the daemon's standard output must be piped"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line)
+                && value.get("ready").is_some()
+            {
+                // The test may have stopped waiting; the rest is read all the same.
+                let _ = tx.send(value);
+            }
+        }
+    });
+    rx
+}
+
+/// Waits up to `secs` seconds for a daemon's ready line: its first p2p address
+/// (`/ip4/127.0.0.1/tcp/PORT/p2p/ID`) and its API address, or `None` if it exited first or
+/// took too long.
+pub fn wait_ready(
+    ready: &std::sync::mpsc::Receiver<serde_json::Value>,
+    secs: u64,
+) -> Option<(String, String)> {
+    let line = ready
+        .recv_timeout(std::time::Duration::from_secs(secs))
+        .ok()?;
+    let ready = &line["ready"];
+    let addr = ready["p2p"][0].as_str()?.to_string();
+    let api = ready["api"].as_str()?.to_string();
+    Some((addr, api))
+}
+
 /// Waits until `f` returns `Some`, up to `secs` seconds.
 pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
@@ -341,13 +381,12 @@ pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
 }
 
 impl Daemon {
-    /// Starts node `node-<name>` in `cwd`, listening on loopback, dialling `peers`.
+    /// Starts node `node-<name>` in `cwd`, listening on loopback, dialling `peers`; returns
+    /// once the daemon has printed its ready line (where it listens).
     pub fn start(cwd: &Path, name: &str, peers: &[&str], extra: &[&str]) -> Self {
         let data_dir = cwd.join(format!("node-{name}"));
-        let _ = std::fs::remove_file(data_dir.join("api.addr"));
-        let _ = std::fs::remove_file(data_dir.join("p2p.addrs"));
-        let log = std::fs::File::create(cwd.join(format!("{name}.log")))
-            .unwrap_or_else(|e| panic!("log file: {e}"));
+        let log_path = cwd.join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).unwrap_or_else(|e| panic!("log file: {e}"));
         let mut cmd = Command::new(bin());
         cmd.current_dir(cwd)
             .args(["--data-dir", &data_dir.to_string_lossy(), "run"])
@@ -360,33 +399,29 @@ impl Daemon {
             .env_remove("PASSERELLE_PASSPHRASE")
             .env("HOME", cwd)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(log);
         for p in peers {
             cmd.args(["--peer", p]);
         }
         cmd.args(extra);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn daemon: {e}"));
-        let mut daemon = Self {
-            child,
-            data_dir: data_dir.clone(),
-            addr: String::new(),
-            api: String::new(),
-        };
-        let (addr, api) = wait_for(30, &format!("daemon {name} to start"), || {
-            if let Ok(Some(status)) = daemon.child.try_wait() {
-                let log =
-                    std::fs::read_to_string(cwd.join(format!("{name}.log"))).unwrap_or_default();
-                panic!("daemon {name} exited ({status}):\n{log}");
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn daemon: {e}"));
+        let ready = ready_line(&mut child);
+        let (addr, api) = match wait_ready(&ready, 30) {
+            Some(listening) => listening,
+            None => {
+                let _ = child.kill();
+                let status = child.wait();
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("daemon {name} did not start ({status:?}):\n{log}");
             }
-            let addr = std::fs::read_to_string(data_dir.join("p2p.addrs")).ok()?;
-            let api = std::fs::read_to_string(data_dir.join("api.addr")).ok()?;
-            let addr = addr.lines().next()?.to_string();
-            (!addr.is_empty()).then_some((addr, api.trim().to_string()))
-        });
-        daemon.addr = addr;
-        daemon.api = api;
-        daemon
+        };
+        Self {
+            child,
+            data_dir,
+            addr,
+            api,
+        }
     }
 
     /// Stops the daemon with SIGTERM and waits for it to exit.

@@ -12,7 +12,7 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent, dial_opts::DialOpts, dial_opts::PeerCondition};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, noise, ping, tcp, yamux};
 use passerelle_core::sync::{self, Range, Request, Response, VersionVector};
-use passerelle_tests::{Daemon, Setup, bin, mechanism, wait_for};
+use passerelle_tests::{Daemon, Setup, bin, mechanism, ready_line, wait_for, wait_ready};
 use serde_json::Value;
 
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/passerelle/sync/1");
@@ -464,10 +464,8 @@ fn a_responder_answering_more_forever_is_asked_a_bounded_number_of_times() {
 /// A daemon started under a lower open-file limit (`prlimit`), as a service often runs.
 fn start_limited(cwd: &Path, name: &str, nofile: u32) -> (Child, String, String) {
     let data = cwd.join(format!("node-{name}"));
-    let _ = std::fs::remove_file(data.join("api.addr"));
-    let _ = std::fs::remove_file(data.join("p2p.addrs"));
     let log = std::fs::File::create(cwd.join(format!("{name}.log"))).unwrap();
-    let child = Command::new("prlimit")
+    let mut child = Command::new("prlimit")
         .arg(format!("--nofile={nofile}:{nofile}"))
         .arg(bin())
         .current_dir(cwd)
@@ -476,16 +474,13 @@ fn start_limited(cwd: &Path, name: &str, nofile: u32) -> (Child, String, String)
         .env("RUST_LOG", "info")
         .env("HOME", cwd)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
         .unwrap();
-    let (addr, api) = wait_for(30, "the daemon to start", || {
-        let addr = std::fs::read_to_string(data.join("p2p.addrs")).ok()?;
-        let api = std::fs::read_to_string(data.join("api.addr")).ok()?;
-        let addr = addr.lines().next()?.to_string();
-        (!addr.is_empty()).then_some((addr, api.trim().to_string()))
-    });
+    let ready = ready_line(&mut child);
+    let (addr, api) =
+        wait_ready(&ready, 30).unwrap_or_else(|| panic!("the daemon {name} did not start"));
     (child, addr, api)
 }
 

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use passerelle_tests::{Setup, bin, mechanism, wait_for};
+use passerelle_tests::{Setup, bin, mechanism, ready_line, wait_for, wait_ready};
 use serde_json::Value;
 
 /// The nodes, all of one organisation so each can read every case and check them.
@@ -178,10 +178,7 @@ struct Cluster {
 impl Cluster {
     fn start(&self, i: usize) {
         let name = NODES[i];
-        let data = self.setup.file(&format!("node-{name}"));
         for attempt in 0..5 {
-            let _ = std::fs::remove_file(data.join("api.addr"));
-            let _ = std::fs::remove_file(data.join("p2p.addrs"));
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -199,7 +196,7 @@ impl Cluster {
                     "RUST_LOG",
                     std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
                 )
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .stderr(log);
             for (j, addr) in self.net.addrs.iter().enumerate() {
                 if j != i {
@@ -210,20 +207,10 @@ impl Cluster {
                 }
             }
             let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn: {e}"));
-            // Up once it wrote its addresses. It may fail to open its database while a command
-            // run in-process (the daemon was down) holds it: then it is started again.
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let up = loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break false;
-                }
-                if data.join("api.addr").exists() && data.join("p2p.addrs").exists() {
-                    break true;
-                }
-                assert!(Instant::now() < deadline, "daemon {name} did not start");
-                std::thread::sleep(Duration::from_millis(50));
-            };
-            if up {
+            // Up once it printed its ready line. It may fail to open its database while a
+            // command run in-process (the daemon was down) holds it: then it is started again.
+            let ready = ready_line(&mut child);
+            if wait_ready(&ready, 30).is_some() {
                 self.nodes.lock().unwrap()[i] = Node { child: Some(child) };
                 return;
             }

@@ -350,7 +350,7 @@ fn event_log(dir: &Path, sizes: Sizes, figures: &mut Vec<Figure>, json: bool) ->
     let ours = per_sec(history.len(), started.elapsed());
     let counts = tokio::runtime::Builder::new_current_thread()
         .build()?
-        .block_on(engine.call(|e| e.store().log_counts()))??;
+        .block_on(engine.log_counts())?;
     drop(engine);
     let _ = thread.join();
     anyhow::ensure!(

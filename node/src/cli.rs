@@ -576,7 +576,7 @@ pub fn run(cli: Cli) -> Result<()> {
         } => crate::daemon::run_blocking(
             data_dir()?,
             passphrases,
-            crate::daemon::Options {
+            crate::daemon::Flags {
                 listen,
                 peers,
                 api,

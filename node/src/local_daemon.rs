@@ -1,17 +1,21 @@
 //! A `passerelle run` daemon inside this process, on loopback: the demo and the benchmark run
-//! several of them, and talk to each through its local API as the command line would.
+//! several of them, and talk to each through its local API as the command line would. Each
+//! binds port 0 and learns where it listens from the daemon itself (no polling of files).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::{Value, json};
 
+use crate::daemon::{Listeners, Options, Ready};
 use crate::datadir::{DataDir, Passphrases};
+
+/// How long a daemon may take to listen.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A daemon running in this process.
 #[derive(Debug)]
 pub struct LocalDaemon {
-    pub dir: DataDir,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<()>>,
     pub api: String,
@@ -21,44 +25,48 @@ pub struct LocalDaemon {
 
 impl LocalDaemon {
     pub async fn start(dir: DataDir, peers: Vec<String>) -> Result<Self> {
-        let _ = std::fs::remove_file(dir.root.join("api.addr"));
-        let _ = std::fs::remove_file(dir.root.join("p2p.addrs"));
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let options = crate::daemon::Options {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
-            peers,
-            api: Some("127.0.0.1:0".into()),
+        let api = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("cannot listen on loopback for a local daemon's API")?;
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let listeners = Listeners {
+            api,
+            p2p: crate::daemon::parse_addrs(&["/ip4/127.0.0.1/tcp/0".into()], "listen")?,
+            ready: Some(ready_tx),
+        };
+        let options = Options {
+            dir,
+            pass: Passphrases::default(),
+            peers: crate::daemon::parse_addrs(&peers, "peer")?,
             mdns: false,
             relay: false,
         };
-        let task = tokio::spawn(crate::daemon::run(
-            dir.clone(),
-            Passphrases::default(),
-            options,
-            rx,
-        ));
-        let started = Instant::now();
-        loop {
-            let api = std::fs::read_to_string(dir.root.join("api.addr")).ok();
-            let addr = std::fs::read_to_string(dir.root.join("p2p.addrs")).ok();
-            let token = std::fs::read_to_string(dir.root.join("api.token")).ok();
-            if let (Some(api), Some(addr), Some(token)) = (api, addr, token)
-                && let Some(addr) = addr.lines().next().filter(|a| !a.is_empty())
-            {
-                return Ok(Self {
-                    api: api.trim().to_string(),
-                    addr: addr.to_string(),
-                    token: token.trim().to_string(),
-                    dir,
-                    shutdown: tx,
-                    task,
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(crate::daemon::run(listeners, options, rx));
+        let ready: Ready = match tokio::time::timeout(START_TIMEOUT, ready_rx).await {
+            Ok(Ok(ready)) => ready,
+            // The daemon stopped before it listened: its own error says why.
+            Ok(Err(_)) => {
+                return Err(match task.await {
+                    Ok(Err(e)) => e.context("a local daemon did not start"),
+                    Ok(Ok(())) => anyhow!("a local daemon stopped before it listened"),
+                    Err(e) => anyhow!("a local daemon failed: {e}"),
                 });
             }
-            if started.elapsed() > Duration::from_secs(30) {
-                bail!("a benchmark daemon did not start");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            Err(_) => bail!("a local daemon did not listen within {START_TIMEOUT:?}"),
+        };
+        let addr = ready
+            .p2p
+            .first()
+            .cloned()
+            .context("a local daemon listens on no p2p address")?;
+        Ok(Self {
+            api: ready.api.to_string(),
+            addr,
+            token: ready.token,
+            shutdown: tx,
+            task,
+        })
     }
 
     /// Calls the daemon's API (blocking, from a blocking thread).
@@ -84,9 +92,11 @@ impl LocalDaemon {
     }
 
     pub async fn stop(self) -> Result<()> {
-        let _ = self.shutdown.send(true);
+        if self.shutdown.send(true).is_err() {
+            // The daemon has stopped already: its result says why.
+            tracing::debug!("a local daemon had stopped before it was asked to");
+        }
         self.task.await??;
-        let _ = &self.dir;
         Ok(())
     }
 }

@@ -22,7 +22,7 @@ use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::daemon::engine_thread::EngineHandle;
+use crate::daemon::engine_thread::{EngineHandle, JobError};
 use crate::i18n;
 use crate::rpc::{self, NetworkView, Request};
 
@@ -426,20 +426,18 @@ impl WebState {
             session.clone()
         };
         let name = session.user.clone();
-        match self.engine.call(move |e| e.store().user(&name)).await {
-            Ok(Ok(Some(account)))
-                if account.role == session.role && account.stamp == session.stamp =>
-            {
+        match self.engine.account(name).await {
+            Ok(Some(account)) if account.role == session.role && account.stamp == session.stamp => {
                 Some(session)
             }
-            Ok(Ok(_)) => {
+            Ok(_) => {
                 if let Ok(mut sessions) = self.sessions.lock() {
                     sessions.remove(&id);
                 }
                 None
             }
             // The engine did not answer: refuse this request, keep the session for the next.
-            Ok(Err(_)) | Err(_) => None,
+            Err(_) => None,
         }
     }
 
@@ -451,23 +449,15 @@ impl WebState {
             network,
             progress: false,
         };
-        match self
-            .engine
-            .call(move |engine| rpc::dispatch(engine, &ctx, request))
-            .await
-        {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(crate::one_sentence(&e)),
+        match self.engine.rpc(ctx, request, None).await {
+            Ok(v) => Ok(v),
+            Err(JobError::Refused(e)) => Err(crate::one_sentence(&e)),
             Err(e) => Err(e.to_string()),
         }
     }
 
     async fn mechanism(&self) -> Option<Arc<passerelle_core::config::Mechanism>> {
-        self.engine
-            .call(|e| e.store().config().current().cloned())
-            .await
-            .ok()
-            .flatten()
+        self.engine.mechanism().await.ok().flatten()
     }
 }
 
@@ -605,10 +595,8 @@ async fn login(
     if let Some(wait) = state.login.wait(&keys) {
         return throttled(&state, &headers, wait);
     }
-    let name = form.user.clone();
-    let account = match state.engine.call(move |e| e.store().user(&name)).await {
-        Ok(Ok(account)) => account,
-        Ok(Err(_)) | Err(_) => return unavailable(&state, &headers),
+    let Ok(account) = state.engine.account(form.user.clone()).await else {
+        return unavailable(&state, &headers);
     };
     let password = form.password;
     let verified = tokio::task::spawn_blocking(move || {
@@ -919,11 +907,8 @@ async fn poster(
     let Some(m) = state.mechanism().await else {
         return message(StatusCode::SERVICE_UNAVAILABLE, p, "not joined".into());
     };
-    let profiles = state
-        .engine
-        .call(|e| e.directory().map(|d| (*d).clone()))
-        .await;
-    let Ok(Ok(profiles)) = profiles else {
+    let profiles = state.engine.directory().await.map(|d| (*d).clone());
+    let Ok(profiles) = profiles else {
         return message(StatusCode::SERVICE_UNAVAILABLE, p, "directory".into());
     };
     let size = if q.size.is_empty() {

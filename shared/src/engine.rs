@@ -333,6 +333,26 @@ impl Engine {
         Ok(self.store.config().require()?.as_ref())
     }
 
+    /// The configuration version in force, shared (`None` before the node joins).
+    pub fn current_config(&self) -> Option<std::sync::Arc<Mechanism>> {
+        self.store.config().current().cloned()
+    }
+
+    /// The highest configuration version held (0 before the node joins).
+    pub fn config_version(&self) -> u64 {
+        self.store.config().highest()
+    }
+
+    /// A local account of the web UI (its password hash is checked by the caller).
+    pub fn user(&self, name: &str) -> Result<Option<crate::store::User>, EngineError> {
+        Ok(self.store.user(name)?)
+    }
+
+    /// How many events, held events and waiting events the log holds.
+    pub fn log_counts(&self) -> Result<crate::store::LogCounts, EngineError> {
+        Ok(self.store.log_counts()?)
+    }
+
     /// Admits, stores and folds received events.
     pub fn receive(
         &mut self,

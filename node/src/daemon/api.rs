@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::engine_thread::EngineHandle;
+use super::engine_thread::{EngineHandle, JobError};
 use crate::rpc::{self, NetworkView, Request};
 
 /// Largest API request body, in bytes.
@@ -88,7 +88,7 @@ pub const HEALTH_ENGINE_WAIT: std::time::Duration = std::time::Duration::from_se
 async fn health_handler(State(state): State<ApiState>) -> Response {
     let (alive, failed) = state.engine.health();
     let answered = alive
-        && tokio::time::timeout(HEALTH_ENGINE_WAIT, state.engine.call(|_| ()))
+        && tokio::time::timeout(HEALTH_ENGINE_WAIT, state.engine.ping())
             .await
             .is_ok_and(|r| r.is_ok());
     let engine = match (alive, answered) {
@@ -146,13 +146,9 @@ async fn rpc_handler(State(state): State<ApiState>, body: axum::body::Bytes) -> 
         Ok(id) => id,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    let result = state
-        .engine
-        .call(move |engine| rpc::dispatch_once(engine, &ctx, request, id))
-        .await;
-    match result {
-        Ok(Ok(value)) => axum::Json(json!({ "ok": true, "result": value })).into_response(),
-        Ok(Err(e)) => {
+    match state.engine.rpc(ctx, request, id).await {
+        Ok(value) => axum::Json(json!({ "ok": true, "result": value })).into_response(),
+        Err(JobError::Refused(e)) => {
             tracing::debug!(request = name, "refused: {e:#}");
             refuse(StatusCode::UNPROCESSABLE_ENTITY, &crate::one_sentence(&e))
         }

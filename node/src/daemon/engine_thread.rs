@@ -1,20 +1,37 @@
 //! The one owner of the node's store: a dedicated thread that holds the engine and runs the
-//! jobs the network and the API send it, one at a time, from a bounded queue. After each job it
+//! jobs the network, the API and the web UI send it, one at a time, from a bounded queue. The
+//! jobs are a closed set ([`Job`]): each names what it does, with typed arguments and a typed
+//! answer, so what reaches the store from outside is listed here. After each job the thread
 //! hands freshly admitted events to the network (to push to peers) and says when the
 //! configuration changed.
+//!
+//! Each job runs under `catch_unwind`: a panic (a bug reached by some input) drops the job's
+//! transaction, its caller hears that it failed, the engine reloads its memory from the store
+//! (`Engine::recover`) and the thread goes on; [`EngineHandle::health`] counts such failures.
 //!
 //! Received batches queued one after another are stored in one transaction (group commit): a
 //! durable commit rewrites every B-tree page the batch touched, and event ids are hashes spread
 //! over the whole tree, so one commit of several sync batches costs little more than one of a
 //! single batch. Signatures are checked before a batch is queued (off this thread).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
+use libp2p::PeerId;
+use passerelle_core::config::{Hash32, Mechanism};
 use passerelle_core::engine::Engine;
 use passerelle_core::event::Event;
+use passerelle_core::keys::NodeId;
+use passerelle_core::map::Profile;
+use passerelle_core::round::{Round, Step};
+use passerelle_core::store::{LogCounts, RequestId, User};
+use passerelle_core::sync;
+use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::rpc;
 
 /// Jobs waiting for the engine before callers are told it is busy.
 pub const ENGINE_QUEUE_MAX: usize = 512;
@@ -26,9 +43,115 @@ pub const GROUP_EVENTS_MAX: usize = 8_192;
 /// How a group of received batches ended (an error names what the engine refused).
 pub type Stored = std::result::Result<(), String>;
 
+/// What `rpc::dispatch_once` answers to a request of the API or the web UI.
+pub type RpcAnswer = serde_json::Value;
+
+/// Where a job's answer goes: the job's result, or why the engine refused it.
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// Why a job sent to the engine has no answer.
+#[derive(Debug)]
+pub enum JobError {
+    /// The engine's queue is closed: the daemon is stopping.
+    ShuttingDown,
+    /// The job panicked (caught, and the engine recovered) or the engine stopped while it ran.
+    Failed,
+    /// The engine ran the job and refused it: the reason, for the caller to show.
+    Refused(anyhow::Error),
+}
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ShuttingDown => f.write_str("the node is shutting down"),
+            Self::Failed => {
+                f.write_str("the node's engine failed while answering (see the daemon's log)")
+            }
+            Self::Refused(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for JobError {}
+
+/// One step of a sync round run on the engine: the round goes back to the network task with
+/// what to do next and, when the round ended complete, the digest of the version vector the
+/// peer now holds.
+#[derive(Debug)]
+pub struct RoundStepped {
+    pub round: Box<Round>,
+    pub step: std::result::Result<Step, String>,
+    pub digest: Option<Hash32>,
+}
+
+/// A member node of the configuration in force, as the network's allow-list needs it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub id: PeerId,
+    pub org: String,
+    pub label: String,
+    /// The addresses the configuration gives for it (dialled as they are).
+    pub addresses: Vec<String>,
+}
+
+/// Every job the engine thread runs: the closed set of what the rest of the daemon may ask
+/// of the store.
 enum Job {
-    Call(Box<dyn FnOnce(&mut Engine) + Send>),
-    Receive(Vec<Event>, Option<oneshot::Sender<Stored>>),
+    /// A request of the local API or the web UI, carried out once per request id.
+    Rpc {
+        ctx: Box<rpc::Context>,
+        request: Box<rpc::Request>,
+        id: Option<RequestId>,
+        reply: Reply<RpcAnswer>,
+    },
+    /// Events received from a peer, to admit and store (possibly with the batches queued
+    /// right behind, in one transaction).
+    Receive {
+        events: Vec<Event>,
+        reply: Option<oneshot::Sender<Stored>>,
+    },
+    /// A peer's sync request, answered.
+    Respond {
+        request: Box<sync::Request>,
+        reply: Reply<sync::Response>,
+    },
+    /// Opens a sync round with a peer: the round and its first request.
+    RoundStart {
+        reply: Reply<(Box<Round>, sync::Request)>,
+    },
+    /// A peer answered a round's request: the round's next step.
+    RoundStep {
+        peer: NodeId,
+        round: Box<Round>,
+        response: Box<sync::Response>,
+        reply: Reply<RoundStepped>,
+    },
+    /// Shares the organisation's keys with nodes of it that lack them: how many shares.
+    ShareKeys { reply: Reply<usize> },
+    /// Retries events held back at admission: how many were admitted.
+    RetryHeld { reply: Reply<usize> },
+    /// The member nodes of the configuration in force.
+    Members { reply: Reply<Vec<Member>> },
+    /// A web UI account (its password is checked off this thread).
+    Account {
+        name: String,
+        reply: Reply<Option<User>>,
+    },
+    /// The configuration version in force.
+    Mechanism {
+        reply: Reply<Option<Arc<Mechanism>>>,
+    },
+    /// The partner map: every organisation's profile.
+    Directory {
+        reply: Reply<Arc<BTreeMap<String, Profile>>>,
+    },
+    /// What the log holds (the benchmark, tests).
+    LogCounts { reply: Reply<LogCounts> },
+    /// Answers at once: the health check asks whether the engine answers at all.
+    Ping { reply: Reply<()> },
+    /// Panics inside the engine (tests of the recovery).
+    #[cfg(test)]
+    Panic { reply: Reply<()> },
 }
 
 /// A handle to send jobs to the engine's thread.
@@ -56,44 +179,140 @@ impl Drop for StopGuard {
     }
 }
 
+/// Sends a job's answer; a caller that stopped waiting (a closed connection, a round given
+/// up) needs nothing more.
+fn answer<T>(reply: Reply<T>, result: Result<T>) {
+    if reply.send(result).is_err() {
+        tracing::debug!("a job's caller stopped waiting for its answer");
+    }
+}
+
 /// Runs one job (a received batch takes the batches queued right behind it into the same
 /// transaction); returns a job it took from the queue but did not run.
 fn run_job(engine: &mut Engine, job: Job, rx: &mut mpsc::Receiver<Job>) -> Option<Job> {
+    let now = OffsetDateTime::now_utc();
     match job {
-        Job::Call(f) => {
-            f(engine);
-            None
+        Job::Rpc {
+            ctx,
+            request,
+            id,
+            reply,
+        } => answer(reply, rpc::dispatch_once(engine, &ctx, *request, id)),
+        Job::Receive { events, reply } => return receive_group(engine, events, reply, rx),
+        Job::Respond { request, reply } => answer(reply, Ok(engine.respond(*request, now))),
+        Job::RoundStart { reply } => {
+            let started = Round::start(engine).map(|(round, request)| (Box::new(round), request));
+            answer(reply, started.map_err(Into::into));
         }
-        Job::Receive(mut events, reply) => {
-            let mut replies = vec![reply];
-            let mut next = None;
-            while events.len() < GROUP_EVENTS_MAX {
-                match rx.try_recv() {
-                    Ok(Job::Receive(more, reply)) => {
-                        events.extend(more);
-                        replies.push(reply);
-                    }
-                    Ok(other) => {
-                        next = Some(other);
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            let stored = engine
-                .receive(&events, time::OffsetDateTime::now_utc())
-                .map(|_| ())
-                .map_err(|e| e.to_string());
-            if let Err(e) = &stored {
-                tracing::warn!("received events not stored: {e}");
-            }
-            for reply in replies.into_iter().flatten() {
-                // The caller may have given up waiting; nothing else needs the outcome.
-                let _ = reply.send(stored.clone());
-            }
-            next
+        Job::RoundStep {
+            peer,
+            round,
+            response,
+            reply,
+        } => answer(reply, Ok(round_step(engine, &peer, round, *response, now))),
+        Job::ShareKeys { reply } => {
+            let shared = engine.share_keys(now).map(|ids| ids.len());
+            answer(reply, shared.map_err(Into::into));
+        }
+        Job::RetryHeld { reply } => {
+            let retried = engine.retry_held(now).map(|report| report.admitted.len());
+            answer(reply, retried.map_err(Into::into));
+        }
+        Job::Members { reply } => answer(reply, Ok(members(engine))),
+        Job::Account { name, reply } => answer(reply, engine.user(&name).map_err(Into::into)),
+        Job::Mechanism { reply } => answer(reply, Ok(engine.current_config())),
+        Job::Directory { reply } => answer(reply, engine.directory().map_err(Into::into)),
+        Job::LogCounts { reply } => answer(reply, engine.log_counts().map_err(Into::into)),
+        Job::Ping { reply } => answer(reply, Ok(())),
+        #[cfg(test)]
+        Job::Panic { reply } => {
+            let _unanswered = reply;
+            panic!("a test job panics inside the engine");
         }
     }
+    None
+}
+
+/// Stores a received batch with the batches queued right behind it, in one transaction;
+/// returns the job behind them.
+fn receive_group(
+    engine: &mut Engine,
+    mut events: Vec<Event>,
+    reply: Option<oneshot::Sender<Stored>>,
+    rx: &mut mpsc::Receiver<Job>,
+) -> Option<Job> {
+    let mut replies = vec![reply];
+    let mut next = None;
+    while events.len() < GROUP_EVENTS_MAX {
+        match rx.try_recv() {
+            Ok(Job::Receive {
+                events: more,
+                reply,
+            }) => {
+                events.extend(more);
+                replies.push(reply);
+            }
+            Ok(other) => {
+                next = Some(other);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    let stored = engine
+        .receive(&events, OffsetDateTime::now_utc())
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    if let Err(e) = &stored {
+        tracing::warn!("received events not stored: {e}");
+    }
+    for reply in replies.into_iter().flatten() {
+        if reply.send(stored.clone()).is_err() {
+            tracing::debug!("a receiver of a batch's outcome stopped waiting");
+        }
+    }
+    next
+}
+
+/// A round's next step after the peer's response; a round that ended complete records what
+/// the peer now holds.
+fn round_step(
+    engine: &mut Engine,
+    peer: &NodeId,
+    mut round: Box<Round>,
+    response: sync::Response,
+    now: OffsetDateTime,
+) -> RoundStepped {
+    let step = round
+        .on_response(engine, response, now)
+        .map_err(|e| e.to_string());
+    let digest = match &step {
+        Ok(Step::Done(_)) => super::p2p::remember_peer(engine, peer, &round),
+        _ => None,
+    };
+    RoundStepped {
+        round,
+        step,
+        digest,
+    }
+}
+
+/// The member nodes of the configuration in force (none before the node joins).
+fn members(engine: &Engine) -> Vec<Member> {
+    let Some(mechanism) = engine.current_config() else {
+        return Vec::new();
+    };
+    mechanism
+        .doc
+        .nodes
+        .iter()
+        .map(|n| Member {
+            id: n.id.0,
+            org: n.org.clone(),
+            label: n.label.clone(),
+            addresses: n.addresses.clone(),
+        })
+        .collect()
 }
 
 /// What the engine thread tells the rest of the daemon.
@@ -107,66 +326,91 @@ pub struct EngineSignals {
     pub config: watch::Receiver<u64>,
 }
 
+/// The senders behind [`EngineSignals`], held by the engine thread.
+struct Outputs {
+    fresh: mpsc::Sender<Vec<Event>>,
+    received: watch::Sender<u64>,
+    config: watch::Sender<u64>,
+}
+
+impl Outputs {
+    /// After a job: fresh events to push, received ones to forward, a new configuration.
+    fn publish(&self, engine: &mut Engine) {
+        let fresh = engine.take_fresh();
+        if !fresh.is_empty() && self.fresh.try_send(fresh).is_err() {
+            // A full queue (or a network task gone): sync rounds will carry those events.
+            tracing::debug!("fresh events not queued for a push: sync rounds carry them");
+        }
+        if engine.take_received() {
+            self.received.send_modify(|n| *n += 1);
+        }
+        let version = engine.config_version();
+        if *self.config.borrow() != version && self.config.send(version).is_err() {
+            tracing::debug!("a new configuration version, and no network task to tell");
+        }
+    }
+}
+
+/// The engine thread: runs jobs until the queue closes, or the engine cannot recover from a
+/// failed job.
+fn engine_loop(
+    mut engine: Engine,
+    mut rx: mpsc::Receiver<Job>,
+    outputs: Outputs,
+    health: Arc<Health>,
+) {
+    // Whatever ends this thread (the queue closing, or a failure to recover), the daemon's
+    // health says the engine is gone.
+    let _stopped = StopGuard(health.clone());
+    let mut next = None;
+    while let Some(job) = next.take().or_else(|| rx.blocking_recv()) {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_job(&mut engine, job, &mut rx)
+        }));
+        match outcome {
+            Ok(queued) => next = queued,
+            Err(_) => {
+                // A bug of ours, reached by some input: the job's transaction was dropped
+                // (nothing half-written), its caller hears that it failed, and the engine
+                // reloads its memory from the store and goes on.
+                health.panics.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    "a job failed inside the engine (a bug); its changes were not written, the engine goes on"
+                );
+                if let Err(e) = engine.recover() {
+                    tracing::error!("the engine cannot recover and stops: {e}");
+                    return;
+                }
+            }
+        }
+        outputs.publish(&mut engine);
+    }
+}
+
 impl EngineHandle {
     /// Starts the engine's thread.
-    pub fn spawn(mut engine: Engine) -> (Self, EngineSignals, std::thread::JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel::<Job>(ENGINE_QUEUE_MAX);
+    pub fn spawn(engine: Engine) -> (Self, EngineSignals, std::thread::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel::<Job>(ENGINE_QUEUE_MAX);
         let (fresh_tx, fresh_rx) = mpsc::channel(FRESH_QUEUE_MAX);
-        let (config_tx, config_rx) = watch::channel(engine.store().config().highest());
+        let (config_tx, config_rx) = watch::channel(engine.config_version());
         let (received_tx, received_rx) = watch::channel(0u64);
         let health = Arc::new(Health::default());
+        let outputs = Outputs {
+            fresh: fresh_tx,
+            received: received_tx,
+            config: config_tx,
+        };
         let thread_health = health.clone();
         let thread = std::thread::Builder::new()
             .name("passerelle-engine".into())
-            .spawn(move || {
-                // Whatever ends this thread (the queue closing, or a failure to recover), the
-                // daemon's health says the engine is gone.
-                let _stopped = StopGuard(thread_health.clone());
-                let mut next = None;
-                while let Some(job) = next.take().or_else(|| rx.blocking_recv()) {
-                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run_job(&mut engine, job, &mut rx)
-                    }));
-                    match outcome {
-                        Ok(queued) => next = queued,
-                        Err(_) => {
-                            // A bug of ours, reached by some input: the job's transaction was
-                            // dropped (nothing half-written), its caller hears that it failed,
-                            // and the engine reloads its memory from the store and goes on.
-                            thread_health.panics.fetch_add(1, Ordering::Relaxed);
-                            tracing::error!(
-                                "a job failed inside the engine (a bug); its changes were not written, the engine goes on"
-                            );
-                            if let Err(e) = engine.recover() {
-                                tracing::error!("the engine cannot recover and stops: {e}");
-                                return;
-                            }
-                        }
-                    }
-                    let fresh = engine.take_fresh();
-                    if !fresh.is_empty() {
-                        // A full queue drops the batch: sync rounds will carry those events.
-                        let _ = fresh_tx.try_send(fresh);
-                    }
-                    if engine.take_received() {
-                        received_tx.send_modify(|n| *n += 1);
-                    }
-                    let version = engine.store().config().highest();
-                    if *config_tx.borrow() != version {
-                        let _ = config_tx.send(version);
-                    }
-                }
-            })
+            .spawn(move || engine_loop(engine, rx, outputs, thread_health))
             .unwrap_or_else(|e| panic!("cannot start the engine thread: {e}"));
-        (
-            Self { tx, health },
-            EngineSignals {
-                fresh: fresh_rx,
-                config: config_rx,
-                received: received_rx,
-            },
-            thread,
-        )
+        let signals = EngineSignals {
+            fresh: fresh_rx,
+            config: config_rx,
+            received: received_rx,
+        };
+        (Self { tx, health }, signals, thread)
     }
 
     /// Whether the engine's thread is running, and how many jobs failed inside it.
@@ -177,41 +421,137 @@ impl EngineHandle {
         )
     }
 
-    /// Runs `f` on the engine and returns its result.
-    pub async fn call<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Engine) -> R + Send + 'static,
-    ) -> Result<R> {
+    /// Sends the job `make` builds around its reply channel, and waits for the answer.
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, JobError> {
         let (reply_tx, reply_rx) = oneshot::channel();
-        let job = Job::Call(Box::new(move |engine| {
-            let _ = reply_tx.send(f(engine));
-        }));
         self.tx
-            .send(job)
+            .send(make(reply_tx))
             .await
-            .map_err(|_| anyhow!("the node is shutting down"))?;
-        reply_rx
-            .await
-            .map_err(|_| anyhow!("the node's engine failed while answering (see the daemon's log)"))
+            .map_err(|_| JobError::ShuttingDown)?;
+        match reply_rx.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(refused)) => Err(JobError::Refused(refused)),
+            Err(_) => Err(JobError::Failed),
+        }
+    }
+
+    /// Carries out a request of the API or the web UI (once per request id).
+    pub async fn rpc(
+        &self,
+        ctx: rpc::Context,
+        request: rpc::Request,
+        id: Option<RequestId>,
+    ) -> Result<RpcAnswer, JobError> {
+        let (ctx, request) = (Box::new(ctx), Box::new(request));
+        self.ask(|reply| Job::Rpc {
+            ctx,
+            request,
+            id,
+            reply,
+        })
+        .await
+    }
+
+    /// Answers a peer's sync request.
+    pub async fn respond(&self, request: sync::Request) -> Result<sync::Response, JobError> {
+        let request = Box::new(request);
+        self.ask(|reply| Job::Respond { request, reply }).await
+    }
+
+    /// Opens a sync round: the round and its first request.
+    pub async fn round_start(&self) -> Result<(Box<Round>, sync::Request), JobError> {
+        self.ask(|reply| Job::RoundStart { reply }).await
+    }
+
+    /// The next step of `round` with `peer`, which answered `response`.
+    pub async fn round_step(
+        &self,
+        peer: NodeId,
+        round: Box<Round>,
+        response: sync::Response,
+    ) -> Result<RoundStepped, JobError> {
+        let response = Box::new(response);
+        self.ask(|reply| Job::RoundStep {
+            peer,
+            round,
+            response,
+            reply,
+        })
+        .await
+    }
+
+    /// Shares the organisation's keys with nodes of it that lack them: how many shares.
+    pub async fn share_keys(&self) -> Result<usize, JobError> {
+        self.ask(|reply| Job::ShareKeys { reply }).await
+    }
+
+    /// Retries the events held back at admission: how many were admitted.
+    pub async fn retry_held(&self) -> Result<usize, JobError> {
+        self.ask(|reply| Job::RetryHeld { reply }).await
+    }
+
+    /// The member nodes of the configuration in force.
+    pub async fn members(&self) -> Result<Vec<Member>, JobError> {
+        self.ask(|reply| Job::Members { reply }).await
+    }
+
+    /// A web UI account, by name.
+    pub async fn account(&self, name: String) -> Result<Option<User>, JobError> {
+        self.ask(|reply| Job::Account { name, reply }).await
+    }
+
+    /// The configuration version in force.
+    pub async fn mechanism(&self) -> Result<Option<Arc<Mechanism>>, JobError> {
+        self.ask(|reply| Job::Mechanism { reply }).await
+    }
+
+    /// The partner map: every organisation's profile.
+    pub async fn directory(&self) -> Result<Arc<BTreeMap<String, Profile>>, JobError> {
+        self.ask(|reply| Job::Directory { reply }).await
+    }
+
+    /// What the log holds.
+    pub async fn log_counts(&self) -> Result<LogCounts, JobError> {
+        self.ask(|reply| Job::LogCounts { reply }).await
+    }
+
+    /// Whether the engine answers at all (the health check).
+    pub async fn ping(&self) -> Result<(), JobError> {
+        self.ask(|reply| Job::Ping { reply }).await
     }
 
     /// Queues received events (their signatures already checked, or not) to be admitted and
     /// stored, possibly in one transaction with batches queued behind them.
-    pub async fn receive(&self, events: Vec<Event>) -> Result<()> {
+    pub async fn receive(&self, events: Vec<Event>) -> Result<(), JobError> {
         self.tx
-            .send(Job::Receive(events, None))
+            .send(Job::Receive {
+                events,
+                reply: None,
+            })
             .await
-            .map_err(|_| anyhow!("the node is shutting down"))
+            .map_err(|_| JobError::ShuttingDown)
     }
 
     /// The same from a plain thread (not in the async runtime): returns where the group's
     /// outcome will be sent.
-    pub fn receive_blocking(&self, events: Vec<Event>) -> Result<oneshot::Receiver<Stored>> {
+    pub fn receive_blocking(
+        &self,
+        events: Vec<Event>,
+    ) -> Result<oneshot::Receiver<Stored>, JobError> {
         let (reply_tx, reply_rx) = oneshot::channel();
         self.tx
-            .blocking_send(Job::Receive(events, Some(reply_tx)))
-            .map_err(|_| anyhow!("the node is shutting down"))?;
+            .blocking_send(Job::Receive {
+                events,
+                reply: Some(reply_tx),
+            })
+            .map_err(|_| JobError::ShuttingDown)?;
         Ok(reply_rx)
+    }
+
+    /// A job that panics inside the engine.
+    #[cfg(test)]
+    async fn panic(&self) -> Result<(), JobError> {
+        self.ask(|reply| Job::Panic { reply }).await
     }
 }
 
@@ -220,9 +560,10 @@ mod tests {
     use super::*;
     use passerelle_core::sim::Sim;
 
-    #[test]
-    fn queued_batches_are_stored_in_order_and_every_caller_hears_the_outcome() {
-        let now = time::OffsetDateTime::now_utc();
+    /// A mechanism's history between two nodes, and the engine of a third node (an observer
+    /// of the same mechanism) on a store in `dir`.
+    fn observer(dir: &std::path::Path) -> (Vec<Event>, Engine) {
+        let now = OffsetDateTime::now_utc();
         let sim = Sim::new(
             crate::cmd_mechanism::SAMPLE_MECHANISM,
             &["mas", "mdm", "unicef"],
@@ -233,10 +574,23 @@ mod tests {
         let history = sim
             .history(&[("mas1", "mdm1")], 40, 600, now)
             .unwrap_or_else(|e| panic!("{e}"));
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let engine = sim
-            .engine("observer", dir.path(), false, now)
+            .engine("observer", dir, false, now)
             .unwrap_or_else(|e| panic!("{e}"));
+        (history, engine)
+    }
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .block_on(future)
+    }
+
+    #[test]
+    fn queued_batches_are_stored_in_order_and_every_caller_hears_the_outcome() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (history, engine) = observer(dir.path());
         let (handle, _signals, thread) = EngineHandle::spawn(engine);
         // Many small batches queued at once: the engine thread takes several per transaction.
         let outcomes: Vec<_> = history
@@ -250,15 +604,45 @@ mod tests {
         for outcome in outcomes {
             assert_eq!(outcome.blocking_recv().ok(), Some(Ok(())));
         }
-        let counts = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"))
-            .block_on(handle.call(|e| e.store().log_counts()))
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let counts = block_on(handle.log_counts()).unwrap_or_else(|e| panic!("{e}"));
         // Every event admitted, none held back for a predecessor that came later.
         assert!(counts.events >= history.len() as u64, "{counts:?}");
         assert_eq!((counts.held, counts.waiting), (0, 0), "{counts:?}");
+        drop(handle);
+        thread
+            .join()
+            .unwrap_or_else(|_| panic!("the engine thread panicked"));
+    }
+
+    /// Issue 11: a panic inside a job is caught and reported (its caller gets an error, the
+    /// health check counts it), and the engine goes on serving on the same store.
+    #[test]
+    fn a_panic_inside_a_job_is_caught_reported_and_the_engine_goes_on() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (history, engine) = observer(dir.path());
+        let (handle, _signals, thread) = EngineHandle::spawn(engine);
+        let (first, rest) = history.split_at(history.len() / 2);
+        let stored = handle
+            .receive_blocking(first.to_vec())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stored.blocking_recv().ok(), Some(Ok(())));
+        assert_eq!(handle.health(), (true, 0));
+
+        let failed = block_on(handle.panic());
+        assert!(matches!(failed, Err(JobError::Failed)), "{failed:?}");
+        // The engine still answers (the failure is counted before the next job runs), and
+        // still writes: the rest of the history is stored.
+        block_on(handle.ping()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(handle.health(), (true, 1), "the failure is counted");
+        let stored = handle
+            .receive_blocking(rest.to_vec())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stored.blocking_recv().ok(), Some(Ok(())));
+        let counts = block_on(handle.log_counts()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(counts.events >= history.len() as u64, "{counts:?}");
+        let members = block_on(handle.members()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(members.iter().any(|m| m.label == "observer"), "{members:?}");
+        assert_eq!(handle.health(), (true, 1));
         drop(handle);
         thread
             .join()

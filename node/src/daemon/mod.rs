@@ -21,15 +21,56 @@ use crate::daemon::engine_thread::EngineHandle;
 use crate::datadir::{DataDir, Passphrases};
 use crate::rpc::NetworkView;
 
-/// The daemon's options, from the command line.
+/// What `passerelle run` was given on its command line; [`run_blocking`] binds from it.
 #[derive(Debug, Clone, Default)]
-pub struct Options {
+pub struct Flags {
     pub listen: Vec<String>,
     pub peers: Vec<String>,
     pub api: Option<String>,
     pub mdns: bool,
     /// Serve as a circuit relay for member nodes.
     pub relay: bool,
+}
+
+/// What the daemon listens on, from its caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The local API and web UI, bound on a loopback address.
+    pub api: tokio::net::TcpListener,
+    /// Where libp2p listens: it binds its own sockets (port 0 picks a free port), and says
+    /// which through `ready`.
+    pub p2p: Vec<Multiaddr>,
+    /// Told where the daemon listens, once it does.
+    pub ready: Option<tokio::sync::oneshot::Sender<Ready>>,
+}
+
+/// The daemon's other options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub dir: DataDir,
+    pub pass: Passphrases,
+    /// Peers to dial (with or without /p2p/NODE_ID).
+    pub peers: Vec<Multiaddr>,
+    /// Discover member nodes on the local network by mDNS.
+    pub mdns: bool,
+    /// Serve as a circuit relay for member nodes.
+    pub relay: bool,
+}
+
+/// Where a started daemon listens: what `passerelle run` prints as its ready line, and what
+/// callers in this process (the demo, the benchmark) use to reach it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Ready {
+    /// This node's id (its libp2p peer id).
+    pub node: String,
+    /// The local API and web UI.
+    pub api: SocketAddr,
+    /// The addresses peers dial, each ending in /p2p/NODE_ID (those known once every
+    /// listener reported one; a wildcard address may report more later).
+    pub p2p: Vec<String>,
+    /// The API token (also in the data directory); never printed.
+    #[serde(skip)]
+    pub token: String,
 }
 
 /// Default address of the local API and web UI.
@@ -56,45 +97,100 @@ pub const API_BODY_READ_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// How long requests still running may take once the daemon stops.
 pub const API_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Runs the daemon on a new tokio runtime until a shutdown signal.
-pub fn run_blocking(dir: DataDir, pass: Passphrases, options: Options) -> Result<()> {
+/// `passerelle run`: binds what the flags ask, then runs the daemon on a new tokio runtime
+/// until SIGINT or SIGTERM. Once it listens it prints one line on standard output, the JSON
+/// object `{"ready": {"node": …, "api": …, "p2p": […]}}`, for scripts and tests.
+pub fn run_blocking(dir: DataDir, pass: Passphrases, flags: Flags) -> Result<()> {
+    let listen = if flags.listen.is_empty() {
+        DEFAULT_LISTEN.iter().map(|s| s.to_string()).collect()
+    } else {
+        flags.listen
+    };
+    let listen = parse_addrs(&listen, "listen")?;
+    let peers = parse_addrs(&flags.peers, "peer")?;
+    let api_addr: SocketAddr = flags
+        .api
+        .as_deref()
+        .unwrap_or(DEFAULT_API)
+        .parse()
+        .context("--api must be an address like 127.0.0.1:4011")?;
+    if !api_addr.ip().is_loopback() {
+        bail!("the local API listens only on a loopback address (127.0.0.1 or ::1)");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        let api = tokio::net::TcpListener::bind(api_addr)
+            .await
+            .with_context(|| format!("cannot listen on {api_addr} for the local API"))?;
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(print_ready(ready_rx));
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;
-            let _ = tx.send(true);
+            if tx.send(true).is_err() {
+                tracing::debug!("a stop signal after the daemon stopped");
+            }
         });
-        run(dir, pass, options, rx).await
+        let listeners = Listeners {
+            api,
+            p2p: listen,
+            ready: Some(ready_tx),
+        };
+        let options = Options {
+            dir,
+            pass,
+            peers,
+            mdns: flags.mdns,
+            relay: flags.relay,
+        };
+        run(listeners, options, rx).await
     })
 }
 
+/// Prints the ready line once the daemon listens.
+async fn print_ready(ready: tokio::sync::oneshot::Receiver<Ready>) {
+    use std::io::Write as _;
+    // No answer: the daemon stopped before it listened, and says why itself.
+    let Ok(ready) = ready.await else { return };
+    let line = serde_json::json!({ "ready": ready });
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        tracing::warn!("cannot print the ready line: {e}");
+    }
+}
+
 async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!("cannot wait for Ctrl-C, the daemon stops: {e}");
+        }
+    };
     #[cfg(unix)]
     {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {
-                    _ = ctrl_c => {}
+                    () = ctrl_c => {}
                     _ = term.recv() => {}
                 }
             }
-            Err(_) => {
-                let _ = ctrl_c.await;
+            Err(e) => {
+                tracing::warn!("cannot wait for SIGTERM (Ctrl-C still stops the daemon): {e}");
+                ctrl_c.await;
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        ctrl_c.await;
     }
 }
 
-fn parse_addrs(list: &[String], what: &str) -> Result<Vec<Multiaddr>> {
+/// Parses `--what` addresses as libp2p multiaddrs.
+pub(crate) fn parse_addrs(list: &[String], what: &str) -> Result<Vec<Multiaddr>> {
     list.iter()
         .map(|a| {
             a.parse::<Multiaddr>().with_context(|| {
@@ -107,59 +203,101 @@ fn parse_addrs(list: &[String], what: &str) -> Result<Vec<Multiaddr>> {
         .collect()
 }
 
-/// Runs the daemon until `shutdown` turns true. Takes its listeners from `options`, so tests
-/// can run it on ports of their choosing.
+/// Runs the daemon on the listeners it is given until `shutdown` turns true (mini-redis's
+/// `server::run`): `passerelle run` binds them from its flags, the demo and the benchmark on
+/// port 0, and learn where it listens through `listeners.ready`.
 pub async fn run(
-    dir: DataDir,
-    pass: Passphrases,
+    listeners: Listeners,
     options: Options,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
-    let listen = if options.listen.is_empty() {
-        parse_addrs(
-            &DEFAULT_LISTEN
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-            "listen",
-        )?
-    } else {
-        parse_addrs(&options.listen, "listen")?
-    };
-    let peers = parse_addrs(&options.peers, "peer")?;
-    let api_addr: SocketAddr = options
-        .api
-        .as_deref()
-        .unwrap_or(DEFAULT_API)
-        .parse()
-        .context("--api must be an address like 127.0.0.1:4011")?;
-    if !api_addr.ip().is_loopback() {
+    let Listeners {
+        api: listener,
+        p2p: listen,
+        ready,
+    } = listeners;
+    let bound = listener
+        .local_addr()
+        .context("the local API's listener has no address")?;
+    if !bound.ip().is_loopback() {
         bail!("the local API listens only on a loopback address (127.0.0.1 or ::1)");
     }
-
-    let engine = crate::client::open_engine(&dir, &pass)?;
-    if engine.store().config().current().is_none() {
+    let dir = options.dir;
+    let engine = crate::client::open_engine(&dir, &options.pass)?;
+    if engine.current_config().is_none() {
         bail!("this node has not joined a mechanism: run `passerelle join GENESIS.signed` first");
     }
-    let secrets = dir.secrets(pass.node.as_ref())?;
+    let org = engine.org().to_string();
+    let secrets = dir.secrets(options.pass.node.as_ref())?;
     let keypair = secrets.signing.to_libp2p();
+    let node = keypair.public().to_peer_id().to_base58();
     let (handle, signals, engine_thread) = EngineHandle::spawn(engine);
     // Share the organisation's keys with nodes of it that lack them, from the start.
-    let _ = handle
-        .call(|e| e.share_keys(time::OffsetDateTime::now_utc()))
-        .await;
+    p2p::share_keys(handle.clone()).await;
 
     let view = Arc::new(Mutex::new(NetworkView {
         running: true,
+        api: Some(bound.to_string()),
         ..NetworkView::default()
     }));
-    let counters = Arc::new(codec::Counters::default());
+    let token = write_api_files(&dir, bound)?;
+    let state = api::ApiState {
+        engine: handle.clone(),
+        token: Arc::new(token.clone()),
+        hosts: Arc::new(api_hosts(bound.port())),
+        network: view.clone(),
+    };
+    let web = crate::web::WebState::new(handle.clone(), view.clone(), org, bound.port());
+    let app =
+        api::router(state, crate::web::router(web)).layer(axum::middleware::from_fn(body_in_time));
+    let cap = api_connection_cap(raise_fd_limit());
+    let api_task = tokio::spawn(serve_api(listener, app, cap, shutdown.clone()));
 
-    // The local API.
-    let listener = tokio::net::TcpListener::bind(api_addr)
-        .await
-        .with_context(|| format!("cannot listen on {api_addr} for the local API"))?;
-    let bound = listener.local_addr()?;
+    let (p2p_ready, listening) = tokio::sync::oneshot::channel();
+    let net_options = p2p::NetOptions {
+        listen,
+        peers: options.peers,
+        mdns: options.mdns,
+        relay: options.relay,
+        ready: Some(p2p_ready),
+    };
+    let counters = Arc::new(codec::Counters::default());
+    let listen_file = dir.root.join("p2p.addrs");
+    let network = p2p::Network::start(
+        keypair,
+        handle.clone(),
+        signals,
+        net_options,
+        view,
+        counters,
+        listen_file,
+    )
+    .await?;
+    tokio::spawn(async move {
+        // No addresses: the network stopped before it listened (its error ends `run`).
+        let Ok(p2p) = listening.await else { return };
+        eprintln!(
+            "Passerelle node running; local API and web UI on http://{bound}/ (Ctrl-C stops it)."
+        );
+        let Some(tell) = ready else { return };
+        let ready = Ready {
+            node,
+            api: bound,
+            p2p,
+            token,
+        };
+        if tell.send(ready).is_err() {
+            tracing::debug!("nobody waits for the daemon to be ready");
+        }
+    });
+    let result = network.run(shutdown).await;
+    stopped(&dir, api_task, handle, engine_thread).await;
+    result
+}
+
+/// Writes the API's token (0600) and address to the data directory, where the command line
+/// finds a running daemon; returns the token.
+fn write_api_files(dir: &DataDir, bound: SocketAddr) -> Result<String> {
     let mut token = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut token);
     let token: String = token.iter().map(|b| format!("{b:02x}")).collect();
@@ -169,54 +307,43 @@ pub async fn run(
         bound.to_string().as_bytes(),
         false,
     )?;
-    if let Ok(mut v) = view.lock() {
-        v.api = Some(bound.to_string());
-    }
-    let port = bound.port();
-    let hosts = vec![
+    Ok(token)
+}
+
+/// The Host header values the local server answers to.
+fn api_hosts(port: u16) -> Vec<String> {
+    vec![
         format!("127.0.0.1:{port}"),
         format!("localhost:{port}"),
         format!("[::1]:{port}"),
-    ];
-    let state = api::ApiState {
-        engine: handle.clone(),
-        token: Arc::new(token),
-        hosts: Arc::new(hosts),
-        network: view.clone(),
-    };
-    let org = handle.call(|e| e.org().to_string()).await?;
-    let web = crate::web::WebState::new(handle.clone(), view.clone(), org, port);
-    let app =
-        api::router(state, crate::web::router(web)).layer(axum::middleware::from_fn(body_in_time));
-    let cap = api_connection_cap(raise_fd_limit());
-    let api_task = tokio::spawn(serve_api(listener, app, cap, shutdown.clone()));
+    ]
+}
 
-    let network = p2p::Network::start(
-        keypair,
-        handle.clone(),
-        signals,
-        p2p::NetOptions {
-            listen,
-            peers,
-            mdns: options.mdns,
-            relay: options.relay,
-        },
-        view,
-        counters,
-        dir.root.join("p2p.addrs"),
-    )
-    .await?;
-    eprintln!(
-        "Passerelle node running; local API and web UI on http://{bound}/ (Ctrl-C stops it)."
-    );
-    let result = network.run(shutdown).await;
-    let _ = api_task.await;
+/// Once the network has stopped: waits for the API to finish and the engine thread to end,
+/// and removes the files that say a daemon runs here.
+async fn stopped(
+    dir: &DataDir,
+    api_task: tokio::task::JoinHandle<()>,
+    handle: EngineHandle,
+    engine_thread: std::thread::JoinHandle<()>,
+) {
+    if let Err(e) = api_task.await {
+        tracing::error!("the local API's task failed: {e}");
+    }
+    // The last handle: the engine thread ends once the jobs already queued are done.
     drop(handle);
-    let _ = engine_thread.join();
-    let _ = std::fs::remove_file(dir.root.join("api.addr"));
-    let _ = std::fs::remove_file(dir.root.join("p2p.addrs"));
+    let joined = tokio::task::spawn_blocking(move || engine_thread.join()).await;
+    if !matches!(joined, Ok(Ok(()))) {
+        tracing::error!("the engine thread ended with a panic");
+    }
+    for file in ["api.addr", "p2p.addrs"] {
+        match std::fs::remove_file(dir.root.join(file)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("cannot remove {file}: {e}"),
+        }
+    }
     tracing::info!("stopped");
-    result
 }
 
 /// Raises the soft limit on open files to the hard one (the soft default, often 1,024, is
@@ -336,13 +463,18 @@ async fn serve_api(
                 }
                 _ = stop.changed() => {
                     connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(API_SHUTDOWN_GRACE, connection).await;
+                    if tokio::time::timeout(API_SHUTDOWN_GRACE, connection).await.is_err() {
+                        tracing::debug!("a local API connection outlived the shutdown grace: closed");
+                    }
                 }
             }
         });
     }
-    let _ = tokio::time::timeout(API_SHUTDOWN_GRACE, async {
+    let drained = tokio::time::timeout(API_SHUTDOWN_GRACE, async {
         while connections.join_next().await.is_some() {}
     })
     .await;
+    if drained.is_err() {
+        tracing::debug!("local API connections outlived the shutdown grace: closed");
+    }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
+use libp2p::core::transport::ListenerId;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{
     ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle, dial_opts::DialOpts,
@@ -32,7 +33,7 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use super::codec::{Counters, PROTOCOL, SyncCodec};
-use super::engine_thread::{EngineHandle, EngineSignals};
+use super::engine_thread::{EngineHandle, EngineSignals, Member};
 use crate::rpc::{self, NetworkView, PeerView};
 
 /// Most established connections.
@@ -155,12 +156,16 @@ fn relay_config() -> relay::Config {
 }
 
 /// What the daemon asks of the network.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct NetOptions {
+    /// Where to listen (libp2p binds the sockets; port 0 picks a free port).
     pub listen: Vec<Multiaddr>,
     pub peers: Vec<Multiaddr>,
     pub mdns: bool,
     pub relay: bool,
+    /// Told the addresses this node listens on (each ending in /p2p/NODE_ID) once every
+    /// listener has reported one.
+    pub ready: Option<tokio::sync::oneshot::Sender<Vec<String>>>,
 }
 
 /// Results of engine jobs, coming back to the swarm task.
@@ -429,6 +434,9 @@ pub struct Network {
     view: Arc<Mutex<NetworkView>>,
     counters: Arc<Counters>,
     listen_file: std::path::PathBuf,
+    /// Listeners that have not reported an address yet, and who waits until none is left.
+    unready: HashSet<ListenerId>,
+    ready: Option<tokio::sync::oneshot::Sender<Vec<String>>>,
     started: Instant,
     /// Rounds cut short by their bound, and peer requests refused for their rate (`status`).
     rounds_cut_short: u64,
@@ -447,10 +455,12 @@ impl Network {
     ) -> Result<Self> {
         let me = keypair.public().to_peer_id();
         let mut swarm = build_swarm(keypair, counters.clone(), options.mdns, options.relay)?;
+        let mut unready = HashSet::new();
         for addr in &options.listen {
-            swarm
+            let id = swarm
                 .listen_on(addr.clone())
                 .with_context(|| format!("cannot listen on {addr}"))?;
+            unready.insert(id);
         }
         let (inner_tx, inner_rx) = mpsc::channel(INNER_QUEUE_MAX);
         let now = Instant::now();
@@ -480,6 +490,8 @@ impl Network {
             view,
             counters,
             listen_file,
+            unready,
+            ready: options.ready,
             started: Instant::now(),
             rounds_cut_short: 0,
             requests_rate_limited: 0,
@@ -491,26 +503,11 @@ impl Network {
     /// Rebuilds the allow-list and the peer table from the configuration in force: a node
     /// that left is disconnected and refused from now on.
     async fn refresh_members(&mut self) -> Result<()> {
-        let members: Vec<(PeerId, String, String, Vec<String>)> = self
-            .engine
-            .call(|e: &mut Engine| {
-                e.store()
-                    .config()
-                    .current()
-                    .map(|m| {
-                        m.doc
-                            .nodes
-                            .iter()
-                            .map(|n| (n.id.0, n.org.clone(), n.label.clone(), n.addresses.clone()))
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            })
-            .await?;
+        let members = self.engine.members().await?;
         let now = Instant::now();
         let wanted: HashSet<PeerId> = members
             .iter()
-            .map(|(p, ..)| *p)
+            .map(|m| m.id)
             .filter(|p| *p != self.me)
             .collect();
         let gone: Vec<PeerId> = self
@@ -526,10 +523,16 @@ impl Network {
         }
         let configured: Vec<Multiaddr> = members
             .iter()
-            .flat_map(|(.., addresses)| addresses.iter().filter_map(|a| a.parse().ok()))
+            .flat_map(|m| m.addresses.iter().filter_map(|a| a.parse().ok()))
             .collect();
         self.swarm.behaviour_mut().guard.set_configured(&configured);
-        for (peer, org, label, addresses) in members {
+        for Member {
+            id: peer,
+            org,
+            label,
+            addresses,
+        } in members
+        {
             if peer == self.me {
                 continue;
             }
@@ -571,6 +574,32 @@ impl Network {
         Ok(())
     }
 
+    /// The addresses this node listens on, each ending in /p2p/NODE_ID.
+    fn listening(&self) -> Vec<String> {
+        self.swarm
+            .listeners()
+            .map(|a| format!("{a}/p2p/{}", self.me))
+            .collect()
+    }
+
+    /// Tells whoever waits for the node to listen, once every listener asked for at start
+    /// has reported an address (or closed).
+    fn note_listening(&mut self, event: &SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { listener_id, .. }
+            | SwarmEvent::ListenerClosed { listener_id, .. } => {
+                self.unready.remove(listener_id);
+            }
+            _ => return,
+        }
+        if self.unready.is_empty()
+            && let Some(ready) = self.ready.take()
+            && ready.send(self.listening()).is_err()
+        {
+            tracing::debug!("nobody waits for this node's listening addresses any more");
+        }
+    }
+
     fn publish_view(&self) {
         let now = Instant::now();
         let peers = self
@@ -610,11 +639,7 @@ impl Network {
             view.sync_bytes_received = received;
             view.rounds_cut_short = self.rounds_cut_short;
             view.requests_rate_limited = self.requests_rate_limited;
-            view.listen = self
-                .swarm
-                .listeners()
-                .map(|a| format!("{a}/p2p/{}", self.me))
-                .collect();
+            view.listen = self.listening();
         }
     }
 
@@ -626,7 +651,10 @@ impl Network {
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
-                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                event = self.swarm.select_next_some() => {
+                    self.note_listening(&event);
+                    self.on_swarm_event(event);
+                }
                 Some(inner) = self.inner_rx.recv() => self.on_inner(inner),
                 Some(fresh) = self.signals.fresh.recv() => self.push(fresh),
                 Ok(()) = self.signals.received.changed() => {
@@ -642,18 +670,12 @@ impl Network {
                     if let Err(e) = self.refresh_members().await {
                         tracing::warn!("cannot refresh members: {e:#}");
                     }
-                    let engine = self.engine.clone();
-                    tokio::spawn(async move {
-                        let _ = engine.call(|e: &mut Engine| e.share_keys(OffsetDateTime::now_utc())).await;
-                    });
+                    tokio::spawn(share_keys(self.engine.clone()));
                 }
                 _ = tick.tick() => self.on_tick(),
                 _ = view_tick.tick() => self.publish_view(),
                 _ = held_tick.tick() => {
-                    let engine = self.engine.clone();
-                    tokio::spawn(async move {
-                        let _ = engine.call(|e: &mut Engine| e.retry_held(OffsetDateTime::now_utc())).await;
-                    });
+                    tokio::spawn(retry_held(self.engine.clone()));
                 }
             }
         }
@@ -694,8 +716,29 @@ impl Network {
                 conn.last_heard = now;
             }
         }
-        // Redial members with known addresses, and through the relays that hold a slot for us
-        // (a member behind NAT is reachable there if it holds one too), with backoff.
+        self.redial(now);
+        // Rounds: wanted ones, and a periodic one with every connected peer.
+        let due: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| {
+                s.connected
+                    && !s.round_active
+                    && s.last_round.is_none_or(|t| {
+                        let since = now.duration_since(t);
+                        since >= ROUND_INTERVAL || (s.round_wanted && since >= ROUND_MIN_GAP)
+                    })
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in due {
+            self.start_round(peer);
+        }
+    }
+
+    /// Redials members with known addresses, and through the relays that hold a slot for us
+    /// (a member behind NAT is reachable there if it holds one too), with backoff.
+    fn redial(&mut self, now: Instant) {
         let mut dials = Vec::new();
         for (peer, state) in &mut self.peers {
             if state.connected || now < state.next_dial {
@@ -750,23 +793,6 @@ impl Network {
                 tracing::debug!("dial: {e}");
             }
         }
-        // Rounds: wanted ones, and a periodic one with every connected peer.
-        let due: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, s)| {
-                s.connected
-                    && !s.round_active
-                    && s.last_round.is_none_or(|t| {
-                        let since = now.duration_since(t);
-                        since >= ROUND_INTERVAL || (s.round_wanted && since >= ROUND_MIN_GAP)
-                    })
-            })
-            .map(|(p, _)| *p)
-            .collect();
-        for peer in due {
-            self.start_round(peer);
-        }
     }
 
     fn start_round(&mut self, peer: PeerId) {
@@ -782,19 +808,15 @@ impl Network {
         let engine = self.engine.clone();
         let tx = self.inner_tx.clone();
         tokio::spawn(async move {
-            let started = engine.call(|e: &mut Engine| Round::start(e)).await;
-            let message = match started {
-                Ok(Ok((round, request))) => {
-                    Inner::RoundStep(peer, round_no, Box::new(round), Ok(Step::Send(request)))
-                }
-                Ok(Err(e)) => {
-                    Inner::RoundStep(peer, round_no, Box::new(Round::idle()), Err(e.to_string()))
+            let message = match engine.round_start().await {
+                Ok((round, request)) => {
+                    Inner::RoundStep(peer, round_no, round, Ok(Step::Send(request)))
                 }
                 Err(e) => {
                     Inner::RoundStep(peer, round_no, Box::new(Round::idle()), Err(e.to_string()))
                 }
             };
-            let _ = tx.send(message).await;
+            to_swarm(&tx, message).await;
         });
     }
 
@@ -884,99 +906,131 @@ impl Network {
                 // results are dropped; what it fetched is fetched again by the next one.
                 tracing::debug!(%peer, "a late step of an abandoned round dropped");
             }
-            Inner::RoundStep(peer, round_no, round, step) => match step {
-                Ok(Step::SendAndAdmit(request, events)) => {
-                    // Signatures are checked off the engine thread (the one writer, on all
-                    // cores) while the next batch travels and the engine stores the one before;
-                    // batches are queued to the engine in the order they were fetched. When
-                    // too many are in hand, the next is asked for once this one is queued.
-                    use std::sync::atomic::Ordering;
-                    let before = self.last_queued.take();
-                    let (queued_tx, queued_rx) = tokio::sync::oneshot::channel();
-                    self.last_queued = Some(queued_rx);
-                    let storing = self.storing.clone();
-                    let ahead = storing.fetch_add(1, Ordering::SeqCst) < STORING_AHEAD_MAX;
-                    let mut later = Some((round, request));
-                    if ahead && let Some((round, request)) = later.take() {
-                        self.on_inner(Inner::RoundStep(
-                            peer,
-                            round_no,
-                            round,
-                            Ok(Step::Send(request)),
-                        ));
-                    }
-                    let engine = self.engine.clone();
-                    let inner = self.inner_tx.clone();
-                    tokio::spawn(async move {
-                        let checked = tokio::task::spawn_blocking(move || {
-                            Event::verify_all(&events);
-                            events
-                        })
-                        .await;
-                        if let Some(before) = before {
-                            let _ = before.await;
-                        }
-                        let queued = match checked {
-                            Ok(events) => engine.receive(events).await.map_err(|e| e.to_string()),
-                            Err(e) => Err(e.to_string()),
-                        };
-                        let _ = queued_tx.send(());
-                        storing.fetch_sub(1, Ordering::SeqCst);
-                        if let Some((round, request)) = later {
-                            let step = queued.map(|()| Step::Send(request));
-                            let _ = inner
-                                .send(Inner::RoundStep(peer, round_no, round, step))
-                                .await;
-                        }
-                    });
-                }
-                Ok(Step::Send(request)) => {
-                    if self.peers.get(&peer).is_some_and(|s| s.connected) {
-                        let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
-                        self.pending
-                            .insert(id, (peer, Pending::Round(round_no, round)));
-                    } else {
-                        self.round_over(peer);
-                    }
-                }
-                Ok(Step::Done(report)) => {
-                    if let Some(cut) = report.cut_short {
-                        tracing::warn!(%peer, fetched = report.fetched, "sync round cut short: {cut}");
-                        self.rounds_cut_short += 1;
-                        if let Some(state) = self.peers.get_mut(&peer)
-                            && cut.resume_soon()
-                        {
-                            state.round_wanted = true;
-                        }
-                    }
-                    self.publish_view();
-                    if report.admitted + report.pushed > 0 {
-                        tracing::info!(
-                            %peer,
-                            fetched = report.fetched,
-                            admitted = report.admitted,
-                            pushed = report.pushed,
-                            "sync round"
-                        );
-                    }
-                    self.round_over(peer);
-                }
-                Err(e) => {
-                    tracing::warn!(%peer, "sync round failed: {e}");
-                    self.round_over(peer);
-                }
-            },
+            Inner::RoundStep(peer, round_no, round, step) => {
+                self.on_round_step(peer, round_no, round, step);
+            }
         }
+    }
+
+    /// The next step of the current round with `peer`.
+    fn on_round_step(
+        &mut self,
+        peer: PeerId,
+        round_no: u64,
+        round: Box<Round>,
+        step: Result<Step, String>,
+    ) {
+        match step {
+            Ok(Step::SendAndAdmit(request, events)) => {
+                self.admit_then_send(peer, round_no, round, request, events);
+            }
+            Ok(Step::Send(request)) => {
+                if self.peers.get(&peer).is_some_and(|s| s.connected) {
+                    let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                    self.pending
+                        .insert(id, (peer, Pending::Round(round_no, round)));
+                } else {
+                    self.round_over(peer);
+                }
+            }
+            Ok(Step::Done(report)) => {
+                if let Some(cut) = report.cut_short {
+                    tracing::warn!(%peer, fetched = report.fetched, "sync round cut short: {cut}");
+                    self.rounds_cut_short += 1;
+                    if let Some(state) = self.peers.get_mut(&peer)
+                        && cut.resume_soon()
+                    {
+                        state.round_wanted = true;
+                    }
+                }
+                self.publish_view();
+                if report.admitted + report.pushed > 0 {
+                    tracing::info!(
+                        %peer,
+                        fetched = report.fetched,
+                        admitted = report.admitted,
+                        pushed = report.pushed,
+                        "sync round"
+                    );
+                }
+                self.round_over(peer);
+            }
+            Err(e) => {
+                tracing::warn!(%peer, "sync round failed: {e}");
+                self.round_over(peer);
+            }
+        }
+    }
+
+    /// A round's next request goes out while the batch it fetched is checked and stored.
+    fn admit_then_send(
+        &mut self,
+        peer: PeerId,
+        round_no: u64,
+        round: Box<Round>,
+        request: Request,
+        events: Vec<Event>,
+    ) {
+        // Signatures are checked off the engine thread (the one writer, on all
+        // cores) while the next batch travels and the engine stores the one before;
+        // batches are queued to the engine in the order they were fetched. When
+        // too many are in hand, the next is asked for once this one is queued.
+        use std::sync::atomic::Ordering;
+        let before = self.last_queued.take();
+        let (queued_tx, queued_rx) = tokio::sync::oneshot::channel();
+        self.last_queued = Some(queued_rx);
+        let storing = self.storing.clone();
+        let ahead = storing.fetch_add(1, Ordering::SeqCst) < STORING_AHEAD_MAX;
+        let mut later = Some((round, request));
+        if ahead && let Some((round, request)) = later.take() {
+            self.on_inner(Inner::RoundStep(
+                peer,
+                round_no,
+                round,
+                Ok(Step::Send(request)),
+            ));
+        }
+        let engine = self.engine.clone();
+        let inner = self.inner_tx.clone();
+        tokio::spawn(async move {
+            let checked = tokio::task::spawn_blocking(move || {
+                Event::verify_all(&events);
+                events
+            })
+            .await;
+            if let Some(before) = before
+                && before.await.is_err()
+            {
+                // The batch before ended without being queued (its round failed):
+                // nothing to wait for.
+                tracing::debug!(%peer, "the batch before this one was not queued");
+            }
+            let queued = match checked {
+                Ok(events) => engine.receive(events).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if queued_tx.send(()).is_err() {
+                tracing::debug!(%peer, "no batch waits behind this one");
+            }
+            storing.fetch_sub(1, Ordering::SeqCst);
+            if let Some((round, request)) = later {
+                let step = queued.map(|()| Step::Send(request));
+                to_swarm(&inner, Inner::RoundStep(peer, round_no, round, step)).await;
+            }
+        });
     }
 
     /// Writes this node's listening addresses to its data directory (for tests and scripts).
     fn write_listen_file(&self) {
-        let lines: Vec<String> = self
-            .swarm
-            .listeners()
-            .map(|a| format!("{a}/p2p/{}", self.me))
-            .collect();
-        let _ = crate::fsutil::write_atomic(&self.listen_file, lines.join("\n").as_bytes(), false);
+        let lines = self.listening();
+        if let Err(e) =
+            crate::fsutil::write_atomic(&self.listen_file, lines.join("\n").as_bytes(), false)
+        {
+            tracing::warn!(
+                "cannot write the listening addresses to {}: {e:#}",
+                self.listen_file.display()
+            );
+        }
     }
 
     /// A link came back (a connection was established, the interfaces changed): peers still
@@ -1006,122 +1060,191 @@ impl Network {
         }
     }
 
+    /// The swarm listens on a new address.
+    fn on_listen_addr(&mut self, address: &Multiaddr) {
+        tracing::info!("listening on {address}/p2p/{}", self.me);
+        if self.started.elapsed() > INTERFACES_SETTLED_AFTER {
+            // A new address after start: the network interfaces changed (a cable, a
+            // Wi-Fi network, a VPN), so links may be back.
+            self.redial_soon();
+        }
+        // A relay hands its address to the nodes that reserve a slot; `--relay` says
+        // this node is reachable where it listens.
+        let relayed = address.iter().any(|p| p == Protocol::P2pCircuit);
+        if self.relay_on && !relayed {
+            self.swarm.add_external_address(address.clone());
+        }
+        self.publish_view();
+        self.write_listen_file();
+    }
+
+    /// A connection to a peer is established.
+    fn on_connected(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        endpoint: &libp2p::core::ConnectedPoint,
+        num_established: u32,
+    ) {
+        let now = Instant::now();
+        let mut superseded = Vec::new();
+        if let Some(state) = self.peers.get_mut(&peer_id) {
+            state.connected = true;
+            state.connections = num_established;
+            state.heard(None);
+            state.backoff = DIAL_BACKOFF_MIN;
+            // The peer dialled us, so it held no connection to us when it started: the
+            // ones this node holds that are older than a connection setup are dead at
+            // its end (it restarted, or the link failed silently). Keep the new one.
+            if !endpoint.is_dialer() {
+                for (id, conn) in &state.conns {
+                    if now.duration_since(conn.established) > CONNECTION_SETUP_TIMEOUT {
+                        superseded.push(*id);
+                    }
+                }
+            }
+            state.conns.insert(
+                connection_id,
+                Conn {
+                    established: now,
+                    last_heard: now,
+                    ping_failures: 0,
+                },
+            );
+            // Past the per-peer bound, the least recently heard one goes.
+            let kept = state.conns.len() - superseded.len();
+            if kept > CONNECTIONS_PER_PEER_MAX as usize
+                && let Some((id, _)) = state
+                    .conns
+                    .iter()
+                    .filter(|(id, _)| **id != connection_id && !superseded.contains(id))
+                    .min_by_key(|(_, c)| c.last_heard)
+            {
+                superseded.push(*id);
+            }
+            let addr = endpoint.get_remote_address().clone();
+            let relayed = addr.iter().any(|p| p == Protocol::P2pCircuit);
+            if endpoint.is_dialer() && !relayed {
+                state.dialed = Some(without_peer_id(&addr));
+            }
+            if endpoint.is_dialer() && !state.addrs.contains(&addr) {
+                state.addrs.push(addr);
+            }
+            // The dialling side opens the first round; a round carries both ways, so
+            // two at once would move everything twice.
+            if endpoint.is_dialer() {
+                state.round_wanted = true;
+                state.last_round = None;
+            } else {
+                state.last_round = Some(Instant::now());
+            }
+            tracing::info!(peer = %peer_id, label = %state.label, "connected");
+        }
+        for id in superseded {
+            tracing::info!(peer = %peer_id, "a newer connection supersedes an older one: the older is closed");
+            self.swarm.close_connection(id);
+        }
+        // A link came back: whoever is still disconnected may be reachable again.
+        self.redial_soon();
+        self.publish_view();
+    }
+
+    /// A connection to a peer closed.
+    fn on_closed(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        num_established: u32,
+        cause: Option<&libp2p::swarm::ConnectionError>,
+    ) {
+        if num_established == 0 {
+            self.relays.remove(&peer_id);
+        }
+        if let Some(state) = self.peers.get_mut(&peer_id) {
+            state.connections = num_established;
+            state.conns.remove(&connection_id);
+            if let Some(cause) = cause {
+                tracing::debug!(peer = %peer_id, "connection closed: {cause}");
+            }
+        }
+        if num_established == 0
+            && let Some(state) = self.peers.get_mut(&peer_id)
+        {
+            state.connected = false;
+            state.round_active = false;
+            // Whatever the round had in flight is abandoned with the connection.
+            state.round_gen += 1;
+            state.next_dial = Instant::now() + jittered(state.backoff);
+            tracing::info!(peer = %peer_id, "disconnected");
+        }
+        self.publish_view();
+    }
+
+    /// A peer told what it is: its protocols (a relay?) and where it listens.
+    fn on_identified(&mut self, peer_id: PeerId, info: identify::Info) {
+        if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
+            self.reserve_at(peer_id);
+        }
+        if let Some(state) = self.peers.get_mut(&peer_id) {
+            for addr in info.listen_addrs {
+                let local = addr.iter().any(
+                    |p| matches!(p, libp2p::multiaddr::Protocol::Ip4(ip) if ip.is_unspecified()),
+                );
+                if !local && !state.addrs.contains(&addr) && state.addrs.len() < 16 {
+                    state.addrs.push(addr);
+                }
+            }
+        }
+    }
+
+    /// A ping answered or missed.
+    fn on_ping(&mut self, event: ping::Event) {
+        let ping::Event {
+            peer,
+            connection,
+            result,
+        } = event;
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        match result {
+            Ok(rtt) => {
+                state.heard(Some(rtt));
+                if let Some(conn) = state.conns.get_mut(&connection) {
+                    conn.last_heard = Instant::now();
+                    conn.ping_failures = 0;
+                }
+            }
+            Err(e) => {
+                let dead = state.conns.get_mut(&connection).is_some_and(|conn| {
+                    conn.ping_failures += 1;
+                    conn.ping_failures >= PING_FAILURES_MAX
+                });
+                if dead {
+                    tracing::info!(%peer, "{PING_FAILURES_MAX} pings missed ({e}): connection closed");
+                    self.swarm.close_connection(connection);
+                }
+            }
+        }
+    }
+
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
-                tracing::info!("listening on {address}/p2p/{}", self.me);
-                if self.started.elapsed() > INTERFACES_SETTLED_AFTER {
-                    // A new address after start: the network interfaces changed (a cable, a
-                    // Wi-Fi network, a VPN), so links may be back.
-                    self.redial_soon();
-                }
-                // A relay hands its address to the nodes that reserve a slot; `--relay` says
-                // this node is reachable where it listens.
-                let relayed = address.iter().any(|p| p == Protocol::P2pCircuit);
-                if self.relay_on && !relayed {
-                    self.swarm.add_external_address(address.clone());
-                }
-                self.publish_view();
-                self.write_listen_file();
-            }
+            SwarmEvent::NewListenAddr { address, .. } => self.on_listen_addr(&address),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
                 endpoint,
                 num_established,
                 ..
-            } => {
-                let now = Instant::now();
-                let mut superseded = Vec::new();
-                if let Some(state) = self.peers.get_mut(&peer_id) {
-                    state.connected = true;
-                    state.connections = num_established.get();
-                    state.heard(None);
-                    state.backoff = DIAL_BACKOFF_MIN;
-                    // The peer dialled us, so it held no connection to us when it started: the
-                    // ones this node holds that are older than a connection setup are dead at
-                    // its end (it restarted, or the link failed silently). Keep the new one.
-                    if !endpoint.is_dialer() {
-                        for (id, conn) in &state.conns {
-                            if now.duration_since(conn.established) > CONNECTION_SETUP_TIMEOUT {
-                                superseded.push(*id);
-                            }
-                        }
-                    }
-                    state.conns.insert(
-                        connection_id,
-                        Conn {
-                            established: now,
-                            last_heard: now,
-                            ping_failures: 0,
-                        },
-                    );
-                    // Past the per-peer bound, the least recently heard one goes.
-                    let kept = state.conns.len() - superseded.len();
-                    if kept > CONNECTIONS_PER_PEER_MAX as usize
-                        && let Some((id, _)) = state
-                            .conns
-                            .iter()
-                            .filter(|(id, _)| **id != connection_id && !superseded.contains(id))
-                            .min_by_key(|(_, c)| c.last_heard)
-                    {
-                        superseded.push(*id);
-                    }
-                    let addr = endpoint.get_remote_address().clone();
-                    let relayed = addr.iter().any(|p| p == Protocol::P2pCircuit);
-                    if endpoint.is_dialer() && !relayed {
-                        state.dialed = Some(without_peer_id(&addr));
-                    }
-                    if endpoint.is_dialer() && !state.addrs.contains(&addr) {
-                        state.addrs.push(addr);
-                    }
-                    // The dialling side opens the first round; a round carries both ways, so
-                    // two at once would move everything twice.
-                    if endpoint.is_dialer() {
-                        state.round_wanted = true;
-                        state.last_round = None;
-                    } else {
-                        state.last_round = Some(Instant::now());
-                    }
-                    tracing::info!(peer = %peer_id, label = %state.label, "connected");
-                }
-                for id in superseded {
-                    tracing::info!(peer = %peer_id, "a newer connection supersedes an older one: the older is closed");
-                    self.swarm.close_connection(id);
-                }
-                // A link came back: whoever is still disconnected may be reachable again.
-                self.redial_soon();
-                self.publish_view();
-            }
+            } => self.on_connected(peer_id, connection_id, &endpoint, num_established.get()),
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,
                 num_established,
                 cause,
                 ..
-            } => {
-                if num_established == 0 {
-                    self.relays.remove(&peer_id);
-                }
-                if let Some(state) = self.peers.get_mut(&peer_id) {
-                    state.connections = num_established;
-                    state.conns.remove(&connection_id);
-                    if let Some(cause) = cause {
-                        tracing::debug!(peer = %peer_id, "connection closed: {cause}");
-                    }
-                }
-                if num_established == 0
-                    && let Some(state) = self.peers.get_mut(&peer_id)
-                {
-                    state.connected = false;
-                    state.round_active = false;
-                    // Whatever the round had in flight is abandoned with the connection.
-                    state.round_gen += 1;
-                    state.next_dial = Instant::now() + jittered(state.backoff);
-                    tracing::info!(peer = %peer_id, "disconnected");
-                }
-                self.publish_view();
-            }
+            } => self.on_closed(peer_id, connection_id, num_established, cause.as_ref()),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, "dial failed: {error}");
             }
@@ -1132,21 +1255,7 @@ impl Network {
                 peer_id,
                 info,
                 ..
-            })) => {
-                if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
-                    self.reserve_at(peer_id);
-                }
-                if let Some(state) = self.peers.get_mut(&peer_id) {
-                    for addr in info.listen_addrs {
-                        let local = addr.iter().any(|p| {
-                            matches!(p, libp2p::multiaddr::Protocol::Ip4(ip) if ip.is_unspecified())
-                        });
-                        if !local && !state.addrs.contains(&addr) && state.addrs.len() < 16 {
-                            state.addrs.push(addr);
-                        }
-                    }
-                }
-            }
+            })) => self.on_identified(peer_id, info),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
                     if let Some(state) = self.peers.get_mut(&peer) {
@@ -1161,34 +1270,7 @@ impl Network {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
-                peer,
-                connection,
-                result,
-            })) => {
-                let Some(state) = self.peers.get_mut(&peer) else {
-                    return;
-                };
-                match result {
-                    Ok(rtt) => {
-                        state.heard(Some(rtt));
-                        if let Some(conn) = state.conns.get_mut(&connection) {
-                            conn.last_heard = Instant::now();
-                            conn.ping_failures = 0;
-                        }
-                    }
-                    Err(e) => {
-                        let dead = state.conns.get_mut(&connection).is_some_and(|conn| {
-                            conn.ping_failures += 1;
-                            conn.ping_failures >= PING_FAILURES_MAX
-                        });
-                        if dead {
-                            tracing::info!(%peer, "{PING_FAILURES_MAX} pings missed ({e}): connection closed");
-                            self.swarm.close_connection(connection);
-                        }
-                    }
-                }
-            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.on_ping(event),
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 tracing::info!("no longer listening on {address}: redialling disconnected peers");
                 self.redial_soon();
@@ -1327,11 +1409,15 @@ impl Network {
             let refused = Response::Refused {
                 reason: "rate limited: this peer asks faster than it is served".into(),
             };
-            let _ = self
+            if self
                 .swarm
                 .behaviour_mut()
                 .sync
-                .send_response(channel, refused);
+                .send_response(channel, refused)
+                .is_err()
+            {
+                tracing::debug!(%peer, "a peer left before its refusal was sent");
+            }
             return;
         };
         let engine = self.engine.clone();
@@ -1341,7 +1427,7 @@ impl Network {
                 tokio::time::sleep(wait).await;
             }
             let response = engine
-                .call(move |e: &mut Engine| e.respond(request, OffsetDateTime::now_utc()))
+                .respond(request)
                 .await
                 .unwrap_or_else(|e| Response::Refused {
                     reason: e.to_string(),
@@ -1354,11 +1440,11 @@ impl Network {
             };
             if let Response::Events { events, .. } = &response {
                 let bytes = events.iter().map(Vec::len).sum::<usize>();
-                let _ = tx.send(Inner::Served(peer, bytes)).await;
+                to_swarm(&tx, Inner::Served(peer, bytes)).await;
             }
-            let _ = tx.send(Inner::Respond(channel, response)).await;
+            to_swarm(&tx, Inner::Respond(channel, response)).await;
             if short {
-                let _ = tx.send(Inner::WantRound(peer)).await;
+                to_swarm(&tx, Inner::WantRound(peer)).await;
             }
         });
     }
@@ -1374,29 +1460,17 @@ impl Network {
                     tracing::debug!(%peer, "a push was refused: {reason}");
                 }
             }
-            Pending::Round(round_no, mut round) => {
+            Pending::Round(round_no, round) => {
                 let engine = self.engine.clone();
                 let tx = self.inner_tx.clone();
                 let node = passerelle_core::keys::NodeId(peer);
                 tokio::spawn(async move {
-                    let result = engine
-                        .call(move |e: &mut Engine| {
-                            let step = round
-                                .on_response(e, response, OffsetDateTime::now_utc())
-                                .map_err(|err| err.to_string());
-                            let digest = match &step {
-                                Ok(Step::Done(_)) => remember_peer(e, &node, &round),
-                                _ => None,
-                            };
-                            (round, step, digest)
-                        })
-                        .await;
-                    let message = match result {
-                        Ok((round, step, digest)) => {
-                            if let Some(digest) = digest {
-                                let _ = tx.send(Inner::PeerDigest(peer, digest)).await;
+                    let message = match engine.round_step(node, round, response).await {
+                        Ok(stepped) => {
+                            if let Some(digest) = stepped.digest {
+                                to_swarm(&tx, Inner::PeerDigest(peer, digest)).await;
                             }
-                            Inner::RoundStep(peer, round_no, round, step)
+                            Inner::RoundStep(peer, round_no, stepped.round, stepped.step)
                         }
                         Err(e) => Inner::RoundStep(
                             peer,
@@ -1405,7 +1479,7 @@ impl Network {
                             Err(e.to_string()),
                         ),
                     };
-                    let _ = tx.send(message).await;
+                    to_swarm(&tx, message).await;
                 });
             }
         }
@@ -1421,10 +1495,40 @@ impl Network {
     }
 }
 
+/// Hands a helper task's result to the swarm task; once that task has stopped (the daemon is
+/// shutting down) the result is no longer wanted.
+async fn to_swarm(tx: &mpsc::Sender<Inner>, message: Inner) {
+    if tx.send(message).await.is_err() {
+        tracing::debug!("the network task has stopped: a helper's result dropped");
+    }
+}
+
+/// Shares the organisation's keys with nodes of it that lack them (at start, and when the
+/// configuration changes: a new node, a new epoch), saying what came of it.
+pub(super) async fn share_keys(engine: EngineHandle) {
+    match engine.share_keys().await {
+        Ok(0) => {}
+        Ok(shares) => tracing::info!(shares, "shared the organisation's keys with its nodes"),
+        // Tried again when the configuration next changes, and at the next start.
+        Err(e) => tracing::warn!("cannot share the organisation's keys: {e}"),
+    }
+}
+
+/// Retries the events held back at admission (their time came, or what they wait for
+/// arrived by another path), saying what came of it.
+async fn retry_held(engine: EngineHandle) {
+    match engine.retry_held().await {
+        Ok(0) => {}
+        Ok(admitted) => tracing::info!(admitted, "held events admitted"),
+        // Tried again at the next tick.
+        Err(e) => tracing::warn!("cannot retry the held events: {e}"),
+    }
+}
+
 /// After a round, what the peer is known to hold (the vector it sent, advanced by the pushes
 /// it admitted whole: `Round::peer_holds`): keep that as its last known vector, for `status`
 /// and for bundles of "what it lacks". Returns that vector's digest.
-fn remember_peer(
+pub(super) fn remember_peer(
     engine: &mut Engine,
     node: &passerelle_core::keys::NodeId,
     round: &Round,
@@ -1436,10 +1540,11 @@ fn remember_peer(
                 .store_mut()
                 .set_meta(&rpc::peer_vector_key(node), Some(&bytes))
             {
-                tracing::warn!(peer = %node, "could not store the peer's vector: {e}");
+                // `status` and bundles for the peer go on from the vector recorded before.
+                tracing::warn!(%node, "cannot record the peer's vector: {e}");
             }
         }
-        Err(e) => tracing::warn!(peer = %node, "could not encode the peer's vector: {e}"),
+        Err(e) => tracing::warn!(%node, "cannot encode the peer's vector: {e}"),
     }
     Some(holds.digest())
 }
