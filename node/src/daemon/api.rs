@@ -151,7 +151,7 @@ async fn rpc_handler(State(state): State<ApiState>, body: axum::body::Bytes) -> 
         .call(move |engine| rpc::dispatch_once(engine, &ctx, request, id))
         .await;
     match result {
-        Ok(Ok(value)) => axum::Json(json!({ "ok": true, "result": value })).into_response(),
+        Ok(Ok(answer)) => axum::Json(json!({ "ok": true, "result": answer })).into_response(),
         Ok(Err(e)) => {
             tracing::debug!(request = name, "refused: {e:#}");
             refuse(StatusCode::UNPROCESSABLE_ENTITY, &crate::one_sentence(&e))

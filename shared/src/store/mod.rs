@@ -20,7 +20,7 @@ use std::path::Path;
 pub use audit::AuditEntry;
 pub use backup::BACKUP_MAGIC;
 pub use config_store::{ApplyOutcome, ConfigState};
-pub use log::{FoldKeys, IngestReport, LogCounts, decrypt_event};
+pub use log::{FoldKeys, IngestReport, LocalRefusal, LogCounts, decrypt_event};
 pub use org_keys::ImportOutcome;
 pub use requests::{RequestId, RequestRecord};
 pub use users::{USER_NAME_MAX_BYTES, User, UserRole, verify_password};
