@@ -516,7 +516,6 @@ mod tests {
             r#"{"op": "referral_send", "case": "a", "to_org": "m",
             "category": "c", "urgency": "soon", "share": [], "note": ""}"#
         ));
-        assert!(refused(r#"{"op": "status", "extra": 1}"#));
         assert!(refused(
             r#"{"op": "map_search", "open_now": false, "surprise": true}"#
         ));
