@@ -211,6 +211,69 @@ fn a_referral_made_in_the_ui_is_accepted_in_the_partners_ui() {
     assert!(audit.contains("\"user\": \"aicha\""), "{audit}");
 }
 
+/// Issue 11: a step that a rule of the mechanism refuses is told in the page's language — the
+/// rule translated, not the node's English sentence. The withdraw button of a page loaded
+/// before the referral was withdrawn elsewhere asks for a step its status no longer allows.
+#[test]
+fn a_rule_violation_is_shown_in_french_and_in_arabic_issue_11() {
+    let setup = mechanism(&["mas", "mdm"], &[("aicha", "mas"), ("nurse", "mdm")], &[]);
+    add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");
+    let case = setup.open_case("aicha", "Lina", "general");
+    let send = || {
+        let args = [
+            "referral",
+            "send",
+            "--case",
+            &case,
+            "--to",
+            "mdm",
+            "--category",
+            "health",
+        ];
+        let out = setup.node_run("aicha", &args).expect_ok().stdout;
+        out.trim().to_string()
+    };
+    let referrals = [send(), send()];
+    let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
+    let a = format!("http://{}", hub.api);
+    let b = Browser::start();
+    login(&b, &a, "aicha", "aicha-password-1");
+    for (lang, referral, refused, rule) in [
+        (
+            "fr",
+            &referrals[0],
+            "Refusé par une règle du mécanisme",
+            "n'est pas permise dans le statut actuel de l'orientation",
+        ),
+        (
+            "ar",
+            &referrals[1],
+            "رفضته قاعدة من قواعد الآلية",
+            "هذه الخطوة غير مسموح بها في الوضع الحالي للإحالة",
+        ),
+    ] {
+        b.goto(&format!("{a}/lang/{lang}"));
+        b.goto(&format!("{a}/referrals/{referral}"));
+        b.find("#step-withdraw");
+        // Withdrawn meanwhile (by the command line, through the daemon): the button is stale.
+        setup
+            .node_run("aicha", &["referral", "withdraw", referral])
+            .expect_ok();
+        b.click("#step-withdraw");
+        b.find(".flash");
+        let flash = b.text(".flash");
+        assert!(flash.contains(refused), "{lang}: {flash}");
+        assert!(
+            flash.contains(rule),
+            "{lang}: the rule, translated: {flash}"
+        );
+        assert!(
+            !flash.contains("rule of the mechanism") && !flash.contains("not allowed"),
+            "{lang}: not the English sentence: {flash}"
+        );
+    }
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)

@@ -13,13 +13,14 @@ use passerelle_core::event::{Event, Kind};
 use passerelle_core::round::run_round;
 use passerelle_core::sim::{EventWriter, Sim};
 use passerelle_core::sync::{self, Response};
-use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::bench::{Figure, report};
 use crate::cmd_mechanism::SAMPLE_MECHANISM;
 use crate::datadir::DataDir;
 use crate::local_daemon::LocalDaemon;
+use crate::rpc::case::CaseOpened;
+use crate::rpc::{Request, StatusAnswer};
 
 /// Sizes of the network figures.
 #[derive(Debug, Clone, Copy)]
@@ -140,6 +141,120 @@ async fn catch_up_and_latency(
     let history = sim.history(&[("mas1", "mdm1"), ("mas2", "mdm2")], cases, 1_200, now)?;
     let event_bytes: usize = history.iter().map(|e| e.encode().len()).sum();
 
+    let (hub_dir, bundle_time) = hub_and_bundle(dir, &sim, &history, now)?;
+
+    // The late node catches up over libp2p.
+    let late_dir = DataDir {
+        root: dir.join("late"),
+    };
+    let late = sim.node("late")?;
+    late_dir.materialize(&late.secrets, &late.org, "late")?;
+    drop(sim.engine_at("late", &late_dir.store_path(), true, now)?);
+    let hub_daemon = LocalDaemon::start(hub_dir, vec![]).await?;
+    let started = Instant::now();
+    let late_daemon = LocalDaemon::start(late_dir, vec![hub_daemon.addr.clone()]).await?;
+    let total = history.len() as u64;
+    let status = loop {
+        let status: StatusAnswer = late_daemon.call(Request::Status).await?;
+        if status.events >= total {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(3_600) {
+            bail!("the late node did not catch up within an hour");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let net_time = started.elapsed();
+    // Let the round's last bytes be counted.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = late_daemon
+        .call::<StatusAnswer>(Request::Status)
+        .await
+        .unwrap_or(status);
+    let wire = status.network.sync_bytes_sent + status.network.sync_bytes_received;
+    let catch_up = CatchUp {
+        total,
+        wire,
+        event_bytes,
+        net_time,
+        bundle_time,
+    };
+    report_catch_up(figures, &catch_up, json);
+    latency(
+        &hub_daemon,
+        &late_daemon,
+        total,
+        sizes.latency_samples,
+        figures,
+        json,
+    )
+    .await?;
+    late_daemon.stop().await?;
+    hub_daemon.stop().await?;
+    Ok(())
+}
+
+/// What the catch-up measured.
+#[derive(Clone, Copy)]
+struct CatchUp {
+    /// Events the late node lacked.
+    total: u64,
+    /// Sync bytes sent and received.
+    wire: u64,
+    /// The bytes of the events themselves.
+    event_bytes: usize,
+    net_time: Duration,
+    bundle_time: Duration,
+}
+
+fn report_catch_up(figures: &mut Vec<Figure>, c: &CatchUp, json: bool) {
+    let CatchUp {
+        total,
+        wire,
+        event_bytes,
+        net_time,
+        bundle_time,
+    } = *c;
+    report(
+        figures,
+        Figure {
+            section: "sync".into(),
+            name: format!("catch-up of a node that missed {total} events: bytes on the wire"),
+            unit: "bytes".into(),
+            value: wire as f64,
+            baseline_name: "the bytes of the events themselves".into(),
+            baseline: event_bytes as f64,
+            ratio: wire as f64 / event_bytes as f64,
+            target: "ratio ≤ 1.05".into(),
+            met: Some((wire as f64) <= 1.05 * event_bytes as f64),
+        },
+        json,
+    );
+    report(
+        figures,
+        Figure {
+            section: "sync".into(),
+            name: format!("catch-up of {total} events over libp2p on loopback: time"),
+            unit: "s".into(),
+            value: net_time.as_secs_f64(),
+            baseline_name: "a local bundle import of the same events".into(),
+            baseline: bundle_time.as_secs_f64(),
+            ratio: net_time.as_secs_f64() / bundle_time.as_secs_f64().max(1e-9),
+            target: "ratio ≤ 1.25".into(),
+            met: Some(net_time.as_secs_f64() <= 1.25 * bundle_time.as_secs_f64()),
+        },
+        json,
+    );
+}
+
+/// The hub, which holds every event of the history, and the baseline: how long a fresh node
+/// takes to import the same events from a bundle.
+fn hub_and_bundle(
+    dir: &Path,
+    sim: &Sim,
+    history: &[Event],
+    now: OffsetDateTime,
+) -> Result<(DataDir, Duration)> {
     // The hub holds everything.
     let hub_dir = DataDir {
         root: dir.join("hub"),
@@ -177,89 +292,31 @@ async fn catch_up_and_latency(
         "the bundle import fell short"
     );
     drop(fresh);
+    Ok((hub_dir, bundle_time))
+}
 
-    // The late node catches up over libp2p.
-    let late_dir = DataDir {
-        root: dir.join("late"),
+/// Propagation latency: a case opened at the hub (a node of mas, which may open cases), until it
+/// is stored at the late node, which holds `held` events before; `count` samples.
+async fn latency(
+    hub_daemon: &LocalDaemon,
+    late_daemon: &LocalDaemon,
+    held: u64,
+    count: usize,
+    figures: &mut Vec<Figure>,
+    json: bool,
+) -> Result<()> {
+    let case = Request::CaseOpen {
+        data: Box::new(latency_case()),
     };
-    let late = sim.node("late")?;
-    late_dir.materialize(&late.secrets, &late.org, "late")?;
-    drop(sim.engine_at("late", &late_dir.store_path(), true, now)?);
-    let hub_daemon = LocalDaemon::start(hub_dir, vec![]).await?;
-    let started = Instant::now();
-    let late_daemon = LocalDaemon::start(late_dir, vec![hub_daemon.addr.clone()]).await?;
-    let total = history.len() as u64;
-    let status = loop {
-        let status = late_daemon.call(json!({"op": "status"})).await?;
-        if status["events"].as_u64() >= Some(total) {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(3_600) {
-            bail!("the late node did not catch up within an hour");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let net_time = started.elapsed();
-    // Let the round's last bytes be counted.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let status = late_daemon
-        .call(json!({"op": "status"}))
-        .await
-        .unwrap_or(status);
-    let wire = status["network"]["sync_bytes_sent"].as_u64().unwrap_or(0)
-        + status["network"]["sync_bytes_received"]
-            .as_u64()
-            .unwrap_or(0);
-    report(
-        figures,
-        Figure {
-            section: "sync".into(),
-            name: format!("catch-up of a node that missed {total} events: bytes on the wire"),
-            unit: "bytes".into(),
-            value: wire as f64,
-            baseline_name: "the bytes of the events themselves".into(),
-            baseline: event_bytes as f64,
-            ratio: wire as f64 / event_bytes as f64,
-            target: "ratio ≤ 1.05".into(),
-            met: Some((wire as f64) <= 1.05 * event_bytes as f64),
-        },
-        json,
-    );
-    report(
-        figures,
-        Figure {
-            section: "sync".into(),
-            name: format!("catch-up of {total} events over libp2p on loopback: time"),
-            unit: "s".into(),
-            value: net_time.as_secs_f64(),
-            baseline_name: "a local bundle import of the same events".into(),
-            baseline: bundle_time.as_secs_f64(),
-            ratio: net_time.as_secs_f64() / bundle_time.as_secs_f64().max(1e-9),
-            target: "ratio ≤ 1.25".into(),
-            met: Some(net_time.as_secs_f64() <= 1.25 * bundle_time.as_secs_f64()),
-        },
-        json,
-    );
-
-    // Propagation latency: a case opened at the hub (a node of mas, which may open cases),
-    // until it is stored at the late node.
-    let case = json!({
-        "op": "case_open",
-        "data": {
-            "case_type": "general", "site": "medenine",
-            "person": {"first_name": "Latency"}, "needs": ["health"],
-            "consent": {"given": true, "explained_by": "bench", "recorded_at": "2026-11-27T09:00:00Z"}
-        }
-    });
-    let mut samples = Vec::with_capacity(sizes.latency_samples);
-    let mut have = total;
-    for _ in 0..sizes.latency_samples {
+    let mut samples = Vec::with_capacity(count);
+    let mut have = held;
+    for _ in 0..count {
         let started = Instant::now();
-        hub_daemon.call(case.clone()).await?;
+        hub_daemon.call::<CaseOpened>(case.clone()).await?;
         have += 1;
         loop {
-            let status = late_daemon.call(json!({"op": "status"})).await?;
-            if status["events"].as_u64() >= Some(have) {
+            let status: StatusAnswer = late_daemon.call(Request::Status).await?;
+            if status.events >= have {
                 break;
             }
             if started.elapsed() > Duration::from_secs(30) {
@@ -291,8 +348,6 @@ async fn catch_up_and_latency(
         },
         json,
     );
-    late_daemon.stop().await?;
-    hub_daemon.stop().await?;
     Ok(())
 }
 
@@ -325,4 +380,26 @@ pub fn raw_tcp(samples: usize) -> Result<(f64, f64)> {
     drop(client);
     let _ = server.join();
     Ok((percentile(&mut times, 0.5), percentile(&mut times, 0.99)))
+}
+
+/// The case the latency measurement opens, again and again.
+fn latency_case() -> passerelle_core::payload::CaseData {
+    use passerelle_core::payload::{CaseData, Consent, Person};
+    CaseData {
+        case_type: "general".into(),
+        site: "medenine".into(),
+        person: Person {
+            first_name: Some("Latency".into()),
+            ..Person::default()
+        },
+        needs: vec!["health".into()],
+        vulnerabilities: Vec::new(),
+        consent: Consent {
+            given: true,
+            explained_by: "bench".into(),
+            recorded_at: "2026-11-27T09:00:00Z".into(),
+            ..Consent::default()
+        },
+        notes: String::new(),
+    }
 }

@@ -5,7 +5,14 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
+use passerelle_core::event::Urgency;
+use passerelle_core::fold::Status;
+use passerelle_core::keys::NodeId;
+use passerelle_core::map::Capacity;
+use passerelle_core::store::UserRole;
+
 use crate::datadir::{self, DataDir, Passphrases};
+use crate::rpc::words;
 use crate::{cmd_case, cmd_mechanism, cmd_node, cmd_org};
 
 /// Passerelle: a referral mechanism between the organisations that assist migrants, with
@@ -332,8 +339,8 @@ pub enum ReferralCmd {
         #[arg(long, value_name = "C")]
         category: String,
         /// emergency, urgent or routine.
-        #[arg(long, value_name = "U", default_value = "routine")]
-        urgency: String,
+        #[arg(long, value_name = "U", default_value = "routine", value_parser = words::parse::<Urgency>)]
+        urgency: Urgency,
         /// The person's fields to share, comma-separated (first_name,age,languages,health…).
         #[arg(long, value_name = "FIELDS")]
         share: Vec<String>,
@@ -349,8 +356,8 @@ pub enum ReferralCmd {
         inbox: bool,
         #[arg(long)]
         outbox: bool,
-        #[arg(long, value_name = "S")]
-        status: Option<String>,
+        #[arg(long, value_name = "S", value_parser = words::parse::<Status>)]
+        status: Option<Status>,
         #[arg(long)]
         json: bool,
     },
@@ -402,8 +409,8 @@ pub enum UserCmd {
     Add {
         name: String,
         /// caseworker, coordinator or admin.
-        #[arg(long)]
-        role: String,
+        #[arg(long, value_parser = words::parse::<UserRole>)]
+        role: UserRole,
         /// A file whose first line is the password (or set PASSERELLE_USER_PASSWORD).
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
@@ -436,8 +443,8 @@ pub enum MapCmd {
         #[arg(long)]
         open_now: bool,
         /// available, limited, full or suspended.
-        #[arg(long, value_name = "X")]
-        capacity: Option<String>,
+        #[arg(long, value_name = "X", value_parser = words::parse::<Capacity>)]
+        capacity: Option<Capacity>,
         #[arg(long, value_name = "ORG")]
         org: Option<String>,
         #[arg(long)]
@@ -453,7 +460,8 @@ pub enum MapCmd {
     /// Set a service's capacity (available, limited, full, suspended); marks it verified.
     Capacity {
         service: String,
-        capacity: String,
+        #[arg(value_parser = words::parse::<Capacity>)]
+        capacity: Capacity,
         /// The organisation, when a coordinator edits one without nodes.
         #[arg(long, value_name = "ORG")]
         org: Option<String>,
@@ -503,7 +511,7 @@ pub enum BundleCmd {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
         #[arg(long = "for", value_name = "NODE_ID")]
-        for_node: Option<String>,
+        for_node: Option<NodeId>,
     },
     /// Admit every event of a bundle, as sync would; importing twice changes nothing.
     Import { file: PathBuf },

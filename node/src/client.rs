@@ -7,11 +7,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use passerelle_core::engine::Engine;
 use passerelle_core::store::StoreError;
-use serde_json::Value;
 
 use crate::datadir::{DataDir, Passphrases};
 use crate::fsutil;
-use crate::rpc::{self, Request};
+use crate::rpc::{self, Answer, Request, Response};
 
 /// How long to wait for the database when another command holds it for a moment.
 pub const STORE_BUSY_WAIT: Duration = Duration::from_secs(10);
@@ -45,14 +44,24 @@ pub fn daemon_api(dir: &DataDir) -> Option<(String, String)> {
     Some((addr.trim().to_string(), token.trim().to_string()))
 }
 
-/// Sends a request to the node and returns its JSON answer.
+/// Sends a request to the node and returns its typed answer (`T` is the kind of answer the
+/// request gives, or [`Response`] for any).
 ///
 /// The request carries an idempotency key, and is carried out at most once: when the daemon
 /// cannot be reached at all, it runs in-process; when the connection broke after the request
 /// was sent (the daemon may have carried it out, then died), it is sent again with the same key
 /// — to the daemon once it answers again, or in-process once the database is free — and the
 /// node gives back the first answer instead of doing the work twice.
-pub fn call(dir: &DataDir, pass: &Passphrases, user: &str, request: Request) -> Result<Value> {
+pub fn call<T: Answer>(
+    dir: &DataDir,
+    pass: &Passphrases,
+    user: &str,
+    request: Request,
+) -> Result<T> {
+    call_any(dir, pass, user, request)?.into_answer()
+}
+
+fn call_any(dir: &DataDir, pass: &Passphrases, user: &str, request: Request) -> Result<Response> {
     let id_text = rpc::new_request_id();
     let id = rpc::parse_request_id(&id_text)?;
     let deadline = std::time::Instant::now() + STORE_BUSY_WAIT;
@@ -149,11 +158,12 @@ enum CallError {
     Refused(String),
 }
 
+/// The API's envelope; `result` is read as the request's answer once `ok` says there is one.
 #[derive(serde::Deserialize)]
 struct ApiAnswer {
     ok: bool,
     #[serde(default)]
-    result: Value,
+    result: serde_json::Value,
     #[serde(default)]
     error: String,
 }
@@ -167,7 +177,7 @@ fn call_daemon(
     user: &str,
     request: &Request,
     request_id: &str,
-) -> Result<Value, CallError> {
+) -> Result<Response, CallError> {
     // Connect first, apart: a refused connection means nothing was sent, so running the
     // request elsewhere is safe; any failure after this point may follow a request the
     // daemon received.
@@ -199,7 +209,8 @@ fn call_daemon(
             e => CallError::Refused(format!("the daemon answered {status}: {e}")),
         })?;
     if answer.ok {
-        Ok(answer.result)
+        Response::decode(request, answer.result)
+            .map_err(|e| CallError::Refused(format!("the daemon's answer does not read: {e}")))
     } else if status == 503 {
         // The engine stopped while answering: it may have done the work.
         Err(CallError::MaybeSent(answer.error))

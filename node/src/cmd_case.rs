@@ -5,13 +5,18 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use passerelle_core::engine::{CaseSummary, CaseView, ReferralView};
+use passerelle_core::event::Transition;
 use passerelle_core::payload::CaseData;
-use serde_json::Value;
 
 use crate::cli::{BundleCmd, CaseCmd, ReferralCmd};
 use crate::client::{self, absolute};
 use crate::datadir::{DataDir, Passphrases};
 use crate::rpc::Request;
+use crate::rpc::case::{CaseOpened, CaseStep, EventMade};
+use crate::rpc::config::ConfigDocument;
+use crate::rpc::operations::{AuditRow, BackedUp, Exported, Imported};
+use crate::rpc::referral::{Direction, ReferralSent, Send, StepRequest, Stepped};
 use crate::table::{self, say};
 
 /// Largest CASE.json accepted, in bytes.
@@ -27,15 +32,14 @@ impl Names {
         if let Some(m) = dir.store().ok().and_then(|s| s.config().current().cloned()) {
             return Self(Some(m));
         }
-        let m = client::call(
+        let m = client::call::<ConfigDocument>(
             dir,
             &Passphrases::default(),
             "names",
             Request::ConfigDocument,
         )
         .ok()
-        .and_then(|v| v["document"].as_str().map(str::to_string))
-        .and_then(|d| passerelle_core::config::Mechanism::from_bytes(d.as_bytes()).ok())
+        .and_then(|d| passerelle_core::config::Mechanism::from_bytes(d.document.as_bytes()).ok())
         .map(std::sync::Arc::new);
         Self(m)
     }
@@ -55,18 +59,21 @@ impl Names {
     }
 }
 
-fn s(v: &Value, key: &str) -> String {
-    match &v[key] {
-        Value::String(x) => x.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-fn date(v: &Value, key: &str) -> String {
-    passerelle_core::time_fmt::parse_rfc3339(&s(v, key))
+/// An RFC 3339 time as a person reads it (nothing when it does not read).
+fn date(text: &str) -> String {
+    passerelle_core::time_fmt::parse_rfc3339(text)
         .map(passerelle_core::time_fmt::readable)
         .unwrap_or_default()
+}
+
+/// Prints an answer as `--json` shows it: pretty JSON, keys in order (as a JSON object holds
+/// them: the shape scripts rely on).
+pub fn print_json<T: serde::Serialize>(answer: &T) -> Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::to_value(answer)?)?
+    );
+    Ok(())
 }
 
 fn short(id: &str) -> String {
@@ -75,99 +82,38 @@ fn short(id: &str) -> String {
 
 pub fn case(cmd: CaseCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Result<()> {
     match cmd {
-        CaseCmd::Open { from } => {
-            let data: CaseData = client::read_json(&from, CASE_FILE_MAX_BYTES)?;
-            data.validate()?;
-            let out = client::call(
-                dir,
-                pass,
-                user,
-                Request::CaseOpen {
-                    data: Box::new(data),
-                },
-            )?;
-            say!("{}", s(&out, "case"));
-            Ok(())
-        }
-        CaseCmd::List { search, json } => {
-            let out = client::call(dir, pass, user, Request::CaseList { search })?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&out)?);
-                return Ok(());
-            }
-            let names = Names::load(dir);
-            let rows: Vec<Vec<String>> = out
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|c| {
-                    vec![
-                        short(&s(c, "id")),
-                        s(c, "name"),
-                        s(c, "case_type"),
-                        s(c, "site"),
-                        names.org(&s(c, "manager")),
-                        s(c, "status"),
-                        s(c, "referrals"),
-                        date(c, "last_activity"),
-                    ]
-                })
-                .collect();
-            if rows.is_empty() {
-                say!("No case this node can read.");
-            } else {
-                print!(
-                    "{}",
-                    table::render(
-                        &[
-                            "CASE",
-                            "NAME",
-                            "TYPE",
-                            "SITE",
-                            "MANAGER",
-                            "STATUS",
-                            "REFERRALS",
-                            "LAST ACTIVITY"
-                        ],
-                        &rows
-                    )
-                );
-            }
-            Ok(())
-        }
+        CaseCmd::Open { from } => case_open(dir, pass, user, &from),
+        CaseCmd::List { search, json } => case_list(dir, pass, user, search, json),
         CaseCmd::Show { id, json } => {
-            let out = client::call(dir, pass, user, Request::CaseShow { id })?;
+            let out: CaseView = client::call(dir, pass, user, Request::CaseShow { id })?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&out)?);
-                return Ok(());
+                return print_json(&out);
             }
             print_case(&out, &Names::load(dir));
             Ok(())
         }
         CaseCmd::Note { id, note } => {
-            let out = client::call(
+            let out: EventMade = client::call(
                 dir,
                 pass,
                 user,
                 Request::CaseAction {
                     id,
-                    action: "note".into(),
-                    to_org: None,
+                    action: CaseStep::Note,
                     note,
                 },
             )?;
-            say!("Note recorded ({}).", short(&s(&out, "event")));
+            say!("Note recorded ({}).", short(&out.event));
             Ok(())
         }
         CaseCmd::Transfer { id, to, note } => {
-            client::call(
+            client::call::<EventMade>(
                 dir,
                 pass,
                 user,
                 Request::CaseAction {
                     id,
-                    action: "transfer".into(),
-                    to_org: Some(to.clone()),
+                    action: CaseStep::Transfer { to_org: to.clone() },
                     note,
                 },
             )?;
@@ -177,15 +123,15 @@ pub fn case(cmd: CaseCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Resu
             );
             Ok(())
         }
-        CaseCmd::Close { id, note } => case_action(dir, pass, user, id, "close", note),
-        CaseCmd::Reopen { id, note } => case_action(dir, pass, user, id, "reopen", note),
+        CaseCmd::Close { id, note } => case_action(dir, pass, user, id, CaseStep::Close, note),
+        CaseCmd::Reopen { id, note } => case_action(dir, pass, user, id, CaseStep::Reopen, note),
         CaseCmd::Determine {
             id,
             case_type,
             not_confirmed,
             note,
         } => {
-            client::call(
+            client::call::<EventMade>(
                 dir,
                 pass,
                 user,
@@ -196,17 +142,81 @@ pub fn case(cmd: CaseCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Resu
                     note,
                 },
             )?;
-            say!(
-                "Status determination recorded: {case_type} {}.",
-                if not_confirmed {
-                    "not confirmed"
-                } else {
-                    "confirmed"
-                }
-            );
+            let confirmed = if not_confirmed {
+                "not confirmed"
+            } else {
+                "confirmed"
+            };
+            say!("Status determination recorded: {case_type} {confirmed}.");
             Ok(())
         }
     }
+}
+
+/// `case open --from CASE.json`: prints the new case's id.
+fn case_open(dir: &DataDir, pass: &Passphrases, user: &str, from: &Path) -> Result<()> {
+    let data: CaseData = client::read_json(from, CASE_FILE_MAX_BYTES)?;
+    data.validate()?;
+    let out: CaseOpened = client::call(
+        dir,
+        pass,
+        user,
+        Request::CaseOpen {
+            data: Box::new(data),
+        },
+    )?;
+    say!("{}", out.case);
+    Ok(())
+}
+
+fn case_list(
+    dir: &DataDir,
+    pass: &Passphrases,
+    user: &str,
+    search: Option<String>,
+    json: bool,
+) -> Result<()> {
+    let out: Vec<CaseSummary> = client::call(dir, pass, user, Request::CaseList { search })?;
+    if json {
+        return print_json(&out);
+    }
+    let names = Names::load(dir);
+    let rows: Vec<Vec<String>> = out
+        .iter()
+        .map(|c| {
+            vec![
+                short(&c.id),
+                c.name.clone(),
+                c.case_type.clone(),
+                c.site.clone(),
+                names.org(&c.manager),
+                c.status.clone(),
+                c.referrals.to_string(),
+                date(&c.last_activity),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        say!("No case this node can read.");
+    } else {
+        print!(
+            "{}",
+            table::render(
+                &[
+                    "CASE",
+                    "NAME",
+                    "TYPE",
+                    "SITE",
+                    "MANAGER",
+                    "STATUS",
+                    "REFERRALS",
+                    "LAST ACTIVITY"
+                ],
+                &rows
+            )
+        );
+    }
+    Ok(())
 }
 
 fn case_action(
@@ -214,133 +224,100 @@ fn case_action(
     pass: &Passphrases,
     user: &str,
     id: String,
-    action: &str,
+    action: CaseStep,
     note: String,
 ) -> Result<()> {
-    client::call(
-        dir,
-        pass,
-        user,
-        Request::CaseAction {
-            id,
-            action: action.into(),
-            to_org: None,
-            note,
-        },
-    )?;
-    say!(
-        "Case {}.",
-        if action == "close" {
-            "closed"
-        } else {
-            "reopened"
-        }
-    );
+    let closing = action == CaseStep::Close;
+    client::call::<EventMade>(dir, pass, user, Request::CaseAction { id, action, note })?;
+    say!("Case {}.", if closing { "closed" } else { "reopened" });
     Ok(())
 }
 
-fn print_case(c: &Value, names: &Names) {
-    let data = &c["data"];
-    let person = &data["person"];
-    say!("Case {}  ({})", s(c, "id"), s(c, "status"));
+fn print_case(c: &CaseView, names: &Names) {
+    let data = &c.data;
+    let person = &data.person;
+    say!("Case {}  ({})", c.id, c.status);
     say!(
         "  opened      {} by {}",
-        date(c, "opened_at"),
-        names.org(&s(c, "opened_by"))
+        date(&c.opened_at),
+        names.org(&c.opened_by)
     );
-    say!("  manager     {}", names.org(&s(c, "manager")));
-    say!(
-        "  type        {}   site {}",
-        s(data, "case_type"),
-        s(data, "site")
-    );
-    let name = [s(person, "first_name"), s(person, "last_name")].join(" ");
+    say!("  manager     {}", names.org(&c.manager));
+    say!("  type        {}   site {}", data.case_type, data.site);
+    let name = [
+        person.first_name.clone().unwrap_or_default(),
+        person.last_name.clone().unwrap_or_default(),
+    ]
+    .join(" ");
     say!("  person      {}", name.trim());
-    for (label, key) in [
-        ("age", "age"),
-        ("sex", "sex"),
-        ("nationality", "nationality"),
-        ("phone", "phone"),
-        ("location", "location"),
-        ("health", "health"),
-        ("protection", "protection"),
-        ("documents", "documents"),
+    for (label, value) in [
+        ("age", person.age.map(|a| a.to_string())),
+        ("sex", person.sex.clone()),
+        ("nationality", person.nationality.clone()),
+        ("phone", person.phone.clone()),
+        ("location", person.location.clone()),
+        ("health", person.health.clone()),
+        ("protection", person.protection.clone()),
+        ("documents", person.documents.clone()),
     ] {
-        let v = s(person, key);
+        let v = value.unwrap_or_default();
         if !v.is_empty() {
             say!("  {label:<11} {v}");
         }
     }
-    if let Some(langs) = person["languages"].as_array().filter(|l| !l.is_empty()) {
-        let langs: Vec<_> = langs.iter().filter_map(Value::as_str).collect();
-        say!("  languages   {}", langs.join(", "));
+    if !person.languages.is_empty() {
+        say!("  languages   {}", person.languages.join(", "));
     }
-    let needs: Vec<_> = data["needs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(|n| names.category(n))
-        .collect();
+    let needs: Vec<_> = data.needs.iter().map(|n| names.category(n)).collect();
     say!("  needs       {}", needs.join(", "));
-    let consent = &data["consent"];
     say!(
         "  consent     {} (explained by {}, {})",
-        if consent["given"].as_bool() == Some(true) {
+        if data.consent.given {
             "given"
         } else {
             "NOT given"
         },
-        s(consent, "explained_by"),
-        s(consent, "recorded_at")
+        data.consent.explained_by,
+        data.consent.recorded_at
     );
-    let dets: Vec<_> = c["determinations"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(|o| names.org(o))
-        .collect();
+    let dets: Vec<_> = c.determinations.iter().map(|o| names.org(o)).collect();
     if !dets.is_empty() {
         say!("  determined  by {}", dets.join(", "));
     }
     say!();
     say!("Timeline:");
-    for t in c["timeline"].as_array().into_iter().flatten() {
-        let invalid = s(t, "invalid");
+    for t in &c.timeline {
         say!(
             "  {}  {:<28} {:<10} {}{}",
-            date(t, "at"),
-            s(t, "kind"),
-            names.org(&s(t, "org")),
-            s(t, "text"),
-            if invalid.is_empty() {
-                String::new()
-            } else {
-                format!("  [INVALID: {invalid}]")
+            date(&t.at),
+            t.kind,
+            names.org(&t.org),
+            t.text,
+            match &t.invalid {
+                Some(rule) => format!("  [INVALID: {rule}]"),
+                None => String::new(),
             }
         );
     }
-    let referrals = c["referrals"].as_array().cloned().unwrap_or_default();
-    if !referrals.is_empty() {
+    if !c.referrals.is_empty() {
         say!();
-        print_referrals(&referrals, names);
+        print_referrals(&c.referrals, names);
     }
 }
 
-fn print_referrals(list: &[Value], names: &Names) {
+fn print_referrals(list: &[ReferralView], names: &Names) {
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|r| {
             vec![
-                short(&s(r, "id")),
-                date(r, "sent_at"),
-                names.org(&s(r, "from_org")),
-                names.org(&s(r, "to_org")),
-                names.category(&s(r, "category")),
-                s(r, "urgency"),
-                s(r, "status"),
-                s(r, "overdue"),
+                short(&r.id),
+                date(&r.sent_at),
+                names.org(&r.from_org),
+                names.org(&r.to_org),
+                names.category(&r.category),
+                r.urgency.clone(),
+                r.status.clone(),
+                r.overdue.clone().unwrap_or_default(),
             ]
         })
         .collect();
@@ -357,17 +334,17 @@ fn print_referrals(list: &[Value], names: &Names) {
 
 pub fn referral(cmd: ReferralCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Result<()> {
     let step = |id: String,
-                transition: &str,
+                transition: Transition,
                 reason: Option<String>,
                 note: Option<String>,
                 outcome: Option<String>| {
-        Request::ReferralStep {
+        Request::ReferralStep(StepRequest {
             id,
-            transition: transition.into(),
+            transition,
             reason,
             note: note.unwrap_or_default(),
             outcome,
-        }
+        })
     };
     let request = match cmd {
         ReferralCmd::Send {
@@ -385,21 +362,17 @@ pub fn referral(cmd: ReferralCmd, dir: &DataDir, pass: &Passphrases, user: &str)
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .collect();
-            let out = client::call(
-                dir,
-                pass,
-                user,
-                Request::ReferralSend {
-                    case,
-                    to_org: to,
-                    category,
-                    urgency,
-                    share,
-                    note: note.unwrap_or_default(),
-                    emergency_override,
-                },
-            )?;
-            say!("{}", s(&out, "referral"));
+            let send = Send {
+                case,
+                to_org: to,
+                category,
+                urgency,
+                share,
+                note: note.unwrap_or_default(),
+                emergency_override,
+            };
+            let out: ReferralSent = client::call(dir, pass, user, Request::ReferralSend(send))?;
+            say!("{}", out.referral);
             return Ok(());
         }
         ReferralCmd::List {
@@ -407,60 +380,70 @@ pub fn referral(cmd: ReferralCmd, dir: &DataDir, pass: &Passphrases, user: &str)
             outbox,
             status,
             json,
-        } => {
-            let direction = match (inbox, outbox) {
-                (true, false) => "inbox",
-                (false, true) => "outbox",
-                _ => "all",
-            };
-            let out = client::call(
-                dir,
-                pass,
-                user,
-                Request::ReferralList {
-                    direction: direction.into(),
-                    status,
-                },
-            )?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&out)?);
-            } else {
-                let list = out.as_array().cloned().unwrap_or_default();
-                if list.is_empty() {
-                    say!("No referral.");
-                } else {
-                    print_referrals(&list, &Names::load(dir));
-                }
-            }
-            return Ok(());
+        } => return referral_list(dir, pass, user, (inbox, outbox), status, json),
+        ReferralCmd::Show { id, json } => return referral_show(dir, pass, user, id, json),
+        ReferralCmd::Ack { id, note } => step(id, Transition::Acknowledge, None, note, None),
+        ReferralCmd::Accept { id, note } => step(id, Transition::Accept, None, note, None),
+        ReferralCmd::Decline { id, reason, note } => {
+            step(id, Transition::Decline, Some(reason), note, None)
         }
-        ReferralCmd::Show { id, json } => {
-            let out = client::call(dir, pass, user, Request::ReferralShow { id })?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&out)?);
-            } else {
-                let names = Names::load(dir);
-                print_referrals(std::slice::from_ref(&out), &names);
-                if out["readable"].as_bool() == Some(true) {
-                    say!();
-                    for (k, v) in out["shared"].as_object().into_iter().flatten() {
-                        say!("  {k:<14} {}", v.as_str().unwrap_or_default());
-                    }
-                    say!("  note           {}", s(&out, "note"));
-                } else {
-                    say!("(This node holds only the referral's ciphertext.)");
-                }
-            }
-            return Ok(());
+        ReferralCmd::Complete { id, note, outcome } => {
+            step(id, Transition::Complete, None, note, outcome)
         }
-        ReferralCmd::Ack { id, note } => step(id, "acknowledge", None, note, None),
-        ReferralCmd::Accept { id, note } => step(id, "accept", None, note, None),
-        ReferralCmd::Decline { id, reason, note } => step(id, "decline", Some(reason), note, None),
-        ReferralCmd::Complete { id, note, outcome } => step(id, "complete", None, note, outcome),
-        ReferralCmd::Withdraw { id, note } => step(id, "withdraw", None, note, None),
+        ReferralCmd::Withdraw { id, note } => step(id, Transition::Withdraw, None, note, None),
     };
-    let out = client::call(dir, pass, user, request)?;
-    say!("Referral now {}.", s(&out, "status"));
+    let out: Stepped = client::call(dir, pass, user, request)?;
+    say!("Referral now {}.", out.status);
+    Ok(())
+}
+
+fn referral_list(
+    dir: &DataDir,
+    pass: &Passphrases,
+    user: &str,
+    (inbox, outbox): (bool, bool),
+    status: Option<passerelle_core::fold::Status>,
+    json: bool,
+) -> Result<()> {
+    let direction = match (inbox, outbox) {
+        (true, false) => Direction::Inbox,
+        (false, true) => Direction::Outbox,
+        _ => Direction::All,
+    };
+    let list: Vec<ReferralView> =
+        client::call(dir, pass, user, Request::ReferralList { direction, status })?;
+    if json {
+        print_json(&list)?;
+    } else if list.is_empty() {
+        say!("No referral.");
+    } else {
+        print_referrals(&list, &Names::load(dir));
+    }
+    Ok(())
+}
+
+fn referral_show(
+    dir: &DataDir,
+    pass: &Passphrases,
+    user: &str,
+    id: String,
+    json: bool,
+) -> Result<()> {
+    let out: ReferralView = client::call(dir, pass, user, Request::ReferralShow { id })?;
+    if json {
+        return print_json(&out);
+    }
+    let names = Names::load(dir);
+    print_referrals(std::slice::from_ref(&out), &names);
+    if out.readable {
+        say!();
+        for (k, v) in &out.shared {
+            say!("  {k:<14} {v}");
+        }
+        say!("  note           {}", out.note.clone().unwrap_or_default());
+    } else {
+        say!("(This node holds only the referral's ciphertext.)");
+    }
     Ok(())
 }
 
@@ -471,16 +454,20 @@ pub fn audit(
     json: bool,
     limit: usize,
 ) -> Result<()> {
-    let out = client::call(dir, pass, user, Request::Audit { limit })?;
+    let out: Vec<AuditRow> = client::call(dir, pass, user, Request::Audit { limit })?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
+        return print_json(&out);
     }
     let rows: Vec<Vec<String>> = out
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| vec![date(e, "at"), s(e, "user"), s(e, "action"), s(e, "subject")])
+        .iter()
+        .map(|e| {
+            vec![
+                date(&e.at),
+                e.user.clone(),
+                e.action.clone(),
+                e.subject.clone(),
+            ]
+        })
         .collect();
     if rows.is_empty() {
         say!("The audit log is empty.");
@@ -498,11 +485,11 @@ pub fn backup(dir: &DataDir, pass: &Passphrases, user: &str, out: &Path) -> Resu
     if out.exists() {
         bail!("{} already exists: refusing to overwrite it", out.display());
     }
-    let result = client::call(dir, pass, user, Request::Backup { out: out.clone() })?;
+    let result: BackedUp = client::call(dir, pass, user, Request::Backup { out: out.clone() })?;
     say!(
         "Backup written to {} ({} events). Keep it with the node's key file (node.key); a restored node stays read-only until it has synced with a peer.",
         out.display(),
-        s(&result, "events")
+        result.events
     );
     Ok(())
 }
@@ -557,14 +544,15 @@ pub fn bundle(cmd: BundleCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> 
     match cmd {
         BundleCmd::Export { out, for_node } => {
             let out = absolute(&out)?;
-            let result = client::call(dir, pass, user, Request::BundleExport { out, for_node })?;
+            let result: Exported =
+                client::call(dir, pass, user, Request::BundleExport { out, for_node })?;
             say!(
                 "Bundle written to {}: {} events and {} configuration version(s), for {}{}.",
-                s(&result, "out"),
-                s(&result, "events"),
-                s(&result, "config_versions"),
-                s(&result, "for"),
-                if result["incremental"].as_bool() == Some(true) {
+                result.out.display(),
+                result.events,
+                result.config_versions,
+                result.for_whom,
+                if result.incremental {
                     " (only what it lacked at the last sync)"
                 } else {
                     ""
@@ -573,18 +561,18 @@ pub fn bundle(cmd: BundleCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> 
         }
         BundleCmd::Import { file } => {
             let path = absolute(&file)?;
-            let r = client::call(dir, pass, user, Request::BundleImport { path })?;
+            let r: Imported = client::call(dir, pass, user, Request::BundleImport { path })?;
             say!(
                 "Imported a bundle from {}: {} events, {} new, {} already here, {} held back (waiting for earlier events or a newer configuration), {} new configuration version(s).",
-                s(&r, "from_node"),
-                s(&r, "events"),
-                s(&r, "admitted"),
-                s(&r, "duplicates"),
-                s(&r, "held_back"),
-                s(&r, "config_versions")
+                r.from_node,
+                r.events,
+                r.admitted,
+                r.duplicates,
+                r.held_back,
+                r.config_versions
             );
-            for refused in r["refused"].as_array().into_iter().flatten() {
-                say!("Refused {}: {}", s(refused, "count"), s(refused, "reason"));
+            for refused in &r.refused {
+                say!("Refused {}: {}", refused.count, refused.reason);
             }
         }
     }

@@ -50,7 +50,7 @@ pub fn run(
         MechanismCmd::Show { file, json } => show(&file, json),
         MechanismCmd::Update { files } => update(&data_dir()?, &files, pass, user),
         MechanismCmd::OverrideExpiry { hours } => {
-            let out = crate::client::call(
+            let out: crate::rpc::config::ExpiryOverridden = crate::client::call(
                 &data_dir()?,
                 pass,
                 user,
@@ -58,7 +58,7 @@ pub fn run(
             )?;
             println!(
                 "This node may create case events until {} although its configuration has expired; the override is in the audit log.",
-                out["until"].as_str().unwrap_or_default()
+                out.until
             );
             Ok(())
         }
@@ -448,19 +448,16 @@ pub fn apply(
     files: &[SignedFile],
     pass: &Passphrases,
     user: &str,
-) -> Result<serde_json::Value> {
-    let texts = files
-        .iter()
-        .map(|f| f.to_bytes())
-        .map(String::from_utf8)
-        .collect::<Result<Vec<_>, _>>()?;
-    let out = crate::client::call(
+) -> Result<crate::rpc::config::ConfigUpdated> {
+    let out: crate::rpc::config::ConfigUpdated = crate::client::call(
         dir,
         pass,
         user,
-        crate::rpc::Request::ConfigUpdate { files: texts },
+        crate::rpc::Request::ConfigUpdate {
+            files: files.to_vec(),
+        },
     )?;
-    for v in out["already_held"].as_array().into_iter().flatten() {
+    for v in &out.already_held {
         eprintln!("Version {v} was already in force here.");
     }
     Ok(out)
@@ -469,9 +466,9 @@ pub fn apply(
 fn update(dir: &DataDir, paths: &[PathBuf], pass: &Passphrases, user: &str) -> Result<()> {
     let files = read_chain(paths)?;
     let out = apply(dir, &files, pass, user)?;
-    match out["accepted"].as_array().and_then(|a| a.last()) {
+    match out.accepted.last() {
         Some(v) => println!("Version {v} accepted and in force."),
-        None => println!("Nothing new: version {} stays in force.", out["version"]),
+        None => println!("Nothing new: version {} stays in force.", out.version),
     }
     Ok(())
 }

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
+use crate::rpc::StatusAnswer;
 use anyhow::{Result, bail};
 use passerelle_core::time_fmt;
-use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::cmd_mechanism::{apply, read_chain};
@@ -58,8 +58,8 @@ pub fn join(dir: &DataDir, paths: &[PathBuf], pass: &Passphrases, user: &str) ->
     // The secrets must open: a node that cannot read its own key cannot take part.
     dir.secrets(pass.node.as_ref())?;
     let files = read_chain(paths)?;
-    let status = crate::client::call(dir, pass, user, crate::rpc::Request::Status)?;
-    if let (Some(held), Some(first)) = (status["mechanism_id"].as_str(), files.first())
+    let status: StatusAnswer = crate::client::call(dir, pass, user, crate::rpc::Request::Status)?;
+    if let (Some(held), Some(first)) = (status.mechanism_id.as_deref(), files.first())
         && held != first.hash().to_hex()
     {
         bail!(
@@ -101,13 +101,21 @@ pub fn join(dir: &DataDir, paths: &[PathBuf], pass: &Passphrases, user: &str) ->
 
 pub fn status(dir: &DataDir, pass: &Passphrases, user: &str, as_json: bool) -> Result<()> {
     let public = dir.public()?;
-    let s = crate::client::call(dir, pass, user, crate::rpc::Request::Status)?;
+    let s: StatusAnswer = crate::client::call(dir, pass, user, crate::rpc::Request::Status)?;
     if as_json {
-        let mut s = s;
-        s["label"] = json!(public.label);
-        s["joined"] = json!(s["config_version"].is_u64());
-        println!("{}", serde_json::to_string_pretty(&s)?);
-        return Ok(());
+        /// `status --json`: the answer, with this node's label and whether it joined.
+        #[derive(serde::Serialize)]
+        struct Shown<'a> {
+            #[serde(flatten)]
+            status: &'a StatusAnswer,
+            label: &'a str,
+            joined: bool,
+        }
+        return crate::cmd_case::print_json(&Shown {
+            status: &s,
+            label: &public.label,
+            joined: s.config_version.is_some(),
+        });
     }
     crate::status_view::print(&public, &s);
     Ok(())

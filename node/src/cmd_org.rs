@@ -202,25 +202,18 @@ fn import_key(dir: &DataDir, key_path: &Path, pass: &Passphrases, user: &str) ->
         .iter()
         .map(|e| (e.epoch, keys::identity_text(&e.identity).to_string()))
         .collect();
-    let out = crate::client::call(dir, pass, user, crate::rpc::Request::ImportKey { epochs })?;
-    let list = |k: &str| -> Vec<String> {
-        out[k]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(ToString::to_string)
-            .collect()
-    };
-    for epoch in list("installed") {
+    let out: crate::rpc::config::KeysImported =
+        crate::client::call(dir, pass, user, crate::rpc::Request::ImportKey { epochs })?;
+    for epoch in &out.installed {
         println!(
             "Installed encryption key epoch {epoch} of `{}`.",
             public.org
         );
     }
-    for epoch in list("already_held") {
+    for epoch in &out.already_held {
         println!("Epoch {epoch} was already installed.");
     }
-    for epoch in list("not_configured") {
+    for epoch in &out.not_configured {
         println!(
             "Epoch {epoch} is not in the configuration in force yet: import it again once the version that lists it has arrived."
         );

@@ -47,16 +47,17 @@ pub fn run(
     if to <= from {
         bail!("--to must come after --from");
     }
-    let out = client::call(
+    // Whole seconds, as the dates travel (RFC 3339) and as reports name them.
+    let whole = |t: OffsetDateTime| t.replace_nanosecond(0).unwrap_or(t);
+    let report: Report = client::call(
         dir,
         pass,
         user,
         Request::Report {
-            from: time_fmt::rfc3339(from),
-            to: time_fmt::rfc3339(to),
+            from: whole(from),
+            to: whole(to),
         },
     )?;
-    let report: Report = serde_json::from_value(out)?;
     match format {
         "json" => println!("{}", serde_json::to_string_pretty(&report)?),
         "csv" => print!("{}", report.csv()),

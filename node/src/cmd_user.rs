@@ -8,6 +8,7 @@ use crate::cli::UserCmd;
 use crate::client;
 use crate::datadir::{self, DataDir, Passphrases};
 use crate::rpc::Request;
+use crate::rpc::users::{Account, Removed};
 use crate::table::{self, say};
 
 /// A generated password: 16 characters from an alphabet without look-alikes.
@@ -33,16 +34,17 @@ pub fn run(cmd: UserCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Resul
                 Some(p) => (p.expose_secret().to_string(), false),
                 None => (generate_password(), true),
             };
-            client::call(
+            client::call::<Account>(
                 dir,
                 pass,
                 user,
                 Request::UserAdd {
                     name: name.clone(),
-                    role: role.clone(),
+                    role,
                     password: password.clone(),
                 },
             )?;
+            let role = role.as_str();
             if generated {
                 println!("{password}");
                 eprintln!("Account `{name}` ({role}) created; its password is above (shown once).");
@@ -51,24 +53,17 @@ pub fn run(cmd: UserCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Resul
             }
         }
         UserCmd::Remove { name } => {
-            client::call(dir, pass, user, Request::UserRemove { name: name.clone() })?;
+            client::call::<Removed>(dir, pass, user, Request::UserRemove { name: name.clone() })?;
             say!("Account `{name}` removed.");
         }
         UserCmd::List { json } => {
-            let out = client::call(dir, pass, user, Request::UserList)?;
+            let out: Vec<Account> = client::call(dir, pass, user, Request::UserList)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                crate::cmd_case::print_json(&out)?;
             } else {
                 let rows: Vec<Vec<String>> = out
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|u| {
-                        vec![
-                            u["name"].as_str().unwrap_or_default().to_string(),
-                            u["role"].as_str().unwrap_or_default().to_string(),
-                        ]
-                    })
+                    .iter()
+                    .map(|u| vec![u.name.clone(), u.role.as_str().to_string()])
                     .collect();
                 print!("{}", table::render(&["USER", "ROLE"], &rows));
             }

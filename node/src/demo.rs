@@ -11,14 +11,24 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use passerelle_core::bundle;
-use passerelle_core::map::Profile;
+use passerelle_core::engine::ReferralView;
+use passerelle_core::event::{Transition, Urgency};
+use passerelle_core::map::{Capacity, Entry, Profile};
+use passerelle_core::payload::{CaseData, Consent, Person};
+use passerelle_core::report::Report;
 use passerelle_core::sim::Sim;
-use serde_json::{Value, json};
+use passerelle_core::store::UserRole;
 use time::OffsetDateTime;
 
 use crate::cmd_mechanism::SAMPLE_MECHANISM;
 use crate::datadir::DataDir;
 use crate::local_daemon::LocalDaemon;
+use crate::rpc::case::{CaseOpened, EventMade};
+use crate::rpc::map::{MapChanged, Search};
+use crate::rpc::operations::{Exported, Imported};
+use crate::rpc::referral::{Direction, ReferralSent, Send, StepRequest, Stepped};
+use crate::rpc::users::Account;
+use crate::rpc::{Request, StatusAnswer};
 
 /// The sample profiles, embedded (the demo runs from any directory).
 const PROFILES: &[(&str, &str)] = &[
@@ -112,13 +122,68 @@ pub fn run(dir: Option<PathBuf>, exit: bool) -> Result<()> {
     result
 }
 
+/// The story as it unfolds: where it runs, the step counter, and the running daemons.
+struct Demo<'a> {
+    root: &'a Path,
+    now: OffsetDateTime,
+    step: u32,
+    daemons: Vec<(String, LocalDaemon)>,
+}
+
+impl Demo<'_> {
+    fn step(&mut self, text: impl AsRef<str>) {
+        step(&mut self.step, text);
+    }
+
+    /// The running daemon of a node (the hub when the name is unknown).
+    fn daemon(&self, name: &str) -> &LocalDaemon {
+        self.daemons
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(&self.daemons[0].1, |(_, d)| d)
+    }
+}
+
 async fn scenario(root: &Path, exit: bool) -> Result<()> {
-    let now = OffsetDateTime::now_utc();
-    let mut n = 0;
+    let mut demo = Demo {
+        root,
+        now: OffsetDateTime::now_utc(),
+        step: 0,
+        daemons: Vec::new(),
+    };
     println!("Passerelle demo — a whole referral mechanism on this machine (loopback only).");
     println!("Working directory: {}", root.display());
+    let (sim, nodes) = configuration(&mut demo)?;
+    join_and_map(&mut demo, &sim, &nodes)?;
+    let logins = start_daemons(&mut demo).await?;
+    let referral = scenario_three(&mut demo).await?;
+    follow_up(&mut demo, &referral).await?;
+    shelter_and_field(&mut demo, &sim).await?;
+    coordination_report(&mut demo).await?;
 
-    // 1. The ministry's configuration, signed on the spot by two officials.
+    println!("\nThe web UI of each running node (log in with the account shown):");
+    for (url, user, password, org, who) in &logins {
+        println!("  {url:<28} user {user:<8} password {password}   ({org}: {who})");
+    }
+    println!(
+        "Posters: open a node's UI, then Posters. Commands: passerelle --data-dir {}/mas-medenine status",
+        root.display()
+    );
+    if exit {
+        println!("\nDemo finished (--exit).");
+    } else {
+        println!("\nThe mechanism keeps running. Press Ctrl-C to stop it.");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    for (_, d) in demo.daemons {
+        d.stop().await?;
+    }
+    Ok(())
+}
+
+/// Step 1: the ministry's configuration, signed on the spot by two officials; returns the
+/// mechanism and every node as (name, organisation).
+fn configuration(demo: &mut Demo<'_>) -> Result<(Sim, Vec<(String, String)>)> {
     let m0 = passerelle_core::config::Mechanism::from_bytes(SAMPLE_MECHANISM.as_bytes())?;
     let orgs: Vec<String> = m0
         .doc
@@ -142,23 +207,25 @@ async fn scenario(root: &Path, exit: bool) -> Result<()> {
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
-    let sim = Sim::with_officials(SAMPLE_MECHANISM, 2, 2, &org_refs, &node_refs, now)?;
+    let sim = Sim::with_officials(SAMPLE_MECHANISM, 2, 2, &org_refs, &node_refs, demo.now)?;
     let m = sim.mechanism()?;
-    step(
-        &mut n,
-        format!(
-            "The Ministry of Social Affairs' two officials signed configuration version 1 (threshold 2): {} organisations, {} endorsed nodes, {} service categories. Mechanism id {}.",
-            m.doc.organisations.len(),
-            m.doc.nodes.len(),
-            m.doc.taxonomy.len(),
-            sim.mechanism_id().short()
-        ),
-    );
-    std::fs::write(root.join("mechanism.signed"), sim.files[0].to_bytes())?;
+    demo.step(format!(
+        "The Ministry of Social Affairs' two officials signed configuration version 1 (threshold 2): {} organisations, {} endorsed nodes, {} service categories. Mechanism id {}.",
+        m.doc.organisations.len(),
+        m.doc.nodes.len(),
+        m.doc.taxonomy.len(),
+        sim.mechanism_id().short()
+    ));
+    std::fs::write(demo.root.join("mechanism.signed"), sim.files[0].to_bytes())?;
+    Ok((sim, nodes))
+}
 
-    // 2. Every node joins; every organisation maps its services.
+/// Step 2: every node joins; every organisation maps its services.
+fn join_and_map(demo: &mut Demo<'_>, sim: &Sim, nodes: &[(String, String)]) -> Result<()> {
+    let (root, now) = (demo.root, demo.now);
+    let m = sim.mechanism()?;
     let mut events = Vec::new();
-    for (name, org) in &nodes {
+    for (name, org) in nodes {
         let dir = DataDir {
             root: root.join(name),
         };
@@ -186,124 +253,188 @@ async fn scenario(root: &Path, exit: bool) -> Result<()> {
         }
     }
     // Everyone starts with the whole map (as a first sync would bring).
-    for (name, _) in &nodes {
+    for (name, _) in nodes {
         if name == FIELD.0 {
             continue;
         }
         let mut engine = sim.engine_at(name, &root.join(name).join("store.redb"), true, now)?;
         engine.receive(&events, now)?;
     }
-    step(
-        &mut n,
-        format!(
-            "{} nodes joined; every partner published its profile from config/profiles ({} map events).",
-            nodes.len(),
-            events.len()
-        ),
-    );
+    demo.step(format!(
+        "{} nodes joined; every partner published its profile from config/profiles ({} map events).",
+        nodes.len(),
+        events.len()
+    ));
+    Ok(())
+}
 
-    // 3. Five partner nodes run, the first as the hub the others dial.
-    let mut daemons: Vec<(String, LocalDaemon)> = Vec::new();
+/// A web UI login: (address, user, password, organisation, who uses it).
+type Login = (String, String, String, String, String);
+
+/// Step 3: five partner nodes run, the first as the hub the others dial; each gets an account.
+async fn start_daemons(demo: &mut Demo<'_>) -> Result<Vec<Login>> {
     let first = LocalDaemon::start(
         DataDir {
-            root: root.join(RUNNING[0].0),
+            root: demo.root.join(RUNNING[0].0),
         },
         vec![],
     )
     .await?;
     let hub_addr = first.addr.clone();
-    daemons.push((RUNNING[0].0.into(), first));
+    demo.daemons.push((RUNNING[0].0.into(), first));
     for (name, _, _) in &RUNNING[1..] {
         let d = LocalDaemon::start(
             DataDir {
-                root: root.join(name),
+                root: demo.root.join(name),
             },
             vec![hub_addr.clone()],
         )
         .await?;
-        daemons.push((name.to_string(), d));
+        demo.daemons.push((name.to_string(), d));
     }
-    let daemon = |name: &str| -> &LocalDaemon {
-        daemons
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, d)| d)
-            .unwrap_or(&daemons[0].1)
-    };
     let mut logins = Vec::new();
     for (name, org, who) in RUNNING {
-        let d = daemon(name);
+        let d = demo.daemon(name);
         let user = name.split('-').next().unwrap_or("user").to_string();
         let password = crate::cmd_user::generate_password();
-        d.call(json!({"op": "user_add", "name": user, "role": "admin", "password": password}))
-            .await?;
-        logins.push((
-            format!("http://{}/", d.api),
-            user,
-            password,
-            org.to_string(),
-            who.to_string(),
-        ));
+        let request = Request::UserAdd {
+            name: user.clone(),
+            role: UserRole::Admin,
+            password: password.clone(),
+        };
+        d.call::<Account>(request).await?;
+        let url = format!("http://{}/", d.api);
+        logins.push((url, user, password, org.to_string(), who.to_string()));
     }
     // Wait until everyone is connected to the hub.
     let started = Instant::now();
     loop {
-        let st = daemon(RUNNING[0].0).call(json!({"op": "status"})).await?;
-        let connected = st["network"]["peers"]
-            .as_array()
-            .map_or(0, |p| p.iter().filter(|x| x["connected"] == true).count());
+        let st: StatusAnswer = demo.daemon(RUNNING[0].0).call(Request::Status).await?;
+        let connected = st.network.peers.iter().filter(|p| p.connected).count();
         if connected >= RUNNING.len() - 1 || started.elapsed() > Duration::from_secs(20) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    step(
-        &mut n,
-        format!(
-            "{} partner nodes run on loopback and are connected, peer to peer.",
-            RUNNING.len()
-        ),
-    );
+    demo.step(format!(
+        "{} partner nodes run on loopback and are connected, peer to peer.",
+        RUNNING.len()
+    ));
+    Ok(logins)
+}
 
-    // 4. Scenario 3.
-    let aicha = daemon("mas-medenine");
-    let case = aicha
-        .call(json!({"op": "case_open", "data": {
-            "case_type": "unaccompanied_child", "site": "medenine",
-            "person": {"first_name": "Youssef", "last_name": "B.", "age": 16, "sex": "m", "nationality": "SD",
-                       "languages": ["ar"], "health": "fever and cough for three days", "phone": "+216 00 000 000"},
-            "needs": ["health", "shelter", "child_protection"], "vulnerabilities": ["unaccompanied"],
-            "consent": {"given": true, "guardian_given": true, "guardian_name": "centre guardian",
-                        "explained_by": "Aïcha", "explained": "referral to a health partner; only first name, age, language and symptoms are shared",
-                        "recorded_at": passerelle_core::time_fmt::rfc3339(now)},
-            "notes": "met at the centre's reception"
-        }}))
-        .await?;
-    let case_id = case["case"].as_str().unwrap_or_default().to_string();
-    step(
-        &mut n,
-        format!(
-            "Aïcha opens a case for a 16-year-old boy travelling alone, with his and his guardian's consent: case {}.",
-            &case_id[..12]
-        ),
-    );
-    let early = aicha
-        .call(json!({"op": "referral_send", "case": case_id, "to_org": "mdm", "category": "health", "urgency": "urgent",
-                     "share": ["first_name", "age", "languages", "health"], "note": "needs a doctor today", "emergency_override": null}))
-        .await;
-    if let Err(e) = early {
-        step(
-            &mut n,
-            format!("A referral before status determination is refused: {e}"),
-        );
+/// Youssef's case, as Aïcha records it.
+fn youssef(now: OffsetDateTime) -> CaseData {
+    CaseData {
+        case_type: "unaccompanied_child".into(),
+        site: "medenine".into(),
+        person: Person {
+            first_name: Some("Youssef".into()),
+            last_name: Some("B.".into()),
+            age: Some(16),
+            sex: Some("m".into()),
+            nationality: Some("SD".into()),
+            languages: vec!["ar".into()],
+            health: Some("fever and cough for three days".into()),
+            phone: Some("+216 00 000 000".into()),
+            ..Person::default()
+        },
+        needs: vec!["health".into(), "shelter".into(), "child_protection".into()],
+        vulnerabilities: vec!["unaccompanied".into()],
+        consent: Consent {
+            given: true,
+            guardian_given: Some(true),
+            guardian_name: Some("centre guardian".into()),
+            explained_by: "Aïcha".into(),
+            explained: "referral to a health partner; only first name, age, language and symptoms are shared".into(),
+            recorded_at: passerelle_core::time_fmt::rfc3339(now),
+            ..Consent::default()
+        },
+        notes: "met at the centre's reception".into(),
     }
-    // The delegate's node receives the case (it is addressed to the authority) and records it.
-    let started = Instant::now();
-    loop {
-        match daemon("dpe-medenine")
-            .call(json!({"op": "determine", "id": case_id, "case_type": "unaccompanied_child", "determined": true, "note": "alone, 16, confirmed"}))
+}
+
+/// The urgent health referral for Youssef's case.
+fn health_referral(case: &str) -> Request {
+    Request::ReferralSend(Send {
+        case: case.to_string(),
+        to_org: "mdm".into(),
+        category: "health".into(),
+        urgency: Urgency::Urgent,
+        share: ["first_name", "age", "languages", "health"]
+            .map(String::from)
+            .to_vec(),
+        note: "needs a doctor today".into(),
+        emergency_override: None,
+    })
+}
+
+/// Step 4, scenario 3: the case, the status determination, the search and the referral;
+/// returns the referral's id.
+async fn scenario_three(demo: &mut Demo<'_>) -> Result<String> {
+    let aicha = demo.daemon("mas-medenine");
+    let data = Box::new(youssef(demo.now));
+    let case: CaseOpened = aicha.call(Request::CaseOpen { data }).await?;
+    let case_id = case.case;
+    let early = aicha.call::<ReferralSent>(health_referral(&case_id)).await;
+    demo.step(format!(
+        "Aïcha opens a case for a 16-year-old boy travelling alone, with his and his guardian's consent: case {}.",
+        &case_id[..12]
+    ));
+    if let Err(e) = early {
+        demo.step(format!(
+            "A referral before status determination is refused: {e}"
+        ));
+    }
+    determine(demo, &case_id).await?;
+    let search = Search {
+        category: Some("health".into()),
+        site: Some("medenine".into()),
+        language: Some("ar".into()),
+        ..Search::default()
+    };
+    let hits: Vec<Entry> = demo
+        .daemon("mas-medenine")
+        .call(Request::MapSearch(search))
+        .await?;
+    demo.step(format!(
+        "Aïcha searches the map for health care in Médenine in Arabic: {} services; first: {} — {}.",
+        hits.len(),
+        hits.first().map_or("?", |h| h.org_name.as_str()),
+        hits.first().map_or("?", |h| h.service.name.en.as_str())
+    ));
+    let referral = loop {
+        match demo
+            .daemon("mas-medenine")
+            .call::<ReferralSent>(health_referral(&case_id))
             .await
         {
+            Ok(sent) => break sent.referral,
+            Err(e) if e.to_string().contains("status determination") => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    demo.step(format!(
+        "Aïcha sends an urgent referral to Médecins du Monde, sharing only first name, age, language and symptoms: referral {}.",
+        &referral[..12]
+    ));
+    Ok(referral)
+}
+
+/// The delegate's node receives the case (it is addressed to the authority) and records the
+/// status determination.
+async fn determine(demo: &mut Demo<'_>, case_id: &str) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let request = Request::Determine {
+            id: case_id.to_string(),
+            case_type: "unaccompanied_child".into(),
+            determined: true,
+            note: "alone, 16, confirmed".into(),
+        };
+        match demo.daemon("dpe-medenine").call::<EventMade>(request).await {
             Ok(_) => break,
             Err(_) if started.elapsed() < Duration::from_secs(30) => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -311,215 +442,202 @@ async fn scenario(root: &Path, exit: bool) -> Result<()> {
             Err(e) => return Err(e),
         }
     }
-    step(
-        &mut n,
+    demo.step(
         "The child protection delegate's node records the status determination: unaccompanied child.",
     );
-    let search = aicha
-        .call(json!({"op": "map_search", "category": "health", "site": "medenine", "language": "ar", "open_now": false, "capacity": null, "org": null}))
-        .await?;
-    let first_hit = search
-        .as_array()
-        .and_then(|a| a.first())
-        .cloned()
-        .unwrap_or(Value::Null);
-    step(
-        &mut n,
-        format!(
-            "Aïcha searches the map for health care in Médenine in Arabic: {} services; first: {} — {}.",
-            search.as_array().map_or(0, Vec::len),
-            first_hit["org_name"].as_str().unwrap_or("?"),
-            first_hit["service"]["name"]["en"].as_str().unwrap_or("?")
-        ),
-    );
-    let referral = loop {
-        match aicha
-            .call(json!({"op": "referral_send", "case": case_id, "to_org": "mdm", "category": "health", "urgency": "urgent",
-                         "share": ["first_name", "age", "languages", "health"], "note": "needs a doctor today", "emergency_override": null}))
-            .await
-        {
-            Ok(v) => break v["referral"].as_str().unwrap_or_default().to_string(),
-            Err(e) if e.to_string().contains("status determination") => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    };
+    Ok(())
+}
+
+/// A step of the referral's life with a note.
+fn referral_step(id: &str, transition: Transition, note: &str, outcome: Option<&str>) -> Request {
+    Request::ReferralStep(StepRequest {
+        id: id.to_string(),
+        transition,
+        reason: None,
+        note: note.to_string(),
+        outcome: outcome.map(str::to_string),
+    })
+}
+
+/// The nurse sees the referral, takes it through its life; Aïcha and UNHCR see the outcome.
+async fn follow_up(demo: &mut Demo<'_>, referral: &str) -> Result<()> {
     let sent_at = Instant::now();
-    step(
-        &mut n,
-        format!(
-            "Aïcha sends an urgent referral to Médecins du Monde, sharing only first name, age, language and symptoms: referral {}.",
-            &referral[..12]
-        ),
-    );
-    let nurse = daemon("mdm-medenine");
+    let nurse = demo.daemon("mdm-medenine");
     loop {
-        let inbox = nurse
-            .call(json!({"op": "referral_list", "direction": "inbox", "status": null}))
+        let inbox: Vec<ReferralView> = nurse
+            .call(Request::ReferralList {
+                direction: Direction::Inbox,
+                status: None,
+            })
             .await?;
-        if inbox.as_array().is_some_and(|a| !a.is_empty()) {
+        if !inbox.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    step(
-        &mut n,
-        format!(
-            "The nurse sees it in her inbox {} ms later; she reads only what was shared.",
-            sent_at.elapsed().as_millis()
+    let seen = sent_at.elapsed().as_millis();
+    for (t, note, outcome) in [
+        (Transition::Acknowledge, "seen", None),
+        (Transition::Accept, "appointment at 14:00", None),
+        (
+            Transition::Complete,
+            "seen by the doctor",
+            Some("treated; follow-up in a week"),
         ),
-    );
-    for (t, note) in [("acknowledge", "seen"), ("accept", "appointment at 14:00")] {
+    ] {
         nurse
-            .call(json!({"op": "referral_step", "id": referral, "transition": t, "reason": null, "note": note, "outcome": null}))
+            .call::<Stepped>(referral_step(referral, t, note, outcome))
             .await?;
     }
-    nurse
-        .call(json!({"op": "referral_step", "id": referral, "transition": "complete", "reason": null, "note": "seen by the doctor", "outcome": "treated; follow-up in a week"}))
-        .await?;
-    step(
-        &mut n,
-        "She acknowledges, accepts, and records the outcome after the visit.",
-    );
+    demo.step(format!(
+        "The nurse sees it in her inbox {seen} ms later; she reads only what was shared."
+    ));
+    demo.step("She acknowledges, accepts, and records the outcome after the visit.");
+    let show = || Request::ReferralShow {
+        id: referral.to_string(),
+    };
     loop {
-        let out = aicha
-            .call(json!({"op": "referral_show", "id": referral}))
-            .await?;
-        if out["status"] == "completed" {
+        let out: ReferralView = demo.daemon("mas-medenine").call(show()).await?;
+        if out.status == "completed" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    step(
-        &mut n,
-        "Aïcha sees each step. No other partner can read anything about him.",
-    );
+    demo.step("Aïcha sees each step. No other partner can read anything about him.");
     let started = Instant::now();
     let unhcr_view = loop {
-        match daemon("unhcr-tunis")
-            .call(json!({"op": "referral_show", "id": referral}))
+        match demo
+            .daemon("unhcr-tunis")
+            .call::<ReferralView>(show())
             .await
         {
-            Ok(v) if v["status"] == "completed" => break Some(v),
+            Ok(v) if v.status == "completed" => break Some(v),
             _ if started.elapsed() > Duration::from_secs(20) => break None,
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };
     if let Some(v) = unhcr_view {
-        step(
-            &mut n,
-            format!(
-                "UNHCR's node holds the referral only as ciphertext (readable: {}), but counts it: {} {} referral, {}.",
-                v["readable"],
-                v["urgency"].as_str().unwrap_or(""),
-                v["category"].as_str().unwrap_or(""),
-                v["status"].as_str().unwrap_or("")
-            ),
-        );
-    }
-
-    // 5. Scenario 2: the Zarzis shelter fills up.
-    daemon("crt-zarzis")
-        .call(json!({"op": "map_update", "org": null, "service": "crt-shelter-zarzis", "capacity": "full", "verify": true}))
-        .await?;
-    step(
-        &mut n,
-        "The Red Crescent at Zarzis marks its shelter full; the change reaches every node.",
-    );
-
-    // 6. Scenario 4: the field site catches up by a bundle on a USB stick.
-    let field_dir = root.join(FIELD.0);
-    let field_node = sim.node(FIELD.0)?.clone();
-    let to_field = root.join("to-field.bundle");
-    aicha
-        .call(json!({"op": "bundle_export", "out": to_field, "for_node": field_node.id().to_string()}))
-        .await?;
-    let (imported, field_case) = {
-        let mut engine = sim.engine_at(FIELD.0, &field_dir.join("store.redb"), true, now)?;
-        let input = std::io::BufReader::new(std::fs::File::open(&to_field)?);
-        let report = bundle::import(
-            &mut engine,
-            &field_node.secrets.age,
-            input,
-            OffsetDateTime::now_utc(),
-            &mut |_, _| {},
-        )?;
-        let data: passerelle_core::payload::CaseData = serde_json::from_value(json!({
-            "case_type": "general", "site": "ras_jedir",
-            "person": {"first_name": "Amadou", "age": 31, "languages": ["fr", "bm"]},
-            "needs": ["avrr"], "consent": {"given": true, "explained_by": "IOM field team", "recorded_at": passerelle_core::time_fmt::rfc3339(now)}
-        }))?;
-        let case = engine.open_case(data, "iom-field", OffsetDateTime::now_utc())?;
-        let back = root.join("from-field.bundle");
-        let out = std::io::BufWriter::new(std::fs::File::create(&back)?);
-        bundle::export(
-            &engine,
-            None,
-            &m.nodes().map(|x| x.recipient.clone()).collect::<Vec<_>>(),
-            out,
-            OffsetDateTime::now_utc(),
-            &mut |_, _| {},
-        )?;
-        (report, case)
-    };
-    step(
-        &mut n,
-        format!(
-            "The field site at Ras Jedir, reachable by nobody, imports a bundle carried by a driver: {} events, {} new.",
-            imported.events, imported.admitted
-        ),
-    );
-    let back = aicha
-        .call(json!({"op": "bundle_import", "path": root.join("from-field.bundle")}))
-        .await?;
-    step(
-        &mut n,
-        format!(
-            "Its own work comes back the same way: {} new event(s) at Médenine, including IOM's case {} (which only IOM can read).",
-            back["admitted"],
-            &field_case.to_hex()[..12]
-        ),
-    );
-
-    // 7. The coordination report.
-    let report = aicha
-        .call(json!({"op": "report", "from": passerelle_core::time_fmt::rfc3339(now - time::Duration::days(1)), "to": passerelle_core::time_fmt::rfc3339(OffsetDateTime::now_utc() + time::Duration::hours(1))}))
-        .await?;
-    let gap = report["gaps"].as_array().is_some_and(|g| {
-        g.iter()
-            .any(|x| x["site"] == "zarzis" && x["category"] == "mental_health")
-    });
-    step(
-        &mut n,
-        format!(
-            "The coordination report counts {} referral(s), acceptance {}%; the gap view shows {} mental health care in Zarzis.",
-            report["referrals"],
-            report["acceptance_rate_pct"]
-                .as_f64()
-                .map_or("—".into(), |x| format!("{x:.0}")),
-            if gap { "no" } else { "some" }
-        ),
-    );
-
-    println!("\nThe web UI of each running node (log in with the account shown):");
-    for (url, user, password, org, who) in &logins {
-        println!("  {url:<28} user {user:<8} password {password}   ({org}: {who})");
-    }
-    println!(
-        "Posters: open a node's UI, then Posters. Commands: passerelle --data-dir {}/mas-medenine status",
-        root.display()
-    );
-    if exit {
-        println!("\nDemo finished (--exit).");
-    } else {
-        println!("\nThe mechanism keeps running. Press Ctrl-C to stop it.");
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    for (_, d) in daemons {
-        d.stop().await?;
+        demo.step(format!(
+            "UNHCR's node holds the referral only as ciphertext (readable: {}), but counts it: {} {} referral, {}.",
+            v.readable, v.urgency, v.category, v.status
+        ));
     }
     Ok(())
+}
+
+/// Steps 5 and 6, scenarios 2 and 4: the Zarzis shelter fills up; the field site catches up
+/// by a bundle on a USB stick, and its work comes back the same way.
+async fn shelter_and_field(demo: &mut Demo<'_>, sim: &Sim) -> Result<()> {
+    let full = Request::MapUpdate {
+        org: None,
+        service: "crt-shelter-zarzis".into(),
+        capacity: Some(Capacity::Full),
+        verify: true,
+    };
+    demo.daemon("crt-zarzis").call::<MapChanged>(full).await?;
+    demo.step("The Red Crescent at Zarzis marks its shelter full; the change reaches every node.");
+    let root = demo.root;
+    let field_node = sim.node(FIELD.0)?.clone();
+    let to_field = root.join("to-field.bundle");
+    let export = Request::BundleExport {
+        out: to_field.clone(),
+        for_node: Some(field_node.id()),
+    };
+    demo.daemon("mas-medenine").call::<Exported>(export).await?;
+    let (imported, field_case) = field_site(sim, &root.join(FIELD.0), &to_field, demo.now)?;
+    demo.step(format!(
+        "The field site at Ras Jedir, reachable by nobody, imports a bundle carried by a driver: {} events, {} new.",
+        imported.events, imported.admitted
+    ));
+    let import = Request::BundleImport {
+        path: root.join("from-field.bundle"),
+    };
+    let back: Imported = demo.daemon("mas-medenine").call(import).await?;
+    demo.step(format!(
+        "Its own work comes back the same way: {} new event(s) at Médenine, including IOM's case {} (which only IOM can read).",
+        back.admitted,
+        &field_case.to_hex()[..12]
+    ));
+    Ok(())
+}
+
+/// The field site's node, in this process: imports the bundle, opens a case, and writes a
+/// bundle of everything for the way back (`from-field.bundle` beside the one it read).
+fn field_site(
+    sim: &Sim,
+    field_dir: &Path,
+    to_field: &Path,
+    now: OffsetDateTime,
+) -> Result<(bundle::ImportReport, passerelle_core::event::EventId)> {
+    let m = sim.mechanism()?;
+    let field_node = sim.node(FIELD.0)?.clone();
+    let mut engine = sim.engine_at(FIELD.0, &field_dir.join("store.redb"), true, now)?;
+    let input = std::io::BufReader::new(std::fs::File::open(to_field)?);
+    let report = bundle::import(
+        &mut engine,
+        &field_node.secrets.age,
+        input,
+        OffsetDateTime::now_utc(),
+        &mut |_, _| {},
+    )?;
+    let data = CaseData {
+        case_type: "general".into(),
+        site: "ras_jedir".into(),
+        person: Person {
+            first_name: Some("Amadou".into()),
+            age: Some(31),
+            languages: vec!["fr".into(), "bm".into()],
+            ..Person::default()
+        },
+        needs: vec!["avrr".into()],
+        vulnerabilities: Vec::new(),
+        consent: Consent {
+            given: true,
+            explained_by: "IOM field team".into(),
+            recorded_at: passerelle_core::time_fmt::rfc3339(now),
+            ..Consent::default()
+        },
+        notes: String::new(),
+    };
+    let case = engine.open_case(data, "iom-field", OffsetDateTime::now_utc())?;
+    let back = to_field.with_file_name("from-field.bundle");
+    let out = std::io::BufWriter::new(std::fs::File::create(&back)?);
+    bundle::export(
+        &engine,
+        None,
+        &m.nodes().map(|x| x.recipient.clone()).collect::<Vec<_>>(),
+        out,
+        OffsetDateTime::now_utc(),
+        &mut |_, _| {},
+    )?;
+    Ok((report, case))
+}
+
+/// Step 7: the coordination report.
+async fn coordination_report(demo: &mut Demo<'_>) -> Result<()> {
+    let request = Request::Report {
+        from: whole_seconds(demo.now - time::Duration::days(1)),
+        to: whole_seconds(OffsetDateTime::now_utc() + time::Duration::hours(1)),
+    };
+    let report: Report = demo.daemon("mas-medenine").call(request).await?;
+    let gap = report
+        .gaps
+        .iter()
+        .any(|x| x.site == "zarzis" && x.category == "mental_health");
+    demo.step(format!(
+        "The coordination report counts {} referral(s), acceptance {}%; the gap view shows {} mental health care in Zarzis.",
+        report.referrals,
+        report
+            .acceptance_rate_pct
+            .map_or("—".into(), |x| format!("{x:.0}")),
+        if gap { "no" } else { "some" }
+    ));
+    Ok(())
+}
+
+/// A time to the second, as dates travel in requests.
+fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(0).unwrap_or(t)
 }
 
 fn events_have_profile(events: &[passerelle_core::event::Event], org: &str) -> bool {

@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::daemon::{Listeners, Options, Ready};
 use crate::datadir::{DataDir, Passphrases};
+use crate::rpc::{Answer, Request, Response};
 
 /// How long a daemon may take to listen.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -70,7 +71,7 @@ impl LocalDaemon {
     }
 
     /// Calls the daemon's API (blocking, from a blocking thread).
-    pub fn rpc(api: &str, token: &str, request: Value) -> Result<Value> {
+    pub fn rpc(api: &str, token: &str, request: &Request) -> Result<Response> {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
@@ -79,16 +80,28 @@ impl LocalDaemon {
             .post(format!("http://{api}/api/v1/rpc"))
             .header("Authorization", &format!("Bearer {token}"))
             .send_json(json!({ "user": "bench", "request": request }))?;
-        let answer: Value = response.body_mut().read_json()?;
-        if answer["ok"] != true {
-            bail!("{}", answer["error"]);
+        /// The API's envelope.
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            ok: bool,
+            #[serde(default)]
+            result: serde_json::Value,
+            #[serde(default)]
+            error: String,
         }
-        Ok(answer["result"].clone())
+        let answer: Envelope = response.body_mut().read_json()?;
+        if !answer.ok {
+            bail!("{}", answer.error);
+        }
+        Ok(Response::decode(request, answer.result)?)
     }
 
-    pub async fn call(&self, request: Value) -> Result<Value> {
+    /// Sends a request to the daemon and returns its typed answer.
+    pub async fn call<T: Answer + Send + 'static>(&self, request: Request) -> Result<T> {
         let (api, token) = (self.api.clone(), self.token.clone());
-        tokio::task::spawn_blocking(move || Self::rpc(&api, &token, request)).await?
+        tokio::task::spawn_blocking(move || Self::rpc(&api, &token, &request))
+            .await??
+            .into_answer()
     }
 
     pub async fn stop(self) -> Result<()> {

@@ -20,11 +20,18 @@ use axum::{Extension, Router};
 use passerelle_core::store::UserRole;
 use rand::RngCore;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::daemon::engine_thread::{EngineHandle, JobError};
 use crate::i18n;
-use crate::rpc::{self, NetworkView, Request};
+use crate::rpc::case::CaseOpened;
+use crate::rpc::referral::{Direction, ReferralSent};
+use crate::rpc::words;
+use crate::rpc::{self, Answer, NetworkView, Request, StatusAnswer};
+use passerelle_core::engine::{CaseSummary, CaseView, EngineError, ReferralView};
+use passerelle_core::event::{Transition, Urgency};
+use passerelle_core::fold::Rule;
+use passerelle_core::map::{Entry, Gap};
+use passerelle_core::payload::{CaseData, Consent, Person};
 
 /// How long a session lasts without being used.
 pub const SESSION_IDLE: Duration = Duration::from_secs(8 * 3600);
@@ -441,8 +448,20 @@ impl WebState {
         }
     }
 
-    /// Runs a request as the session's user.
-    async fn call(&self, user: &str, request: Request) -> Result<Value, String> {
+    /// Runs a request as the session's user and returns its typed answer (`T`); a refusal is
+    /// the node's own sentence.
+    async fn call<T: Answer>(&self, user: &str, request: Request) -> Result<T, String> {
+        self.call_in(None, user, request).await
+    }
+
+    /// Runs a request that creates events: a rule of the mechanism that refuses it is told in
+    /// `lang`, the page's language.
+    async fn call_in<T: Answer>(
+        &self,
+        lang: Option<&str>,
+        user: &str,
+        request: Request,
+    ) -> Result<T, String> {
         let network = self.network.lock().map(|v| v.clone()).unwrap_or_default();
         let ctx = rpc::Context {
             user: user.to_string(),
@@ -450,8 +469,11 @@ impl WebState {
             progress: false,
         };
         match self.engine.rpc(ctx, request, None).await {
-            Ok(v) => Ok(v),
-            Err(JobError::Refused(e)) => Err(crate::one_sentence(&e)),
+            Ok(answer) => answer.into_answer().map_err(|e| e.to_string()),
+            Err(JobError::Refused(e)) => Err(match (lang, rule_of(&e)) {
+                (Some(lang), Some(rule)) => say_rule(lang, rule),
+                _ => crate::one_sentence(&e),
+            }),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -459,6 +481,20 @@ impl WebState {
     async fn mechanism(&self) -> Option<Arc<passerelle_core::config::Mechanism>> {
         self.engine.mechanism().await.ok().flatten()
     }
+}
+
+/// The rule of the mechanism that refused a request, if that is why it failed.
+fn rule_of(e: &anyhow::Error) -> Option<Rule> {
+    match e.downcast_ref::<EngineError>() {
+        Some(EngineError::Rule(rule)) => Some(rule.clone()),
+        _ => None,
+    }
+}
+
+/// A rule violation in a person's language.
+fn say_rule(lang: &str, rule: Rule) -> String {
+    let why = i18n::t(lang, &format!("rule-{}", rule.code()), &[]);
+    i18n::t(lang, "rule-refused", &[("rule", &why)])
 }
 
 /// The session, or a redirect to the login page.
@@ -696,16 +732,9 @@ async fn set_lang(Path(lang): Path<String>) -> Response {
     r
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(x) => x.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-fn readable(v: &Value) -> String {
-    passerelle_core::time_fmt::parse_rfc3339(&s(v))
+/// An RFC 3339 time as a person reads it (nothing when absent or unreadable).
+fn readable(text: Option<&str>) -> String {
+    text.and_then(passerelle_core::time_fmt::parse_rfc3339)
         .map(passerelle_core::time_fmt::readable)
         .unwrap_or_default()
 }
@@ -761,60 +790,49 @@ async fn search_rows(
     m: &passerelle_core::config::Mechanism,
     query: Request,
 ) -> Vec<(String, DirRow)> {
-    let found = state.call(user, query).await.unwrap_or(Value::Null);
+    let found: Vec<Entry> = state.call(user, query).await.unwrap_or_default();
     found
-        .as_array()
         .into_iter()
-        .flatten()
-        .map(|e| {
-            let svc = &e["service"];
-            let cat = s(&svc["category"]);
-            let site = s(&svc["site"]);
-            let capacity = s(&svc["capacity"]);
-            let contact = [s(&svc["contact"]["phone"]), s(&svc["contact"]["email"])]
+        .map(|e| (e.org.clone(), dir_row(e, lang, m)))
+        .collect()
+}
+
+/// A service as the directory shows it, in the page's language.
+fn dir_row(e: Entry, lang: &str, m: &passerelle_core::config::Mechanism) -> DirRow {
+    let svc = e.service;
+    let contact = svc
+        .contact
+        .as_ref()
+        .map(|c| {
+            [c.phone.clone(), c.email.clone()]
                 .into_iter()
+                .flatten()
                 .filter(|x| !x.is_empty())
                 .collect::<Vec<_>>()
-                .join(" · ");
-            (
-                s(&e["org"]),
-                DirRow {
-                    org: s(&e["org_name"]),
-                    name: svc["name"][lang]
-                        .as_str()
-                        .or(svc["name"]["fr"].as_str())
-                        .unwrap_or_default()
-                        .to_string(),
-                    category: m
-                        .category(&cat)
-                        .map_or(cat.clone(), |c| c.name.get(lang).to_string()),
-                    site: m
-                        .site(&site)
-                        .map_or(site.clone(), |x| x.name.get(lang).to_string()),
-                    now: i18n::t(
-                        lang,
-                        if e["open_now"] == true {
-                            "open-now"
-                        } else {
-                            "closed-now"
-                        },
-                        &[],
-                    ),
-                    capacity: i18n::t(lang, &format!("capacity-{capacity}"), &[]),
-                    capacity_class: capacity,
-                    languages: svc["languages"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(s)
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    contact,
-                    verified: s(&svc["verified"]),
-                },
-            )
+                .join(" · ")
         })
-        .collect()
+        .unwrap_or_default();
+    let capacity = svc.capacity.as_str();
+    DirRow {
+        org: e.org_name,
+        name: svc.name.get(lang).to_string(),
+        category: m
+            .category(&svc.category)
+            .map_or(svc.category.clone(), |c| c.name.get(lang).to_string()),
+        site: m
+            .site(&svc.site)
+            .map_or(svc.site.clone(), |x| x.name.get(lang).to_string()),
+        now: i18n::t(
+            lang,
+            if e.open_now { "open-now" } else { "closed-now" },
+            &[],
+        ),
+        capacity: i18n::t(lang, &format!("capacity-{capacity}"), &[]),
+        capacity_class: capacity.to_string(),
+        languages: svc.languages.join(", "),
+        contact,
+        verified: svc.verified,
+    }
 }
 
 fn options_categories(m: &passerelle_core::config::Mechanism, lang: &str) -> Vec<(String, String)> {
@@ -844,14 +862,14 @@ async fn directory(
         return message(StatusCode::SERVICE_UNAVAILABLE, p, "not joined".into());
     };
     let open_now = q.open_now.is_some();
-    let request = Request::MapSearch {
+    let request = Request::MapSearch(rpc::map::Search {
         category: nonempty(&q.category),
         site: nonempty(&q.site),
         language: nonempty(&q.language),
         open_now,
         capacity: None,
         org: None,
-    };
+    });
     let rows = search_rows(&state, &session.user, p.lang, &m, request)
         .await
         .into_iter()
@@ -946,26 +964,22 @@ async fn gaps(State(state): State<WebState>, headers: HeaderMap) -> Response {
     let Some(m) = state.mechanism().await else {
         return message(StatusCode::SERVICE_UNAVAILABLE, p, "not joined".into());
     };
-    let found = state
+    let found: Vec<Gap> = state
         .call(&session.user, Request::MapGaps)
         .await
-        .unwrap_or(Value::Null);
+        .unwrap_or_default();
     let rows = found
-        .as_array()
         .into_iter()
-        .flatten()
         .map(|g| {
-            let site = s(&g["site"]);
-            let cat = s(&g["category"]);
             (
-                m.site(&site)
-                    .map_or(site.clone(), |x| x.name.get(p.lang).to_string()),
-                m.category(&cat)
-                    .map_or(cat.clone(), |c| c.name.get(p.lang).to_string()),
-                if g["unavailable"].as_u64() > Some(0) {
+                m.site(&g.site)
+                    .map_or(g.site.clone(), |x| x.name.get(p.lang).to_string()),
+                m.category(&g.category)
+                    .map_or(g.category.clone(), |c| c.name.get(p.lang).to_string()),
+                if g.unavailable > 0 {
                     format!(
                         "{} ({})",
-                        g["unavailable"],
+                        g.unavailable,
                         i18n::t(p.lang, "capacity-full", &[])
                     )
                 } else {
@@ -1012,7 +1026,7 @@ async fn cases(
     require_cases!(state, headers, session);
     let p = page(&headers, Some(&session), &state.org, "nav-cases");
     let m = state.mechanism().await;
-    let list = state
+    let list: Vec<CaseSummary> = state
         .call(
             &session.user,
             Request::CaseList {
@@ -1020,19 +1034,16 @@ async fn cases(
             },
         )
         .await
-        .unwrap_or(Value::Null);
+        .unwrap_or_default();
     let rows = list
-        .as_array()
         .into_iter()
-        .flatten()
         .map(|c| {
-            let id = s(&c["id"]);
-            let ct = s(&c["case_type"]);
-            let site = s(&c["site"]);
+            let ct = c.case_type;
+            let site = c.site;
             CaseRow {
-                short: id.chars().take(12).collect(),
-                id,
-                name: s(&c["name"]),
+                short: c.id.chars().take(12).collect(),
+                id: c.id,
+                name: c.name,
                 case_type: m
                     .as_ref()
                     .and_then(|m| m.case_type(&ct).map(|x| x.name.get(p.lang).to_string()))
@@ -1041,10 +1052,10 @@ async fn cases(
                     .as_ref()
                     .and_then(|m| m.site(&site).map(|x| x.name.get(p.lang).to_string()))
                     .unwrap_or(site),
-                manager: m.as_ref().map_or(s(&c["manager"]), |m| {
-                    m.org_name(&s(&c["manager"])).to_string()
-                }),
-                status: s(&c["status"]),
+                manager: m
+                    .as_ref()
+                    .map_or(c.manager.clone(), |m| m.org_name(&c.manager).to_string()),
+                status: c.status,
             }
         })
         .collect();
@@ -1129,42 +1140,13 @@ async fn case_create(
         .keys()
         .filter_map(|k| k.strip_prefix("need_").map(str::to_string))
         .collect();
-    let data = json!({
-        "case_type": field(&form, "case_type").unwrap_or_default(),
-        "site": field(&form, "site").unwrap_or_default(),
-        "person": {
-            "first_name": field(&form, "first_name"),
-            "last_name": field(&form, "last_name"),
-            "age": field(&form, "age").and_then(|a| a.parse::<u32>().ok()),
-            "sex": field(&form, "sex"),
-            "nationality": field(&form, "nationality"),
-            "languages": list(&form, "languages"),
-            "phone": field(&form, "phone"),
-            "location": field(&form, "location"),
-            "health": field(&form, "health"),
-            "protection": field(&form, "protection"),
-        },
-        "needs": needs,
-        "vulnerabilities": list(&form, "vulnerabilities"),
-        "consent": {
-            "given": form.contains_key("consent_given"),
-            "guardian_given": if form.contains_key("guardian_given") || field(&form, "guardian_name").is_some() { Some(form.contains_key("guardian_given")) } else { None },
-            "guardian_name": field(&form, "guardian_name"),
-            "explained_by": field(&form, "explained_by").unwrap_or_default(),
-            "explained": field(&form, "explained").unwrap_or_default(),
-            "recorded_at": passerelle_core::time_fmt::rfc3339(time::OffsetDateTime::now_utc()),
-        },
-        "notes": field(&form, "notes").unwrap_or_default(),
-    });
-    let data: passerelle_core::payload::CaseData = match serde_json::from_value(data) {
-        Ok(d) => d,
-        Err(e) => return case_new_page(&state, &headers, &session, Some(e.to_string())).await,
-    };
+    let data = case_data(&form, needs);
     if let Err(e) = data.validate() {
         return case_new_page(&state, &headers, &session, Some(e.to_string())).await;
     }
     match state
-        .call(
+        .call_in::<CaseOpened>(
+            Some(lang_of(&headers)),
             &session.user,
             Request::CaseOpen {
                 data: Box::new(data),
@@ -1172,8 +1154,44 @@ async fn case_create(
         )
         .await
     {
-        Ok(v) => Redirect::to(&format!("/cases/{}", s(&v["case"]))).into_response(),
+        Ok(CaseOpened { case }) => Redirect::to(&format!("/cases/{case}")).into_response(),
         Err(e) => case_new_page(&state, &headers, &session, Some(e)).await,
+    }
+}
+
+/// The case the new-case form describes.
+fn case_data(form: &HashMap<String, String>, needs: Vec<String>) -> CaseData {
+    let guardian_given = (form.contains_key("guardian_given")
+        || field(form, "guardian_name").is_some())
+    .then(|| form.contains_key("guardian_given"));
+    CaseData {
+        case_type: field(form, "case_type").unwrap_or_default(),
+        site: field(form, "site").unwrap_or_default(),
+        person: Person {
+            first_name: field(form, "first_name"),
+            last_name: field(form, "last_name"),
+            age: field(form, "age").and_then(|a| a.parse::<u32>().ok()),
+            sex: field(form, "sex"),
+            nationality: field(form, "nationality"),
+            languages: list(form, "languages"),
+            phone: field(form, "phone"),
+            location: field(form, "location"),
+            health: field(form, "health"),
+            protection: field(form, "protection"),
+            ..Person::default()
+        },
+        needs,
+        vulnerabilities: list(form, "vulnerabilities"),
+        consent: Consent {
+            given: form.contains_key("consent_given"),
+            guardian_given,
+            guardian_name: field(form, "guardian_name"),
+            explained_by: field(form, "explained_by").unwrap_or_default(),
+            explained: field(form, "explained").unwrap_or_default(),
+            recorded_at: passerelle_core::time_fmt::rfc3339(time::OffsetDateTime::now_utc()),
+            ..Consent::default()
+        },
+        notes: field(form, "notes").unwrap_or_default(),
     }
 }
 
@@ -1190,26 +1208,24 @@ pub struct RefRow {
     overdue: String,
 }
 
-fn ref_row(r: &Value, m: Option<&passerelle_core::config::Mechanism>, lang: &str) -> RefRow {
-    let cat = s(&r["category"]);
-    let urgency = s(&r["urgency"]);
+fn ref_row(r: &ReferralView, m: Option<&passerelle_core::config::Mechanism>, lang: &str) -> RefRow {
+    let org = |o: &str| m.map_or(o.to_string(), |m| m.org_name(o).to_string());
     RefRow {
-        id: s(&r["id"]),
-        sent: readable(&r["sent_at"]),
-        from: m.map_or(s(&r["from_org"]), |m| {
-            m.org_name(&s(&r["from_org"])).to_string()
-        }),
-        to: m.map_or(s(&r["to_org"]), |m| {
-            m.org_name(&s(&r["to_org"])).to_string()
-        }),
+        id: r.id.clone(),
+        sent: readable(Some(&r.sent_at)),
+        from: org(&r.from_org),
+        to: org(&r.to_org),
         category: m
-            .and_then(|m| m.category(&cat).map(|c| c.name.get(lang).to_string()))
-            .unwrap_or(cat),
-        urgency: i18n::t(lang, &format!("urgency-{urgency}"), &[]),
-        urgency_class: urgency,
-        status: s(&r["status"]),
-        status_class: s(&r["status"]),
-        overdue: s(&r["overdue"]),
+            .and_then(|m| {
+                m.category(&r.category)
+                    .map(|c| c.name.get(lang).to_string())
+            })
+            .unwrap_or_else(|| r.category.clone()),
+        urgency: i18n::t(lang, &format!("urgency-{}", r.urgency), &[]),
+        urgency_class: r.urgency.clone(),
+        status: r.status.clone(),
+        status_class: r.status.clone(),
+        overdue: r.overdue.clone().unwrap_or_default(),
     }
 }
 
@@ -1236,11 +1252,11 @@ async fn case_show(
     require_cases!(state, headers, session);
     let p = page(&headers, Some(&session), &state.org, "nav-cases");
     let m = state.mechanism().await;
-    let c = match state.call(&session.user, Request::CaseShow { id }).await {
+    let c: CaseView = match state.call(&session.user, Request::CaseShow { id }).await {
         Ok(c) => c,
         Err(e) => return message(StatusCode::NOT_FOUND, p, e),
     };
-    let person = &c["data"]["person"];
+    let person = &c.data.person;
     let mut fields = Vec::new();
     for (k, label) in [
         ("first_name", "field-first-name"),
@@ -1253,73 +1269,67 @@ async fn case_show(
         ("health", "field-health"),
         ("protection", "field-protection"),
     ] {
-        let v = s(&person[k]);
-        if !v.is_empty() {
+        if let Some(v) = person.field(k).filter(|v| !v.is_empty()) {
             fields.push((p.t(label), v));
         }
     }
-    let langs: Vec<String> = person["languages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(s)
-        .collect();
-    if !langs.is_empty() {
-        fields.push((p.t("col-languages"), langs.join(", ")));
+    if !person.languages.is_empty() {
+        fields.push((p.t("col-languages"), person.languages.join(", ")));
     }
-    let consent = &c["data"]["consent"];
+    let consent = &c.data.consent;
     let consent_text = format!(
         "{} — {} ({})",
-        if consent["given"] == true {
-            "✓"
-        } else {
-            "✗"
-        },
-        s(&consent["explained_by"]),
-        s(&consent["recorded_at"])
+        if consent.given { "✓" } else { "✗" },
+        consent.explained_by,
+        consent.recorded_at
     );
-    let id = s(&c["id"]);
-    let name = [s(&person["first_name"]), s(&person["last_name"])]
-        .join(" ")
-        .trim()
-        .to_string();
     let lang = p.lang;
+    let org = |o: &str| {
+        m.as_ref()
+            .map_or(o.to_string(), |m| m.org_name(o).to_string())
+    };
     render(CasePage {
-        short: id.chars().take(12).collect(),
-        id,
-        name,
+        short: c.id.chars().take(12).collect(),
+        name: person_name(person),
+        id: c.id.clone(),
         person: fields,
         consent: consent_text,
-        determinations: c["determinations"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|o| m.as_ref().map_or(s(o), |m| m.org_name(&s(o)).to_string()))
+        determinations: c
+            .determinations
+            .iter()
+            .map(|o| org(o))
             .collect::<Vec<_>>()
             .join(", "),
-        referrals: c["referrals"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        referrals: c
+            .referrals
+            .iter()
             .map(|r| ref_row(r, m.as_deref(), lang))
             .collect(),
-        timeline: c["timeline"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        timeline: c
+            .timeline
+            .iter()
             .map(|t| {
-                let org = s(&t["org"]);
                 (
-                    readable(&t["at"]),
-                    s(&t["kind"]),
-                    m.as_ref()
-                        .map_or(org.clone(), |m| m.org_name(&org).to_string()),
-                    s(&t["text"]),
+                    readable(Some(&t.at)),
+                    t.kind.clone(),
+                    org(&t.org),
+                    t.text.clone(),
                 )
             })
             .collect(),
         page: p,
     })
+}
+
+/// The person's first and last names, as far as they were recorded.
+fn person_name(person: &Person) -> String {
+    [
+        person.first_name.clone().unwrap_or_default(),
+        person.last_name.clone().unwrap_or_default(),
+    ]
+    .join(" ")
+    .trim()
+    .to_string()
 }
 
 pub struct Proposal {
@@ -1362,7 +1372,7 @@ async fn refer_page(
     let Some(m) = state.mechanism().await else {
         return message(StatusCode::SERVICE_UNAVAILABLE, p, "not joined".into());
     };
-    let c = match state
+    let c: CaseView = match state
         .call(
             &session.user,
             Request::CaseShow {
@@ -1375,7 +1385,7 @@ async fn refer_page(
         Err(e) => return message(StatusCode::NOT_FOUND, p, e),
     };
     let category = nonempty(&q.category)
-        .or_else(|| c["data"]["needs"].as_array().and_then(|n| n.first()).map(s))
+        .or_else(|| c.data.needs.first().cloned())
         .unwrap_or_else(|| {
             m.doc
                 .taxonomy
@@ -1384,42 +1394,21 @@ async fn refer_page(
                 .unwrap_or_default()
         });
     let site = if q.site.is_empty() && q.category.is_empty() {
-        s(&c["data"]["site"])
+        c.data.site.clone()
     } else {
         q.site.clone()
     };
-    let request = Request::MapSearch {
+    let search = rpc::map::Search {
         category: Some(category.clone()),
         site: nonempty(&site),
         language: nonempty(&q.language),
-        open_now: false,
-        capacity: None,
-        org: None,
+        ..rpc::map::Search::default()
     };
     let lang = p.lang;
-    let mut seen = std::collections::HashSet::new();
-    let proposals = search_rows(state, &session.user, lang, &m, request)
-        .await
-        .into_iter()
-        .filter(|(org, _)| org != state.org.as_str() && seen.insert(org.clone()))
-        .map(|(org, r)| Proposal {
-            org_id: org,
-            org: r.org,
-            name: r.name,
-            site: r.site,
-            now: r.now,
-            capacity: r.capacity,
-            capacity_class: r.capacity_class,
-            languages: r.languages,
-        })
-        .collect();
-    let person = &c["data"]["person"];
+    let proposals = proposals(state, &session.user, lang, &m, search).await;
     let mut r = render(ReferPage {
-        id: s(&c["id"]),
-        name: [s(&person["first_name"]), s(&person["last_name"])]
-            .join(" ")
-            .trim()
-            .to_string(),
+        id: c.id.clone(),
+        name: person_name(&c.data.person),
         categories: options_categories(&m, lang),
         sites: options_sites(&m, lang),
         category,
@@ -1437,6 +1426,32 @@ async fn refer_page(
         *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
     }
     r
+}
+
+/// The partners the map proposes for a referral: one service per organisation, not this one's.
+async fn proposals(
+    state: &WebState,
+    user: &str,
+    lang: &str,
+    m: &passerelle_core::config::Mechanism,
+    search: rpc::map::Search,
+) -> Vec<Proposal> {
+    let mut seen = std::collections::HashSet::new();
+    search_rows(state, user, lang, m, Request::MapSearch(search))
+        .await
+        .into_iter()
+        .filter(|(org, _)| org != state.org.as_str() && seen.insert(org.clone()))
+        .map(|(org, r)| Proposal {
+            org_id: org,
+            org: r.org,
+            name: r.name,
+            site: r.site,
+            now: r.now,
+            capacity: r.capacity,
+            capacity_class: r.capacity_class,
+            languages: r.languages,
+        })
+        .collect()
 }
 
 /// The label of a shareable field in `lang`.
@@ -1489,17 +1504,30 @@ async fn refer_send(
         .filter_map(|k| k.strip_prefix("share_").map(str::to_string))
         .collect();
     let category = field(&form, "category").unwrap_or_default();
-    let request = Request::ReferralSend {
-        case: id.clone(),
-        to_org: field(&form, "to_org").unwrap_or_default(),
-        category: category.clone(),
-        urgency: field(&form, "urgency").unwrap_or_else(|| "routine".into()),
-        share,
-        note: field(&form, "note").unwrap_or_default(),
-        emergency_override: field(&form, "emergency_override"),
+    let urgency = field(&form, "urgency").map_or(Ok(Urgency::Routine), |u| words::parse(&u));
+    let request = urgency.map(|urgency| {
+        Request::ReferralSend(rpc::referral::Send {
+            case: id.clone(),
+            to_org: field(&form, "to_org").unwrap_or_default(),
+            category: category.clone(),
+            urgency,
+            share,
+            note: field(&form, "note").unwrap_or_default(),
+            emergency_override: field(&form, "emergency_override"),
+        })
+    });
+    let answer = match request {
+        Ok(request) => {
+            state
+                .call_in(Some(lang_of(&headers)), &session.user, request)
+                .await
+        }
+        Err(e) => Err(e),
     };
-    match state.call(&session.user, request).await {
-        Ok(v) => Redirect::to(&format!("/referrals/{}", s(&v["referral"]))).into_response(),
+    match answer {
+        Ok(ReferralSent { referral }) => {
+            Redirect::to(&format!("/referrals/{referral}")).into_response()
+        }
         Err(e) => {
             let q = DirQuery {
                 category,
@@ -1541,23 +1569,25 @@ async fn referrals(
         if outbox { "nav-outbox" } else { "nav-inbox" },
     );
     let m = state.mechanism().await;
-    let list = state
+    let list: Vec<ReferralView> = state
         .call(
             &session.user,
             Request::ReferralList {
-                direction: if outbox { "outbox" } else { "inbox" }.into(),
+                direction: if outbox {
+                    Direction::Outbox
+                } else {
+                    Direction::Inbox
+                },
                 status: None,
             },
         )
         .await
-        .unwrap_or(Value::Null);
+        .unwrap_or_default();
     let lang = p.lang;
     render(ReferralsPage {
         heading: p.title.clone(),
         rows: list
-            .as_array()
-            .into_iter()
-            .flatten()
+            .iter()
             .map(|r| ref_row(r, m.as_deref(), lang))
             .collect(),
         page: p,
@@ -1587,7 +1617,7 @@ async fn referral_page(
     let mut p = page(headers, Some(session), &state.org, "nav-inbox");
     p.flash = error.clone();
     let m = state.mechanism().await;
-    let v = match state
+    let v: ReferralView = match state
         .call(&session.user, Request::ReferralShow { id: id.to_string() })
         .await
     {
@@ -1595,20 +1625,14 @@ async fn referral_page(
         Err(e) => return message(StatusCode::NOT_FOUND, p, e),
     };
     let lang = p.lang;
-    let status = s(&v["status"]);
-    let open = ["sent", "acknowledged", "accepted"].contains(&status.as_str());
+    let open = ["sent", "acknowledged", "accepted"].contains(&v.status.as_str());
     let mut r = render(ReferralPage {
         r: ref_row(&v, m.as_deref(), lang),
-        readable: v["readable"] == true,
-        shared: v["shared"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, x)| (k.clone(), s(x)))
-            .collect(),
-        note: s(&v["note"]),
-        can_receive: open && s(&v["to_org"]) == *state.org,
-        can_withdraw: open && s(&v["from_org"]) == *state.org,
+        readable: v.readable,
+        shared: v.shared.clone().into_iter().collect(),
+        note: v.note.clone().unwrap_or_default(),
+        can_receive: open && v.to_org == *state.org,
+        can_withdraw: open && v.from_org == *state.org,
         reasons: m
             .as_ref()
             .map(|m| {
@@ -1652,14 +1676,25 @@ async fn referral_step(
         session,
         form.get("csrf").cloned().unwrap_or_default()
     );
-    let request = Request::ReferralStep {
-        id: id.clone(),
-        transition: field(&form, "transition").unwrap_or_default(),
-        reason: field(&form, "reason"),
-        note: field(&form, "note").unwrap_or_default(),
-        outcome: field(&form, "outcome"),
+    let transition = words::parse::<Transition>(&field(&form, "transition").unwrap_or_default());
+    let request = transition.map(|transition| {
+        Request::ReferralStep(rpc::referral::StepRequest {
+            id: id.clone(),
+            transition,
+            reason: field(&form, "reason"),
+            note: field(&form, "note").unwrap_or_default(),
+            outcome: field(&form, "outcome"),
+        })
+    });
+    let answer = match request {
+        Ok(request) => {
+            state
+                .call_in::<rpc::referral::Stepped>(Some(lang_of(&headers)), &session.user, request)
+                .await
+        }
+        Err(e) => Err(e),
     };
-    match state.call(&session.user, request).await {
+    match answer {
         Ok(_) => Redirect::to(&format!("/referrals/{id}")).into_response(),
         Err(e) => referral_page(&state, &headers, &session, &id, Some(e)).await,
     }
@@ -1680,46 +1715,47 @@ struct StatusPage {
 async fn status(State(state): State<WebState>, headers: HeaderMap) -> Response {
     let session = session_or_login!(state, headers);
     let p = page(&headers, Some(&session), &state.org, "nav-status");
-    let st = state
-        .call(&session.user, Request::Status)
-        .await
-        .unwrap_or(Value::Null);
+    let st: StatusAnswer = match state.call(&session.user, Request::Status).await {
+        Ok(st) => st,
+        Err(e) => return message(StatusCode::SERVICE_UNAVAILABLE, p, e),
+    };
     let lang = p.lang;
+    let count = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
     render(StatusPage {
         config: format!(
             "{} — version {} — {}",
-            s(&st["mechanism"]),
-            s(&st["config_version"]),
-            readable(&st["config_expires_at"])
+            st.mechanism.clone().unwrap_or_default(),
+            count(st.config_version),
+            readable(st.config_expires_at.as_deref())
         ),
-        expired: st["config_expired"] == true,
+        expired: st.config_expired == Some(true),
         log: format!(
             "{} events · {} held back · {} waiting for dependencies · {} not readable yet · {} equivocations",
-            s(&st["events"]),
-            s(&st["held_back"]),
-            s(&st["waiting_for_dependencies"]),
-            s(&st["unreadable_yet"]),
-            st["equivocations"].as_array().map_or(0, Vec::len)
+            st.events,
+            st.held_back,
+            st.waiting_for_dependencies,
+            st.unreadable_yet,
+            st.equivocations.len()
         ),
-        peers: st["network"]["peers"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        peers: st
+            .network
+            .peers
+            .iter()
             .map(|peer| {
                 (
-                    s(&peer["label"]),
-                    s(&peer["org"]),
+                    peer.label.clone(),
+                    peer.org.clone(),
                     i18n::t(
                         lang,
-                        if peer["connected"] == true {
+                        if peer.connected {
                             "status-connected"
                         } else {
                             "status-disconnected"
                         },
                         &[],
                     ),
-                    readable(&peer["last_seen"]),
-                    format!("↑{} ↓{}", s(&peer["they_lack"]), s(&peer["we_lack"])),
+                    readable(peer.last_seen.as_deref()),
+                    format!("↑{} ↓{}", count(peer.they_lack), count(peer.we_lack)),
                 )
             })
             .collect(),
@@ -1783,54 +1819,13 @@ struct PeriodQuery {
     to: String,
 }
 
-async fn indicators(
-    State(state): State<WebState>,
-    headers: HeaderMap,
-    Query(q): Query<PeriodQuery>,
-) -> Response {
-    let session = session_or_login!(state, headers);
-    let p = page(&headers, Some(&session), &state.org, "indicators-title");
-    if session.role == UserRole::Caseworker {
-        let m = p.t("not-allowed");
-        return message(StatusCode::FORBIDDEN, p, m);
-    }
-    let now = time::OffsetDateTime::now_utc();
-    let from = crate::cmd_report::parse_date(&q.from).unwrap_or(now - time::Duration::days(30));
-    let to = crate::cmd_report::parse_date(&q.to).unwrap_or(now + time::Duration::days(1));
-    let report = state
-        .call(
-            &session.user,
-            Request::Report {
-                from: passerelle_core::time_fmt::rfc3339(from),
-                to: passerelle_core::time_fmt::rfc3339(to),
-            },
-        )
-        .await;
-    let report: passerelle_core::report::Report = match report.map(serde_json::from_value) {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return message(StatusCode::INTERNAL_SERVER_ERROR, p, e.to_string()),
-        Err(e) => return message(StatusCode::UNPROCESSABLE_ENTITY, p, e),
-    };
-    let m = state.mechanism().await;
-    let lang = p.lang;
-    let cat_name = |c: &str| {
-        m.as_ref()
-            .and_then(|m| m.category(c).map(|x| x.name.get(lang).to_string()))
-            .unwrap_or_else(|| c.to_string())
-    };
-    let pct = |v: Option<f64>| v.map_or("—".to_string(), |x| format!("{x:.0} %"));
-    let timing = |t: &passerelle_core::report::Timing| {
-        format!(
-            "{} {} h · {} {} h · {} {}",
-            p.t("indicators-median"),
-            t.median_hours.map_or("—".into(), |h| format!("{h:.1}")),
-            p.t("indicators-p90"),
-            t.p90_hours.map_or("—".into(), |h| format!("{h:.1}")),
-            pct(t.within_deadline_pct),
-            p.t("indicators-within"),
-        )
-    };
-    let charts = vec![
+/// The indicators' bar charts: referrals by category, receiver, status and decline reason.
+fn report_charts(
+    p: &PageCtx,
+    report: &passerelle_core::report::Report,
+    cat_name: &dyn Fn(&str) -> String,
+) -> Vec<Chart> {
+    vec![
         chart(
             p.t("indicators-by-category"),
             report
@@ -1869,7 +1864,72 @@ async fn indicators(
                 .map(|(k, n)| (k.clone(), n.to_string(), *n))
                 .collect(),
         ),
-    ];
+    ]
+}
+
+/// The directory entries not verified lately: (organisation, service, site, verified).
+fn stale_rows(report: &passerelle_core::report::Report) -> Vec<(String, String, String, String)> {
+    report
+        .stale
+        .iter()
+        .map(|x| {
+            (
+                x.org.clone(),
+                x.service.clone(),
+                x.site.clone(),
+                x.verified.clone(),
+            )
+        })
+        .collect()
+}
+
+async fn indicators(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Query(q): Query<PeriodQuery>,
+) -> Response {
+    let session = session_or_login!(state, headers);
+    let p = page(&headers, Some(&session), &state.org, "indicators-title");
+    if session.role == UserRole::Caseworker {
+        let m = p.t("not-allowed");
+        return message(StatusCode::FORBIDDEN, p, m);
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let from = crate::cmd_report::parse_date(&q.from).unwrap_or(now - time::Duration::days(30));
+    let to = crate::cmd_report::parse_date(&q.to).unwrap_or(now + time::Duration::days(1));
+    let report = state
+        .call(
+            &session.user,
+            Request::Report {
+                from: from.replace_nanosecond(0).unwrap_or(from),
+                to: to.replace_nanosecond(0).unwrap_or(to),
+            },
+        )
+        .await;
+    let report: passerelle_core::report::Report = match report {
+        Ok(r) => r,
+        Err(e) => return message(StatusCode::UNPROCESSABLE_ENTITY, p, e),
+    };
+    let m = state.mechanism().await;
+    let lang = p.lang;
+    let cat_name = |c: &str| {
+        m.as_ref()
+            .and_then(|m| m.category(c).map(|x| x.name.get(lang).to_string()))
+            .unwrap_or_else(|| c.to_string())
+    };
+    let pct = |v: Option<f64>| v.map_or("—".to_string(), |x| format!("{x:.0} %"));
+    let timing = |t: &passerelle_core::report::Timing| {
+        format!(
+            "{} {} h · {} {} h · {} {}",
+            p.t("indicators-median"),
+            t.median_hours.map_or("—".into(), |h| format!("{h:.1}")),
+            p.t("indicators-p90"),
+            t.p90_hours.map_or("—".into(), |h| format!("{h:.1}")),
+            pct(t.within_deadline_pct),
+            p.t("indicators-within"),
+        )
+    };
+    let charts = report_charts(&p, &report, &cat_name);
     render(IndicatorsPage {
         from: from.date().to_string(),
         to: to.date().to_string(),
@@ -1892,18 +1952,7 @@ async fn indicators(
                 )
             })
             .collect(),
-        stale: report
-            .stale
-            .iter()
-            .map(|x| {
-                (
-                    x.org.clone(),
-                    x.service.clone(),
-                    x.site.clone(),
-                    x.verified.clone(),
-                )
-            })
-            .collect(),
+        stale: stale_rows(&report),
         page: p,
     })
 }

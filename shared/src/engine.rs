@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::config::{Mechanism, Role};
@@ -46,8 +46,12 @@ pub enum EngineError {
     NoCase(String),
     #[error("no referral {0} known to this node")]
     NoReferral(String),
+    /// The rule of the mechanism the event would break, typed: interfaces translate it.
     #[error("the event would break a rule of the mechanism: {0}")]
-    Rule(String),
+    Rule(crate::fold::Rule),
+    /// The event would not be admitted, or would wait for an event this node lacks.
+    #[error("the event would break a rule of the mechanism: {0}")]
+    NotAccepted(String),
     #[error(transparent)]
     Payload(#[from] payload::PayloadError),
     #[error(transparent)]
@@ -57,6 +61,15 @@ pub enum EngineError {
 impl From<crate::config::NotJoined> for EngineError {
     fn from(e: crate::config::NotJoined) -> Self {
         EngineError::Store(e.into())
+    }
+}
+
+impl From<crate::store::LocalRefusal> for EngineError {
+    fn from(refusal: crate::store::LocalRefusal) -> Self {
+        match refusal {
+            crate::store::LocalRefusal::Broken(rule) => EngineError::Rule(rule),
+            crate::store::LocalRefusal::NotAccepted(reason) => EngineError::NotAccepted(reason),
+        }
     }
 }
 
@@ -140,7 +153,7 @@ impl Step {
 }
 
 /// One line of a case's timeline.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TimelineEntry {
     pub id: String,
     pub at: String,
@@ -153,7 +166,7 @@ pub struct TimelineEntry {
 }
 
 /// A referral as a caseworker sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReferralView {
     pub id: String,
     pub case: String,
@@ -178,7 +191,7 @@ pub struct ReferralView {
 }
 
 /// A case as this node may read it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CaseView {
     pub id: String,
     pub opened_at: String,
@@ -192,7 +205,7 @@ pub struct CaseView {
 }
 
 /// A case in a list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CaseSummary {
     pub id: String,
     pub opened_at: String,
@@ -575,7 +588,7 @@ impl Engine {
                 self.note_fresh(&ids);
                 Ok(ids)
             }
-            Err(reason) => Err(EngineError::Rule(reason)),
+            Err(refusal) => Err(refusal.into()),
         }
     }
 
@@ -986,7 +999,7 @@ impl Engine {
                 now_ms(now),
             )? {
                 Ok(()) => created.push(event.id()),
-                Err(reason) => return Err(EngineError::Rule(reason)),
+                Err(refusal) => return Err(refusal.into()),
             }
         }
         self.note_fresh(&created);
@@ -1024,7 +1037,7 @@ impl Engine {
                 self.note_fresh(&[event.id()]);
                 Ok(event.id())
             }
-            Err(reason) => Err(EngineError::Rule(reason)),
+            Err(refusal) => Err(refusal.into()),
         }
     }
 

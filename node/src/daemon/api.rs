@@ -147,7 +147,7 @@ async fn rpc_handler(State(state): State<ApiState>, body: axum::body::Bytes) -> 
         Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     match state.engine.rpc(ctx, request, id).await {
-        Ok(value) => axum::Json(json!({ "ok": true, "result": value })).into_response(),
+        Ok(answer) => axum::Json(json!({ "ok": true, "result": answer })).into_response(),
         Err(JobError::Refused(e)) => {
             tracing::debug!(request = name, "refused: {e:#}");
             refuse(StatusCode::UNPROCESSABLE_ENTITY, &crate::one_sentence(&e))

@@ -44,7 +44,7 @@ pub const GROUP_EVENTS_MAX: usize = 8_192;
 pub type Stored = std::result::Result<(), String>;
 
 /// What `rpc::dispatch_once` answers to a request of the API or the web UI.
-pub type RpcAnswer = serde_json::Value;
+pub type RpcAnswer = rpc::Response;
 
 /// Where a job's answer goes: the job's result, or why the engine refused it.
 type Reply<T> = oneshot::Sender<Result<T>>;

@@ -608,7 +608,7 @@ pub fn update_service(
 // ----- The directory -----
 
 /// A service with its organisation, as search and posters use it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
     pub org: String,
     pub org_name: String,

@@ -676,7 +676,7 @@ impl Store {
         events: Vec<(Event, Option<Decrypted>)>,
         keys: &mut FoldKeys,
         now_ms: u64,
-    ) -> Result<Result<(), String>, StoreError> {
+    ) -> Result<Result<(), LocalRefusal>, StoreError> {
         let mechanism_id = self.config.mechanism_id().ok_or(StoreError::NotJoined)?;
         let saved_keys = keys.clone();
         let tx = self.db.begin_write()?;
@@ -700,16 +700,17 @@ impl Store {
                 let verdict = ingest.t.verdict_of(&event.id())?;
                 let problem = match (admission, verdict) {
                     (Admission::Admit, Some(v)) if v.is_valid() => None,
-                    (Admission::Admit, Some(v)) => Some(
-                        v.broken
-                            .map(|r| r.to_string())
-                            .unwrap_or_else(|| "invalid".into()),
-                    ),
-                    (Admission::Admit, None) => {
-                        Some("it waits for a dependency this node does not hold".into())
-                    }
-                    (Admission::Refuse(r), _) => Some(r.to_string()),
-                    (other, _) => Some(format!("it was not admitted ({other:?})")),
+                    (Admission::Admit, Some(v)) => Some(match v.broken {
+                        Some(rule) => LocalRefusal::Broken(rule),
+                        None => LocalRefusal::NotAccepted("invalid".into()),
+                    }),
+                    (Admission::Admit, None) => Some(LocalRefusal::NotAccepted(
+                        "it waits for a dependency this node does not hold".into(),
+                    )),
+                    (Admission::Refuse(r), _) => Some(LocalRefusal::NotAccepted(r.to_string())),
+                    (other, _) => Some(LocalRefusal::NotAccepted(format!(
+                        "it was not admitted ({other:?})"
+                    ))),
                 };
                 if let Some(problem) = problem {
                     outcome = Err(problem);
@@ -1079,4 +1080,15 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Why this node's own new events were not written (`append_local_batch`): the rule one of
+/// them broke, kept typed so the interfaces can say it in the user's language, or another
+/// reason admission gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalRefusal {
+    /// An event broke a rule of the mechanism.
+    Broken(crate::fold::Rule),
+    /// An event was not admitted, or waits for an event this node does not hold.
+    NotAccepted(String),
 }

@@ -23,7 +23,7 @@ pub use crate::fold::{FoldKeys, decrypt_event};
 pub use audit::AuditEntry;
 pub use backup::BACKUP_MAGIC;
 pub use config_store::ApplyOutcome;
-pub use log::{IngestReport, LogCounts, META_READ_ONLY};
+pub use log::{IngestReport, LocalRefusal, LogCounts, META_READ_ONLY};
 pub use org_keys::ImportOutcome;
 pub use requests::{RequestId, RequestRecord};
 pub use users::{USER_NAME_MAX_BYTES, User, UserRole, verify_password};
