@@ -551,6 +551,13 @@ impl Event {
             return Err(EventError::HeaderTooLarge);
         }
         let signature = key.sign(context::EVENT, &header_bytes);
+        // The signing end of the pair whose verifying end is admission's check.
+        debug_assert!(
+            key.public()
+                .verify(context::EVENT, &header_bytes, &signature)
+                .is_ok(),
+            "a signature just made verifies"
+        );
         let id = Self::compute_id(&header_bytes, &signature);
         // A signature this node just made with the author's own key needs no second check;
         // a header naming another author (a test's forgery) is checked like any other.

@@ -22,9 +22,10 @@ pub mod map;
 pub mod netsim;
 pub mod payload;
 pub mod report;
-pub mod round;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod store;
 pub mod sync;
+/// `sync::round`, also at the crate root for the callers that name it so (`node`, `tests`).
+pub use sync::round;
 pub mod time_fmt;

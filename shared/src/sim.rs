@@ -447,6 +447,80 @@ fn generated_case(site: &str) -> crate::payload::CaseData {
     }
 }
 
+/// One generated case's life: an opening by `fa`'s node, a referral to `fp`'s organisation,
+/// then acknowledge, accept and complete by `fp`'s node.
+fn generated_case_life(
+    m: &Mechanism,
+    fa: &mut EventWriter,
+    fp: &mut EventWriter,
+    note_bytes: usize,
+) -> Result<Vec<Event>, SimError> {
+    use crate::event::{Transition, Urgency};
+    use crate::payload::{CaseOpenPayload, ReferralPayload, ReferralUpdatePayload};
+    let (a_org, p_org) = (fa.node.org.clone(), fp.node.org.clone());
+    let both = [a_org.as_str(), p_org.as_str()];
+    let enc = |x: &dyn erased::Encode| x.encode();
+    let open = fa.next(
+        m,
+        Kind::CaseOpen,
+        None,
+        vec![],
+        &[a_org.as_str()],
+        &enc(&CaseOpenPayload {
+            data: generated_case("medenine"),
+            by: "generator".into(),
+        })?,
+    )?;
+    let referral = ReferralPayload {
+        case_type: "general".into(),
+        category: "health".into(),
+        shared: [("first_name".to_string(), "Generated".to_string())]
+            .into_iter()
+            .collect(),
+        note: "n".repeat(note_bytes),
+        consent: generated_case("medenine").consent,
+        emergency_override: None,
+        by: "generator".into(),
+    };
+    let send = fa.next(
+        m,
+        Kind::ReferralSend {
+            to_org: p_org.clone(),
+            category: Some("health".into()),
+            urgency: Urgency::Urgent,
+        },
+        Some(open.id()),
+        vec![],
+        &both,
+        &enc(&referral)?,
+    )?;
+    fp.hlc = fp.hlc.max(fa.hlc);
+    let mut out = vec![open, send.clone()];
+    for t in [
+        Transition::Acknowledge,
+        Transition::Accept,
+        Transition::Complete,
+    ] {
+        out.push(fp.next(
+            m,
+            Kind::ReferralUpdate {
+                transition: t,
+                reason: None,
+            },
+            Some(send.id()),
+            vec![],
+            &both,
+            &enc(&ReferralUpdatePayload {
+                note: "ok".into(),
+                outcome: None,
+                by: "generator".into(),
+            })?,
+        )?);
+    }
+    fa.hlc = fa.hlc.max(fp.hlc);
+    Ok(out)
+}
+
 impl Sim {
     /// Generates a valid history on every core: for each case, an opening by the identifying
     /// node, a referral to the provider's organisation, then acknowledge, accept and complete
@@ -472,8 +546,6 @@ impl Sim {
         reuse_bodies: bool,
         now: OffsetDateTime,
     ) -> Result<Vec<Event>, SimError> {
-        use crate::event::{Transition, Urgency};
-        use crate::payload::{CaseOpenPayload, ReferralPayload, ReferralUpdatePayload};
         let m = self.mechanism()?;
         let version = m.doc.version;
         let mechanism_id = self.mechanism_id();
@@ -492,70 +564,8 @@ impl Sim {
                         fa.reuse_bodies = reuse_bodies;
                         fp.reuse_bodies = reuse_bodies;
                         let mut out = Vec::with_capacity(cases_per_pair * 5);
-                        let both = [a.org.as_str(), p.org.as_str()];
-                        let enc = |x: &dyn erased::Encode| x.encode();
                         for _ in 0..cases_per_pair {
-                            let open = fa.next(
-                                m,
-                                Kind::CaseOpen,
-                                None,
-                                vec![],
-                                &[a.org.as_str()],
-                                &enc(&CaseOpenPayload {
-                                    data: generated_case("medenine"),
-                                    by: "generator".into(),
-                                })?,
-                            )?;
-                            let referral = ReferralPayload {
-                                case_type: "general".into(),
-                                category: "health".into(),
-                                shared: [("first_name".to_string(), "Generated".to_string())]
-                                    .into_iter()
-                                    .collect(),
-                                note: "n".repeat(note_bytes),
-                                consent: generated_case("medenine").consent,
-                                emergency_override: None,
-                                by: "generator".into(),
-                            };
-                            let send = fa.next(
-                                m,
-                                Kind::ReferralSend {
-                                    to_org: p.org.clone(),
-                                    category: Some("health".into()),
-                                    urgency: Urgency::Urgent,
-                                },
-                                Some(open.id()),
-                                vec![],
-                                &both,
-                                &enc(&referral)?,
-                            )?;
-                            fp.hlc = fp.hlc.max(fa.hlc);
-                            let mut steps = Vec::new();
-                            for t in [
-                                Transition::Acknowledge,
-                                Transition::Accept,
-                                Transition::Complete,
-                            ] {
-                                steps.push(fp.next(
-                                    m,
-                                    Kind::ReferralUpdate {
-                                        transition: t,
-                                        reason: None,
-                                    },
-                                    Some(send.id()),
-                                    vec![],
-                                    &both,
-                                    &enc(&ReferralUpdatePayload {
-                                        note: "ok".into(),
-                                        outcome: None,
-                                        by: "generator".into(),
-                                    })?,
-                                )?);
-                            }
-                            fa.hlc = fa.hlc.max(fp.hlc);
-                            out.push(open);
-                            out.push(send);
-                            out.extend(steps);
+                            out.extend(generated_case_life(m, &mut fa, &mut fp, note_bytes)?);
                         }
                         Ok(out)
                     })

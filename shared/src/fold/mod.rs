@@ -15,6 +15,11 @@
 mod replay;
 mod rules;
 
+#[cfg(test)]
+mod memory;
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 
 pub use replay::Fold;

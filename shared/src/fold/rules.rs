@@ -571,27 +571,37 @@ fn referral_rules<L: Lookup>(
     let Some(case_type) = m.case_type(&p.case_type) else {
         return Ok(Some(Rule::BadPayload));
     };
-    if case_type.requires_status_determination {
-        let mut determined = false;
-        for d in &h.deps {
-            let Some(dh) = lookup.header(d)? else {
-                continue;
-            };
-            let valid = lookup.verdict(d)?.is_some_and(|v| v.is_valid());
-            let author_org = m.node_by_key(&dh.author).map(|n| n.org.as_str());
-            determined = valid
-                && dh.kind == Kind::StatusDetermination
-                && dh.subject == h.subject
-                && author_org.is_some_and(|o| case_type.status_authorities.iter().any(|a| a == o));
-            if determined {
-                break;
-            }
-        }
-        if !determined {
-            return Ok(Some(Rule::StatusDeterminationMissing));
-        }
+    if case_type.requires_status_determination
+        && !determined(h, m, &case_type.status_authorities, lookup)?
+    {
+        return Ok(Some(Rule::StatusDeterminationMissing));
     }
     Ok(None)
+}
+
+/// Whether the event depends on a valid status determination of its subject by one of the
+/// case type's authorities.
+fn determined<L: Lookup>(
+    h: &Header,
+    m: &Mechanism,
+    authorities: &[String],
+    lookup: &L,
+) -> Result<bool, L::Error> {
+    for d in &h.deps {
+        let Some(dh) = lookup.header(d)? else {
+            continue;
+        };
+        let valid = lookup.verdict(d)?.is_some_and(|v| v.is_valid());
+        let author_org = m.node_by_key(&dh.author).map(|n| n.org.as_str());
+        if valid
+            && dh.kind == Kind::StatusDetermination
+            && dh.subject == h.subject
+            && author_org.is_some_and(|o| authorities.iter().any(|a| a == o))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Applies one referral step, in replay order.

@@ -369,11 +369,12 @@ fn break_rule(world: &mut World, i: usize) {
         outcome: None,
         by: "attacker".into(),
     })
-    .unwrap_or_default();
+    .expect("a short generated payload encodes under the payload bound");
     match world.rng.gen_range(0..7) {
         // Refers without consent.
         0 => {
-            let plain = payload::encode(&referral(&case.case_type, consent)).unwrap_or_default();
+            let plain = payload::encode(&referral(&case.case_type, consent))
+                .expect("a short generated payload encodes under the payload bound");
             let kind = EventKind::ReferralSend {
                 to_org: to.into(),
                 category: Some("health".into()),
@@ -708,7 +709,8 @@ fn garbage(world: &mut World, i: usize) -> Vec<u8> {
             let items = (0..world.rng.gen_range(1..20))
                 .map(|_| random_bytes(world, 400))
                 .collect();
-            sync::encode(&Request::Push { events: items }).unwrap_or_default()
+            sync::encode(&Request::Push { events: items })
+                .expect("at most 19 items of 400 bytes fit a sync message")
         }
         _ => {
             // A length prefix claiming far more than follows.

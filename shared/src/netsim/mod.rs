@@ -32,9 +32,9 @@ use time::OffsetDateTime;
 
 use crate::engine::{Engine, EngineError};
 use crate::event::{Event, EventId};
-use crate::round::{Round, RoundReport, Step};
 use crate::sim::Sim;
 use crate::store::StoreError;
+use crate::sync::round::{Round, RoundReport, Step};
 use crate::sync::{self, Request, Response};
 
 pub use net::{Faults, NetStats, Partition};

@@ -12,6 +12,7 @@ mod held;
 mod log;
 mod maps;
 mod org_keys;
+mod reads;
 mod requests;
 mod users;
 

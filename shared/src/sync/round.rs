@@ -567,7 +567,7 @@ mod tests {
     use super::*;
     use crate::sim::Sim;
 
-    const SAMPLE: &str = include_str!("../../config/mechanism.toml");
+    const SAMPLE: &str = include_str!("../../../config/mechanism.toml");
 
     /// Two engines, `b` holding a history of `cases` cases (five events each, two authors).
     fn pair(cases: usize) -> (tempfile::TempDir, Engine, Engine) {

@@ -11,6 +11,10 @@
 //!    pushes (`Push`) what the responder lacks, also in bounded batches.
 //!
 //! Everything received goes through the same admission as everything else.
+//!
+//! `round` runs one round between this node's engine and a peer (`Round`, `Engine::respond`).
+
+pub mod round;
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,321 @@
+//! Reads of the event log and its views outside the fold, each in its own read transaction:
+//! heads, events and log ranges, verdicts, case and referral records, inboxes and outboxes,
+//! counts, equivocation evidence, key shares, node-local settings, links and report rows.
+
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use super::log::{
+    BY_ORG, CASES, EQUIVOCATIONS, EVENTS, HEADS, Id, LINK_CASE_EVENT, LINK_REFERRAL, LINK_STEP,
+    LINKS, LOG, LogCounts, META, REFERRALS, REPORT_INDEX, SHARES, UNREAD, VERDICTS, WAITING,
+    read_back,
+};
+use super::{Store, StoreError, decode as dec};
+use crate::config::Hash32;
+use crate::event::{Event, EventId, Hlc};
+use crate::fold::{CaseRecord, ReferralRecord, Verdict};
+
+impl Store {
+    /// The author's head: (seq, id, claimed configuration version).
+    pub fn head(&self, author: &[u8; 32]) -> Result<Option<(u64, EventId, u64)>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        let Some(table) = super::read_table(&tx, HEADS)? else {
+            return Ok(None);
+        };
+        Ok(table.get(*author)?.map(|r| {
+            let (seq, id, v) = r.value();
+            (seq, Hash32(id), v)
+        }))
+    }
+
+    /// Every author's head.
+    pub fn heads(&self) -> Result<Vec<([u8; 32], u64, EventId)>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        let Some(table) = super::read_table(&tx, HEADS)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (author, value) = row?;
+            let (seq, id, _) = value.value();
+            out.push((author.value(), seq, Hash32(id)));
+        }
+        Ok(out)
+    }
+
+    /// One stored event.
+    pub fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        let Some(table) = super::read_table(&tx, EVENTS)? else {
+            return Ok(None);
+        };
+        match table.get(id.0)? {
+            Some(bytes) => read_back(id, Event::decode(bytes.value())).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// An author's events from `from_seq` on, at most `max` of them, in log order.
+    pub fn log_range(
+        &self,
+        author: &[u8; 32],
+        from_seq: u64,
+        max: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.log_range_raw(author, from_seq, max)?
+            .iter()
+            .map(|(_, bytes)| {
+                Event::decode(bytes).map_err(|e| StoreError::Corrupt(format!("event: {e}")))
+            })
+            .collect()
+    }
+
+    /// An author's events from `from_seq` on, as stored (wire bytes), at most `max`.
+    pub fn log_range_raw(
+        &self,
+        author: &[u8; 32],
+        from_seq: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        let (Some(log), Some(events)) = (
+            super::read_table(&tx, LOG)?,
+            super::read_table(&tx, EVENTS)?,
+        ) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for row in log.range((*author, from_seq)..=(*author, u64::MAX))? {
+            if out.len() >= max {
+                break;
+            }
+            let (key, id) = row?;
+            if let Some(bytes) = events.get(id.value())? {
+                out.push((key.value().1, bytes.value().to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The fold's verdict on an event, if folded.
+    pub fn verdict(&self, id: &EventId) -> Result<Option<Verdict>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        let Some(table) = super::read_table(&tx, VERDICTS)? else {
+            return Ok(None);
+        };
+        table
+            .get(id.0)?
+            .map(|b| dec(b.value(), "verdict"))
+            .transpose()
+    }
+
+    /// A case's clear record.
+    pub fn case_record(&self, id: &EventId) -> Result<Option<CaseRecord>, StoreError> {
+        self.read_record(CASES, id, "case")
+    }
+
+    /// A referral's clear record.
+    pub fn referral_record(&self, id: &EventId) -> Result<Option<ReferralRecord>, StoreError> {
+        self.read_record(REFERRALS, id, "referral")
+    }
+
+    fn read_record<T: for<'de> serde::Deserialize<'de>>(
+        &self,
+        table: TableDefinition<Id, &[u8]>,
+        id: &EventId,
+        what: &str,
+    ) -> Result<Option<T>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        let Some(table) = super::read_table(&tx, table)? else {
+            return Ok(None);
+        };
+        table.get(id.0)?.map(|b| dec(b.value(), what)).transpose()
+    }
+
+    /// Every case record.
+    pub fn case_records(&self) -> Result<Vec<CaseRecord>, StoreError> {
+        self.all_records(CASES, "case")
+    }
+
+    /// Every referral record.
+    pub fn referral_records(&self) -> Result<Vec<ReferralRecord>, StoreError> {
+        self.all_records(REFERRALS, "referral")
+    }
+
+    fn all_records<T: for<'de> serde::Deserialize<'de>>(
+        &self,
+        table: TableDefinition<Id, &[u8]>,
+        what: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        let Some(table) = super::read_table(&tx, table)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            out.push(dec(row?.1.value(), what)?);
+        }
+        Ok(out)
+    }
+
+    /// Referral ids in an organisation's inbox (`sent = false`) or outbox, newest first.
+    pub fn referrals_of_org(&self, org: &str, sent: bool) -> Result<Vec<EventId>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        let Some(table) = super::read_table(&tx, BY_ORG)? else {
+            return Ok(Vec::new());
+        };
+        let dir = u8::from(sent);
+        let mut out = Vec::new();
+        for row in table.range((org, dir, 0, [0u8; 32])..=(org, dir, u64::MAX, [255u8; 32]))? {
+            out.push(Hash32(row?.0.value().3));
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Counts for `status`: events held back, events waiting for dependencies, equivocation
+    /// evidence, events this node cannot read yet, events in the log.
+    pub fn log_counts(&self) -> Result<LogCounts, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        fn count<K: redb::Key + 'static, V: redb::Value + 'static>(
+            tx: &redb::ReadTransaction,
+            def: TableDefinition<K, V>,
+        ) -> Result<u64, StoreError> {
+            match super::read_table(tx, def)? {
+                Some(t) => Ok(t.len()?),
+                None => Ok(0),
+            }
+        }
+        Ok(LogCounts {
+            events: count(&tx, EVENTS)?,
+            held: count(&tx, super::held::HELD)? + count(&tx, super::held::HELD_STRANGERS)?,
+            waiting: count(&tx, WAITING)? + count(&tx, super::maps::MAP_WAITING)?,
+            equivocations: count(&tx, EQUIVOCATIONS)?,
+            unread: count(&tx, UNREAD)?,
+        })
+    }
+
+    /// The authors flagged for equivocation, with the sequence numbers involved.
+    pub fn equivocations(&self) -> Result<Vec<([u8; 32], u64, EventId)>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        let Some(table) = super::read_table(&tx, EQUIVOCATIONS)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (author, seq, id) = row?.0.value();
+            out.push((author, seq, Hash32(id)));
+        }
+        Ok(out)
+    }
+
+    /// The highest HLC this store has written or seen.
+    pub fn hlc_seen(&self) -> Hlc {
+        self.hlc_seen
+    }
+}
+
+impl Store {
+    /// Whether a valid key share of `epoch` to the node `to` is in the log.
+    pub fn key_shared(&self, to: &[u8; 32], epoch: u32) -> Result<bool, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        match super::read_table(&tx, SHARES)? {
+            Some(t) => Ok(t.get((*to, epoch))?.is_some()),
+            None => Ok(false),
+        }
+    }
+
+    /// A node-local setting.
+    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        match super::read_table(&tx, META)? {
+            Some(t) => Ok(t.get(name)?.map(|v| v.value().to_vec())),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets (or, with `None`, clears) a node-local setting.
+    pub fn set_meta(&mut self, name: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(META)?;
+            match value {
+                Some(v) => {
+                    table.insert(name, v)?;
+                }
+                None => {
+                    table.remove(name)?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// The case-level events of a case (determinations, case updates), in arrival order.
+    pub fn case_events(&self, case: &EventId) -> Result<Vec<EventId>, StoreError> {
+        self.linked(case, LINK_CASE_EVENT)
+    }
+
+    /// The referrals sent for a case.
+    pub fn case_referrals(&self, case: &EventId) -> Result<Vec<EventId>, StoreError> {
+        self.linked(case, LINK_REFERRAL)
+    }
+
+    /// The steps of a referral.
+    pub fn referral_steps(&self, referral: &EventId) -> Result<Vec<EventId>, StoreError> {
+        self.linked(referral, LINK_STEP)
+    }
+
+    fn linked(&self, entity: &EventId, kind: u8) -> Result<Vec<EventId>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        let Some(table) = super::read_table(&tx, LINKS)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for row in table.range((entity.0, [0u8; 32])..=(entity.0, [255u8; 32]))? {
+            let (key, value) = row?;
+            if value.value() == kind {
+                out.push(Hash32(key.value().1));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Store {
+    /// The report rows of the referrals sent in [from_ms, to_ms), from the time index.
+    pub fn report_rows(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<crate::report::ReportRow>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        let Some(table) = super::read_table(&tx, REPORT_INDEX)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        if to_ms <= from_ms {
+            return Ok(out);
+        }
+        for row in table.range((from_ms, [0u8; 32])..(to_ms, [0u8; 32]))? {
+            out.push(dec(row?.1.value(), "report row")?);
+        }
+        Ok(out)
+    }
+}
