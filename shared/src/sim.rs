@@ -3,7 +3,7 @@
 //! redb stores in directories the caller gives. Everything is made with the same code paths as
 //! the command line (templates, stanzas, endorsements, signatures).
 //!
-//! Only with the `sim` feature. With `forge` as well it can forge ([`Forger`]): sign arbitrary
+//! Only with the `sim` feature. With `forge` as well it can forge (`Forger`): sign arbitrary
 //! events as one of its nodes, the way a malicious or buggy node would, so tests can check that
 //! the rest of the mechanism refuses or marks them.
 
@@ -275,7 +275,7 @@ impl Sim {
 
 /// Writes one simulated node's log without an engine: each event chained after the previous
 /// one and signed with the node's key (generated histories, the benchmark's observers). It
-/// signs only the headers it builds itself; signing arbitrary headers is [`Forger`]'s, which
+/// signs only the headers it builds itself; signing arbitrary headers is `Forger`'s, which
 /// the production build leaves out.
 #[derive(Debug)]
 pub struct EventWriter {
