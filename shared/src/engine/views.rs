@@ -1,0 +1,356 @@
+//! The decrypted views of what this node may read: cases, their timelines and referrals.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::config::Mechanism;
+use crate::event::{CaseAction, EventId, Kind};
+use crate::fold::{self, Decrypted, ReferralRecord, Status, Verdict};
+use crate::keys::{self};
+use crate::payload::CaseData;
+
+use super::{Engine, EngineError, hlc_text, invalid};
+
+/// One line of a case's timeline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub id: String,
+    pub at: String,
+    pub kind: String,
+    pub org: String,
+    /// The rule the event broke, if any.
+    pub invalid: Option<String>,
+    /// A readable description (decrypted text where this node may read it).
+    pub text: String,
+}
+
+/// A referral as a caseworker sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReferralView {
+    pub id: String,
+    pub case: String,
+    pub from_org: String,
+    pub to_org: String,
+    pub category: String,
+    pub urgency: String,
+    pub status: String,
+    pub sent_at: String,
+    pub acknowledged_at: Option<String>,
+    pub accepted_at: Option<String>,
+    pub decided_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub decline_reason: Option<String>,
+    pub overdue: Option<String>,
+    /// Whether this node can read the referral's contents.
+    pub readable: bool,
+    /// The shared fields, when readable.
+    pub shared: BTreeMap<String, String>,
+    pub note: Option<String>,
+    pub invalid: Option<String>,
+}
+
+/// A case as this node may read it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaseView {
+    pub id: String,
+    pub opened_at: String,
+    pub opened_by: String,
+    pub manager: String,
+    pub status: String,
+    pub data: CaseData,
+    pub determinations: Vec<String>,
+    pub timeline: Vec<TimelineEntry>,
+    pub referrals: Vec<ReferralView>,
+}
+
+/// A case in a list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaseSummary {
+    pub id: String,
+    pub opened_at: String,
+    pub manager: String,
+    pub status: String,
+    pub case_type: String,
+    pub site: String,
+    pub name: String,
+    pub needs: Vec<String>,
+    pub referrals: usize,
+    pub last_activity: String,
+}
+
+impl Engine {
+    // ----- Views -----
+
+    pub(super) fn referral_view(
+        &self,
+        record: &ReferralRecord,
+        m: &Mechanism,
+        now: OffsetDateTime,
+        decrypt: bool,
+    ) -> Result<ReferralView, EngineError> {
+        let verdict = self.store.verdict(&record.id)?;
+        let mut view = ReferralView {
+            id: record.id.to_hex(),
+            case: record.case.to_hex(),
+            from_org: record.sender_org.clone(),
+            to_org: record.receiver_org.clone(),
+            category: record
+                .category
+                .clone()
+                .unwrap_or_else(|| "(sensitive)".into()),
+            urgency: record.urgency.as_str().into(),
+            status: record.status.as_str().into(),
+            sent_at: hlc_text(record.sent_at),
+            acknowledged_at: record.acknowledged_at.map(hlc_text),
+            accepted_at: record.accepted_at.map(hlc_text),
+            decided_at: record.accepted_at.or(record.declined_at).map(hlc_text),
+            completed_at: record.completed_at.map(hlc_text),
+            decline_reason: record.decline_reason.clone(),
+            overdue: fold::overdue(record, m, now).map(str::to_string),
+            readable: false,
+            shared: BTreeMap::new(),
+            note: None,
+            invalid: verdict.and_then(|v| v.broken).map(|r| r.to_string()),
+        };
+        if decrypt
+            && let Some(event) = self.store.event(&record.id)?
+            && let (Some(Ok(Decrypted::Referral(p))), _) =
+                crate::store::decrypt_event(&event, &self.keys)
+        {
+            view.readable = true;
+            view.category = p.category;
+            view.shared = p.shared;
+            view.note = Some(p.note);
+        }
+        Ok(view)
+    }
+
+    /// Referrals in this organisation's inbox (`sent = false`) or outbox, newest first.
+    /// With `decrypt`, the shared fields are opened (the caller records that in the audit log).
+    pub fn referrals(
+        &self,
+        sent: bool,
+        status: Option<Status>,
+        decrypt: bool,
+        now: OffsetDateTime,
+    ) -> Result<Vec<ReferralView>, EngineError> {
+        let m = self.store.config().require()?.clone();
+        let mut out = Vec::new();
+        for id in self.store.referrals_of_org(&self.org, sent)? {
+            let Some(record) = self.store.referral_record(&id)? else {
+                continue;
+            };
+            if status.is_some_and(|s| s != record.status) {
+                continue;
+            }
+            out.push(self.referral_view(&record, &m, now, decrypt)?);
+        }
+        Ok(out)
+    }
+
+    /// One referral, decrypted where this node may read it.
+    pub fn referral(&self, id: &EventId, now: OffsetDateTime) -> Result<ReferralView, EngineError> {
+        let m = self.store.config().require()?.clone();
+        let record = self
+            .store
+            .referral_record(id)?
+            .ok_or_else(|| EngineError::NoReferral(id.short()))?;
+        self.referral_view(&record, &m, now, true)
+    }
+
+    /// Finds a referral or case id from a prefix of its hex id (as printed in tables).
+    pub fn resolve_id(&self, prefix: &str, referral: bool) -> Result<EventId, EngineError> {
+        let prefix = prefix.trim().to_ascii_lowercase();
+        if prefix.len() < 6 || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(invalid(format!(
+                "`{}` is not an id (at least 6 hex digits, as printed in lists)",
+                keys::truncate_for_error(&prefix)
+            )));
+        }
+        let ids: Vec<EventId> = if referral {
+            self.store
+                .referral_records()?
+                .into_iter()
+                .map(|r| r.id)
+                .collect()
+        } else {
+            self.store
+                .case_records()?
+                .into_iter()
+                .map(|c| c.id)
+                .collect()
+        };
+        let matches: Vec<_> = ids
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&prefix))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            [] if referral => Err(EngineError::NoReferral(prefix)),
+            [] => Err(EngineError::NoCase(prefix)),
+            _ => Err(invalid(format!(
+                "`{prefix}` matches several; give more digits"
+            ))),
+        }
+    }
+
+    /// The cases this node can read, optionally filtered by a search over their data.
+    pub fn cases(&self, search: Option<&str>) -> Result<Vec<CaseSummary>, EngineError> {
+        let needle = search.map(|s| s.to_lowercase());
+        let mut out = Vec::new();
+        for record in self.store.case_records()? {
+            if !record.valid || !record.readers.iter().any(|r| r == &self.org) {
+                continue;
+            }
+            let Ok(data) = self.case_data(&record) else {
+                continue; // Addressed to us but not readable yet (no key).
+            };
+            if let Some(needle) = &needle {
+                let haystack = format!(
+                    "{} {} {} {} {}",
+                    data.person.search_text(),
+                    data.case_type,
+                    data.site,
+                    data.needs.join(" "),
+                    record.id.to_hex()
+                )
+                .to_lowercase();
+                if !haystack.contains(needle.as_str()) {
+                    continue;
+                }
+            }
+            let name = [
+                data.person.first_name.clone(),
+                data.person.last_name.clone(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+            out.push(CaseSummary {
+                id: record.id.to_hex(),
+                opened_at: hlc_text(record.opened_at),
+                manager: record.manager_org.clone(),
+                status: if record.closed { "closed" } else { "open" }.into(),
+                case_type: data.case_type,
+                site: data.site,
+                name,
+                needs: data.needs,
+                referrals: record.referral_count as usize,
+                last_activity: hlc_text(record.last_activity),
+            });
+        }
+        out.sort_by(|a, b| b.last_activity.cmp(&a.last_activity));
+        Ok(out)
+    }
+
+    /// One case with its timeline and referrals, decrypted.
+    pub fn case(&self, id: &EventId, now: OffsetDateTime) -> Result<CaseView, EngineError> {
+        let m = self.store.config().require()?.clone();
+        let record = self.readable_case_record(id)?;
+        let data = self.case_data(&record)?;
+        let mut timeline = Vec::new();
+        let mut ids = vec![record.id];
+        let referral_ids = self.store.case_referrals(&record.id)?;
+        ids.extend(self.store.case_events(&record.id)?);
+        ids.extend(referral_ids.iter().copied());
+        for referral in &referral_ids {
+            ids.extend(self.store.referral_steps(referral)?);
+        }
+        for eid in ids {
+            let Some(event) = self.store.event(&eid)? else {
+                continue;
+            };
+            let verdict: Option<Verdict> = self.store.verdict(&eid)?;
+            let h = event.header();
+            let org = m
+                .node_by_key(&h.author)
+                .map(|n| n.org.clone())
+                .or_else(|| {
+                    self.store
+                        .config()
+                        .version(h.config_version)
+                        .and_then(|v| v.node_by_key(&h.author).map(|n| n.org.clone()))
+                })
+                .unwrap_or_default();
+            let (payload, _) = crate::store::decrypt_event(&event, &self.keys);
+            timeline.push(TimelineEntry {
+                id: eid.to_hex(),
+                at: hlc_text(h.hlc),
+                kind: describe_kind(&h.kind),
+                org,
+                invalid: verdict.and_then(|v| v.broken).map(|r| r.to_string()),
+                text: describe_payload(payload),
+            });
+        }
+        timeline.sort_by(|a, b| a.at.cmp(&b.at));
+        let mut referrals = Vec::new();
+        for rid in &referral_ids {
+            if let Some(r) = self.store.referral_record(rid)? {
+                referrals.push(self.referral_view(&r, &m, now, true)?);
+            }
+        }
+        Ok(CaseView {
+            id: record.id.to_hex(),
+            opened_at: hlc_text(record.opened_at),
+            opened_by: record.opened_by_org.clone(),
+            manager: record.manager_org.clone(),
+            status: if record.closed { "closed" } else { "open" }.into(),
+            data,
+            determinations: record
+                .determinations
+                .iter()
+                .map(|(_, org)| org.clone())
+                .collect(),
+            timeline,
+            referrals,
+        })
+    }
+}
+
+fn describe_kind(kind: &Kind) -> String {
+    match kind {
+        Kind::CaseOpen => "case opened".into(),
+        Kind::StatusDetermination => "status determination".into(),
+        Kind::CaseUpdate(CaseAction::Note) => "note".into(),
+        Kind::CaseUpdate(CaseAction::Transfer { to_org }) => format!("transferred to {to_org}"),
+        Kind::CaseUpdate(CaseAction::Close) => "case closed".into(),
+        Kind::CaseUpdate(CaseAction::Reopen) => "case reopened".into(),
+        Kind::CaseUpdate(CaseAction::Consent) => "consent recorded".into(),
+        Kind::ReferralSend { to_org, .. } => format!("referral sent to {to_org}"),
+        Kind::ReferralUpdate { transition, reason } => match reason {
+            Some(r) => format!("referral {} ({r})", transition.as_str()),
+            None => format!("referral {}", transition.as_str()),
+        },
+        other => other.name().into(),
+    }
+}
+
+fn describe_payload(payload: Option<Result<Decrypted, ()>>) -> String {
+    match payload {
+        None => String::new(),
+        Some(Err(())) => "(unreadable payload)".into(),
+        Some(Ok(p)) => match p {
+            Decrypted::CaseOpen(p) => format!("by {}: {}", p.by, p.data.notes),
+            Decrypted::Determination(d) => format!(
+                "by {}: {} {}: {}",
+                d.by,
+                d.case_type,
+                if d.determined {
+                    "confirmed"
+                } else {
+                    "not confirmed"
+                },
+                d.note
+            ),
+            Decrypted::CaseUpdate(u) => format!("by {}: {}", u.by, u.note),
+            Decrypted::Referral(r) => format!("by {} ({}): {}", r.by, r.category, r.note),
+            Decrypted::ReferralUpdate(u) => match u.outcome {
+                Some(o) => format!("by {}: {} — outcome: {o}", u.by, u.note),
+                None => format!("by {}: {}", u.by, u.note),
+            },
+        },
+    }
+}
