@@ -60,7 +60,7 @@ fn notes_and_names_reach_the_terminal_without_escapes_issue_10() {
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|t| t["text"].as_str().map(str::to_string))
+        .filter_map(|t| t["detail"]["note"].as_str().map(str::to_string))
         .collect();
     assert!(texts.iter().any(|t| t.contains(&note)), "{texts:?}");
 

@@ -91,6 +91,7 @@ fn a_referral_made_in_the_ui_is_accepted_in_the_partners_ui() {
     b.find("#refer-link");
     assert!(b.url().contains("/cases/"), "{}", b.url());
     assert!(b.source().contains("Youssef"));
+    let case_url = b.url();
     b.screenshot(&shots.join("ui-case.png"));
 
     // The referral: the map proposes MdM for health care; she shares only some fields.
@@ -117,7 +118,11 @@ fn a_referral_made_in_the_ui_is_accepted_in_the_partners_ui() {
     b.screenshot(&shots.join("ui-refer.png"));
     b.click("#send-referral");
     b.find("#referral-status");
-    assert_eq!(b.text("#referral-status"), "sent");
+    assert_eq!(
+        b.text("#referral-status"),
+        "envoyée",
+        "the status in French"
+    );
     let referral_url = b.url();
 
     // The nurse sees it in her inbox, with only what was shared, and accepts it.
@@ -151,7 +156,7 @@ fn a_referral_made_in_the_ui_is_accepted_in_the_partners_ui() {
     b.fill("#accept-note", "appointment at 14:00");
     b.click("#step-accept");
     let started = Instant::now();
-    while b.text("#referral-status") != "accepted" {
+    while b.text("#referral-status") != "acceptée" {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "{}",
@@ -165,7 +170,7 @@ fn a_referral_made_in_the_ui_is_accepted_in_the_partners_ui() {
     let started = Instant::now();
     loop {
         b.goto(&referral_url);
-        if b.text("#referral-status") == "accepted" {
+        if b.text("#referral-status") == "acceptée" {
             break;
         }
         assert!(
@@ -190,6 +195,28 @@ fn a_referral_made_in_the_ui_is_accepted_in_the_partners_ui() {
     b.goto(&format!("{a}/referrals?box=outbox"));
     assert!(b.source().contains("dir=\"rtl\""));
     b.screenshot(&shots.join("ui-outbox-ar.png"));
+    // Issue 11: statuses and the timeline come from the translations, not from the engine.
+    b.goto(&referral_url);
+    assert_eq!(b.text("#referral-status"), "مقبولة", "the status in Arabic");
+    b.goto(&case_url);
+    let page = b.source();
+    for arabic in [
+        "فتح الملف",
+        "إرسال الإحالة إلى",
+        "قبول الإحالة",
+        "بواسطة aicha",
+    ] {
+        assert!(
+            page.contains(arabic),
+            "the timeline in Arabic: {arabic}\n{page}"
+        );
+    }
+    for english in ["case opened", "referral sent", ">accepted<", "by aicha"] {
+        assert!(
+            !page.contains(english),
+            "no English in the Arabic UI: {english}"
+        );
+    }
     b.goto(&format!("{a}/lang/fr"));
     // The coordinator sees the indicators, not the cases.
     login(&b, &a, "coord", "coord-password-1");

@@ -12,6 +12,7 @@ use passerelle_core::payload::CaseData;
 use crate::cli::{BundleCmd, CaseCmd, ReferralCmd};
 use crate::client::{self, absolute};
 use crate::datadir::{DataDir, Passphrases};
+use crate::i18n;
 use crate::rpc::Request;
 use crate::rpc::case::{CaseOpened, CaseStep, EventMade};
 use crate::rpc::config::ConfigDocument;
@@ -190,7 +191,7 @@ fn case_list(
                 c.case_type.clone(),
                 c.site.clone(),
                 names.org(&c.manager),
-                c.status.clone(),
+                c.status.as_str().to_string(),
                 c.referrals.to_string(),
                 date(&c.last_activity),
             ]
@@ -233,10 +234,13 @@ fn case_action(
     Ok(())
 }
 
+/// The CLI speaks English; its words come from the same translations as the web UI's.
+const CLI_LANG: &str = "en";
+
 fn print_case(c: &CaseView, names: &Names) {
     let data = &c.data;
     let person = &data.person;
-    say!("Case {}  ({})", c.id, c.status);
+    say!("Case {}  ({})", c.id, c.status.as_str());
     say!(
         "  opened      {} by {}",
         date(&c.opened_at),
@@ -290,9 +294,9 @@ fn print_case(c: &CaseView, names: &Names) {
         say!(
             "  {}  {:<28} {:<10} {}{}",
             date(&t.at),
-            t.kind,
+            i18n::happened(CLI_LANG, &t.happened, |o| names.org(o)),
             names.org(&t.org),
-            t.text,
+            i18n::detail(CLI_LANG, &t.detail),
             match &t.invalid {
                 Some(rule) => format!("  [INVALID: {rule}]"),
                 None => String::new(),
@@ -314,10 +318,16 @@ fn print_referrals(list: &[ReferralView], names: &Names) {
                 date(&r.sent_at),
                 names.org(&r.from_org),
                 names.org(&r.to_org),
-                names.category(&r.category),
-                r.urgency.clone(),
-                r.status.clone(),
-                r.overdue.clone().unwrap_or_default(),
+                r.category.as_deref().map_or_else(
+                    || i18n::t(CLI_LANG, "category-sensitive", &[]),
+                    |c| names.category(c),
+                ),
+                r.urgency.as_str().to_string(),
+                r.status.as_str().to_string(),
+                // Not overdue: an empty cell.
+                r.overdue
+                    .map(|o| o.as_str().to_string())
+                    .unwrap_or_default(),
             ]
         })
         .collect();
@@ -393,7 +403,7 @@ pub fn referral(cmd: ReferralCmd, dir: &DataDir, pass: &Passphrases, user: &str)
         ReferralCmd::Withdraw { id, note } => step(id, Transition::Withdraw, None, note, None),
     };
     let out: Stepped = client::call(dir, pass, user, request)?;
-    say!("Referral now {}.", out.status);
+    say!("Referral now {}.", out.status.as_str());
     Ok(())
 }
 

@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use passerelle_core::bundle;
 use passerelle_core::engine::ReferralView;
 use passerelle_core::event::{Transition, Urgency};
+use passerelle_core::fold::Status;
 use passerelle_core::map::{Capacity, Entry, Profile};
 use passerelle_core::payload::{CaseData, Consent, Person};
 use passerelle_core::report::Report;
@@ -498,7 +499,7 @@ async fn follow_up(demo: &mut Demo<'_>, referral: &str) -> Result<()> {
     };
     loop {
         let out: ReferralView = demo.daemon("mas-medenine").call(show()).await?;
-        if out.status == "completed" {
+        if out.status == Status::Completed {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -511,7 +512,7 @@ async fn follow_up(demo: &mut Demo<'_>, referral: &str) -> Result<()> {
             .call::<ReferralView>(show())
             .await
         {
-            Ok(v) if v.status == "completed" => break Some(v),
+            Ok(v) if v.status == Status::Completed => break Some(v),
             _ if started.elapsed() > Duration::from_secs(20) => break None,
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
@@ -519,7 +520,10 @@ async fn follow_up(demo: &mut Demo<'_>, referral: &str) -> Result<()> {
     if let Some(v) = unhcr_view {
         demo.step(format!(
             "UNHCR's node holds the referral only as ciphertext (readable: {}), but counts it: {} {} referral, {}.",
-            v.readable, v.urgency, v.category, v.status
+            v.readable,
+            v.urgency.as_str(),
+            v.category.as_deref().unwrap_or("(sensitive)"),
+            v.status.as_str()
         ));
     }
     Ok(())

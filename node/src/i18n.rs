@@ -6,6 +6,9 @@ use std::sync::OnceLock;
 
 use fluent_bundle::concurrent::FluentBundle;
 use fluent_bundle::{FluentArgs, FluentResource, FluentValue};
+use passerelle_core::engine::{CaseStatus, Detail, Happened};
+use passerelle_core::event::Urgency;
+use passerelle_core::fold::{Overdue, Rule, Status};
 use unic_langid::LanguageIdentifier;
 
 /// The languages Passerelle speaks.
@@ -65,6 +68,98 @@ pub fn t(lang: &str, key: &str, args: &[(&str, &str)]) -> String {
     bundle
         .format_pattern(pattern, Some(&fargs), &mut errors)
         .into_owned()
+}
+
+/// A referral's status in a person's language.
+pub fn status(lang: &str, status: Status) -> String {
+    t(lang, &format!("referral-status-{}", status.as_str()), &[])
+}
+
+/// A case's status in a person's language.
+pub fn case_status(lang: &str, status: CaseStatus) -> String {
+    t(lang, &format!("case-status-{}", status.as_str()), &[])
+}
+
+/// An urgency in a person's language.
+pub fn urgency(lang: &str, urgency: Urgency) -> String {
+    t(lang, &format!("urgency-{}", urgency.as_str()), &[])
+}
+
+/// The SOP deadline a referral has passed, in a person's language.
+pub fn overdue(lang: &str, overdue: Overdue) -> String {
+    let key = match overdue {
+        Overdue::Acknowledgement => "overdue-acknowledgement",
+        Overdue::Decision => "overdue-decision",
+    };
+    t(lang, key, &[])
+}
+
+/// Why an event or a request broke a rule of the mechanism, in a person's language.
+pub fn rule(lang: &str, rule: &Rule) -> String {
+    t(lang, &format!("rule-{}", rule.code()), &[])
+}
+
+/// What a timeline entry records; `org` names an organisation for a person.
+pub fn happened(lang: &str, happened: &Happened, org: impl Fn(&str) -> String) -> String {
+    match happened {
+        Happened::CaseOpened => t(lang, "timeline-case-opened", &[]),
+        Happened::Determination => t(lang, "timeline-determination", &[]),
+        Happened::Note => t(lang, "timeline-note", &[]),
+        Happened::Transferred { to_org } => {
+            t(lang, "timeline-transferred", &[("org", &org(to_org))])
+        }
+        Happened::Closed => t(lang, "timeline-closed", &[]),
+        Happened::Reopened => t(lang, "timeline-reopened", &[]),
+        Happened::Consent => t(lang, "timeline-consent", &[]),
+        Happened::ReferralSent { to_org } => {
+            t(lang, "timeline-referral-sent", &[("org", &org(to_org))])
+        }
+        Happened::ReferralStep { transition, reason } => {
+            let step = t(
+                lang,
+                &format!("timeline-referral-{}", transition.as_str()),
+                &[],
+            );
+            match reason {
+                Some(reason) => format!("{step} ({reason})"),
+                None => step,
+            }
+        }
+        Happened::Other { name } => name.clone(),
+    }
+}
+
+/// What this node could read of a timeline entry, in a person's language: who wrote what, or
+/// why it cannot be shown (never a blank where something was written).
+pub fn detail(lang: &str, detail: &Detail) -> String {
+    match detail {
+        Detail::Clear => String::new(),
+        Detail::NotAddressed => t(lang, "detail-not-addressed", &[]),
+        Detail::AwaitingKey { .. } => t(lang, "detail-awaiting-key", &[]),
+        Detail::Unreadable => t(lang, "detail-unreadable", &[]),
+        Detail::Read(w) => {
+            let mut text = t(lang, "detail-by", &[("by", &w.by)]);
+            if let Some(category) = &w.category {
+                text.push_str(&format!(" ({category})"));
+            }
+            if let Some((case_type, determined)) = &w.determination {
+                let key = if *determined {
+                    "detail-confirmed"
+                } else {
+                    "detail-not-confirmed"
+                };
+                text.push_str(&format!(" {}", t(lang, key, &[("type", case_type)])));
+            }
+            text.push_str(&format!(": {}", w.note));
+            if let Some(outcome) = &w.outcome {
+                text.push_str(&format!(
+                    " — {}",
+                    t(lang, "detail-outcome", &[("outcome", outcome)])
+                ));
+            }
+            text
+        }
+    }
 }
 
 #[cfg(test)]

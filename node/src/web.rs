@@ -29,7 +29,7 @@ use crate::rpc::words;
 use crate::rpc::{self, Answer, NetworkView, Request, StatusAnswer};
 use passerelle_core::engine::{CaseSummary, CaseView, EngineError, ReferralView};
 use passerelle_core::event::{Transition, Urgency};
-use passerelle_core::fold::Rule;
+use passerelle_core::fold::{Rule, Status};
 use passerelle_core::map::{Entry, Gap};
 use passerelle_core::payload::{CaseData, Consent, Person};
 
@@ -493,8 +493,7 @@ fn rule_of(e: &anyhow::Error) -> Option<Rule> {
 
 /// A rule violation in a person's language.
 fn say_rule(lang: &str, rule: Rule) -> String {
-    let why = i18n::t(lang, &format!("rule-{}", rule.code()), &[]);
-    i18n::t(lang, "rule-refused", &[("rule", &why)])
+    i18n::t(lang, "rule-refused", &[("rule", &i18n::rule(lang, &rule))])
 }
 
 /// The session, or a redirect to the login page.
@@ -1055,7 +1054,7 @@ async fn cases(
                 manager: m
                     .as_ref()
                     .map_or(c.manager.clone(), |m| m.org_name(&c.manager).to_string()),
-                status: c.status,
+                status: i18n::case_status(p.lang, c.status),
             }
         })
         .collect();
@@ -1215,17 +1214,21 @@ fn ref_row(r: &ReferralView, m: Option<&passerelle_core::config::Mechanism>, lan
         sent: readable(Some(&r.sent_at)),
         from: org(&r.from_org),
         to: org(&r.to_org),
-        category: m
-            .and_then(|m| {
-                m.category(&r.category)
-                    .map(|c| c.name.get(lang).to_string())
-            })
-            .unwrap_or_else(|| r.category.clone()),
-        urgency: i18n::t(lang, &format!("urgency-{}", r.urgency), &[]),
-        urgency_class: r.urgency.clone(),
-        status: r.status.clone(),
-        status_class: r.status.clone(),
-        overdue: r.overdue.clone().unwrap_or_default(),
+        category: match &r.category {
+            Some(code) => m
+                .and_then(|m| m.category(code).map(|c| c.name.get(lang).to_string()))
+                .unwrap_or_else(|| code.clone()),
+            None => i18n::t(lang, "category-sensitive", &[]),
+        },
+        urgency: i18n::urgency(lang, r.urgency),
+        urgency_class: r.urgency.as_str().to_string(),
+        status: i18n::status(lang, r.status),
+        status_class: r.status.as_str().to_string(),
+        // Not overdue: no badge (the template shows none for an empty text).
+        overdue: r
+            .overdue
+            .map(|o| i18n::overdue(lang, o))
+            .unwrap_or_default(),
     }
 }
 
@@ -1309,11 +1312,22 @@ async fn case_show(
             .timeline
             .iter()
             .map(|t| {
+                let mut what = i18n::happened(lang, &t.happened, &org);
+                if let Some(rule) = &t.invalid {
+                    what.push_str(&format!(
+                        " — {}",
+                        i18n::t(
+                            lang,
+                            "timeline-invalid",
+                            &[("rule", &i18n::rule(lang, rule))]
+                        )
+                    ));
+                }
                 (
                     readable(Some(&t.at)),
-                    t.kind.clone(),
+                    what,
                     org(&t.org),
-                    t.text.clone(),
+                    i18n::detail(lang, &t.detail),
                 )
             })
             .collect(),
@@ -1625,7 +1639,10 @@ async fn referral_page(
         Err(e) => return message(StatusCode::NOT_FOUND, p, e),
     };
     let lang = p.lang;
-    let open = ["sent", "acknowledged", "accepted"].contains(&v.status.as_str());
+    let open = matches!(
+        v.status,
+        Status::Sent | Status::Acknowledged | Status::Accepted
+    );
     let mut r = render(ReferralPage {
         r: ref_row(&v, m.as_deref(), lang),
         readable: v.readable,

@@ -29,3 +29,4 @@ pub mod sync;
 /// `sync::round`, also at the crate root for the callers that name it so (`node`, `tests`).
 pub use sync::round;
 pub mod time_fmt;
+pub mod words;

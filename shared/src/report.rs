@@ -244,7 +244,7 @@ impl Tally {
                 category,
                 urgency: row.urgency.as_str().into(),
                 sent: crate::time_fmt::readable(ms_to_time(row.sent_ms)),
-                what: what.into(),
+                what: what.as_str().into(),
             });
         }
     }

@@ -543,14 +543,14 @@ mod tests {
         });
         let answer = Response::Stepped(referral::Stepped {
             event: "00ff".into(),
-            status: "accepted".into(),
+            status: passerelle_core::fold::Status::Accepted,
         });
         let text = serde_json::to_string(&answer).expect("an answer encodes");
         assert_eq!(text, r#"{"event":"00ff","status":"accepted"}"#);
         let back = Response::decode(&request, &mut serde_json::Deserializer::from_str(&text))
             .expect("the answer reads back");
         let stepped: referral::Stepped = back.into_answer().expect("a step's answer");
-        assert_eq!(stepped.status, "accepted");
+        assert_eq!(stepped.status, passerelle_core::fold::Status::Accepted);
         let wrong = Response::decode(
             &Request::Status,
             &mut serde_json::Deserializer::from_str(&text),

@@ -48,7 +48,8 @@ pub struct ReferralSent {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Stepped {
     pub event: String,
-    pub status: String,
+    #[serde(with = "super::words::one")]
+    pub status: Status,
 }
 
 pub(super) fn send(

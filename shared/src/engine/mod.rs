@@ -27,7 +27,9 @@ mod views;
 
 pub use append::Draft;
 pub use referrals::{ReferralRequest, Step};
-pub use views::{CaseSummary, CaseView, ReferralView, TimelineEntry};
+pub use views::{
+    CaseStatus, CaseSummary, CaseView, Detail, Happened, ReferralView, TimelineEntry, Written,
+};
 
 /// Why an operation was refused. Each is one sentence for a caseworker.
 #[derive(Debug, thiserror::Error)]

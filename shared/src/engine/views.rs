@@ -6,24 +6,168 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::config::Mechanism;
-use crate::event::{CaseAction, EventId, Kind};
-use crate::fold::{self, Decrypted, ReferralRecord, Status, Verdict};
+use crate::event::{CaseAction, EventId, Kind, Transition, Urgency};
+use crate::fold::{self, Decrypted, Overdue, ReferralRecord, Rule, Status, Verdict};
 use crate::keys::{self};
 use crate::payload::CaseData;
 
 use super::{Engine, EngineError, hlc_text, invalid};
 
-/// One line of a case's timeline.
+/// Whether a case is open or closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaseStatus {
+    Open,
+    Closed,
+}
+
+impl CaseStatus {
+    fn of(closed: bool) -> Self {
+        if closed {
+            CaseStatus::Closed
+        } else {
+            CaseStatus::Open
+        }
+    }
+
+    /// Its word (`open`, `closed`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CaseStatus::Open => "open",
+            CaseStatus::Closed => "closed",
+        }
+    }
+}
+
+/// One line of a case's timeline: what happened, from the event's clear header, and what this
+/// node could read of its encrypted payload. Data only: the words a person reads come from the
+/// node's translations.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TimelineEntry {
     pub id: String,
     pub at: String,
-    pub kind: String,
     pub org: String,
+    pub happened: Happened,
     /// The rule the event broke, if any.
-    pub invalid: Option<String>,
-    /// A readable description (decrypted text where this node may read it).
-    pub text: String,
+    pub invalid: Option<Rule>,
+    pub detail: Detail,
+}
+
+/// What a timeline entry records, read from the event's clear header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Happened {
+    CaseOpened,
+    Determination,
+    Note,
+    Transferred {
+        to_org: String,
+    },
+    Closed,
+    Reopened,
+    Consent,
+    ReferralSent {
+        to_org: String,
+    },
+    ReferralStep {
+        #[serde(with = "crate::words::one")]
+        transition: Transition,
+        reason: Option<String>,
+    },
+    /// Any other kind of event, by its kind's name.
+    Other {
+        name: String,
+    },
+}
+
+impl Happened {
+    fn of(kind: &Kind) -> Self {
+        match kind {
+            Kind::CaseOpen => Happened::CaseOpened,
+            Kind::StatusDetermination => Happened::Determination,
+            Kind::CaseUpdate(CaseAction::Note) => Happened::Note,
+            Kind::CaseUpdate(CaseAction::Transfer { to_org }) => Happened::Transferred {
+                to_org: to_org.clone(),
+            },
+            Kind::CaseUpdate(CaseAction::Close) => Happened::Closed,
+            Kind::CaseUpdate(CaseAction::Reopen) => Happened::Reopened,
+            Kind::CaseUpdate(CaseAction::Consent) => Happened::Consent,
+            Kind::ReferralSend { to_org, .. } => Happened::ReferralSent {
+                to_org: to_org.clone(),
+            },
+            Kind::ReferralUpdate { transition, reason } => Happened::ReferralStep {
+                transition: *transition,
+                reason: reason.clone(),
+            },
+            other => Happened::Other {
+                name: other.name().into(),
+            },
+        }
+    }
+}
+
+/// What this node could read of an event's encrypted payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "payload", rename_all = "snake_case")]
+pub enum Detail {
+    /// The event carries nothing encrypted.
+    Clear,
+    /// Encrypted for the organisations involved; this node's organisation is not one of them.
+    NotAddressed,
+    /// Addressed to this organisation under a key epoch the node does not hold yet.
+    AwaitingKey { epoch: u32 },
+    /// Addressed here, but it did not open or decode.
+    Unreadable,
+    /// Read: who wrote it and what they wrote.
+    Read(Written),
+}
+
+/// What a caseworker wrote into an event, as this node read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    /// The account that wrote it.
+    pub by: String,
+    pub note: String,
+    /// A referral's category.
+    pub category: Option<String>,
+    /// A determination: the case type and whether it was confirmed.
+    pub determination: Option<(String, bool)>,
+    /// A completed referral's outcome.
+    pub outcome: Option<String>,
+}
+
+impl Detail {
+    fn of(payload: Option<Result<Decrypted, ()>>, awaiting: Option<u32>, encrypted: bool) -> Self {
+        let written = |by: &str, note: &str| Written {
+            by: by.to_string(),
+            note: note.to_string(),
+            category: None,
+            determination: None,
+            outcome: None,
+        };
+        match (payload, awaiting) {
+            (None, Some(epoch)) => Detail::AwaitingKey { epoch },
+            (None, None) if encrypted => Detail::NotAddressed,
+            (None, None) => Detail::Clear,
+            (Some(Err(())), _) => Detail::Unreadable,
+            (Some(Ok(p)), _) => Detail::Read(match p {
+                Decrypted::CaseOpen(p) => written(&p.by, &p.data.notes),
+                Decrypted::Determination(d) => Written {
+                    determination: Some((d.case_type.clone(), d.determined)),
+                    ..written(&d.by, &d.note)
+                },
+                Decrypted::CaseUpdate(u) => written(&u.by, &u.note),
+                Decrypted::Referral(r) => Written {
+                    category: Some(r.category.clone()),
+                    ..written(&r.by, &r.note)
+                },
+                Decrypted::ReferralUpdate(u) => Written {
+                    outcome: u.outcome.clone(),
+                    ..written(&u.by, &u.note)
+                },
+            }),
+        }
+    }
 }
 
 /// A referral as a caseworker sees it.
@@ -33,22 +177,26 @@ pub struct ReferralView {
     pub case: String,
     pub from_org: String,
     pub to_org: String,
-    pub category: String,
-    pub urgency: String,
-    pub status: String,
+    /// Its category; `None` when the category is sensitive and this node cannot read it.
+    pub category: Option<String>,
+    #[serde(with = "crate::words::one")]
+    pub urgency: Urgency,
+    #[serde(with = "crate::words::one")]
+    pub status: Status,
     pub sent_at: String,
     pub acknowledged_at: Option<String>,
     pub accepted_at: Option<String>,
     pub decided_at: Option<String>,
     pub completed_at: Option<String>,
     pub decline_reason: Option<String>,
-    pub overdue: Option<String>,
+    #[serde(with = "crate::words::opt", default)]
+    pub overdue: Option<Overdue>,
     /// Whether this node can read the referral's contents.
     pub readable: bool,
     /// The shared fields, when readable.
     pub shared: BTreeMap<String, String>,
     pub note: Option<String>,
-    pub invalid: Option<String>,
+    pub invalid: Option<Rule>,
 }
 
 /// A case as this node may read it.
@@ -58,7 +206,7 @@ pub struct CaseView {
     pub opened_at: String,
     pub opened_by: String,
     pub manager: String,
-    pub status: String,
+    pub status: CaseStatus,
     pub data: CaseData,
     pub determinations: Vec<String>,
     pub timeline: Vec<TimelineEntry>,
@@ -71,7 +219,7 @@ pub struct CaseSummary {
     pub id: String,
     pub opened_at: String,
     pub manager: String,
-    pub status: String,
+    pub status: CaseStatus,
     pub case_type: String,
     pub site: String,
     pub name: String,
@@ -96,23 +244,20 @@ impl Engine {
             case: record.case.to_hex(),
             from_org: record.sender_org.clone(),
             to_org: record.receiver_org.clone(),
-            category: record
-                .category
-                .clone()
-                .unwrap_or_else(|| "(sensitive)".into()),
-            urgency: record.urgency.as_str().into(),
-            status: record.status.as_str().into(),
+            category: record.category.clone(),
+            urgency: record.urgency,
+            status: record.status,
             sent_at: hlc_text(record.sent_at),
             acknowledged_at: record.acknowledged_at.map(hlc_text),
             accepted_at: record.accepted_at.map(hlc_text),
             decided_at: record.accepted_at.or(record.declined_at).map(hlc_text),
             completed_at: record.completed_at.map(hlc_text),
             decline_reason: record.decline_reason.clone(),
-            overdue: fold::overdue(record, m, now).map(str::to_string),
+            overdue: fold::overdue(record, m, now),
             readable: false,
             shared: BTreeMap::new(),
             note: None,
-            invalid: verdict.and_then(|v| v.broken).map(|r| r.to_string()),
+            invalid: verdict.and_then(|v| v.broken),
         };
         if decrypt
             && let Some(event) = self.store.event(&record.id)?
@@ -120,7 +265,7 @@ impl Engine {
                 crate::store::decrypt_event(&event, &self.keys)
         {
             view.readable = true;
-            view.category = p.category;
+            view.category = Some(p.category);
             view.shared = p.shared;
             view.note = Some(p.note);
         }
@@ -233,7 +378,7 @@ impl Engine {
                 id: record.id.to_hex(),
                 opened_at: hlc_text(record.opened_at),
                 manager: record.manager_org.clone(),
-                status: if record.closed { "closed" } else { "open" }.into(),
+                status: CaseStatus::of(record.closed),
                 case_type: data.case_type,
                 site: data.site,
                 name,
@@ -275,14 +420,14 @@ impl Engine {
                         .and_then(|v| v.node_by_key(&h.author).map(|n| n.org.clone()))
                 })
                 .unwrap_or_default();
-            let (payload, _) = crate::store::decrypt_event(&event, &self.keys);
+            let (payload, awaiting) = crate::store::decrypt_event(&event, &self.keys);
             timeline.push(TimelineEntry {
                 id: eid.to_hex(),
                 at: hlc_text(h.hlc),
-                kind: describe_kind(&h.kind),
                 org,
-                invalid: verdict.and_then(|v| v.broken).map(|r| r.to_string()),
-                text: describe_payload(payload),
+                happened: Happened::of(&h.kind),
+                invalid: verdict.and_then(|v| v.broken),
+                detail: Detail::of(payload, awaiting, h.kind.is_encrypted_to_orgs()),
             });
         }
         timeline.sort_by(|a, b| a.at.cmp(&b.at));
@@ -297,7 +442,7 @@ impl Engine {
             opened_at: hlc_text(record.opened_at),
             opened_by: record.opened_by_org.clone(),
             manager: record.manager_org.clone(),
-            status: if record.closed { "closed" } else { "open" }.into(),
+            status: CaseStatus::of(record.closed),
             data,
             determinations: record
                 .determinations
@@ -307,50 +452,5 @@ impl Engine {
             timeline,
             referrals,
         })
-    }
-}
-
-fn describe_kind(kind: &Kind) -> String {
-    match kind {
-        Kind::CaseOpen => "case opened".into(),
-        Kind::StatusDetermination => "status determination".into(),
-        Kind::CaseUpdate(CaseAction::Note) => "note".into(),
-        Kind::CaseUpdate(CaseAction::Transfer { to_org }) => format!("transferred to {to_org}"),
-        Kind::CaseUpdate(CaseAction::Close) => "case closed".into(),
-        Kind::CaseUpdate(CaseAction::Reopen) => "case reopened".into(),
-        Kind::CaseUpdate(CaseAction::Consent) => "consent recorded".into(),
-        Kind::ReferralSend { to_org, .. } => format!("referral sent to {to_org}"),
-        Kind::ReferralUpdate { transition, reason } => match reason {
-            Some(r) => format!("referral {} ({r})", transition.as_str()),
-            None => format!("referral {}", transition.as_str()),
-        },
-        other => other.name().into(),
-    }
-}
-
-fn describe_payload(payload: Option<Result<Decrypted, ()>>) -> String {
-    match payload {
-        None => String::new(),
-        Some(Err(())) => "(unreadable payload)".into(),
-        Some(Ok(p)) => match p {
-            Decrypted::CaseOpen(p) => format!("by {}: {}", p.by, p.data.notes),
-            Decrypted::Determination(d) => format!(
-                "by {}: {} {}: {}",
-                d.by,
-                d.case_type,
-                if d.determined {
-                    "confirmed"
-                } else {
-                    "not confirmed"
-                },
-                d.note
-            ),
-            Decrypted::CaseUpdate(u) => format!("by {}: {}", u.by, u.note),
-            Decrypted::Referral(r) => format!("by {} ({}): {}", r.by, r.category, r.note),
-            Decrypted::ReferralUpdate(u) => match u.outcome {
-                Some(o) => format!("by {}: {} — outcome: {o}", u.by, u.note),
-                None => format!("by {}: {}", u.by, u.note),
-            },
-        },
     }
 }

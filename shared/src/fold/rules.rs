@@ -294,21 +294,40 @@ pub struct ReferralRecord {
     pub last: (Hlc, EventId),
 }
 
+/// Which SOP deadline a referral has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Overdue {
+    /// Sent and not acknowledged in time.
+    Acknowledgement,
+    /// Not accepted or declined in time.
+    Decision,
+}
+
+impl Overdue {
+    /// Its word (the report's CSV and the JSON API).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Overdue::Acknowledgement => "acknowledgement overdue",
+            Overdue::Decision => "decision overdue",
+        }
+    }
+}
+
 /// What is overdue about a referral at `now`, if anything: computed when read, never folded.
 pub fn overdue(
     record: &ReferralRecord,
     mechanism: &Mechanism,
     now: time::OffsetDateTime,
-) -> Option<&'static str> {
+) -> Option<Overdue> {
     let deadlines = mechanism.doc.sop.urgency.for_level(record.urgency);
     let sent = record.sent_at.to_datetime();
     let hours = |h: u32| time::Duration::hours(i64::from(h));
     match record.status {
         Status::Sent if now > sent + hours(deadlines.acknowledge_hours) => {
-            Some("acknowledgement overdue")
+            Some(Overdue::Acknowledgement)
         }
         Status::Sent | Status::Acknowledged if now > sent + hours(deadlines.accept_hours) => {
-            Some("decision overdue")
+            Some(Overdue::Decision)
         }
         _ => None,
     }
