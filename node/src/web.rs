@@ -1312,7 +1312,7 @@ async fn case_show(
             .timeline
             .iter()
             .map(|t| {
-                let mut what = i18n::happened(lang, &t.happened, &org);
+                let mut what = i18n::happened(lang, &t.happened, org);
                 if let Some(rule) = &t.invalid {
                     what.push_str(&format!(
                         " — {}",
