@@ -174,7 +174,7 @@ pub(super) fn status(engine: &Engine, ctx: &Context, now: OffsetDateTime) -> Res
             .can_create_case_events(now)
             .err()
             .map(|e| e.to_string()),
-        read_only: engine.read_only(),
+        read_only: engine.is_read_only()?,
         org_key_epochs: engine.epochs_held(),
         events: counts.events,
         held_back: counts.held,

@@ -217,12 +217,6 @@ impl Engine {
     pub fn is_read_only(&self) -> Result<bool, StoreError> {
         Ok(self.store().meta(META_READ_ONLY)?.is_some())
     }
-
-    /// [`Engine::is_read_only`] for display (`status`): a store that cannot be read shows as
-    /// not read-only, and the same error surfaces in the next operation that writes.
-    pub fn read_only(&self) -> bool {
-        self.is_read_only().unwrap_or(false)
-    }
 }
 
 impl Round {
