@@ -648,4 +648,63 @@ mod tests {
             .join()
             .unwrap_or_else(|_| panic!("the engine thread panicked"));
     }
+
+    /// Issue 11, over HTTP: the real API router on a loopback socket. A job that panics shows
+    /// in `/api/v1/health` (`jobs_failed`), the engine is still `running`, and the API goes on
+    /// answering requests.
+    #[test]
+    fn over_http_a_failed_job_shows_in_health_and_the_api_keeps_answering() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (_history, engine) = observer(dir.path());
+        let (handle, _signals, thread) = EngineHandle::spawn(engine);
+        let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let state = crate::daemon::api::ApiState {
+            engine: handle.clone(),
+            token: std::sync::Arc::new("token-for-the-test".into()),
+            hosts: std::sync::Arc::new(vec![addr.to_string()]),
+            network: Default::default(),
+        };
+        let app = crate::daemon::api::router(state, axum::Router::new());
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        let health = || -> (u16, serde_json::Value) {
+            let mut r = agent
+                .get(&format!("http://{addr}/api/v1/health"))
+                .call()
+                .unwrap_or_else(|e| panic!("{e}"));
+            let body = r.body_mut().read_json().unwrap_or_else(|e| panic!("{e}"));
+            (r.status().as_u16(), body)
+        };
+        let expect = |failed: u64| serde_json::json!({ "ok": true, "engine": "running", "jobs_failed": failed });
+        assert_eq!(health(), (200, expect(0)));
+
+        let failed = block_on(handle.panic());
+        assert!(matches!(failed, Err(JobError::Failed)), "{failed:?}");
+        assert_eq!(health(), (200, expect(1)), "the failure is reported");
+
+        // The API still answers a request that needs the engine.
+        let mut r = agent
+            .post(&format!("http://{addr}/api/v1/rpc"))
+            .header("Authorization", "Bearer token-for-the-test")
+            .send_json(serde_json::json!({ "user": "operator", "request": { "op": "status" } }))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let answer: serde_json::Value = r.body_mut().read_json().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status().as_u16(), 200, "{answer}");
+        assert_eq!(answer["ok"], true, "{answer}");
+        assert_eq!(answer["result"]["org"], "unicef", "{answer}");
+        assert_eq!(answer["result"]["config_version"], 1, "{answer}");
+        assert_eq!(health(), (200, expect(1)));
+        drop(runtime);
+        drop(handle);
+        thread
+            .join()
+            .unwrap_or_else(|_| panic!("the engine thread panicked"));
+    }
 }
