@@ -86,11 +86,15 @@ pub const HEALTH_ENGINE_WAIT: std::time::Duration = std::time::Duration::from_se
 /// `engine: "running"`, or 503 with `"stopped"` (its thread ended) or `"busy"` (no answer in
 /// [`HEALTH_ENGINE_WAIT`]). `jobs_failed` counts jobs that panicked and were recovered from.
 async fn health_handler(State(state): State<ApiState>) -> Response {
-    let (alive, failed) = state.engine.health();
+    let (alive, _) = state.engine.health();
     let answered = alive
         && tokio::time::timeout(HEALTH_ENGINE_WAIT, state.engine.ping())
             .await
             .is_ok_and(|r| r.is_ok());
+    // Counted after the ping: the engine counts a failed job before it takes the next one,
+    // and a failed job's caller may hear of it (its reply dropped while unwinding) before it
+    // is counted — read first, the count could miss a failure its caller already reported.
+    let (_, failed) = state.engine.health();
     let engine = match (alive, answered) {
         (true, true) => "running",
         (true, false) => "busy",
