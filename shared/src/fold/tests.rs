@@ -115,6 +115,203 @@ proptest! {
     }
 }
 
+/// A history whose steps conflict, as nodes that did not see each other produce it: one case,
+/// two referrals. On the first, the receiver acknowledges, then accepts while the sender
+/// withdraws (neither saw the other), then completes; the sender also tries to complete it (not
+/// its step). On the second, the receiver completes without accepting, then declines twice.
+/// The fold must pick the same winner and mark the same losers whatever arrives first.
+fn conflicts() -> &'static History {
+    static CONFLICTS: OnceLock<History> = OnceLock::new();
+    CONFLICTS.get_or_init(|| {
+        use crate::event::{Kind, Transition, Urgency};
+        use crate::payload::{CaseOpenPayload, ReferralPayload, ReferralUpdatePayload, encode};
+        use crate::sim::EventWriter;
+
+        let base = history();
+        let m = base.sim.mechanism().expect("genesis");
+        let (version, id) = (m.doc.version, base.sim.mechanism_id());
+        let node = |n: &str| base.sim.node(n).expect("a node");
+        let mut mas = EventWriter::new(node("mas1"), id, version, base.now);
+        let mut mdm = EventWriter::new(node("mdm1"), id, version, base.now);
+        let both = ["mas", "mdm"];
+        let data = crate::payload::CaseData {
+            case_type: "general".into(),
+            site: "medenine".into(),
+            consent: crate::payload::Consent {
+                given: true,
+                explained_by: "aicha".into(),
+                explained: "referral to health care".into(),
+                recorded_at: "2026-01-01T00:00:00Z".into(),
+                ..Default::default()
+            },
+            needs: vec!["health".into()],
+            person: Default::default(),
+            vulnerabilities: vec![],
+            notes: String::new(),
+        };
+        let open = mas
+            .next(
+                &m,
+                Kind::CaseOpen,
+                None,
+                vec![],
+                &["mas"],
+                &encode(&CaseOpenPayload {
+                    data: data.clone(),
+                    by: "aicha".into(),
+                })
+                .expect("encodes"),
+            )
+            .expect("an opening");
+        let referral = |note: &str| {
+            encode(&ReferralPayload {
+                case_type: "general".into(),
+                category: "health".into(),
+                shared: Default::default(),
+                note: note.into(),
+                consent: data.consent.clone(),
+                emergency_override: None,
+                by: "aicha".into(),
+            })
+            .expect("encodes")
+        };
+        let send = |w: &mut EventWriter, note: &str| {
+            w.next(
+                &m,
+                Kind::ReferralSend {
+                    to_org: "mdm".into(),
+                    category: Some("health".into()),
+                    urgency: Urgency::Urgent,
+                },
+                Some(open.id()),
+                vec![],
+                &both,
+                &referral(note),
+            )
+            .expect("a referral")
+        };
+        let first = send(&mut mas, "first");
+        let second = send(&mut mas, "second");
+        let step = |w: &mut EventWriter, on: &Event, t: Transition| {
+            let reason = (t == Transition::Decline).then(|| "no_capacity".to_string());
+            let body = encode(&ReferralUpdatePayload {
+                note: t.as_str().into(),
+                outcome: None,
+                by: w.node.org.clone(),
+            })
+            .expect("encodes");
+            w.next(
+                &m,
+                Kind::ReferralUpdate {
+                    transition: t,
+                    reason,
+                },
+                Some(on.id()),
+                vec![],
+                &both,
+                &body,
+            )
+            .expect("a step")
+        };
+        mdm.hlc = mdm.hlc.max(mas.hlc);
+        let ack = step(&mut mdm, &first, Transition::Acknowledge);
+        mas.hlc = mas.hlc.max(mdm.hlc);
+        // Concurrent: neither writer saw the other's step.
+        let accept = step(&mut mdm, &first, Transition::Accept);
+        let withdraw = step(&mut mas, &first, Transition::Withdraw);
+        let complete = step(&mut mdm, &first, Transition::Complete);
+        let sender_completes = step(&mut mas, &first, Transition::Complete);
+        let early = step(&mut mdm, &second, Transition::Complete);
+        let decline = step(&mut mdm, &second, Transition::Decline);
+        let again = step(&mut mdm, &second, Transition::Decline);
+        let events = vec![
+            open,
+            first,
+            second,
+            ack,
+            accept,
+            withdraw,
+            complete,
+            sender_completes,
+            early,
+            decline,
+            again,
+        ];
+        History {
+            sim: Sim::new(SAMPLE, &["mas", "mdm"], &[], base.now).expect("an empty sim"),
+            now: base.now,
+            config: base.config.clone(),
+            events,
+            reader: base.reader.clone(),
+        }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn conflicting_steps_fold_to_the_same_state_in_any_order(
+        order in Just((0..11usize).collect::<Vec<_>>()).prop_shuffle()
+    ) {
+        let h = conflicts();
+        let in_order: Vec<usize> = (0..h.events.len()).collect();
+        let expected = state(&fold_in_memory(h, &in_order));
+        let got = fold_in_memory(h, &order);
+        prop_assert_eq!(got.verdicts.len(), h.events.len(), "every event is folded");
+        prop_assert_eq!(state(&got), expected);
+    }
+}
+
+/// The conflicting history is not trivially valid: the steps that lose are marked with the
+/// rule they break, and each referral ends in the status the winning steps give it.
+#[test]
+fn the_conflicting_history_has_losers() {
+    let h = conflicts();
+    let in_order: Vec<usize> = (0..h.events.len()).collect();
+    let store = fold_in_memory(h, &in_order);
+    let broken = |i: usize| store.verdicts[&h.events[i].id()].broken.clone();
+    use super::{Rule, Status};
+    // The opening, both referrals and the acknowledgement stand.
+    for i in 0..4 {
+        assert_eq!(broken(i), None, "event {i}");
+    }
+    // Accept (4) and withdraw (5) raced. The sender may withdraw an accepted referral, so
+    // the withdrawal stands either way; the accept stands only if the fold orders it first.
+    // The completion (6) comes after both in the fold's order: the referral is withdrawn.
+    assert_eq!(broken(5), None, "the withdrawal stands");
+    assert!(
+        matches!(broken(4), None | Some(Rule::InvalidTransition)),
+        "{:?}",
+        broken(4)
+    );
+    assert_eq!(
+        broken(6),
+        Some(Rule::InvalidTransition),
+        "no completion once withdrawn"
+    );
+    let first = store.referrals[&h.events[1].id()].status;
+    let second = store.referrals[&h.events[2].id()].status;
+    assert_eq!(first, Status::Withdrawn);
+    assert_eq!(
+        broken(7),
+        Some(Rule::NotReceiver),
+        "the sender cannot complete"
+    );
+    assert_eq!(
+        broken(8),
+        Some(Rule::InvalidTransition),
+        "complete before accept"
+    );
+    assert_eq!(broken(9), None, "the decline stands");
+    assert_eq!(
+        broken(10),
+        Some(Rule::InvalidTransition),
+        "a second decline"
+    );
+    assert_eq!(second, Status::Declined);
+}
+
 #[test]
 fn the_redb_store_folds_as_the_memory_store_does() {
     let h = history();
