@@ -210,6 +210,7 @@ impl Profile {
     /// Parses a profile file's text (strict: an unknown field is an error).
     pub fn from_toml(text: &str) -> Result<Self, MapError> {
         toml::from_str(text).map_err(|e| {
+            // An empty message has no first line: the place is then just left empty.
             let first = e.to_string().lines().next().unwrap_or_default().to_string();
             let place = first
                 .strip_prefix("TOML parse error at ")
@@ -230,22 +231,7 @@ impl Profile {
             ));
         }
         check_names("description", &self.description, true)?;
-        if self.focal_points.len() > LIST_ITEMS_MAX {
-            return Err(invalid(
-                "focal_points",
-                format!("more than {LIST_ITEMS_MAX}"),
-            ));
-        }
-        for (i, fp) in self.focal_points.iter().enumerate() {
-            let f = format!("focal_points[{i}]");
-            if fp.name.trim().is_empty() {
-                return Err(invalid(format!("{f}.name"), "must not be empty"));
-            }
-            check_short(&format!("{f}.name"), Some(&fp.name))?;
-            check_short(&format!("{f}.role"), fp.role.as_deref())?;
-            check_short(&format!("{f}.phone"), fp.phone.as_deref())?;
-            check_short(&format!("{f}.email"), fp.email.as_deref())?;
-        }
+        self.validate_focal_points()?;
         if self.services.len() > PROFILE_SERVICES_MAX {
             return Err(invalid(
                 "services",
@@ -262,77 +248,121 @@ impl Profile {
                     format!("duplicate service id `{}`", s.id),
                 ));
             }
-            if m.category(&s.category).is_none() {
+            s.validate(&f, m)?;
+        }
+        Ok(())
+    }
+
+    fn validate_focal_points(&self) -> Result<(), MapError> {
+        if self.focal_points.len() > LIST_ITEMS_MAX {
+            return Err(invalid(
+                "focal_points",
+                format!("more than {LIST_ITEMS_MAX}"),
+            ));
+        }
+        for (i, fp) in self.focal_points.iter().enumerate() {
+            let f = format!("focal_points[{i}]");
+            if fp.name.trim().is_empty() {
+                return Err(invalid(format!("{f}.name"), "must not be empty"));
+            }
+            check_short(&format!("{f}.name"), Some(&fp.name))?;
+            check_short(&format!("{f}.role"), fp.role.as_deref())?;
+            check_short(&format!("{f}.phone"), fp.phone.as_deref())?;
+            check_short(&format!("{f}.email"), fp.email.as_deref())?;
+        }
+        Ok(())
+    }
+}
+
+impl Service {
+    /// Checks one service (its id aside, which the profile checks for duplicates); `f` is the
+    /// field it sits at, e.g. `services[2]`.
+    fn validate(&self, f: &str, m: &Mechanism) -> Result<(), MapError> {
+        if m.category(&self.category).is_none() {
+            return Err(invalid(
+                format!("{f}.category"),
+                format!(
+                    "unknown service category `{}`",
+                    keys::truncate_for_error(&self.category)
+                ),
+            ));
+        }
+        if m.site(&self.site).is_none() {
+            return Err(invalid(
+                format!("{f}.site"),
+                format!("unknown site `{}`", keys::truncate_for_error(&self.site)),
+            ));
+        }
+        check_names(&format!("{f}.name"), &self.name, false)?;
+        if let Some(d) = &self.description {
+            check_names(&format!("{f}.description"), d, true)?;
+        }
+        check_text(&format!("{f}.eligibility"), self.eligibility.as_deref())?;
+        check_short(&format!("{f}.address"), self.address.as_deref())?;
+        self.validate_languages(f)?;
+        if self.latitude.is_some_and(|v| !(-90.0..=90.0).contains(&v)) {
+            return Err(invalid(format!("{f}.latitude"), "out of range"));
+        }
+        if self
+            .longitude
+            .is_some_and(|v| !(-180.0..=180.0).contains(&v))
+        {
+            return Err(invalid(format!("{f}.longitude"), "out of range"));
+        }
+        if parse_date(&self.verified).is_none() {
+            return Err(invalid(
+                format!("{f}.verified"),
+                "must be a date like 2026-11-27",
+            ));
+        }
+        self.validate_hours(f)?;
+        if let Some(c) = &self.contact {
+            check_short(&format!("{f}.contact.phone"), c.phone.as_deref())?;
+            check_short(&format!("{f}.contact.email"), c.email.as_deref())?;
+            check_short(
+                &format!("{f}.contact.focal_point"),
+                c.focal_point.as_deref(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// One to [`LIST_ITEMS_MAX`] languages, each a two-letter ISO 639-1 code.
+    fn validate_languages(&self, f: &str) -> Result<(), MapError> {
+        if self.languages.is_empty() || self.languages.len() > LIST_ITEMS_MAX {
+            return Err(invalid(
+                format!("{f}.languages"),
+                "list 1 or more languages",
+            ));
+        }
+        for (j, l) in self.languages.iter().enumerate() {
+            if l.len() != 2 || !l.chars().all(|c| c.is_ascii_lowercase()) {
                 return Err(invalid(
-                    format!("{f}.category"),
+                    format!("{f}.languages[{j}]"),
                     format!(
-                        "unknown service category `{}`",
-                        keys::truncate_for_error(&s.category)
+                        "`{}` is not a two-letter ISO 639-1 code",
+                        keys::truncate_for_error(l)
                     ),
                 ));
             }
-            if m.site(&s.site).is_none() {
+        }
+        Ok(())
+    }
+
+    /// Opening hours: known days, each a list of ranges that open before they close.
+    fn validate_hours(&self, f: &str) -> Result<(), MapError> {
+        for (day, spec) in &self.hours {
+            if !DAYS.contains(&day.as_str()) {
                 return Err(invalid(
-                    format!("{f}.site"),
-                    format!("unknown site `{}`", keys::truncate_for_error(&s.site)),
+                    format!("{f}.hours.{day}"),
+                    "days are mon, tue, wed, thu, fri, sat, sun",
                 ));
             }
-            check_names(&format!("{f}.name"), &s.name, false)?;
-            if let Some(d) = &s.description {
-                check_names(&format!("{f}.description"), d, true)?;
-            }
-            check_text(&format!("{f}.eligibility"), s.eligibility.as_deref())?;
-            check_short(&format!("{f}.address"), s.address.as_deref())?;
-            if s.languages.is_empty() || s.languages.len() > LIST_ITEMS_MAX {
+            if spec.len() > SHORT_FIELD_MAX_CHARS || ranges(spec).is_none() {
                 return Err(invalid(
-                    format!("{f}.languages"),
-                    "list 1 or more languages",
+                    format!("{f}.hours.{day}"),
+                    "must be ranges like 08:00-12:00,14:00-17:00 (opening before closing)",
                 ));
-            }
-            for (j, l) in s.languages.iter().enumerate() {
-                if l.len() != 2 || !l.chars().all(|c| c.is_ascii_lowercase()) {
-                    return Err(invalid(
-                        format!("{f}.languages[{j}]"),
-                        format!(
-                            "`{}` is not a two-letter ISO 639-1 code",
-                            keys::truncate_for_error(l)
-                        ),
-                    ));
-                }
-            }
-            if s.latitude.is_some_and(|v| !(-90.0..=90.0).contains(&v)) {
-                return Err(invalid(format!("{f}.latitude"), "out of range"));
-            }
-            if s.longitude.is_some_and(|v| !(-180.0..=180.0).contains(&v)) {
-                return Err(invalid(format!("{f}.longitude"), "out of range"));
-            }
-            if parse_date(&s.verified).is_none() {
-                return Err(invalid(
-                    format!("{f}.verified"),
-                    "must be a date like 2026-11-27",
-                ));
-            }
-            for (day, spec) in &s.hours {
-                if !DAYS.contains(&day.as_str()) {
-                    return Err(invalid(
-                        format!("{f}.hours.{day}"),
-                        "days are mon, tue, wed, thu, fri, sat, sun",
-                    ));
-                }
-                if spec.len() > SHORT_FIELD_MAX_CHARS || ranges(spec).is_none() {
-                    return Err(invalid(
-                        format!("{f}.hours.{day}"),
-                        "must be ranges like 08:00-12:00,14:00-17:00 (opening before closing)",
-                    ));
-                }
-            }
-            if let Some(c) = &s.contact {
-                check_short(&format!("{f}.contact.phone"), c.phone.as_deref())?;
-                check_short(&format!("{f}.contact.email"), c.email.as_deref())?;
-                check_short(
-                    &format!("{f}.contact.focal_point"),
-                    c.focal_point.as_deref(),
-                )?;
             }
         }
         Ok(())
