@@ -2,8 +2,10 @@
 //! responder's sides of a round, timeouts.
 
 use rand::Rng;
+use time::OffsetDateTime;
 
 use super::{Pending, ROUND_STEPS_MAX, ROUND_TIMEOUT_MS, World, attack, net, push_bytes};
+use crate::event::Event;
 use crate::sync::round::{Round, RoundReport, Step};
 use crate::sync::{self, Request, Response};
 
@@ -178,12 +180,31 @@ impl World {
             }
         };
         let now = self.now_of(i);
-        let node = &mut self.nodes[i];
-        let Some(pending) = node.rounds.get_mut(&round) else {
+        let Some((request, events)) = self.feed_round(i, round, peer, response, now) else {
             return;
         };
+        if !events.is_empty()
+            && let Err(e) = self.nodes[i].engine.receive(&events, now)
+        {
+            self.note_error(i, "receive", &e);
+        }
+        self.ask_next(i, round, peer, &request);
+    }
+
+    /// Feeds the answer to node `i`'s round with `peer`: the request it asks next and the
+    /// events to admit meanwhile, or `None` when the round is over (done or failed).
+    fn feed_round(
+        &mut self,
+        i: usize,
+        round: u64,
+        peer: usize,
+        response: Response,
+        now: OffsetDateTime,
+    ) -> Option<(Request, Vec<Event>)> {
+        let node = &mut self.nodes[i];
+        let pending = node.rounds.get_mut(&round)?;
         let result = pending.round.on_response(&mut node.engine, response, now);
-        let next = match result {
+        match result {
             Ok(Step::Send(request)) => Some((request, Vec::new())),
             Ok(Step::SendAndAdmit(request, events)) => Some((request, events)),
             Ok(Step::Done(report)) => {
@@ -206,15 +227,12 @@ impl World {
                 self.end_round(i, round);
                 None
             }
-        };
-        let Some((request, events)) = next else {
-            return;
-        };
-        if !events.is_empty()
-            && let Err(e) = self.nodes[i].engine.receive(&events, now)
-        {
-            self.note_error(i, "receive", &e);
         }
+    }
+
+    /// Sends the round's next request, unless the round asked too many times already (a
+    /// responder holding it open) or the request does not encode.
+    fn ask_next(&mut self, i: usize, round: u64, peer: usize, request: &Request) {
         let Some(pending) = self.nodes[i].rounds.get_mut(&round) else {
             return;
         };
@@ -235,7 +253,7 @@ impl World {
             return;
         }
         let step = pending.step;
-        match sync::encode(&request) {
+        match sync::encode(request) {
             Ok(bytes) => self.send(i, peer, net::Payload::Request { round, step, bytes }),
             Err(e) => {
                 let a = self.nodes[i].name.clone();
