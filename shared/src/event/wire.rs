@@ -25,12 +25,8 @@ pub(super) fn encode_wire(wire: &Wire) -> Vec<u8> {
     bytes
 }
 
-/// Sync batches travel compacted: an event leaves out the header fields the event before it in
-/// the same batch lets the receiver rebuild — the mechanism id, the author key, and `prev` when
-/// it is that event's id — about 96 bytes of a ~230-byte header in a run of one author's
-/// events. Only the transport changes: the receiver rebuilds the exact signed bytes, so ids and
-
 impl Wire {
+    /// The id of the event these bytes hold (`None` when the signature is not 64 bytes).
     pub(super) fn id(&self) -> Option<EventId> {
         let signature: [u8; 64] = self.signature.as_slice().try_into().ok()?;
         Some(Event::compute_id(
