@@ -4,16 +4,26 @@
 //! log for some peers, relays events signed by outsiders or stamped ten years ahead, sends
 //! garbage, and answers rounds badly. What it forges into its own log is admitted there like
 //! any received event, so its own fold judges it too.
+//!
+//! Here: the attacker's state, forging into its own log, forks, outsiders and far-future
+//! events; `rules` forges what the fold must mark, `answer` sends garbage and answers badly.
 
 use rand::Rng;
 
-use crate::event::{Event, EventId, Hlc, Kind as EventKind, Transition, Urgency};
+use crate::config::Mechanism;
+use crate::event::{Event, EventId, Hlc, Kind as EventKind};
 use crate::keyfiles::NodeSecrets;
-use crate::payload::{self, CaseOpenPayload, DeterminationPayload, ReferralPayload};
+use crate::payload::{self, CaseOpenPayload};
 use crate::sim::{Forger, SimNode};
-use crate::sync::{self, Request, Response, VersionVector};
 
-use super::{CaseInfo, FUTURE_LEAD_MS, ReferralInfo, World, net, workload};
+use super::{FUTURE_LEAD_MS, World, net, workload};
+
+mod answer;
+mod rules;
+
+use answer::send_garbage;
+pub(super) use answer::{answer, initiate};
+use rules::{bad_map, break_rule};
 
 /// An attack a malicious member may make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,33 +130,79 @@ fn forger_at_head(world: &World, i: usize) -> Option<Forger> {
     Some(forger)
 }
 
-/// Forges an event into attacker `i`'s own log (admitted there like any received event).
-fn forge_own(
-    world: &mut World,
-    i: usize,
+/// An event an attacker forges into its own log.
+struct Forgery {
     kind: EventKind,
     subject: Option<EventId>,
     deps: Vec<EventId>,
-    orgs: &[&str],
-    plain: &[u8],
-) -> Option<Event> {
+    /// The organisations it is addressed to.
+    orgs: Vec<String>,
+    plain: Vec<u8>,
+}
+
+impl Forgery {
+    /// A case opened by `org`, addressed to itself.
+    fn case_open(org: &str, plain: Vec<u8>) -> Self {
+        Self {
+            kind: EventKind::CaseOpen,
+            subject: None,
+            deps: vec![],
+            orgs: vec![org.to_string()],
+            plain,
+        }
+    }
+}
+
+/// Counts one attack of attacker `i`, and logs `line` (if any) under its name.
+fn record(world: &mut World, i: usize, line: Option<String>) {
+    world.stats.attacks_made += 1;
+    if let Some(line) = line {
+        let name = world.nodes[i].name.clone();
+        world.log(format!("{name} {line}"));
+    }
+}
+
+/// Attacker `i`'s configuration in force; `None` when its engine has none (it then does not
+/// attack this time).
+fn mechanism_of(world: &World, i: usize) -> Option<Mechanism> {
+    world.nodes[i].engine.mechanism().ok().cloned()
+}
+
+/// Forges, with `forger`, a case opened by `org` and addressed to itself.
+fn forge_case_open(forger: &mut Forger, m: &Mechanism, org: &str, plain: &[u8]) -> Option<Event> {
+    forger
+        .next(m, EventKind::CaseOpen, None, vec![], &[org], plain)
+        .ok()
+}
+
+/// Forges an event into attacker `i`'s own log (admitted there like any received event),
+/// counts and logs the attack, and pushes the event at once, like the events a node creates.
+fn forge_own(world: &mut World, i: usize, forgery: Forgery) -> Option<Event> {
     let mut forger = forger_at_head(world, i)?;
-    let m = world.nodes[i].engine.mechanism().ok()?.clone();
-    let event = forger.next(&m, kind, subject, deps, orgs, plain).ok()?;
+    let m = mechanism_of(world, i)?;
+    let orgs: Vec<&str> = forgery.orgs.iter().map(String::as_str).collect();
+    let event = forger
+        .next(
+            &m,
+            forgery.kind,
+            forgery.subject,
+            forgery.deps,
+            &orgs,
+            &forgery.plain,
+        )
+        .ok()?;
     let now = world.now_of(i);
     match world.nodes[i]
         .engine
         .receive(std::slice::from_ref(&event), now)
     {
         Ok(report) if report.admitted.contains(&event.id()) => {
-            world.stats.attacks_made += 1;
-            let name = world.nodes[i].name.clone();
-            world.log(format!(
-                "{name} forged {} {}",
+            let line = format!(
+                "forged {} {}",
                 event.header().kind.name(),
                 event.id().short()
-            ));
-            // Pushed at once, like the events a node creates.
+            );
+            record(world, i, Some(line));
             for to in 0..world.nodes.len() {
                 if to != i && !shuns(world, i, to) {
                     push_to(world, i, to, std::slice::from_ref(&event));
@@ -229,6 +285,8 @@ fn open_payload(world: &mut World, case_type: &str) -> Vec<u8> {
         data,
         by: "attacker".into(),
     })
+    // A generated case encodes under the payload bound; were it not to, the empty body is
+    // forged anyway and refused like any bad payload.
     .unwrap_or_default()
 }
 
@@ -238,30 +296,7 @@ fn equivocate(world: &mut World, i: usize) {
     let org = world.nodes[i].org.clone();
     if world.attackers.get(&i).is_some_and(State::forked) {
         if world.rng.gen_bool(0.5) {
-            let plain = open_payload(world, "general");
-            let Ok(m) = world.nodes[i].engine.mechanism().cloned() else {
-                return;
-            };
-            let Some(fork) = world.attackers.get_mut(&i).and_then(|s| s.fork.as_mut()) else {
-                return;
-            };
-            if let Ok(e) = fork.forger.next(
-                &m,
-                EventKind::CaseOpen,
-                None,
-                vec![],
-                &[org.as_str()],
-                &plain,
-            ) {
-                let line = format!(
-                    "extends its fork to seq {}: {}",
-                    e.header().seq,
-                    e.id().short()
-                );
-                fork.events.push(e);
-                let name = world.nodes[i].name.clone();
-                world.log(format!("{name} {line}"));
-            }
+            extend_fork(world, i, &org);
         }
         return push_fork(world, i);
     }
@@ -274,18 +309,11 @@ fn equivocate(world: &mut World, i: usize) {
         Ok(id) => id,
         Err(e) => return world.note_error(i, "equivocate", &e),
     };
-    let Ok(m) = world.nodes[i].engine.mechanism().cloned() else {
+    let Some(m) = mechanism_of(world, i) else {
         return;
     };
     let plain = open_payload(world, "general");
-    let Ok(theirs) = forger.next(
-        &m,
-        EventKind::CaseOpen,
-        None,
-        vec![],
-        &[org.as_str()],
-        &plain,
-    ) else {
+    let Some(theirs) = forge_case_open(&mut forger, &m, &org, &plain) else {
         return;
     };
     let mut peers = honest_peers(world);
@@ -294,10 +322,9 @@ fn equivocate(world: &mut World, i: usize) {
         let all = honest_peers(world);
         peers.push(all[world.rng.gen_range(0..all.len())]);
     }
-    let name = world.nodes[i].name.clone();
     let selective = world.rng.gen_bool(0.5);
-    world.log(format!(
-        "{name} forks at seq {}: {} for itself, {} for {peers:?}{}",
+    let line = format!(
+        "forks at seq {}: {} for itself, {} for {peers:?}{}",
         theirs.header().seq,
         ours.short(),
         theirs.id().short(),
@@ -306,8 +333,8 @@ fn equivocate(world: &mut World, i: usize) {
         } else {
             ""
         }
-    ));
-    world.stats.attacks_made += 1;
+    );
+    record(world, i, Some(line));
     if let Some(state) = world.attackers.get_mut(&i) {
         state.fork = Some(Fork {
             events: vec![theirs],
@@ -319,267 +346,25 @@ fn equivocate(world: &mut World, i: usize) {
     push_fork(world, i);
 }
 
-/// Attacker `i`'s own cases (in the simulation's order).
-fn own_cases(world: &World, i: usize) -> Vec<CaseInfo> {
-    let org = &world.nodes[i].org;
-    world
-        .book
-        .cases
-        .iter()
-        .filter(|c| {
-            world.nodes[i]
-                .engine
-                .store()
-                .case_record(&c.id)
-                .ok()
-                .flatten()
-                .is_some_and(|r| &r.manager_org == org)
-        })
-        .cloned()
-        .collect()
-}
-
-/// Events the fold must mark, each judged by every node that can read it.
-fn break_rule(world: &mut World, i: usize) {
-    let org = world.nodes[i].org.clone();
-    let cases = own_cases(world, i);
-    let Some(case) =
-        (!cases.is_empty()).then(|| cases[world.rng.gen_range(0..cases.len())].clone())
-    else {
-        // Something to break rules about first.
-        return workload::step(world, i);
-    };
-    let providers: Vec<&str> = ["mdm", "iom", "unicef", "drs_medenine"]
-        .into_iter()
-        .filter(|o| *o != org)
-        .collect();
-    let to = providers[world.rng.gen_range(0..providers.len())];
-    let consent = workload::case_data(&mut world.rng, "general", false).consent;
-    let referral = |case_type: &str, consent| ReferralPayload {
-        case_type: case_type.into(),
-        category: "health".into(),
-        shared: Default::default(),
-        note: "forged".into(),
-        consent,
-        emergency_override: None,
-        by: "attacker".into(),
-    };
-    let update = payload::encode(&payload::ReferralUpdatePayload {
-        note: "forged".into(),
-        outcome: None,
-        by: "attacker".into(),
-    })
-    .expect("a short generated payload encodes under the payload bound");
-    match world.rng.gen_range(0..7) {
-        // Refers without consent.
-        0 => {
-            let plain = payload::encode(&referral(&case.case_type, consent))
-                .expect("a short generated payload encodes under the payload bound");
-            let kind = EventKind::ReferralSend {
-                to_org: to.into(),
-                category: Some("health".into()),
-                urgency: Urgency::Urgent,
-            };
-            if let Some(e) = forge_own(
-                world,
-                i,
-                kind,
-                Some(case.id),
-                vec![],
-                &[org.as_str(), to],
-                &plain,
-            ) {
-                world.book.referrals.push(ReferralInfo {
-                    id: e.id(),
-                    from_org: org.clone(),
-                    to_org: to.into(),
-                });
-            }
-        }
-        // Accepts its own referral.
-        1 => {
-            let own: Vec<ReferralInfo> = world
-                .book
-                .referrals
-                .iter()
-                .filter(|r| r.from_org == org)
-                .cloned()
-                .collect();
-            if own.is_empty() {
-                return workload::step(world, i);
-            }
-            let r = own[world.rng.gen_range(0..own.len())].clone();
-            let kind = EventKind::ReferralUpdate {
-                transition: Transition::Accept,
-                reason: None,
-            };
-            forge_own(
-                world,
-                i,
-                kind,
-                Some(r.id),
-                vec![],
-                &[r.from_org.as_str(), r.to_org.as_str()],
-                &update,
-            );
-        }
-        // Takes a step on a referral it is no party to.
-        2 => {
-            let others: Vec<ReferralInfo> = world
-                .book
-                .referrals
-                .iter()
-                .filter(|r| r.from_org != org && r.to_org != org)
-                .cloned()
-                .collect();
-            if others.is_empty() {
-                return workload::step(world, i);
-            }
-            let r = others[world.rng.gen_range(0..others.len())].clone();
-            let transition = [Transition::Accept, Transition::Withdraw][world.rng.gen_range(0..2)];
-            let kind = EventKind::ReferralUpdate {
-                transition,
-                reason: None,
-            };
-            forge_own(
-                world,
-                i,
-                kind,
-                Some(r.id),
-                vec![],
-                &[r.from_org.as_str(), r.to_org.as_str(), org.as_str()],
-                &update,
-            );
-        }
-        // Determines a status it is no authority for.
-        3 => {
-            let plain = payload::encode(&DeterminationPayload {
-                case_type: "unaccompanied_child".into(),
-                determined: true,
-                note: "forged".into(),
-                by: "attacker".into(),
-            })
-            .unwrap_or_default();
-            forge_own(
-                world,
-                i,
-                EventKind::StatusDetermination,
-                Some(case.id),
-                vec![],
-                &[org.as_str()],
-                &plain,
-            );
-        }
-        // Refers to an organisation that provides no services.
-        4 => {
-            let plain = payload::encode(&referral(
-                "general",
-                workload::case_data(&mut world.rng, "general", true).consent,
-            ))
-            .unwrap_or_default();
-            let kind = EventKind::ReferralSend {
-                to_org: "dpe".into(),
-                category: Some("health".into()),
-                urgency: Urgency::Routine,
-            };
-            forge_own(
-                world,
-                i,
-                kind,
-                Some(case.id),
-                vec![],
-                &[org.as_str(), "dpe"],
-                &plain,
-            );
-        }
-        // Opens a case of a type the mechanism does not have.
-        5 => {
-            let plain = open_payload(world, "no_such_case_type");
-            forge_own(
-                world,
-                i,
-                EventKind::CaseOpen,
-                None,
-                vec![],
-                &[org.as_str()],
-                &plain,
-            );
-        }
-        // Changes another organisation's profile.
-        _ => {
-            let target = providers[world.rng.gen_range(0..providers.len())];
-            if let Some((body, deps)) = map_change(world, i, target) {
-                let kind = EventKind::MapChange { org: target.into() };
-                forge_own(world, i, kind, None, deps, &[], &body);
-            }
-        }
-    }
-}
-
-/// A well-formed Automerge change to `target`'s profile written by attacker `i`, with the
-/// events carrying its dependencies.
-fn map_change(world: &mut World, i: usize, target: &str) -> Option<(Vec<u8>, Vec<EventId>)> {
-    let store = world.nodes[i].engine.store();
-    let mut doc = store.map_doc(target).ok().flatten().unwrap_or_default();
-    let key = world.nodes[i].engine.node_key();
-    doc.set_actor(automerge::ActorId::from(key.to_vec()));
-    let heads = doc.get_heads();
-    let deps = store.map_change_events(&heads).ok()?;
-    let profile = workload::profile(&mut world.rng, target);
-    let change = crate::map::import(&mut doc, &profile).ok()??;
-    Some((change, deps))
-}
-
-/// Map changes of its own profile with bodies automerge must not choke on: mutated or
-/// truncated changes, random bytes, the fuzz crashers, a change written under another
-/// node's actor.
-fn bad_map(world: &mut World, i: usize) {
-    let org = world.nodes[i].org.clone();
-    let Some((mut body, deps)) = map_change(world, i, &org) else {
+/// One more event on the second branch of attacker `i`'s log (shown with the branch).
+fn extend_fork(world: &mut World, i: usize, org: &str) {
+    let plain = open_payload(world, "general");
+    let Some(m) = mechanism_of(world, i) else {
         return;
     };
-    match world.rng.gen_range(0..6) {
-        0 => {
-            for _ in 0..world.rng.gen_range(1..8) {
-                let at = world.rng.gen_range(0..body.len().max(1));
-                if let Some(b) = body.get_mut(at) {
-                    *b ^= 1 << world.rng.gen_range(0..8);
-                }
-            }
-        }
-        1 => body.truncate(world.rng.gen_range(0..body.len().max(1))),
-        2 => {
-            body = (0..world.rng.gen_range(0..300))
-                .map(|_| world.rng.r#gen())
-                .collect();
-        }
-        3 if !world.options.map_bodies.is_empty() => {
-            let n = world.options.map_bodies.len();
-            body = world.options.map_bodies[world.rng.gen_range(0..n)].clone();
-        }
-        4 => {
-            // The same profile change, but written as an honest node's actor.
-            let honest = honest_peers(world);
-            let victim = honest[world.rng.gen_range(0..honest.len())];
-            let actor = world.nodes[victim].engine.node_key();
-            let store = world.nodes[i].engine.store();
-            let mut doc = store.map_doc(&org).ok().flatten().unwrap_or_default();
-            doc.set_actor(automerge::ActorId::from(actor.to_vec()));
-            let profile = workload::profile(&mut world.rng, &org);
-            if let Ok(Some(change)) = crate::map::import(&mut doc, &profile) {
-                body = change;
-            }
-        }
-        _ => {
-            let at = world.rng.gen_range(0..body.len().max(1));
-            let junk: Vec<u8> = (0..world.rng.gen_range(1..64))
-                .map(|_| world.rng.r#gen())
-                .collect();
-            body.splice(at..at, junk);
-        }
+    let Some(fork) = world.attackers.get_mut(&i).and_then(|s| s.fork.as_mut()) else {
+        return;
+    };
+    if let Some(e) = forge_case_open(&mut fork.forger, &m, org, &plain) {
+        let line = format!(
+            "extends its fork to seq {}: {}",
+            e.header().seq,
+            e.id().short()
+        );
+        fork.events.push(e);
+        let name = world.nodes[i].name.clone();
+        world.log(format!("{name} {line}"));
     }
-    let kind = EventKind::MapChange { org };
-    forge_own(world, i, kind, None, deps, &[], &body);
 }
 
 /// Relays events signed by a key no organisation endorsed (or, with `unknown_version`,
@@ -611,7 +396,7 @@ fn outsider(world: &mut World, i: usize, unknown_version: bool) {
             }
         }
     }
-    let Ok(m) = world.nodes[i].engine.mechanism().cloned() else {
+    let Some(m) = mechanism_of(world, i) else {
         return;
     };
     let org = world.nodes[i].org.clone();
@@ -626,20 +411,13 @@ fn outsider(world: &mut World, i: usize, unknown_version: bool) {
     }) else {
         return;
     };
-    if let Ok(e) = forger.next(
-        &m,
-        EventKind::CaseOpen,
-        None,
-        vec![],
-        &[org.as_str()],
-        &plain,
-    ) {
+    if let Some(e) = forge_case_open(forger, &m, &org, &plain) {
         events.push(e);
     }
     let events = events.clone();
     let peers = honest_peers(world);
     let to = peers[world.rng.gen_range(0..peers.len())];
-    world.stats.attacks_made += 1;
+    record(world, i, None);
     push_to(world, i, to, &events);
 }
 
@@ -649,210 +427,20 @@ fn future(world: &mut World, i: usize) {
         return;
     };
     forger.hlc.ms = now_ms(world, i).saturating_add(FUTURE_LEAD_MS);
-    let Ok(m) = world.nodes[i].engine.mechanism().cloned() else {
+    let Some(m) = mechanism_of(world, i) else {
         return;
     };
     let org = world.nodes[i].org.clone();
     let plain = open_payload(world, "general");
-    let Ok(e) = forger.next(
-        &m,
-        EventKind::CaseOpen,
-        None,
-        vec![],
-        &[org.as_str()],
-        &plain,
-    ) else {
+    let Some(e) = forge_case_open(&mut forger, &m, &org, &plain) else {
         return;
     };
     let peers = honest_peers(world);
     let to = peers[world.rng.gen_range(0..peers.len())];
-    world.stats.attacks_made += 1;
-    let name = world.nodes[i].name.clone();
-    world.log(format!(
-        "{name} sends a far-future event {}",
-        e.id().short()
-    ));
+    record(
+        world,
+        i,
+        Some(format!("sends a far-future event {}", e.id().short())),
+    );
     push_to(world, i, to, &[e]);
-}
-
-fn random_bytes(world: &mut World, max: usize) -> Vec<u8> {
-    (0..world.rng.gen_range(0..max))
-        .map(|_| world.rng.r#gen())
-        .collect()
-}
-
-/// A message that is not one: random bytes, a truncated or flipped real message, a push of
-/// items that are not events.
-fn garbage(world: &mut World, i: usize) -> Vec<u8> {
-    let real = world.nodes[i]
-        .engine
-        .hello()
-        .ok()
-        .and_then(|h| sync::encode(&h).ok())
-        .unwrap_or_default();
-    match world.rng.gen_range(0..5) {
-        0 => random_bytes(world, 300),
-        1 => {
-            let mut b = real;
-            b.truncate(world.rng.gen_range(0..b.len().max(1)));
-            b
-        }
-        2 => {
-            let mut b = real;
-            if !b.is_empty() {
-                let at = world.rng.gen_range(0..b.len());
-                b[at] ^= 0xff;
-            }
-            b
-        }
-        3 => {
-            let items = (0..world.rng.gen_range(1..20))
-                .map(|_| random_bytes(world, 400))
-                .collect();
-            sync::encode(&Request::Push { events: items })
-                .expect("at most 19 items of 400 bytes fit a sync message")
-        }
-        _ => {
-            // A length prefix claiming far more than follows.
-            let mut b = vec![2u8, 0xff, 0xff, 0xff, 0x7f];
-            b.extend(random_bytes(world, 50));
-            b
-        }
-    }
-}
-
-fn send_garbage(world: &mut World, i: usize, to: usize) {
-    let bytes = garbage(world, i);
-    world.stats.attacks_made += 1;
-    if world.rng.gen_bool(0.5) {
-        world.next_round += 1;
-        let round = world.next_round;
-        world.send(
-            i,
-            to,
-            net::Payload::Request {
-                round,
-                step: 0,
-                bytes,
-            },
-        );
-    } else {
-        world.send(i, to, net::Payload::Push { bytes });
-    }
-}
-
-/// When attacker `a` would open a round with `b`: sometimes it sends garbage instead.
-pub(super) fn initiate(world: &mut World, a: usize, b: usize) -> bool {
-    if shuns(world, a, b) {
-        return true;
-    }
-    if has(world, a, Kind::Garbage) && world.rng.gen_bool(0.3) {
-        send_garbage(world, a, b);
-        return true;
-    }
-    false
-}
-
-/// How attacker `i` answers a request from `from`, when it answers badly; `None` to answer
-/// like an honest node.
-pub(super) fn answer(world: &mut World, i: usize, from: usize, bytes: &[u8]) -> Option<Vec<u8>> {
-    if shuns(world, i, from) && !has(world, i, Kind::Endless) {
-        // Silence: the round times out.
-        return Some(Vec::new());
-    }
-    let request: Request = sync::decode(bytes).ok()?;
-    if has(world, i, Kind::Garbage) && world.rng.gen_bool(0.2) {
-        world.stats.attacks_made += 1;
-        return Some(garbage(world, i));
-    }
-    let now = world.now_of(i);
-    match request {
-        Request::Hello { .. } if has(world, i, Kind::BadResponder) && world.rng.gen_bool(0.3) => {
-            // A vector naming authors nobody has, and far sequences of real ones.
-            world.stats.attacks_made += 1;
-            let mut vector = world.nodes[i].engine.version_vector().ok()?;
-            for (_, (seq, _)) in vector.entries.iter_mut() {
-                if world.rng.gen_bool(0.5) {
-                    *seq += world.rng.gen_range(1..1_000_000);
-                }
-            }
-            for _ in 0..world.rng.gen_range(1..50) {
-                let author: [u8; 32] = world.rng.r#gen();
-                let head: [u8; 32] = world.rng.r#gen();
-                vector.entries.insert(
-                    author,
-                    (
-                        world.rng.gen_range(1..u64::MAX / 2),
-                        crate::config::Hash32(head),
-                    ),
-                );
-            }
-            let vector = VersionVector {
-                entries: vector.entries,
-            };
-            sync::encode(&Response::Vector {
-                config_version: world.nodes[i].engine.store().config().highest(),
-                vector,
-            })
-            .ok()
-        }
-        Request::Want { ranges } => {
-            if has(world, i, Kind::Endless) {
-                // The same batch, and `more` for ever.
-                world.stats.attacks_made += 1;
-                let cached = world.attackers.get(&i).and_then(|s| s.endless.clone());
-                let events = match cached {
-                    Some(events) => events,
-                    None => {
-                        let Response::Events { events, .. } =
-                            world.nodes[i].engine.respond(Request::Want { ranges }, now)
-                        else {
-                            return None;
-                        };
-                        if events.is_empty() {
-                            return None;
-                        }
-                        if let Some(s) = world.attackers.get_mut(&i) {
-                            s.endless = Some(events.clone());
-                        }
-                        events
-                    }
-                };
-                return sync::encode(&Response::Events { events, more: true }).ok();
-            }
-            if has(world, i, Kind::BadResponder) && world.rng.gen_bool(0.4) {
-                // The answer's events repeated, up to the batch bound, in full form.
-                world.stats.attacks_made += 1;
-                let Response::Events { events, more } =
-                    world.nodes[i].engine.respond(Request::Want { ranges }, now)
-                else {
-                    return None;
-                };
-                let full: Vec<Vec<u8>> = crate::event::expand_batch(&events)
-                    .into_iter()
-                    .filter_map(Result::ok)
-                    .collect();
-                if full.is_empty() {
-                    return None;
-                }
-                let copies = world.rng.gen_range(2..=8);
-                let mut out = Vec::new();
-                let mut bytes = 0usize;
-                'fill: for _ in 0..copies {
-                    for e in &full {
-                        if out.len() >= crate::limits::SYNC_BATCH_EVENTS_MAX
-                            || bytes + e.len() > crate::limits::SYNC_MESSAGE_MAX_BYTES / 2
-                        {
-                            break 'fill;
-                        }
-                        bytes += e.len();
-                        out.push(e.clone());
-                    }
-                }
-                return sync::encode(&Response::Events { events: out, more }).ok();
-            }
-            None
-        }
-        _ => None,
-    }
 }
