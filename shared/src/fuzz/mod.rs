@@ -189,6 +189,7 @@ fn install_panic_hook() {
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic without a message".into());
+            // A panic without a location (none in practice) is filed under the empty one.
             let location = info
                 .location()
                 .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
@@ -354,24 +355,7 @@ pub fn run(
                 true
             }
             None => {
-                if corpus.entries.is_empty() {
-                    input.clear();
-                } else {
-                    let n = corpus.entries.len();
-                    input.clone_from(&corpus.entries[mutator.rng.below(n)]);
-                }
-                let other = if corpus.entries.is_empty() {
-                    &[][..]
-                } else {
-                    &corpus.entries[mutator.rng.below(corpus.entries.len())][..]
-                };
-                mutator.mutate(&mut input, other);
-                if let Some(fixup) = target.fixup
-                    && mutator.rng.one_in(2)
-                {
-                    fixup(&mut input);
-                    input.truncate(target.max_len);
-                }
+                corpus.mutated(&mut input, &mut mutator, target);
                 false
             }
         };
@@ -389,38 +373,74 @@ pub fn run(
         if let Some(w) = watch {
             w.execs.store(report.execs, Ordering::Relaxed);
         }
-        if took > report.slowest {
-            report.slowest = took;
-        }
-        if took.as_millis() as u64 > SLOW_EXEC_MS && report.slow.len() < SLOW_INPUTS_MAX {
-            report.slow.push(Slow {
-                input: input.clone(),
-                elapsed: took,
-            });
-        }
+        report.timed(took, &input);
         match result {
             Ok(outcome) => corpus.observe(outcome, &input, is_seed),
-            Err(panic) => {
-                report.panics += 1;
-                match crash_index.get(&panic.location) {
-                    Some(&i) => report.crashes[i].count += 1,
-                    None if report.crashes.len() < CRASHES_MAX => {
-                        crash_index.insert(panic.location.clone(), report.crashes.len());
-                        report.crashes.push(Crash {
-                            panic,
-                            input: input.clone(),
-                            count: 1,
-                        });
-                    }
-                    None => {}
-                }
-            }
+            Err(panic) => report.crashed(&mut crash_index, panic, &input),
         }
     }
     report.elapsed = start.elapsed();
     report.corpus = corpus.entries.len();
     report.outcomes = corpus.by_outcome.len();
     report
+}
+
+impl Corpus {
+    /// Sets `input` to a corpus entry (or nothing while the corpus is empty), mutated with
+    /// another entry to splice from, and sometimes fixed up by the target.
+    fn mutated(&self, input: &mut Vec<u8>, mutator: &mut mutate::Mutator, target: &Target) {
+        if self.entries.is_empty() {
+            input.clear();
+        } else {
+            let n = self.entries.len();
+            input.clone_from(&self.entries[mutator.rng.below(n)]);
+        }
+        let other = if self.entries.is_empty() {
+            &[][..]
+        } else {
+            &self.entries[mutator.rng.below(self.entries.len())][..]
+        };
+        mutator.mutate(input, other);
+        if let Some(fixup) = target.fixup
+            && mutator.rng.one_in(2)
+        {
+            fixup(input);
+            input.truncate(target.max_len);
+        }
+    }
+}
+
+impl Report {
+    /// Takes one execution's time into account: the slowest, and the slow inputs kept.
+    fn timed(&mut self, took: Duration, input: &[u8]) {
+        if took > self.slowest {
+            self.slowest = took;
+        }
+        if took.as_millis() as u64 > SLOW_EXEC_MS && self.slow.len() < SLOW_INPUTS_MAX {
+            self.slow.push(Slow {
+                input: input.to_vec(),
+                elapsed: took,
+            });
+        }
+    }
+
+    /// Counts a panic, and keeps the first input of each place it panicked at (up to
+    /// [`CRASHES_MAX`] places); `crash_index` maps a place to its crash.
+    fn crashed(&mut self, crash_index: &mut HashMap<String, usize>, panic: Panic, input: &[u8]) {
+        self.panics += 1;
+        match crash_index.get(&panic.location) {
+            Some(&i) => self.crashes[i].count += 1,
+            None if self.crashes.len() < CRASHES_MAX => {
+                crash_index.insert(panic.location.clone(), self.crashes.len());
+                self.crashes.push(Crash {
+                    panic,
+                    input: input.to_vec(),
+                    count: 1,
+                });
+            }
+            None => {}
+        }
+    }
 }
 
 /// A short, stable name for an input (file names of saved crashes and corpus entries).

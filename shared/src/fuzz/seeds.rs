@@ -12,9 +12,10 @@ use time::OffsetDateTime;
 
 use super::targets::{FUZZ_IDENTITY, MAP_BASE_CHANGE, SAMPLE_MECHANISM, join_frames};
 use crate::config::chain::SignedFile;
+use crate::config::{Hash32, Mechanism};
 use crate::event::{CaseAction, Event, Kind, compact_batch};
 use crate::payload::{self, CaseData, Consent, Person};
-use crate::sim::{EventWriter, Sim, SimError};
+use crate::sim::{EventWriter, Sim, SimError, SimNode};
 use crate::sync::{self, Range, Request, Response, SYNC_VERSION, VersionVector};
 use crate::{bundle, map};
 
@@ -189,114 +190,191 @@ fn map_bodies() -> Result<(Bodies, Bodies), SimError> {
     Ok((changes, snapshots))
 }
 
+/// The seed corpus being built: inputs by target name.
+type Seeds = BTreeMap<&'static str, Vec<Vec<u8>>>;
+
+fn put(seeds: &mut Seeds, target: &'static str, input: Vec<u8>) {
+    seeds.entry(target).or_default().push(input);
+}
+
+/// What the seeds are made of: a simulated mechanism's first two configuration versions, a
+/// case's whole life across two authors, and map, key-share and case-update events.
+struct Material {
+    now: OffsetDateTime,
+    mechanism_id: Hash32,
+    genesis: SignedFile,
+    v2: SignedFile,
+    fuzz_recipient: age::x25519::Recipient,
+    crt: SimNode,
+    history: Vec<Event>,
+    extra: Vec<Event>,
+    changes: Bodies,
+    snapshots: Bodies,
+}
+
+impl Material {
+    fn new() -> Result<Self, SimError> {
+        let now = generated_at();
+        let mut sim = Sim::new(
+            SAMPLE_MECHANISM,
+            &["mas", "mdm", "crt"],
+            &[("mas1", "mas"), ("mdm1", "mdm"), ("crt1", "crt")],
+            now,
+        )?;
+        let m = sim.mechanism()?;
+        let mechanism_id = sim.mechanism_id();
+        let genesis = sim
+            .files
+            .first()
+            .cloned()
+            .ok_or_else(|| other("no genesis"))?;
+        let v2: SignedFile = sim.next_version(&[], |t| t, now)?.clone();
+        let fuzz_recipient = crate::keys::parse_identity(FUZZ_IDENTITY)
+            .map_err(other)?
+            .to_public();
+        let history = sim.history(&[("mas1", "mdm1")], 2, 40, now)?;
+        let (changes, snapshots) = map_bodies()?;
+        let crt = sim.node("crt1")?.clone();
+        let mut material = Self {
+            now,
+            mechanism_id,
+            genesis,
+            v2,
+            fuzz_recipient,
+            crt,
+            history,
+            extra: Vec::new(),
+            changes,
+            snapshots,
+        };
+        material.write_extra(&sim, &m)?;
+        Ok(material)
+    }
+
+    /// The events written with an event writer: map changes and a snapshot, a key share (by
+    /// `crt1`), and a case transfer on the history's case (by `mdm1`).
+    fn write_extra(&mut self, sim: &Sim, m: &Mechanism) -> Result<(), SimError> {
+        let mut forger = EventWriter::new(&self.crt, self.mechanism_id, m.doc.version, self.now);
+        for body in self.changes.iter().take(2) {
+            self.extra.push(forger.next(
+                m,
+                Kind::MapChange { org: "crt".into() },
+                None,
+                vec![],
+                &[],
+                body,
+            )?);
+        }
+        if let Some(snapshot) = self.snapshots.first() {
+            self.extra.push(forger.next(
+                m,
+                Kind::MapSnapshot { org: "crt".into() },
+                None,
+                vec![],
+                &[],
+                snapshot,
+            )?);
+        }
+        let shared = payload::encode(&vec![(1u32, FUZZ_IDENTITY.to_string())]).map_err(other)?;
+        let sealed_share = payload::seal(&shared, &[&self.fuzz_recipient]).map_err(other)?;
+        self.extra.push(forger.next(
+            m,
+            Kind::KeyShare {
+                to: self.crt.key(),
+                epochs: vec![1],
+            },
+            None,
+            vec![],
+            &[],
+            &sealed_share,
+        )?);
+        let open = self.history.first().ok_or_else(|| other("no history"))?;
+        let mdm = sim.node("mdm1")?.clone();
+        let mut manager = EventWriter::new(&mdm, self.mechanism_id, m.doc.version, self.now);
+        // `payloads` always gives six payloads; the third is the case update.
+        let transfer = payloads()?.get(2).cloned().unwrap_or_default();
+        self.extra.push(manager.next(
+            m,
+            Kind::CaseUpdate(CaseAction::Transfer {
+                to_org: "mas".into(),
+            }),
+            Some(open.id()),
+            vec![],
+            &["mas", "mdm"],
+            &transfer,
+        )?);
+        Ok(())
+    }
+
+    /// A run of the history's first events (mostly one author's).
+    fn run(&self) -> Vec<&Event> {
+        self.history.iter().take(5).collect()
+    }
+
+    /// Events of several authors and kinds.
+    fn mixed(&self) -> Vec<&Event> {
+        self.history
+            .iter()
+            .chain(self.extra.iter())
+            .skip(3)
+            .collect()
+    }
+}
+
+fn wire(events: &[&Event]) -> Vec<Vec<u8>> {
+    events.iter().map(|e| e.encode()).collect()
+}
+
 /// Generates the seed corpus of every target, by target name.
 pub fn generate() -> Result<BTreeMap<&'static str, Vec<Vec<u8>>>, SimError> {
-    let now = generated_at();
-    let mut sim = Sim::new(
-        SAMPLE_MECHANISM,
-        &["mas", "mdm", "crt"],
-        &[("mas1", "mas"), ("mdm1", "mdm"), ("crt1", "crt")],
-        now,
-    )?;
-    let m = sim.mechanism()?;
-    let mechanism_id = sim.mechanism_id();
-    let genesis = sim
-        .files
-        .first()
-        .cloned()
-        .ok_or_else(|| other("no genesis"))?;
-    let v2: SignedFile = sim.next_version(&[], |t| t, now)?.clone();
-    let fuzz_recipient = crate::keys::parse_identity(FUZZ_IDENTITY)
-        .map_err(other)?
-        .to_public();
-
-    // Events: a case's whole life across two authors, then map, key-share and case-update
-    // events written with an event writer.
-    let history = sim.history(&[("mas1", "mdm1")], 2, 40, now)?;
-    let (changes, snapshots) = map_bodies()?;
-    let crt = sim.node("crt1")?.clone();
-    let mut forger = EventWriter::new(&crt, mechanism_id, m.doc.version, now);
-    let mut extra: Vec<Event> = Vec::new();
-    for body in changes.iter().take(2) {
-        extra.push(forger.next(
-            &m,
-            Kind::MapChange { org: "crt".into() },
-            None,
-            vec![],
-            &[],
-            body,
-        )?);
+    let material = Material::new()?;
+    let mut seeds = Seeds::new();
+    event_seeds(&mut seeds, &material)?;
+    sync_seeds(&mut seeds, &material)?;
+    bundle_seeds(&mut seeds, &material)?;
+    config_and_profile_seeds(&mut seeds, &material);
+    payload_seeds(&mut seeds, &material)?;
+    for c in material.changes {
+        put(&mut seeds, "map-change", c);
     }
-    if let Some(snapshot) = snapshots.first() {
-        extra.push(forger.next(
-            &m,
-            Kind::MapSnapshot { org: "crt".into() },
-            None,
-            vec![],
-            &[],
-            snapshot,
-        )?);
+    for s in material.snapshots {
+        put(&mut seeds, "map-snapshot", s);
     }
-    let shared = payload::encode(&vec![(1u32, FUZZ_IDENTITY.to_string())]).map_err(other)?;
-    let sealed_share = payload::seal(&shared, &[&fuzz_recipient]).map_err(other)?;
-    extra.push(forger.next(
-        &m,
-        Kind::KeyShare {
-            to: crt.key(),
-            epochs: vec![1],
-        },
-        None,
-        vec![],
-        &[],
-        &sealed_share,
-    )?);
-    let open = history.first().ok_or_else(|| other("no history"))?;
-    let mdm = sim.node("mdm1")?.clone();
-    let mut manager = EventWriter::new(&mdm, mechanism_id, m.doc.version, now);
-    let transfer = payloads()?.get(2).cloned().unwrap_or_default();
-    extra.push(manager.next(
-        &m,
-        Kind::CaseUpdate(CaseAction::Transfer {
-            to_org: "mas".into(),
-        }),
-        Some(open.id()),
-        vec![],
-        &["mas", "mdm"],
-        &transfer,
-    )?);
+    put(&mut seeds, "canary", b"a song".to_vec());
+    Ok(seeds)
+}
 
-    let all: Vec<&Event> = history.iter().chain(extra.iter()).collect();
-    let mut seeds: BTreeMap<&'static str, Vec<Vec<u8>>> = BTreeMap::new();
-    let mut put =
-        |target: &'static str, input: Vec<u8>| seeds.entry(target).or_default().push(input);
-
-    for e in history.iter().take(6).chain(extra.iter()) {
-        put("event", e.encode());
+/// Single events (one pruned) and compacted batches.
+fn event_seeds(seeds: &mut Seeds, material: &Material) -> Result<(), SimError> {
+    let history = &material.history;
+    for e in history.iter().take(6).chain(material.extra.iter()) {
+        put(seeds, "event", e.encode());
     }
     if let Some(e) = history.get(1) {
-        put("event", e.pruned().encode());
+        put(seeds, "event", e.pruned().encode());
     }
-
-    let wire = |events: &[&Event]| events.iter().map(|e| e.encode()).collect::<Vec<_>>();
-    let run: Vec<&Event> = history.iter().take(5).collect();
-    let mixed: Vec<&Event> = all.iter().copied().skip(3).collect();
-    for batch in [&run, &mixed] {
+    for batch in [&material.run(), &material.mixed()] {
         put(
+            seeds,
             "compacted-batch",
             postcard::to_stdvec(&compact_batch(wire(batch))).map_err(other)?,
         );
     }
+    Ok(())
+}
 
+/// A request and a response of each kind.
+fn sync_seeds(seeds: &mut Seeds, material: &Material) -> Result<(), SimError> {
     let vector = VersionVector::from_heads(
-        history
+        material
+            .history
             .iter()
             .map(|e| (e.header().author, e.header().seq, e.id())),
     );
-    let genesis_bytes = genesis.to_bytes();
     let requests = [
         Request::Hello {
             version: SYNC_VERSION,
-            mechanism: mechanism_id,
+            mechanism: material.mechanism_id,
             config_version: 1,
             digest: vector.digest(),
         },
@@ -310,21 +388,21 @@ pub fn generate() -> Result<BTreeMap<&'static str, Vec<Vec<u8>>>, SimError> {
                     to: Some(4),
                 })
                 .chain(std::iter::once(Range {
-                    author: crt.key(),
+                    author: material.crt.key(),
                     from: 1,
                     to: None,
                 }))
                 .collect(),
         },
         Request::Push {
-            events: compact_batch(wire(&run)),
+            events: compact_batch(wire(&material.run())),
         },
         Request::PushConfig {
-            files: vec![genesis_bytes.clone()],
+            files: vec![material.genesis.to_bytes()],
         },
     ];
     for r in &requests {
-        put("sync-request", sync::encode(r).map_err(other)?);
+        put(seeds, "sync-request", sync::encode(r).map_err(other)?);
     }
     let responses = [
         Response::InSync,
@@ -336,7 +414,7 @@ pub fn generate() -> Result<BTreeMap<&'static str, Vec<Vec<u8>>>, SimError> {
         // keeps the committed corpus small.
         Response::Config { files: vec![] },
         Response::Events {
-            events: compact_batch(wire(&mixed)),
+            events: compact_batch(wire(&material.mixed())),
             more: true,
         },
         Response::Received { admitted: 3 },
@@ -345,74 +423,90 @@ pub fn generate() -> Result<BTreeMap<&'static str, Vec<Vec<u8>>>, SimError> {
         },
     ];
     for r in &responses {
-        put("sync-response", sync::encode(r).map_err(other)?);
+        put(seeds, "sync-response", sync::encode(r).map_err(other)?);
     }
+    Ok(())
+}
 
-    // Bundles: the plaintext (header frame, then event frames), and whole files encrypted to
-    // the fuzz identity; one carries the configuration chain.
-    let plaintext = |config_files: Vec<Vec<u8>>, events: &[&Event]| -> Result<Vec<u8>, SimError> {
-        let header = bundle::Header {
-            mechanism: mechanism_id,
-            from_node: crt.id().to_string(),
-            created_at: crate::time_fmt::rfc3339(now),
-            config_files,
-            events: events.len() as u64,
-        };
-        let mut out = Vec::new();
-        bundle::write_frame(&mut out, &postcard::to_stdvec(&header).map_err(other)?)
-            .map_err(other)?;
-        for e in events {
-            bundle::write_frame(&mut out, &e.encode()).map_err(other)?;
-        }
-        Ok(out)
+/// A bundle's plaintext (header frame, then event frames).
+fn bundle_plaintext(
+    material: &Material,
+    config_files: Vec<Vec<u8>>,
+    events: &[&Event],
+) -> Result<Vec<u8>, SimError> {
+    let header = bundle::Header {
+        mechanism: material.mechanism_id,
+        from_node: material.crt.id().to_string(),
+        created_at: crate::time_fmt::rfc3339(material.now),
+        config_files,
+        events: events.len() as u64,
     };
+    let mut out = Vec::new();
+    bundle::write_frame(&mut out, &postcard::to_stdvec(&header).map_err(other)?).map_err(other)?;
+    for e in events {
+        bundle::write_frame(&mut out, &e.encode()).map_err(other)?;
+    }
+    Ok(out)
+}
+
+/// Bundles: the plaintext, and whole files encrypted to the fuzz identity; one carries the
+/// configuration chain.
+fn bundle_seeds(seeds: &mut Seeds, material: &Material) -> Result<(), SimError> {
+    let run = material.run();
     // Only the plaintext carries the chain: behind age, mutations seldom get that far.
     put(
+        seeds,
         "bundle-frames",
-        plaintext(vec![genesis_bytes.clone()], &run)?,
+        bundle_plaintext(material, vec![material.genesis.to_bytes()], &run)?,
     );
-    for events in [&run, &mixed] {
-        let plain = plaintext(vec![], events)?;
-        put("bundle-frames", plain.clone());
+    for events in [&run, &material.mixed()] {
+        let plain = bundle_plaintext(material, vec![], events)?;
+        put(seeds, "bundle-frames", plain.clone());
         let mut file = bundle::MAGIC.to_vec();
-        file.extend(payload::seal(&plain, &[&fuzz_recipient]).map_err(other)?);
-        put("bundle", file);
+        file.extend(payload::seal(&plain, &[&material.fuzz_recipient]).map_err(other)?);
+        put(seeds, "bundle", file);
     }
+    Ok(())
+}
 
-    put("config-document", v2.document.clone().into_bytes());
-    put("signed-file", genesis_bytes.clone());
+/// A configuration document, signed files (one, and a chain of two), and the sample profiles.
+fn config_and_profile_seeds(seeds: &mut Seeds, material: &Material) {
+    let genesis_bytes = material.genesis.to_bytes();
     put(
-        "signed-file",
-        join_frames([genesis_bytes.as_slice(), v2.to_bytes().as_slice()]),
+        seeds,
+        "config-document",
+        material.v2.document.clone().into_bytes(),
     );
-
+    put(seeds, "signed-file", genesis_bytes.clone());
+    put(
+        seeds,
+        "signed-file",
+        join_frames([genesis_bytes.as_slice(), material.v2.to_bytes().as_slice()]),
+    );
     for (_, text) in PROFILES {
-        put("profile", text.as_bytes().to_vec());
+        put(seeds, "profile", text.as_bytes().to_vec());
     }
+}
 
+/// Payloads in the clear, and sealed (to the fuzz identity alone or with another recipient,
+/// and a body as it travels).
+fn payload_seeds(seeds: &mut Seeds, material: &Material) -> Result<(), SimError> {
     let plain_payloads = payloads()?;
     for p in &plain_payloads {
-        put("payload", p.clone());
+        put(seeds, "payload", p.clone());
     }
+    let fuzz_recipient = &material.fuzz_recipient;
     let other_recipient = age::x25519::Identity::generate().to_public();
     for (i, p) in plain_payloads.iter().enumerate() {
         let sealed = if i % 2 == 0 {
-            payload::seal(p, &[&fuzz_recipient])
+            payload::seal(p, &[fuzz_recipient])
         } else {
-            payload::seal(p, &[&other_recipient, &fuzz_recipient])
+            payload::seal(p, &[&other_recipient, fuzz_recipient])
         };
-        put("sealed-payload", sealed.map_err(other)?);
+        put(seeds, "sealed-payload", sealed.map_err(other)?);
     }
-    if let Some(body) = history.get(1).and_then(Event::body) {
-        put("sealed-payload", body.to_vec());
+    if let Some(body) = material.history.get(1).and_then(Event::body) {
+        put(seeds, "sealed-payload", body.to_vec());
     }
-
-    for c in changes {
-        put("map-change", c);
-    }
-    for s in snapshots {
-        put("map-snapshot", s);
-    }
-    put("canary", b"a song".to_vec());
-    Ok(seeds)
+    Ok(())
 }

@@ -273,104 +273,14 @@ impl Round {
             return Err(EngineError::Invalid(format!("the peer refused: {reason}")));
         }
         match std::mem::replace(&mut self.state, State::Done) {
-            State::AwaitHello => match response {
-                Response::InSync => {
-                    // Equal digests: the peer holds exactly what we hold.
-                    self.peer_holds = Some(engine.version_vector()?);
-                    self.clear_read_only(engine, None)?;
-                    Ok(Step::Done(std::mem::take(&mut self.report)))
-                }
-                Response::Config { files } => {
-                    let files = signed_files(&files)?;
-                    let outcome = engine.apply_config(&files, now)?;
-                    self.report.config_versions += outcome.accepted.len();
-                    self.restart(engine, outcome.accepted.is_empty())
-                }
-                Response::Vector {
-                    config_version,
-                    vector,
-                } => {
-                    let ours = engine.store().config().highest();
-                    if config_version < ours {
-                        self.state = State::AwaitConfigAck;
-                        return Ok(Step::Send(Request::PushConfig {
-                            files: engine.store().config_files_after(config_version)?,
-                        }));
-                    }
-                    let local = engine.version_vector()?;
-                    let plan = sync::plan(&local, &vector, |author, seq| {
-                        engine
-                            .store()
-                            .log_range(author, seq, 1)
-                            .ok()
-                            .and_then(|v| v.first().map(Event::id))
-                            .filter(|_| seq >= 1)
-                    });
-                    self.peer_holds = Some(vector.clone());
-                    self.their_vector = Some(vector);
-                    self.push = plan.push;
-                    if plan.want.is_empty() {
-                        self.clear_read_only(engine, None)?;
-                        self.next_push(engine)
-                    } else {
-                        self.state = State::Fetching(plan.want.clone());
-                        Ok(Step::Send(Request::Want { ranges: plan.want }))
-                    }
-                }
-                other => self.unexpected(&other),
-            },
+            State::AwaitHello => self.on_hello_answer(engine, response, now),
             State::AwaitConfigAck => match response {
                 Response::Received { .. } => self.restart(engine, false),
                 other => self.unexpected(&other),
             },
             State::Fetching(want) => match response {
                 Response::Events { events, more } => {
-                    let (decoded, refused) = decode_events(&events);
-                    self.report.fetched += events.len();
-                    self.report.refused.extend(refused);
-                    self.batches += 1;
-                    self.fetched_bytes += events.iter().map(Vec::len).sum::<usize>();
-                    let rest = sync::remaining(&want, &decoded);
-                    let wants_more = more && !decoded.is_empty() && !rest.is_empty();
-                    // Whatever the peer answers, a round's work is bounded: a batch that moves
-                    // nothing forward, or a round past its most batches or bytes, ends it.
-                    let cut = if !wants_more {
-                        None
-                    } else if rest == want {
-                        Some(RoundCut::NoProgress)
-                    } else if self.batches >= SYNC_ROUND_BATCHES_MAX {
-                        Some(RoundCut::Batches)
-                    } else if self.fetched_bytes >= SYNC_ROUND_MAX_BYTES {
-                        Some(RoundCut::Bytes)
-                    } else {
-                        None
-                    };
-                    if wants_more && cut.is_none() {
-                        // Ask for the next batch before storing this one.
-                        self.state = State::Fetching(rest.clone());
-                        return Ok(Step::SendAndAdmit(Request::Want { ranges: rest }, decoded));
-                    }
-                    let report = engine.receive(&decoded, now)?;
-                    self.report.admitted += report.admitted.len();
-                    self.report
-                        .refused
-                        .extend(report.refused.iter().map(|(_, r)| r.to_string()));
-                    if let Some(cut) = cut {
-                        // Nothing is pushed after a cut: the next round compares vectors anew.
-                        self.report.cut_short = Some(cut);
-                        return Ok(Step::Done(std::mem::take(&mut self.report)));
-                    }
-                    let theirs = self.their_vector.clone();
-                    self.clear_read_only(engine, theirs.as_ref())?;
-                    if !self.evidence_asked {
-                        self.evidence_asked = true;
-                        let evidence = self.fork_evidence(engine)?;
-                        if !evidence.is_empty() {
-                            self.state = State::Fetching(evidence.clone());
-                            return Ok(Step::Send(Request::Want { ranges: evidence }));
-                        }
-                    }
-                    self.next_push(engine)
+                    self.on_events(engine, &want, &events, more, now)
                 }
                 other => self.unexpected(&other),
             },
@@ -383,6 +293,142 @@ impl Round {
             },
             State::Done => Ok(Step::Done(std::mem::take(&mut self.report))),
         }
+    }
+
+    /// The peer answered our `Hello`: we are in sync, or it sends newer configuration, or its
+    /// vector.
+    fn on_hello_answer(
+        &mut self,
+        engine: &mut Engine,
+        response: Response,
+        now: OffsetDateTime,
+    ) -> Result<Step, EngineError> {
+        match response {
+            Response::InSync => {
+                // Equal digests: the peer holds exactly what we hold.
+                self.peer_holds = Some(engine.version_vector()?);
+                self.clear_read_only(engine, None)?;
+                Ok(Step::Done(std::mem::take(&mut self.report)))
+            }
+            Response::Config { files } => {
+                let files = signed_files(&files)?;
+                let outcome = engine.apply_config(&files, now)?;
+                self.report.config_versions += outcome.accepted.len();
+                self.restart(engine, outcome.accepted.is_empty())
+            }
+            Response::Vector {
+                config_version,
+                vector,
+            } => self.on_vector(engine, config_version, vector),
+            other => self.unexpected(&other),
+        }
+    }
+
+    /// The peer's vector: push it our newer configuration first if it lags, else plan what to
+    /// fetch and what to push.
+    fn on_vector(
+        &mut self,
+        engine: &mut Engine,
+        config_version: u64,
+        vector: VersionVector,
+    ) -> Result<Step, EngineError> {
+        let ours = engine.store().config().highest();
+        if config_version < ours {
+            self.state = State::AwaitConfigAck;
+            return Ok(Step::Send(Request::PushConfig {
+                files: engine.store().config_files_after(config_version)?,
+            }));
+        }
+        let local = engine.version_vector()?;
+        let plan = sync::plan(&local, &vector, |author, seq| {
+            engine
+                .store()
+                .log_range(author, seq, 1)
+                .ok()
+                .and_then(|v| v.first().map(Event::id))
+                .filter(|_| seq >= 1)
+        });
+        self.peer_holds = Some(vector.clone());
+        self.their_vector = Some(vector);
+        self.push = plan.push;
+        if plan.want.is_empty() {
+            self.clear_read_only(engine, None)?;
+            self.next_push(engine)
+        } else {
+            self.state = State::Fetching(plan.want.clone());
+            Ok(Step::Send(Request::Want { ranges: plan.want }))
+        }
+    }
+
+    /// A fetched batch for the ranges in `want`: ask for the next batch while this one is
+    /// admitted, or admit it and go on to fork evidence and pushing — unless the round's work
+    /// is at its bound.
+    fn on_events(
+        &mut self,
+        engine: &mut Engine,
+        want: &[Range],
+        events: &[Vec<u8>],
+        more: bool,
+        now: OffsetDateTime,
+    ) -> Result<Step, EngineError> {
+        let (decoded, refused) = decode_events(events);
+        self.report.fetched += events.len();
+        self.report.refused.extend(refused);
+        self.batches += 1;
+        self.fetched_bytes += events.iter().map(Vec::len).sum::<usize>();
+        let rest = sync::remaining(want, &decoded);
+        let wants_more = more && !decoded.is_empty() && !rest.is_empty();
+        let cut = if wants_more {
+            self.cut(want, &rest)
+        } else {
+            None
+        };
+        if wants_more && cut.is_none() {
+            // Ask for the next batch before storing this one.
+            self.state = State::Fetching(rest.clone());
+            return Ok(Step::SendAndAdmit(Request::Want { ranges: rest }, decoded));
+        }
+        let report = engine.receive(&decoded, now)?;
+        self.report.admitted += report.admitted.len();
+        self.report
+            .refused
+            .extend(report.refused.iter().map(|(_, r)| r.to_string()));
+        if let Some(cut) = cut {
+            // Nothing is pushed after a cut: the next round compares vectors anew.
+            self.report.cut_short = Some(cut);
+            return Ok(Step::Done(std::mem::take(&mut self.report)));
+        }
+        self.fetched_all(engine)
+    }
+
+    /// Whatever the peer answers, a round's work is bounded: a batch that moves nothing
+    /// forward (`rest` is still all of `want`), or a round past its most batches or bytes,
+    /// ends it.
+    fn cut(&self, want: &[Range], rest: &[Range]) -> Option<RoundCut> {
+        if rest == want {
+            Some(RoundCut::NoProgress)
+        } else if self.batches >= SYNC_ROUND_BATCHES_MAX {
+            Some(RoundCut::Batches)
+        } else if self.fetched_bytes >= SYNC_ROUND_MAX_BYTES {
+            Some(RoundCut::Bytes)
+        } else {
+            None
+        }
+    }
+
+    /// Everything wanted was fetched and admitted: ask once for fork evidence, then push.
+    fn fetched_all(&mut self, engine: &mut Engine) -> Result<Step, EngineError> {
+        let theirs = self.their_vector.clone();
+        self.clear_read_only(engine, theirs.as_ref())?;
+        if !self.evidence_asked {
+            self.evidence_asked = true;
+            let evidence = self.fork_evidence(engine)?;
+            if !evidence.is_empty() {
+                self.state = State::Fetching(evidence.clone());
+                return Ok(Step::Send(Request::Want { ranges: evidence }));
+            }
+        }
+        self.next_push(engine)
     }
 
     /// After fetching: the authors the peer holds more of, whose next events still did not
