@@ -3,7 +3,7 @@
 //! control characters and escape sequences replaced, while `--json` keeps the exact text. User
 //! names with control characters are refused.
 
-use passerelle_tests::mechanism;
+use passerelle_tests::{ReferralSend, mechanism};
 
 /// Clears the screen when a terminal prints it raw.
 const CLEAR_SCREEN: &str = "\u{1b}[2J";
@@ -31,27 +31,11 @@ fn notes_and_names_reach_the_terminal_without_escapes_issue_10() {
     setup
         .node_run("aicha", &["case", "note", &case, "--note", &note])
         .expect_ok();
-    setup
-        .node_run(
-            "aicha",
-            &[
-                "referral",
-                "send",
-                "--case",
-                &case,
-                "--to",
-                "mdm",
-                "--category",
-                "health",
-                "--urgency",
-                "urgent",
-                "--share",
-                "first_name",
-                "--note",
-                &note,
-            ],
-        )
-        .expect_ok();
+    let referral = ReferralSend::new(&case, "mdm", "health")
+        .urgency("urgent")
+        .share("first_name")
+        .note(&note);
+    setup.send_referral("aicha", &referral).expect_ok();
 
     shows_are_clean(&setup, &case);
     // JSON stays exact: the note comes back as it was written.

@@ -3,7 +3,7 @@
 //! violations marked on every node, key shares, removal and rotation.
 
 use passerelle_core::engine::{Engine, ReferralRequest, Step};
-use passerelle_core::event::{CaseAction, Event, Kind, Transition, Urgency};
+use passerelle_core::event::{CaseAction, Event, EventId, Kind, Transition, Urgency};
 use passerelle_core::fold::{Rule, Status};
 use passerelle_core::payload::{self, CaseData, Consent, Person};
 use passerelle_core::sim::{Forger, Sim};
@@ -119,7 +119,27 @@ fn scenario_3_identification_determination_referral_and_follow_up() {
         .open_case(boy(), "aicha", now())
         .unwrap_or_else(|x| panic!("{x}"));
     sync(&mut e);
-    // The case type requires status determination: no referral before it.
+    let referral = step_the_referral_waits_for_the_status_determination(&mut e, case);
+    step_the_nurse_sees_only_the_fields_shared(&e, case);
+    step_the_nurse_acknowledges_accepts_and_completes(&mut e, referral);
+    step_aicha_sees_each_step(&e, case);
+    step_the_bystander_holds_only_ciphertext_and_clear_facts(&e, case, referral);
+    // And every node agrees on the referral's state.
+    for engine in &e {
+        let r = engine
+            .store()
+            .referral_record(&referral)
+            .unwrap_or_default();
+        assert_eq!(r.map(|r| r.status), Some(Status::Completed));
+    }
+}
+
+/// The case type requires status determination: no referral before it; the delegate reads
+/// the case and determines its status, then aïcha's referral goes out. Returns the referral.
+fn step_the_referral_waits_for_the_status_determination(
+    e: &mut [Engine],
+    case: EventId,
+) -> EventId {
     let early = e[0].send_referral(health_referral(case), "aicha", now());
     assert!(
         matches!(&early, Err(err) if err.to_string().contains("status determination")),
@@ -140,13 +160,17 @@ fn scenario_3_identification_determination_referral_and_follow_up() {
         now(),
     )
     .unwrap_or_else(|x| panic!("{x}"));
-    sync(&mut e);
+    sync(e);
     let referral = e[0]
         .send_referral(health_referral(case), "aicha", now())
         .unwrap_or_else(|x| panic!("{x}"));
-    sync(&mut e);
+    sync(e);
+    referral
+}
 
-    // The nurse's inbox shows it, with only the fields shared.
+/// The nurse's inbox shows the referral, with only the fields shared; she cannot read the
+/// case itself.
+fn step_the_nurse_sees_only_the_fields_shared(e: &[Engine], case: EventId) {
     let inbox = e[2]
         .referrals(false, None, true, now())
         .unwrap_or_else(|x| panic!("{x}"));
@@ -168,7 +192,9 @@ fn scenario_3_identification_determination_referral_and_follow_up() {
     // The health partner cannot read the case itself.
     assert!(e[2].case(&case, now()).is_err());
     assert!(e[2].cases(None).unwrap_or_default().is_empty());
+}
 
+fn step_the_nurse_acknowledges_accepts_and_completes(e: &mut [Engine], referral: EventId) {
     for (t, note) in [
         (Transition::Acknowledge, "seen in inbox"),
         (Transition::Accept, "appointment at 14:00"),
@@ -182,9 +208,11 @@ fn scenario_3_identification_determination_referral_and_follow_up() {
     };
     e[2].referral_step(referral, complete, "nurse", now())
         .unwrap_or_else(|x| panic!("{x}"));
-    sync(&mut e);
+    sync(e);
+}
 
-    // Aïcha sees each step.
+/// Aïcha sees each step in her outbox and in the case's timeline.
+fn step_aicha_sees_each_step(e: &[Engine], case: EventId) {
     let outbox = e[0]
         .referrals(true, None, true, now())
         .unwrap_or_else(|x| panic!("{x}"));
@@ -197,9 +225,15 @@ fn scenario_3_identification_determination_referral_and_follow_up() {
             if w.outcome.as_deref().is_some_and(|o| o.contains("antibiotics")))
     ));
     assert_eq!(view.determinations, vec!["dpe".to_string()]);
+}
 
-    // The bystander holds every event, as ciphertext it cannot read; it still sees the clear
-    // facts (an urgent health referral from mas to mdm, completed) for indicators.
+/// The bystander holds every event, as ciphertext it cannot read; it still sees the clear
+/// facts (an urgent health referral from mas to mdm, completed) for indicators.
+fn step_the_bystander_holds_only_ciphertext_and_clear_facts(
+    e: &[Engine],
+    case: EventId,
+    referral: EventId,
+) {
     let iom = &e[3];
     assert!(iom.cases(None).unwrap_or_default().is_empty());
     assert!(iom.case(&case, now()).is_err());
@@ -225,14 +259,6 @@ fn scenario_3_identification_determination_referral_and_follow_up() {
             .map(|v| !v.readable)
             .unwrap_or(false)
     );
-    // And every node agrees on the referral's state.
-    for engine in &e {
-        let r = engine
-            .store()
-            .referral_record(&referral)
-            .unwrap_or_default();
-        assert_eq!(r.map(|r| r.status), Some(Status::Completed));
-    }
 }
 
 #[test]
@@ -302,19 +328,55 @@ fn admission_refuses_forged_broken_and_out_of_bounds_events() {
     let good = forger
         .next(&m, Kind::CaseOpen, None, vec![], &["mas"], &plain)
         .unwrap_or_else(|x| panic!("{x}"));
-
-    let refusal = |engine: &mut Engine, event: &Event| -> String {
-        let report = engine
-            .receive(std::slice::from_ref(event), now())
-            .unwrap_or_default();
-        assert!(report.admitted.is_empty(), "not admitted: {report:?}");
-        report
-            .refused
-            .first()
-            .map(|(_, r)| r.to_string())
-            .unwrap_or_else(|| format!("{report:?}"))
+    let forgery = Forgery {
+        sim: &sim,
+        m,
+        aicha,
+        plain,
+        good,
     };
+    step_forged_headers_are_refused(&forgery, &mut e[1]);
+    step_a_broken_chain_is_refused(&forgery, &mut e[1]);
+    // Oversized: a body past the bound cannot even be decoded.
+    let huge = vec![0u8; passerelle_core::limits::EVENT_WIRE_SIZE_MAX_BYTES + 1];
+    assert!(Event::decode(&huge).is_err());
+    step_an_equivocation_is_kept_as_evidence(&forgery, &mut e[1]);
+}
 
+/// What the malicious node holds: aicha's identity, a case payload, and the valid first event
+/// it made from them.
+struct Forgery<'a> {
+    sim: &'a Sim,
+    m: passerelle_core::config::Mechanism,
+    aicha: passerelle_core::sim::SimNode,
+    plain: Vec<u8>,
+    good: Event,
+}
+
+impl Forgery<'_> {
+    /// A new forger writing as aicha in this mechanism, from her sequence 1.
+    fn forger(&self) -> Forger {
+        Forger::new(&self.aicha, self.sim.mechanism_id(), 1, now())
+    }
+}
+
+/// Delivers `event` alone to `engine`, checks it is not admitted, and returns why.
+fn refusal(engine: &mut Engine, event: &Event) -> String {
+    let report = engine
+        .receive(std::slice::from_ref(event), now())
+        .unwrap_or_default();
+    assert!(report.admitted.is_empty(), "not admitted: {report:?}");
+    report
+        .refused
+        .first()
+        .map(|(_, r)| r.to_string())
+        .unwrap_or_else(|| format!("{report:?}"))
+}
+
+/// A forged signature, a wrong mechanism id, an author not in the configuration, and more
+/// stanzas than organisations addressed.
+fn step_forged_headers_are_refused(f: &Forgery<'_>, engine: &mut Engine) {
+    let (m, plain, good) = (&f.m, &f.plain, &f.good);
     // Forged signature: another key signs aicha's header.
     let mut h = good.header().clone();
     h.hlc.counter += 100;
@@ -324,14 +386,14 @@ fn admission_refuses_forged_broken_and_out_of_bounds_events() {
         &passerelle_core::keys::SigningKey::generate(),
     )
     .unwrap_or_else(|x| panic!("{x}"));
-    assert!(refusal(&mut e[1], &forged).contains("signature does not verify"));
+    assert!(refusal(engine, &forged).contains("signature does not verify"));
 
     // Wrong mechanism id.
-    let mut other = Forger::new(&aicha, passerelle_core::config::Hash32([9; 32]), 1, now());
+    let mut other = Forger::new(&f.aicha, passerelle_core::config::Hash32([9; 32]), 1, now());
     let foreign = other
-        .next(&m, Kind::CaseOpen, None, vec![], &["mas"], &plain)
+        .next(m, Kind::CaseOpen, None, vec![], &["mas"], plain)
         .unwrap_or_else(|x| panic!("{x}"));
-    assert!(refusal(&mut e[1], &foreign).contains("another mechanism"));
+    assert!(refusal(engine, &foreign).contains("another mechanism"));
 
     // Author not in the configuration.
     let stranger = passerelle_core::sim::SimNode {
@@ -339,61 +401,63 @@ fn admission_refuses_forged_broken_and_out_of_bounds_events() {
         org: "mas".into(),
         secrets: passerelle_core::keyfiles::NodeSecrets::generate(),
     };
-    let mut outsider = Forger::new(&stranger, sim.mechanism_id(), 1, now());
+    let mut outsider = Forger::new(&stranger, f.sim.mechanism_id(), 1, now());
     let ev = outsider
-        .next(&m, Kind::CaseOpen, None, vec![], &["mas"], &plain)
+        .next(m, Kind::CaseOpen, None, vec![], &["mas"], plain)
         .unwrap_or_else(|x| panic!("{x}"));
-    assert!(refusal(&mut e[1], &ev).contains("not an endorsed node"));
+    assert!(refusal(engine, &ev).contains("not an endorsed node"));
 
     // More stanzas than organisations addressed: encrypt to two, claim one.
     let mut h = good.header().clone();
     h.seq = 1;
     let (_, r1) = m.current_epoch("mas").unwrap_or_else(|| panic!("key"));
     let (_, r2) = m.current_epoch("iom").unwrap_or_else(|| panic!("key"));
-    let body = payload::seal(&plain, &[r1, r2]).unwrap_or_default();
-    let mut f2 = Forger::new(&aicha, sim.mechanism_id(), 1, now());
-    let ev = f2.sign(h, body).unwrap_or_else(|x| panic!("{x}"));
-    assert!(refusal(&mut e[1], &ev).contains("2 recipient stanza(s) for 1 organisation"));
+    let body = payload::seal(plain, &[r1, r2]).unwrap_or_default();
+    let ev = f.forger().sign(h, body).unwrap_or_else(|x| panic!("{x}"));
+    assert!(refusal(engine, &ev).contains("2 recipient stanza(s) for 1 organisation"));
+}
 
-    // The valid first event is admitted; a second event that does not follow it is a broken chain.
-    let report = e[1]
-        .receive(std::slice::from_ref(&good), now())
+/// The valid first event is admitted; a second event that does not follow it is a broken chain.
+fn step_a_broken_chain_is_refused(f: &Forgery<'_>, engine: &mut Engine) {
+    let good = &f.good;
+    let report = engine
+        .receive(std::slice::from_ref(good), now())
         .unwrap_or_default();
     assert_eq!(report.admitted, vec![good.id()]);
     let mut h = good.header().clone();
     h.seq = 2;
     h.prev = Some(passerelle_core::config::Hash32([1; 32]));
     h.hlc.counter += 5;
-    let mut f3 = Forger::new(&aicha, sim.mechanism_id(), 1, now());
-    let broken = f3
+    let broken = f
+        .forger()
         .sign(h, good.body().unwrap_or_default().to_vec())
         .unwrap_or_else(|x| panic!("{x}"));
-    assert!(refusal(&mut e[1], &broken).contains("broken chain"));
+    assert!(refusal(engine, &broken).contains("broken chain"));
+}
 
-    // Oversized: a body past the bound cannot even be decoded.
-    let huge = vec![0u8; passerelle_core::limits::EVENT_WIRE_SIZE_MAX_BYTES + 1];
-    assert!(Event::decode(&huge).is_err());
-
-    // Equivocation: another event with aicha's sequence 1.
-    let mut f4 = Forger::new(&aicha, sim.mechanism_id(), 1, now());
-    let twin = f4
-        .next(&m, Kind::CaseOpen, None, vec![], &["mas"], b"other")
+/// Equivocation: another event with aicha's sequence 1 is kept as evidence, and her head stays
+/// the first event.
+fn step_an_equivocation_is_kept_as_evidence(f: &Forgery<'_>, engine: &mut Engine) {
+    let twin = f
+        .forger()
+        .next(&f.m, Kind::CaseOpen, None, vec![], &["mas"], b"other")
         .unwrap_or_else(|x| panic!("{x}"));
-    let report = e[1]
+    let report = engine
         .receive(std::slice::from_ref(&twin), now())
         .unwrap_or_default();
-    assert_eq!(report.equivocations, vec![(twin.id(), good.id())]);
+    assert_eq!(report.equivocations, vec![(twin.id(), f.good.id())]);
     assert_eq!(
-        e[1].store().equivocations().unwrap_or_default().len(),
+        engine.store().equivocations().unwrap_or_default().len(),
         1,
         "kept as evidence"
     );
     assert_eq!(
-        e[1].store()
-            .head(&aicha.key())
+        engine
+            .store()
+            .head(&f.aicha.key())
             .unwrap_or_default()
             .map(|h| h.1),
-        Some(good.id())
+        Some(f.good.id())
     );
 }
 
@@ -501,7 +565,48 @@ fn verdicts_everywhere(
 fn rule_violations_are_marked_on_every_node_and_have_no_effect() {
     let (sim, _dir, mut e) = scenario();
     let m = sim.mechanism().unwrap_or_else(|x| panic!("{x}"));
-    // mdm (provide_services only) opens a case under the designated SOP.
+    step_a_case_opened_by_a_provider_is_marked_and_its_chain_goes_on(&sim, &m, &mut e);
+
+    // A real case by aicha, determined by the delegate.
+    let mut data = boy();
+    data.consent.given = false;
+    let case = e[0]
+        .open_case(data, "aicha", now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    sync(&mut e);
+    let mut af = forger_after_head(&sim, &e[0], "aicha");
+
+    let fake_det = step_a_determination_by_another_authority_is_marked(&sim, &m, &mut e, case);
+    let ref_plain = referral_payload(true);
+    // A referral before the required status determination (it names the fake one).
+    af.hlc.ms += 3_000;
+    let early = af
+        .next(
+            &m,
+            health_referral_kind(),
+            Some(case),
+            vec![fake_det],
+            &["mas", "mdm"],
+            &ref_plain,
+        )
+        .unwrap_or_else(|x| panic!("{x}"));
+    let v = verdicts_everywhere(&mut e, std::slice::from_ref(&early), early.id());
+    // Readers (mas, mdm) judge the payload rule; the others see a header-valid referral.
+    assert_eq!(v[0], Some(Rule::StatusDeterminationMissing));
+    assert_eq!(v[2], Some(Rule::StatusDeterminationMissing));
+    assert_eq!(v[1], None, "dpe cannot read the referral's payload");
+
+    let det = step_a_referral_without_consent_is_marked(&m, &mut e, &mut af, case, &ref_plain);
+    step_a_sender_accepting_its_own_referral_is_marked(&m, &mut e, &mut af, case, det, &ref_plain);
+}
+
+/// mdm (provide_services only) opens a case under the designated SOP: marked everywhere, and
+/// the honest engine refuses to write the same; the nurse's next valid event still goes in.
+fn step_a_case_opened_by_a_provider_is_marked_and_its_chain_goes_on(
+    sim: &Sim,
+    m: &passerelle_core::config::Mechanism,
+    e: &mut [Engine],
+) {
     let nurse = sim.node("nurse").unwrap_or_else(|x| panic!("{x}")).clone();
     let mut bad = Forger::new(&nurse, sim.mechanism_id(), 1, now());
     let plain = payload::encode(&payload::CaseOpenPayload {
@@ -510,9 +615,9 @@ fn rule_violations_are_marked_on_every_node_and_have_no_effect() {
     })
     .unwrap_or_default();
     let open = bad
-        .next(&m, Kind::CaseOpen, None, vec![], &["mdm"], &plain)
+        .next(m, Kind::CaseOpen, None, vec![], &["mdm"], &plain)
         .unwrap_or_else(|x| panic!("{x}"));
-    let v = verdicts_everywhere(&mut e, std::slice::from_ref(&open), open.id());
+    let v = verdicts_everywhere(e, std::slice::from_ref(&open), open.id());
     assert!(
         v.iter().all(|r| r == &Some(Rule::NotAllowedToIdentify)),
         "{v:?}"
@@ -533,7 +638,7 @@ fn rule_violations_are_marked_on_every_node_and_have_no_effect() {
     // The nurse's next valid event is still admitted: the chain never breaks on a rule.
     let later = bad
         .next(
-            &m,
+            m,
             Kind::MapChange { org: "mdm".into() },
             None,
             vec![],
@@ -541,32 +646,37 @@ fn rule_violations_are_marked_on_every_node_and_have_no_effect() {
             &mdm_profile_change(&nurse.key()),
         )
         .unwrap_or_else(|x| panic!("{x}"));
-    let v = verdicts_everywhere(&mut e, std::slice::from_ref(&later), later.id());
+    let v = verdicts_everywhere(e, std::slice::from_ref(&later), later.id());
     assert!(v.iter().all(Option::is_none), "{v:?}");
+}
 
-    // A real case by aicha, determined by the delegate.
-    let mut data = boy();
-    data.consent.given = false;
-    let case = e[0]
-        .open_case(data, "aicha", now())
-        .unwrap_or_else(|x| panic!("{x}"));
-    sync(&mut e);
-    let aicha = sim.node("aicha").unwrap_or_else(|x| panic!("{x}")).clone();
-    let head = e[0]
+/// A forger writing as `name` after the head `engine` holds of it, a second ahead.
+fn forger_after_head(sim: &Sim, engine: &Engine, name: &str) -> Forger {
+    let node = sim.node(name).unwrap_or_else(|x| panic!("{x}")).clone();
+    let head = engine
         .store()
-        .head(&aicha.key())
+        .head(&node.key())
         .unwrap_or_default()
         .unwrap_or_else(|| panic!("head"));
-    let mut af = Forger::new(
-        &aicha,
+    let mut forger = Forger::new(
+        &node,
         sim.mechanism_id(),
         1,
         now() + time::Duration::seconds(1),
     );
-    af.seq = head.0;
-    af.prev = Some(head.1);
+    forger.seq = head.0;
+    forger.prev = Some(head.1);
+    forger
+}
 
-    // A determination by an organisation that is not the case type's authority (iom).
+/// A determination by an organisation that is not the case type's authority (iom), marked on
+/// every node. Returns it.
+fn step_a_determination_by_another_authority_is_marked(
+    sim: &Sim,
+    m: &passerelle_core::config::Mechanism,
+    e: &mut [Engine],
+    case: EventId,
+) -> EventId {
     let iom1 = sim.node("iom1").unwrap_or_else(|x| panic!("{x}")).clone();
     let mut iomf = Forger::new(
         &iom1,
@@ -583,7 +693,7 @@ fn rule_violations_are_marked_on_every_node_and_have_no_effect() {
     .unwrap_or_default();
     let fake_det = iomf
         .next(
-            &m,
+            m,
             Kind::StatusDetermination,
             Some(case),
             vec![],
@@ -591,49 +701,50 @@ fn rule_violations_are_marked_on_every_node_and_have_no_effect() {
             &det_plain,
         )
         .unwrap_or_else(|x| panic!("{x}"));
-    let v = verdicts_everywhere(&mut e, std::slice::from_ref(&fake_det), fake_det.id());
+    let v = verdicts_everywhere(e, std::slice::from_ref(&fake_det), fake_det.id());
     assert!(
         v.iter().all(|r| r == &Some(Rule::NotStatusAuthority)),
         "{v:?}"
     );
+    fake_det.id()
+}
 
-    // A referral before the required status determination (it names the fake one).
-    let ref_plain = payload::encode(&payload::ReferralPayload {
+/// The payload of aicha's health referral for the unaccompanied child, with consent `given`
+/// or not.
+fn referral_payload(given: bool) -> Vec<u8> {
+    payload::encode(&payload::ReferralPayload {
         case_type: "unaccompanied_child".into(),
         category: "health".into(),
         shared: Default::default(),
         note: String::new(),
         consent: Consent {
-            given: true,
+            given,
             ..boy().consent
         },
         emergency_override: None,
         by: "aicha".into(),
     })
-    .unwrap_or_default();
-    let kind = Kind::ReferralSend {
+    .unwrap_or_default()
+}
+
+/// The header kind of an urgent health referral to mdm.
+fn health_referral_kind() -> Kind {
+    Kind::ReferralSend {
         to_org: "mdm".into(),
         category: Some("health".into()),
         urgency: Urgency::Urgent,
-    };
-    af.hlc.ms += 3_000;
-    let early = af
-        .next(
-            &m,
-            kind.clone(),
-            Some(case),
-            vec![fake_det.id()],
-            &["mas", "mdm"],
-            &ref_plain,
-        )
-        .unwrap_or_else(|x| panic!("{x}"));
-    let v = verdicts_everywhere(&mut e, std::slice::from_ref(&early), early.id());
-    // Readers (mas, mdm) judge the payload rule; the others see a header-valid referral.
-    assert_eq!(v[0], Some(Rule::StatusDeterminationMissing));
-    assert_eq!(v[2], Some(Rule::StatusDeterminationMissing));
-    assert_eq!(v[1], None, "dpe cannot read the referral's payload");
+    }
+}
 
-    // The real determination, then a referral without consent.
+/// The real determination, then a referral without consent: marked by its readers, and the
+/// honest engine refuses to write one. Returns the real determination.
+fn step_a_referral_without_consent_is_marked(
+    m: &passerelle_core::config::Mechanism,
+    e: &mut [Engine],
+    af: &mut Forger,
+    case: EventId,
+    ref_plain: &[u8],
+) -> EventId {
     e[1].determine_status(
         case,
         "unaccompanied_child",
@@ -643,7 +754,7 @@ fn rule_violations_are_marked_on_every_node_and_have_no_effect() {
         now() + time::Duration::seconds(2),
     )
     .unwrap_or_else(|x| panic!("{x}"));
-    sync(&mut e);
+    sync(e);
     let det = e[0]
         .store()
         .case_record(&case)
@@ -656,21 +767,21 @@ fn rule_violations_are_marked_on_every_node_and_have_no_effect() {
             given: false,
             ..boy().consent
         },
-        ..payload::decode::<payload::ReferralPayload>(&ref_plain).unwrap_or_else(|x| panic!("{x}"))
+        ..payload::decode::<payload::ReferralPayload>(ref_plain).unwrap_or_else(|x| panic!("{x}"))
     })
     .unwrap_or_default();
     af.hlc.ms += 5_000;
     let no_consent = af
         .next(
-            &m,
-            kind.clone(),
+            m,
+            health_referral_kind(),
             Some(case),
             vec![det],
             &["mas", "mdm"],
             &no_consent_plain,
         )
         .unwrap_or_else(|x| panic!("{x}"));
-    let v = verdicts_everywhere(&mut e, std::slice::from_ref(&no_consent), no_consent.id());
+    let v = verdicts_everywhere(e, std::slice::from_ref(&no_consent), no_consent.id());
     assert_eq!(v[0], Some(Rule::NoConsent));
     assert_eq!(v[2], Some(Rule::NoConsent));
     let honest = e[0].send_referral(
@@ -682,12 +793,30 @@ fn rule_violations_are_marked_on_every_node_and_have_no_effect() {
         matches!(&honest, Err(x) if x.to_string().contains("consent")),
         "{honest:?}"
     );
+    det
+}
 
-    // A valid referral (with consent) that its own sender then tries to accept.
+/// A valid referral (with consent) that its own sender then tries to accept: marked, with no
+/// effect; the sender's next valid event still goes in.
+fn step_a_sender_accepting_its_own_referral_is_marked(
+    m: &passerelle_core::config::Mechanism,
+    e: &mut [Engine],
+    af: &mut Forger,
+    case: EventId,
+    det: EventId,
+    ref_plain: &[u8],
+) {
     let valid = af
-        .next(&m, kind, Some(case), vec![det], &["mas", "mdm"], &ref_plain)
+        .next(
+            m,
+            health_referral_kind(),
+            Some(case),
+            vec![det],
+            &["mas", "mdm"],
+            ref_plain,
+        )
         .unwrap_or_else(|x| panic!("{x}"));
-    let v = verdicts_everywhere(&mut e, std::slice::from_ref(&valid), valid.id());
+    let v = verdicts_everywhere(e, std::slice::from_ref(&valid), valid.id());
     assert!(v.iter().all(Option::is_none), "{v:?}");
     let upd = payload::encode(&payload::ReferralUpdatePayload {
         note: String::new(),
@@ -695,11 +824,11 @@ fn rule_violations_are_marked_on_every_node_and_have_no_effect() {
         by: "aicha".into(),
     })
     .unwrap_or_default();
-    let self_accept = af
-        .next(
-            &m,
+    let mut update = |transition| {
+        af.next(
+            m,
             Kind::ReferralUpdate {
-                transition: Transition::Accept,
+                transition,
                 reason: None,
             },
             Some(valid.id()),
@@ -707,10 +836,12 @@ fn rule_violations_are_marked_on_every_node_and_have_no_effect() {
             &["mas", "mdm"],
             &upd,
         )
-        .unwrap_or_else(|x| panic!("{x}"));
-    let v = verdicts_everywhere(&mut e, std::slice::from_ref(&self_accept), self_accept.id());
+        .unwrap_or_else(|x| panic!("{x}"))
+    };
+    let self_accept = update(Transition::Accept);
+    let v = verdicts_everywhere(e, std::slice::from_ref(&self_accept), self_accept.id());
     assert!(v.iter().all(|r| r == &Some(Rule::NotReceiver)), "{v:?}");
-    for engine in &e {
+    for engine in e.iter() {
         let r = engine
             .store()
             .referral_record(&valid.id())
@@ -719,20 +850,8 @@ fn rule_violations_are_marked_on_every_node_and_have_no_effect() {
         assert_eq!(r.status, Status::Sent, "no effect");
     }
     // And the sender's next valid event still goes in.
-    let withdraw = af
-        .next(
-            &m,
-            Kind::ReferralUpdate {
-                transition: Transition::Withdraw,
-                reason: None,
-            },
-            Some(valid.id()),
-            vec![],
-            &["mas", "mdm"],
-            &upd,
-        )
-        .unwrap_or_else(|x| panic!("{x}"));
-    let v = verdicts_everywhere(&mut e, std::slice::from_ref(&withdraw), withdraw.id());
+    let withdraw = update(Transition::Withdraw);
+    let v = verdicts_everywhere(e, std::slice::from_ref(&withdraw), withdraw.id());
     assert!(v.iter().all(Option::is_none), "{v:?}");
 }
 
@@ -744,7 +863,19 @@ fn a_new_node_reads_earlier_cases_after_the_key_share_and_a_removed_node_cannot_
     let case = e[0]
         .open_case(data.clone(), "aicha", now())
         .unwrap_or_else(|x| panic!("{x}"));
-    // A second mas node joins (version 2), without the organisation's keys.
+    let mut newcomer =
+        step_a_new_node_reads_earlier_cases_after_the_key_share(&mut sim, dir.path(), &mut e, case);
+    step_a_removed_node_cannot_read_new_cases(&mut sim, &mut e, &mut newcomer, data);
+}
+
+/// A second mas node joins (version 2) without the organisation's keys; aicha's node shares
+/// them, once, and the newcomer reads the earlier case. Returns the newcomer.
+fn step_a_new_node_reads_earlier_cases_after_the_key_share(
+    sim: &mut Sim,
+    dir: &std::path::Path,
+    e: &mut [Engine],
+    case: EventId,
+) -> Engine {
     let stanza = sim
         .add_node("aicha2", "mas")
         .unwrap_or_else(|x| panic!("{x}"));
@@ -756,9 +887,9 @@ fn a_new_node_reads_earlier_cases_after_the_key_share_and_a_removed_node_cannot_
             .unwrap_or_else(|x| panic!("{x}"));
     }
     let mut newcomer = sim
-        .engine("aicha2", dir.path(), false, now())
+        .engine("aicha2", dir, false, now())
         .unwrap_or_else(|x| panic!("{x}"));
-    let events = all_events(&e);
+    let events = all_events(e);
     newcomer
         .receive(&events, now())
         .unwrap_or_else(|x| panic!("{x}"));
@@ -774,7 +905,7 @@ fn a_new_node_reads_earlier_cases_after_the_key_share_and_a_removed_node_cannot_
         e[0].share_keys(now()).unwrap_or_default().is_empty(),
         "shared once"
     );
-    let events = all_events(&e);
+    let events = all_events(e);
     let report = newcomer
         .receive(&events, now())
         .unwrap_or_else(|x| panic!("{x}"));
@@ -784,8 +915,17 @@ fn a_new_node_reads_earlier_cases_after_the_key_share_and_a_removed_node_cannot_
     assert_eq!(cases[0].id, case.to_hex());
     // Others cannot use the key share: iom1 holds it as ciphertext addressed to another node.
     assert!(e[3].epochs_held() == vec![1]);
+    newcomer
+}
 
-    // Version 3 removes aicha2 and rotates mas's key: a new case is unreadable to it.
+/// Version 3 removes aicha2 and rotates mas's key: a new case is unreadable to it, and no node
+/// shares the new epoch with it.
+fn step_a_removed_node_cannot_read_new_cases(
+    sim: &mut Sim,
+    e: &mut [Engine],
+    newcomer: &mut Engine,
+    data: CaseData,
+) {
     let aicha2 = sim.node("aicha2").unwrap_or_else(|x| panic!("{x}")).clone();
     let rotated = sim.rotate("mas").unwrap_or_else(|x| panic!("{x}"));
     sim.next_version(
@@ -1019,9 +1159,18 @@ fn mdm_profile_change(actor: &[u8; 32]) -> Vec<u8> {
 fn held_events_come_in_when_their_time_comes_and_expire_otherwise() {
     let (sim, _dir, mut e) = scenario();
     let m = sim.mechanism().unwrap_or_else(|x| panic!("{x}"));
+    step_an_event_from_the_future_comes_in_when_its_time_comes(&sim, &m, &mut e[0]);
+    step_a_gap_fills_and_an_orphan_expires(&sim, &m, &mut e);
+}
+
+/// An hour ahead: held, then admitted once that hour has passed.
+fn step_an_event_from_the_future_comes_in_when_its_time_comes(
+    sim: &Sim,
+    m: &passerelle_core::config::Mechanism,
+    engine: &mut Engine,
+) {
     let nurse = sim.node("nurse").unwrap_or_else(|x| panic!("{x}")).clone();
     let profile = mdm_profile_change(&nurse.key());
-    // An hour ahead: held, then admitted once that hour has passed.
     let mut ahead = Forger::new(
         &nurse,
         sim.mechanism_id(),
@@ -1030,7 +1179,7 @@ fn held_events_come_in_when_their_time_comes_and_expire_otherwise() {
     );
     let future = ahead
         .next(
-            &m,
+            m,
             Kind::MapChange { org: "mdm".into() },
             None,
             vec![],
@@ -1038,44 +1187,43 @@ fn held_events_come_in_when_their_time_comes_and_expire_otherwise() {
             &profile,
         )
         .unwrap_or_else(|x| panic!("{x}"));
-    let report = e[0]
+    let report = engine
         .receive(std::slice::from_ref(&future), now())
         .unwrap_or_else(|x| panic!("{x}"));
     assert_eq!(report.held.len(), 1, "{report:?}");
-    let report = e[0].retry_held(now()).unwrap_or_else(|x| panic!("{x}"));
+    let report = engine.retry_held(now()).unwrap_or_else(|x| panic!("{x}"));
     assert!(report.admitted.is_empty(), "not yet: {report:?}");
     let later = now() + time::Duration::minutes(61);
-    let report = e[0].retry_held(later).unwrap_or_else(|x| panic!("{x}"));
+    let report = engine.retry_held(later).unwrap_or_else(|x| panic!("{x}"));
     assert_eq!(report.admitted, vec![future.id()], "{report:?}");
-    assert_eq!(e[0].store().log_counts().unwrap_or_default().held, 0);
+    assert_eq!(engine.store().log_counts().unwrap_or_default().held, 0);
+}
 
-    // The delegate's seq 2 arrives without seq 1: held; seq 1 never comes; after the expiry
-    // the hold is empty again.
+/// The delegate's seq 2 arrives without seq 1: held, and admitted with it when it comes. On
+/// another node a seq 5 whose predecessors never come: after the expiry the hold is empty again.
+fn step_a_gap_fills_and_an_orphan_expires(
+    sim: &Sim,
+    m: &passerelle_core::config::Mechanism,
+    e: &mut [Engine],
+) {
     let delegate = sim
         .node("delegate")
         .unwrap_or_else(|x| panic!("{x}"))
         .clone();
     let mut gap = Forger::new(&delegate, sim.mechanism_id(), 1, now());
-    let first = gap
-        .next(
-            &m,
+    let dpe_change = |f: &mut Forger, body: &[u8]| {
+        f.next(
+            m,
             Kind::MapChange { org: "dpe".into() },
             None,
             vec![],
             &[],
-            b"x",
+            body,
         )
-        .unwrap_or_else(|x| panic!("{x}"));
-    let second = gap
-        .next(
-            &m,
-            Kind::MapChange { org: "dpe".into() },
-            None,
-            vec![],
-            &[],
-            b"y",
-        )
-        .unwrap_or_else(|x| panic!("{x}"));
+        .unwrap_or_else(|x| panic!("{x}"))
+    };
+    let first = dpe_change(&mut gap, b"x");
+    let second = dpe_change(&mut gap, b"y");
     let report = e[1]
         .receive(std::slice::from_ref(&second), now())
         .unwrap_or_else(|x| panic!("{x}"));
@@ -1086,16 +1234,7 @@ fn held_events_come_in_when_their_time_comes_and_expire_otherwise() {
     assert_eq!(report.admitted.len(), 2, "the gap filled: {report:?}");
     let mut gap = Forger::new(&delegate, sim.mechanism_id(), 1, now());
     gap.seq = 5;
-    let orphan = gap
-        .next(
-            &m,
-            Kind::MapChange { org: "dpe".into() },
-            None,
-            vec![],
-            &[],
-            b"z",
-        )
-        .unwrap_or_else(|x| panic!("{x}"));
+    let orphan = dpe_change(&mut gap, b"z");
     e[2].receive(&[orphan], now())
         .unwrap_or_else(|x| panic!("{x}"));
     assert_eq!(e[2].store().log_counts().unwrap_or_default().held, 1);

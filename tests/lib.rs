@@ -565,3 +565,118 @@ impl Setup {
         run(&["case", "open", "--from", "case-lan.json"])
     }
 }
+
+/// The arguments of `referral send`, written once: a case, the organisation it is sent to and
+/// the service category, then the optional urgency, shared fields and note.
+#[derive(Debug, Clone, Copy)]
+pub struct ReferralSend<'a> {
+    pub case: &'a str,
+    pub to: &'a str,
+    pub category: &'a str,
+    pub urgency: Option<&'a str>,
+    /// Comma-separated case fields, as `--share` takes them.
+    pub share: Option<&'a str>,
+    pub note: Option<&'a str>,
+}
+
+impl<'a> ReferralSend<'a> {
+    /// A referral of `case` to `to` for `category`, with nothing optional given.
+    pub fn new(case: &'a str, to: &'a str, category: &'a str) -> Self {
+        Self {
+            case,
+            to,
+            category,
+            urgency: None,
+            share: None,
+            note: None,
+        }
+    }
+
+    pub fn urgency(self, urgency: &'a str) -> Self {
+        Self {
+            urgency: Some(urgency),
+            ..self
+        }
+    }
+
+    pub fn share(self, fields: &'a str) -> Self {
+        Self {
+            share: Some(fields),
+            ..self
+        }
+    }
+
+    pub fn note(self, note: &'a str) -> Self {
+        Self {
+            note: Some(note),
+            ..self
+        }
+    }
+
+    /// The command line: `referral send --case … --to … --category …` and the options given,
+    /// in that order.
+    pub fn args(&self) -> Vec<&'a str> {
+        let mut args = vec![
+            "referral",
+            "send",
+            "--case",
+            self.case,
+            "--to",
+            self.to,
+            "--category",
+            self.category,
+        ];
+        for (flag, value) in [
+            ("--urgency", self.urgency),
+            ("--share", self.share),
+            ("--note", self.note),
+        ] {
+            if let Some(value) = value {
+                args.extend([flag, value]);
+            }
+        }
+        args
+    }
+}
+
+impl Setup {
+    /// Runs `referral send` as node `node`.
+    pub fn send_referral(&self, node: &str, referral: &ReferralSend<'_>) -> Run {
+        self.node_run(node, &referral.args())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReferralSend;
+
+    #[test]
+    fn referral_send_gives_its_options_in_order_and_only_those_given() {
+        let bare = ReferralSend::new("c0ffee", "mdm", "health");
+        assert_eq!(
+            bare.args(),
+            [
+                "referral",
+                "send",
+                "--case",
+                "c0ffee",
+                "--to",
+                "mdm",
+                "--category",
+                "health"
+            ]
+        );
+        let full = bare.note("today").share("first_name,age").urgency("urgent");
+        assert_eq!(
+            full.args()[8..],
+            [
+                "--urgency",
+                "urgent",
+                "--share",
+                "first_name,age",
+                "--note",
+                "today"
+            ]
+        );
+    }
+}

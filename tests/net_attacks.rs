@@ -369,23 +369,53 @@ fn a_responder_answering_more_forever_is_asked_a_bounded_number_of_times() {
     }
     let victim = Daemon::start(setup.path(), "aicha", &[], &[]);
     let (addr, peer) = peer_of(&victim.addr);
-    let author = node_key(&setup, "aicha");
-    let liar = node_key(&setup, "mallory");
+    let mut liar = Liar {
+        peer,
+        author: node_key(&setup, "aicha"),
+        liar: node_key(&setup, "mallory"),
+        batch: None,
+        counting_since: None,
+        wants: 0,
+    };
     let rt = runtime();
-    let mut wants = 0u64;
     rt.block_on(async {
         let mut swarm = mallory(&setup, "mallory");
         swarm.dial(addr.clone()).unwrap();
         // First, a batch of the victim's own events; then, pushed back to it, they make it
         // open a round with us, in which every Want gets that batch again with `more`.
-        let mut batch: Option<Vec<Vec<u8>>> = None;
-        let mut counting_since = None;
         let deadline = Instant::now() + Duration::from_secs(25);
-        drive(&mut swarm, deadline, |swarm, event| match event {
+        drive(&mut swarm, deadline, |swarm, event| liar.on(swarm, event)).await;
+    });
+    drop(rt);
+    let wants = liar.wants;
+    println!("a responder answering `more` forever was asked {wants} times in about 20 s");
+    assert!(wants >= 1, "the victim never opened a round with the liar");
+    // One Want per round, a round at most every few seconds.
+    assert!(wants <= 10, "the victim asked {wants} times");
+    let log = std::fs::read_to_string(setup.file("aicha.log")).unwrap_or_default();
+    assert!(log.contains("sync round cut short"), "{log}");
+}
+
+/// A member (mallory's key) that asks the victim for all of `author`'s events, pushes the
+/// first batch back, and then answers every Want of the victim's with that batch and `more`,
+/// claiming `liar` holds a million events.
+struct Liar {
+    peer: PeerId,
+    author: [u8; 32],
+    liar: [u8; 32],
+    batch: Option<Vec<Vec<u8>>>,
+    counting_since: Option<Instant>,
+    /// How many Wants the victim sent.
+    wants: u64,
+}
+
+impl Liar {
+    fn on(&mut self, swarm: &mut Swarm<Mallory>, event: SwarmEvent<MalloryEvent>) {
+        match event {
             SwarmEvent::ConnectionEstablished { .. } => {
                 let want = sync::encode(&Request::Want {
                     ranges: vec![Range {
-                        author,
+                        author: self.author,
                         from: 1,
                         to: None,
                     }],
@@ -394,26 +424,12 @@ fn a_responder_answering_more_forever_is_asked_a_bounded_number_of_times() {
                 swarm
                     .behaviour_mut()
                     .sync
-                    .send_request(&peer, Evil::Message(want));
+                    .send_request(&self.peer, Evil::Message(want));
             }
             SwarmEvent::Behaviour(MalloryEvent::Sync(request_response::Event::Message {
                 message: request_response::Message::Response { response, .. },
                 ..
-            })) => {
-                if let Ok(Response::Events { events, .. }) = sync::decode::<Response>(&response)
-                    && batch.is_none()
-                {
-                    let push = sync::encode(&Request::Push {
-                        events: events.clone(),
-                    })
-                    .unwrap();
-                    batch = Some(events);
-                    swarm
-                        .behaviour_mut()
-                        .sync
-                        .send_request(&peer, Evil::Message(push));
-                }
-            }
+            })) => self.push_back_the_first_batch(swarm, &response),
             SwarmEvent::Behaviour(MalloryEvent::Sync(request_response::Event::Message {
                 message:
                     request_response::Message::Request {
@@ -424,41 +440,54 @@ fn a_responder_answering_more_forever_is_asked_a_bounded_number_of_times() {
                 let Evil::Message(bytes) = request else {
                     return;
                 };
-                let answer = match sync::decode::<Request>(&bytes) {
-                    Ok(Request::Hello { config_version, .. }) => Response::Vector {
-                        config_version,
-                        vector: VersionVector::from_heads([(
-                            liar,
-                            1_000_000,
-                            passerelle_core::config::Hash32([9; 32]),
-                        )]),
-                    },
-                    Ok(Request::Want { .. }) => {
-                        counting_since.get_or_insert_with(Instant::now);
-                        wants += 1;
-                        Response::Events {
-                            events: batch.clone().unwrap_or_default(),
-                            more: true,
-                        }
-                    }
-                    _ => Response::Received { admitted: 0 },
-                };
+                let answer = self.answer(&bytes);
                 let _ = swarm
                     .behaviour_mut()
                     .sync
                     .send_response(channel, sync::encode(&answer).unwrap());
             }
             _ => {}
-        })
-        .await;
-    });
-    drop(rt);
-    println!("a responder answering `more` forever was asked {wants} times in about 20 s");
-    assert!(wants >= 1, "the victim never opened a round with the liar");
-    // One Want per round, a round at most every few seconds.
-    assert!(wants <= 10, "the victim asked {wants} times");
-    let log = std::fs::read_to_string(setup.file("aicha.log")).unwrap_or_default();
-    assert!(log.contains("sync round cut short"), "{log}");
+        }
+    }
+
+    fn push_back_the_first_batch(&mut self, swarm: &mut Swarm<Mallory>, response: &[u8]) {
+        if let Ok(Response::Events { events, .. }) = sync::decode::<Response>(response)
+            && self.batch.is_none()
+        {
+            let push = sync::encode(&Request::Push {
+                events: events.clone(),
+            })
+            .unwrap();
+            self.batch = Some(events);
+            swarm
+                .behaviour_mut()
+                .sync
+                .send_request(&self.peer, Evil::Message(push));
+        }
+    }
+
+    /// The lie: a huge vector for a Hello, the same batch with `more` for every Want.
+    fn answer(&mut self, request: &[u8]) -> Response {
+        match sync::decode::<Request>(request) {
+            Ok(Request::Hello { config_version, .. }) => Response::Vector {
+                config_version,
+                vector: VersionVector::from_heads([(
+                    self.liar,
+                    1_000_000,
+                    passerelle_core::config::Hash32([9; 32]),
+                )]),
+            },
+            Ok(Request::Want { .. }) => {
+                self.counting_since.get_or_insert_with(Instant::now);
+                self.wants += 1;
+                Response::Events {
+                    events: self.batch.clone().unwrap_or_default(),
+                    more: true,
+                }
+            }
+            _ => Response::Received { admitted: 0 },
+        }
+    }
 }
 
 /// A daemon started under a lower open-file limit (`prlimit`), as a service often runs.

@@ -2,7 +2,7 @@
 //! flow between organisations and bystanders hold only ciphertext; keys reach a new node over
 //! the network; stopped, unreachable, removed, foreign and restored nodes behave.
 
-use passerelle_tests::{Daemon, Setup, mechanism, wait_for};
+use passerelle_tests::{Daemon, ReferralSend, Setup, mechanism, wait_for};
 use serde_json::Value;
 
 fn node_id(setup: &Setup, name: &str) -> String {
@@ -39,26 +39,12 @@ fn connected_peers(setup: &Setup, name: &str) -> Vec<String> {
 }
 
 fn send_referral(setup: &Setup, node: &str, case: &str) -> String {
+    let referral = ReferralSend::new(&case[..12], "mdm", "health")
+        .urgency("urgent")
+        .share("first_name,age,languages,health")
+        .note("needs a doctor today");
     setup
-        .node_run(
-            node,
-            &[
-                "referral",
-                "send",
-                "--case",
-                &case[..12],
-                "--to",
-                "mdm",
-                "--category",
-                "health",
-                "--urgency",
-                "urgent",
-                "--share",
-                "first_name,age,languages,health",
-                "--note",
-                "needs a doctor today",
-            ],
-        )
+        .send_referral(node, &referral)
         .expect_ok()
         .stdout
         .trim()

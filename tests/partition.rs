@@ -309,13 +309,16 @@ impl Cluster {
     }
 }
 
+/// The acknowledged writes: which node took each, and the case id it printed.
+type Acked = Arc<Mutex<Vec<(usize, String)>>>;
+
 /// Opens cases at node `i` until `stop`; records the id of every acknowledged one (the command
 /// exited 0 and printed it).
 fn writer(
     cluster: &Arc<Cluster>,
     i: usize,
     stop: &Arc<AtomicBool>,
-    acked: &Arc<Mutex<Vec<(usize, String)>>>,
+    acked: &Acked,
 ) -> std::thread::JoinHandle<()> {
     let (cluster, stop, acked) = (cluster.clone(), stop.clone(), acked.clone());
     std::thread::spawn(move || {
@@ -363,6 +366,31 @@ fn partitions_heal_quickly_and_lose_no_acknowledged_write() {
         println!("skipped: {why} (this test needs root and `ip netns`)");
         return;
     }
+    let (cluster, started) = start_cluster();
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let figures: Vec<(String, Duration)> = vec![
+        step_n3_alone_for_15_s(&cluster, &acked),
+        step_n1_alone_for_45_s_with_n2_killed_and_restarted(&cluster, &acked),
+    ];
+    let acked = acked.lock().unwrap().clone();
+    every_acknowledged_write_is_on_every_node_exactly_once(&cluster, &acked);
+    for (what, took) in &figures {
+        println!(
+            "convergence {what}: {:.1} s (goal ≤ {} s, asserted ≤ {} s)",
+            took.as_secs_f64(),
+            CONVERGENCE_GOAL.as_secs(),
+            CONVERGENCE_BOUND.as_secs()
+        );
+    }
+    println!(
+        "partition test ran {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The mechanism, the namespaces and the three daemons, each connected to the two others;
+/// returns the cluster and when its daemons were started.
+fn start_cluster() -> (Arc<Cluster>, Instant) {
     let begun = Instant::now();
     let setup = mechanism(
         &["mas"],
@@ -406,30 +434,36 @@ fn partitions_heal_quickly_and_lose_no_acknowledged_write() {
             })
             .then_some(())
     });
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let mut figures: Vec<(String, Duration)> = Vec::new();
+    (cluster, started)
+}
 
-    // 1. n3 alone for 15 s while n1 and n3 write.
+/// 1. n3 alone for 15 s while n1 and n3 write; returns how long the heal took.
+fn step_n3_alone_for_15_s(cluster: &Arc<Cluster>, acked: &Acked) -> (String, Duration) {
     cluster.net.link(2, false);
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = [0, 2]
         .iter()
-        .map(|i| writer(&cluster, *i, &stop, &acked))
+        .map(|i| writer(cluster, *i, &stop, acked))
         .collect();
     std::thread::sleep(Duration::from_secs(15));
     stop.store(true, Ordering::SeqCst);
     writers.into_iter().for_each(|h| drop(h.join()));
     cluster.net.link(2, true);
     let took = cluster.converge("after a 15 s partition of n3", CONVERGENCE_BOUND);
-    figures.push(("heal after 15 s, n3 alone".into(), took));
+    ("heal after 15 s, n3 alone".into(), took)
+}
 
-    // 2. n1 alone for 45 s while n1 and n2 write; n2's daemon is killed (SIGKILL) 10 s in,
-    //    in the middle of its writes, and restarted 4 s later.
+/// 2. n1 alone for 45 s while n1 and n2 write; n2's daemon is killed (SIGKILL) 10 s in, in the
+///    middle of its writes, and restarted 4 s later. Returns how long the heal took.
+fn step_n1_alone_for_45_s_with_n2_killed_and_restarted(
+    cluster: &Arc<Cluster>,
+    acked: &Acked,
+) -> (String, Duration) {
     cluster.net.link(0, false);
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = [0, 1]
         .iter()
-        .map(|i| writer(&cluster, *i, &stop, &acked))
+        .map(|i| writer(cluster, *i, &stop, acked))
         .collect();
     std::thread::sleep(Duration::from_secs(10));
     cluster.kill(1);
@@ -443,10 +477,14 @@ fn partitions_heal_quickly_and_lose_no_acknowledged_write() {
         "after a 45 s partition of n1 with n2 killed and restarted",
         CONVERGENCE_BOUND,
     );
-    figures.push(("heal after 45 s, n1 alone, n2 killed -9".into(), took));
+    ("heal after 45 s, n1 alone, n2 killed -9".into(), took)
+}
 
-    // Every acknowledged write is on every node, exactly once.
-    let acked = acked.lock().unwrap().clone();
+/// Every acknowledged write is on every node, exactly once.
+fn every_acknowledged_write_is_on_every_node_exactly_once(
+    cluster: &Cluster,
+    acked: &[(usize, String)],
+) {
     assert!(
         acked.len() > 20,
         "the writers got few writes through: {}",
@@ -463,7 +501,7 @@ fn partitions_heal_quickly_and_lose_no_acknowledged_write() {
                 *count.entry(id.to_string()).or_default() += 1;
             }
         }
-        for (writer, id) in &acked {
+        for (writer, id) in acked {
             assert_eq!(
                 count.get(id).copied().unwrap_or(0),
                 1,
@@ -479,16 +517,4 @@ fn partitions_heal_quickly_and_lose_no_acknowledged_write() {
             acked.len()
         );
     }
-    for (what, took) in &figures {
-        println!(
-            "convergence {what}: {:.1} s (goal ≤ {} s, asserted ≤ {} s)",
-            took.as_secs_f64(),
-            CONVERGENCE_GOAL.as_secs(),
-            CONVERGENCE_BOUND.as_secs()
-        );
-    }
-    println!(
-        "partition test ran {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
 }
