@@ -10,6 +10,7 @@ use crate::store::StoreError;
 use crate::time_fmt;
 
 use super::{Engine, EngineError, META_EXPIRY_OVERRIDE, META_READ_ONLY, invalid, now_ms};
+use crate::config::Mechanism;
 
 /// An event about to be created: its kind, what it is about, whom it is addressed to, and
 /// its payload (encrypted to the current epochs of `orgs`).
@@ -95,69 +96,11 @@ impl Engine {
         if drafts.iter().any(|d| d.kind.is_case_event()) {
             self.can_create_case_events(now)?;
         }
-        struct Prepared {
-            draft: Draft,
-            addressed: Vec<Addressed>,
-            recipients: Vec<age::x25519::Recipient>,
-            plain: zeroize::Zeroizing<Vec<u8>>,
-        }
-        let mut prepared = Vec::with_capacity(drafts.len());
-        for draft in drafts {
-            let mut addressed = Vec::new();
-            let mut recipients = Vec::new();
-            let mut seen = std::collections::BTreeSet::new();
-            for org in &draft.orgs {
-                if !seen.insert(org.clone()) {
-                    continue;
-                }
-                let (epoch, recipient) = m.current_epoch(org).ok_or_else(|| {
-                    invalid(format!(
-                        "`{org}` has no encryption key in the configuration yet: it cannot be sent case data"
-                    ))
-                })?;
-                addressed.push(Addressed {
-                    org: org.clone(),
-                    epoch,
-                });
-                recipients.push(recipient.clone());
-            }
-            let plain = zeroize::Zeroizing::new(encode_payload(&draft.payload)?);
-            prepared.push(Prepared {
-                draft,
-                addressed,
-                recipients,
-                plain,
-            });
-        }
-        // Encryption dominates: spread it over the cores.
-        let bodies: Vec<Result<Vec<u8>, payload::PayloadError>> = {
-            let seal = |p: &Prepared| {
-                let refs: Vec<&age::x25519::Recipient> = p.recipients.iter().collect();
-                payload::seal(&p.plain, &refs)
-            };
-            let threads = crate::limits::batch_threads();
-            if prepared.len() < 4 || threads < 2 {
-                prepared.iter().map(seal).collect()
-            } else {
-                let chunk = prepared.len().div_ceil(threads);
-                std::thread::scope(|scope| {
-                    let handles: Vec<_> = prepared
-                        .chunks(chunk)
-                        .map(|part| scope.spawn(move || part.iter().map(seal).collect::<Vec<_>>()))
-                        .collect();
-                    handles
-                        .into_iter()
-                        .flat_map(|h| {
-                            h.join().unwrap_or_else(|_| {
-                                vec![Err(payload::PayloadError::Encrypt(
-                                    "an encryption thread failed".into(),
-                                ))]
-                            })
-                        })
-                        .collect()
-                })
-            }
-        };
+        let prepared = drafts
+            .into_iter()
+            .map(|draft| Prepared::new(draft, &m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let bodies = seal_all(&prepared);
         // Signing chains each event to the previous one: in order, on one core.
         let head = self.store.head(&self.keys.node_key)?;
         let first_seq = head.map(|h| h.0).unwrap_or(0) + 1;
@@ -276,4 +219,74 @@ impl Engine {
             Err(refusal) => Err(refusal.into()),
         }
     }
+}
+
+/// A draft ready to seal: whom it is addressed to (each organisation once, at its current
+/// epoch), their recipients, and the encoded payload.
+struct Prepared {
+    draft: Draft,
+    addressed: Vec<Addressed>,
+    recipients: Vec<age::x25519::Recipient>,
+    plain: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl Prepared {
+    fn new(draft: Draft, m: &Mechanism) -> Result<Self, EngineError> {
+        let mut addressed = Vec::new();
+        let mut recipients = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for org in &draft.orgs {
+            if !seen.insert(org.clone()) {
+                continue;
+            }
+            let (epoch, recipient) = m.current_epoch(org).ok_or_else(|| {
+                invalid(format!(
+                    "`{org}` has no encryption key in the configuration yet: it cannot be sent case data"
+                ))
+            })?;
+            addressed.push(Addressed {
+                org: org.clone(),
+                epoch,
+            });
+            recipients.push(recipient.clone());
+        }
+        let plain = zeroize::Zeroizing::new(encode_payload(&draft.payload)?);
+        Ok(Self {
+            draft,
+            addressed,
+            recipients,
+            plain,
+        })
+    }
+
+    fn seal(&self) -> Result<Vec<u8>, payload::PayloadError> {
+        let refs: Vec<&age::x25519::Recipient> = self.recipients.iter().collect();
+        payload::seal(&self.plain, &refs)
+    }
+}
+
+/// Seals every prepared draft; encryption dominates, so a batch of four or more is spread over
+/// the cores. The bodies come back in the drafts' order.
+fn seal_all(prepared: &[Prepared]) -> Vec<Result<Vec<u8>, payload::PayloadError>> {
+    let threads = crate::limits::batch_threads();
+    if prepared.len() < 4 || threads < 2 {
+        return prepared.iter().map(Prepared::seal).collect();
+    }
+    let chunk = prepared.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = prepared
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(Prepared::seal).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    vec![Err(payload::PayloadError::Encrypt(
+                        "an encryption thread failed".into(),
+                    ))]
+                })
+            })
+            .collect()
+    })
 }

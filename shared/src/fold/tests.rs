@@ -123,8 +123,7 @@ proptest! {
 fn conflicts() -> &'static History {
     static CONFLICTS: OnceLock<History> = OnceLock::new();
     CONFLICTS.get_or_init(|| {
-        use crate::event::{Kind, Transition, Urgency};
-        use crate::payload::{CaseOpenPayload, ReferralPayload, ReferralUpdatePayload, encode};
+        use crate::event::Transition::{Accept, Acknowledge, Complete, Decline, Withdraw};
         use crate::sim::EventWriter;
 
         let base = history();
@@ -133,97 +132,18 @@ fn conflicts() -> &'static History {
         let node = |n: &str| base.sim.node(n).expect("a node");
         let mut mas = EventWriter::new(node("mas1"), id, version, base.now);
         let mut mdm = EventWriter::new(node("mdm1"), id, version, base.now);
-        let both = ["mas", "mdm"];
-        let data = crate::payload::CaseData {
-            case_type: "general".into(),
-            site: "medenine".into(),
-            consent: crate::payload::Consent {
-                given: true,
-                explained_by: "aicha".into(),
-                explained: "referral to health care".into(),
-                recorded_at: "2026-01-01T00:00:00Z".into(),
-                ..Default::default()
-            },
-            needs: vec!["health".into()],
-            person: Default::default(),
-            vulnerabilities: vec![],
-            notes: String::new(),
-        };
-        let open = mas
-            .next(
-                &m,
-                Kind::CaseOpen,
-                None,
-                vec![],
-                &["mas"],
-                &encode(&CaseOpenPayload {
-                    data: data.clone(),
-                    by: "aicha".into(),
-                })
-                .expect("encodes"),
-            )
-            .expect("an opening");
-        let referral = |note: &str| {
-            encode(&ReferralPayload {
-                case_type: "general".into(),
-                category: "health".into(),
-                shared: Default::default(),
-                note: note.into(),
-                consent: data.consent.clone(),
-                emergency_override: None,
-                by: "aicha".into(),
-            })
-            .expect("encodes")
-        };
-        let send = |w: &mut EventWriter, note: &str| {
-            w.next(
-                &m,
-                Kind::ReferralSend {
-                    to_org: "mdm".into(),
-                    category: Some("health".into()),
-                    urgency: Urgency::Urgent,
-                },
-                Some(open.id()),
-                vec![],
-                &both,
-                &referral(note),
-            )
-            .expect("a referral")
-        };
-        let first = send(&mut mas, "first");
-        let second = send(&mut mas, "second");
-        let step = |w: &mut EventWriter, on: &Event, t: Transition| {
-            let reason = (t == Transition::Decline).then(|| "no_capacity".to_string());
-            let body = encode(&ReferralUpdatePayload {
-                note: t.as_str().into(),
-                outcome: None,
-                by: w.node.org.clone(),
-            })
-            .expect("encodes");
-            w.next(
-                &m,
-                Kind::ReferralUpdate {
-                    transition: t,
-                    reason,
-                },
-                Some(on.id()),
-                vec![],
-                &both,
-                &body,
-            )
-            .expect("a step")
-        };
+        let [open, first, second] = case_with_two_referrals(&m, &mut mas);
         mdm.hlc = mdm.hlc.max(mas.hlc);
-        let ack = step(&mut mdm, &first, Transition::Acknowledge);
+        let ack = step(&m, &mut mdm, &first, Acknowledge);
         mas.hlc = mas.hlc.max(mdm.hlc);
         // Concurrent: neither writer saw the other's step.
-        let accept = step(&mut mdm, &first, Transition::Accept);
-        let withdraw = step(&mut mas, &first, Transition::Withdraw);
-        let complete = step(&mut mdm, &first, Transition::Complete);
-        let sender_completes = step(&mut mas, &first, Transition::Complete);
-        let early = step(&mut mdm, &second, Transition::Complete);
-        let decline = step(&mut mdm, &second, Transition::Decline);
-        let again = step(&mut mdm, &second, Transition::Decline);
+        let accept = step(&m, &mut mdm, &first, Accept);
+        let withdraw = step(&m, &mut mas, &first, Withdraw);
+        let complete = step(&m, &mut mdm, &first, Complete);
+        let sender_completes = step(&m, &mut mas, &first, Complete);
+        let early = step(&m, &mut mdm, &second, Complete);
+        let decline = step(&m, &mut mdm, &second, Decline);
+        let again = step(&m, &mut mdm, &second, Decline);
         let events = vec![
             open,
             first,
@@ -245,6 +165,79 @@ fn conflicts() -> &'static History {
             reader: base.reader.clone(),
         }
     })
+}
+
+/// A case opened by `mas`, and two referrals of it to `mdm`.
+fn case_with_two_referrals(
+    m: &crate::config::Mechanism,
+    mas: &mut crate::sim::EventWriter,
+) -> [Event; 3] {
+    use crate::event::{Kind, Urgency};
+    use crate::payload::{CaseOpenPayload, ReferralPayload, encode};
+    let data = crate::payload::CaseData {
+        case_type: "general".into(),
+        site: "medenine".into(),
+        consent: crate::payload::Consent {
+            given: true,
+            explained_by: "aicha".into(),
+            explained: "referral to health care".into(),
+            recorded_at: "2026-01-01T00:00:00Z".into(),
+            ..Default::default()
+        },
+        needs: vec!["health".into()],
+        person: Default::default(),
+        vulnerabilities: vec![],
+        notes: String::new(),
+    };
+    let opening = encode(&CaseOpenPayload {
+        data: data.clone(),
+        by: "aicha".into(),
+    })
+    .expect("encodes");
+    let open = mas
+        .next(m, Kind::CaseOpen, None, vec![], &["mas"], &opening)
+        .expect("an opening");
+    let mut send = |note: &str| {
+        let body = encode(&ReferralPayload {
+            case_type: "general".into(),
+            category: "health".into(),
+            shared: Default::default(),
+            note: note.into(),
+            consent: data.consent.clone(),
+            emergency_override: None,
+            by: "aicha".into(),
+        })
+        .expect("encodes");
+        let kind = Kind::ReferralSend {
+            to_org: "mdm".into(),
+            category: Some("health".into()),
+            urgency: Urgency::Urgent,
+        };
+        mas.next(m, kind, Some(open.id()), vec![], &["mas", "mdm"], &body)
+            .expect("a referral")
+    };
+    let (first, second) = (send("first"), send("second"));
+    [open, first, second]
+}
+
+/// A step on a referral, written by `w` (a decline gives a reason).
+fn step(
+    m: &crate::config::Mechanism,
+    w: &mut crate::sim::EventWriter,
+    on: &Event,
+    transition: crate::event::Transition,
+) -> Event {
+    use crate::event::{Kind, Transition};
+    let reason = (transition == Transition::Decline).then(|| "no_capacity".to_string());
+    let body = crate::payload::encode(&crate::payload::ReferralUpdatePayload {
+        note: transition.as_str().into(),
+        outcome: None,
+        by: w.node.org.clone(),
+    })
+    .expect("encodes");
+    let kind = Kind::ReferralUpdate { transition, reason };
+    w.next(m, kind, Some(on.id()), vec![], &["mas", "mdm"], &body)
+        .expect("a step")
 }
 
 proptest! {
