@@ -135,8 +135,11 @@ fn parse_kind<T: for<'de> Deserialize<'de>>(
 }
 
 fn to_toml<T: Serialize>(value: &T) -> Zeroizing<String> {
-    // Serialising these plain structs of strings and integers cannot fail.
-    Zeroizing::new(toml::to_string(value).unwrap_or_default())
+    // An empty text here would be a key file written without its secret: never default it.
+    Zeroizing::new(
+        toml::to_string(value)
+            .expect("key files are plain structs of strings and integers, which TOML encodes"),
+    )
 }
 
 /// A node's two secrets: its ed25519 key (libp2p identity, event signatures) and its own age
