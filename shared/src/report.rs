@@ -236,7 +236,9 @@ impl Tally {
             }
         }
         self.time(row, m);
-        if let Some(what) = crate::fold::overdue(&record_like(row), m, now) {
+        if let Some(what) =
+            crate::fold::overdue_at(row.status, row.urgency, ms_to_time(row.sent_ms), m, now)
+        {
             self.overdue.push(Overdue {
                 referral: crate::config::Hash32(row.id).short(),
                 sender: m.org_name(&row.sender).to_string(),
@@ -260,32 +262,6 @@ impl Tally {
         if let Some(a) = row.accepted_ms.or(row.declined_ms) {
             self.acc.push((hours(a), f64::from(deadlines.accept_hours)));
         }
-    }
-}
-
-/// A referral record with the facts a report row keeps, for the fold's overdue rule.
-fn record_like(row: &ReportRow) -> crate::fold::ReferralRecord {
-    crate::fold::ReferralRecord {
-        id: crate::config::Hash32(row.id),
-        case: crate::config::Hash32::default(),
-        sender_org: row.sender.clone(),
-        receiver_org: row.receiver.clone(),
-        category: row.category.clone(),
-        urgency: row.urgency,
-        config_version: row.config_version,
-        sent_at: crate::event::Hlc {
-            ms: row.sent_ms,
-            counter: 0,
-        },
-        status: row.status,
-        acknowledged_at: None,
-        accepted_at: None,
-        declined_at: None,
-        completed_at: None,
-        withdrawn_at: None,
-        decline_reason: None,
-        step_count: 0,
-        last: Default::default(),
     }
 }
 

@@ -319,10 +319,27 @@ pub fn overdue(
     mechanism: &Mechanism,
     now: time::OffsetDateTime,
 ) -> Option<Overdue> {
-    let deadlines = mechanism.doc.sop.urgency.for_level(record.urgency);
-    let sent = record.sent_at.to_datetime();
+    overdue_at(
+        record.status,
+        record.urgency,
+        record.sent_at.to_datetime(),
+        mechanism,
+        now,
+    )
+}
+
+/// [`overdue`] from the few facts it needs: the status, the urgency and when the referral was
+/// sent (what a report row keeps).
+pub fn overdue_at(
+    status: Status,
+    urgency: crate::event::Urgency,
+    sent: time::OffsetDateTime,
+    mechanism: &Mechanism,
+    now: time::OffsetDateTime,
+) -> Option<Overdue> {
+    let deadlines = mechanism.doc.sop.urgency.for_level(urgency);
     let hours = |h: u32| time::Duration::hours(i64::from(h));
-    match record.status {
+    match status {
         Status::Sent if now > sent + hours(deadlines.acknowledge_hours) => {
             Some(Overdue::Acknowledgement)
         }
