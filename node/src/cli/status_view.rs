@@ -1,8 +1,8 @@
 //! `passerelle status` for a person: configuration and expiry, keys, peers, what is pending.
 
+use crate::cli::table;
 use crate::datadir::NodePublic;
 use crate::rpc::{PeerView, StatusAnswer};
-use crate::table;
 
 /// An RFC 3339 time as a person reads it, or `never`.
 fn readable(text: Option<&str>) -> String {

@@ -15,8 +15,8 @@ use passerelle_core::sim::{EventWriter, Sim};
 use passerelle_core::sync::{self, Response};
 use time::OffsetDateTime;
 
-use crate::bench::{Figure, report};
-use crate::cmd_mechanism::SAMPLE_MECHANISM;
+use super::{Figure, report};
+use crate::cli::cmd_mechanism::SAMPLE_MECHANISM;
 use crate::datadir::DataDir;
 use crate::local_daemon::LocalDaemon;
 use crate::rpc::case::CaseOpened;

@@ -20,7 +20,7 @@ use passerelle_core::sim::Sim;
 use passerelle_core::store::UserRole;
 use time::OffsetDateTime;
 
-use crate::cmd_mechanism::SAMPLE_MECHANISM;
+use crate::cli::cmd_mechanism::SAMPLE_MECHANISM;
 use crate::datadir::DataDir;
 use crate::local_daemon::LocalDaemon;
 use crate::rpc::case::{CaseOpened, EventMade};
@@ -32,40 +32,43 @@ use crate::rpc::{Request, StatusAnswer};
 
 /// The sample profiles, embedded (the demo runs from any directory).
 const PROFILES: &[(&str, &str)] = &[
-    ("asi", include_str!("../../config/profiles/asi.toml")),
-    ("ataj", include_str!("../../config/profiles/ataj.toml")),
+    ("asi", include_str!("../../../config/profiles/asi.toml")),
+    ("ataj", include_str!("../../../config/profiles/ataj.toml")),
     (
         "clinique_sud",
-        include_str!("../../config/profiles/clinique_sud.toml"),
+        include_str!("../../../config/profiles/clinique_sud.toml"),
     ),
-    ("crt", include_str!("../../config/profiles/crt.toml")),
-    ("dpe", include_str!("../../config/profiles/dpe.toml")),
+    ("crt", include_str!("../../../config/profiles/crt.toml")),
+    ("dpe", include_str!("../../../config/profiles/dpe.toml")),
     (
         "drs_medenine",
-        include_str!("../../config/profiles/drs_medenine.toml"),
+        include_str!("../../../config/profiles/drs_medenine.toml"),
     ),
-    ("inltp", include_str!("../../config/profiles/inltp.toml")),
-    ("iom", include_str!("../../config/profiles/iom.toml")),
+    ("inltp", include_str!("../../../config/profiles/inltp.toml")),
+    ("iom", include_str!("../../../config/profiles/iom.toml")),
     (
         "jeunesse_sud",
-        include_str!("../../config/profiles/jeunesse_sud.toml"),
+        include_str!("../../../config/profiles/jeunesse_sud.toml"),
     ),
-    ("mas", include_str!("../../config/profiles/mas.toml")),
-    ("mdm", include_str!("../../config/profiles/mdm.toml")),
-    ("nour", include_str!("../../config/profiles/nour.toml")),
-    ("onfp", include_str!("../../config/profiles/onfp.toml")),
-    ("onm", include_str!("../../config/profiles/onm.toml")),
+    ("mas", include_str!("../../../config/profiles/mas.toml")),
+    ("mdm", include_str!("../../../config/profiles/mdm.toml")),
+    ("nour", include_str!("../../../config/profiles/nour.toml")),
+    ("onfp", include_str!("../../../config/profiles/onfp.toml")),
+    ("onm", include_str!("../../../config/profiles/onm.toml")),
     (
         "savoir_pour_tous",
-        include_str!("../../config/profiles/savoir_pour_tous.toml"),
+        include_str!("../../../config/profiles/savoir_pour_tous.toml"),
     ),
     (
         "terre_ecoute",
-        include_str!("../../config/profiles/terre_ecoute.toml"),
+        include_str!("../../../config/profiles/terre_ecoute.toml"),
     ),
-    ("unhcr", include_str!("../../config/profiles/unhcr.toml")),
-    ("unicef", include_str!("../../config/profiles/unicef.toml")),
-    ("wfp", include_str!("../../config/profiles/wfp.toml")),
+    ("unhcr", include_str!("../../../config/profiles/unhcr.toml")),
+    (
+        "unicef",
+        include_str!("../../../config/profiles/unicef.toml"),
+    ),
+    ("wfp", include_str!("../../../config/profiles/wfp.toml")),
 ];
 
 /// The nodes that run as daemons: (node name, organisation, who uses it).
@@ -296,7 +299,7 @@ async fn start_daemons(demo: &mut Demo<'_>) -> Result<Vec<Login>> {
     for (name, org, who) in RUNNING {
         let d = demo.daemon(name);
         let user = name.split('-').next().unwrap_or("user").to_string();
-        let password = crate::cmd_user::generate_password();
+        let password = crate::util::generate_password();
         let request = Request::UserAdd {
             name: user.clone(),
             role: UserRole::Admin,

@@ -24,7 +24,7 @@ use crate::datadir::{DataDir, Passphrases};
 use crate::fsutil;
 
 /// The sample mechanism shipped in `config/`, the base of `mechanism template`.
-pub const SAMPLE_MECHANISM: &str = include_str!("../../config/mechanism.toml");
+pub const SAMPLE_MECHANISM: &str = include_str!("../../../config/mechanism.toml");
 
 pub fn run(
     cmd: MechanismCmd,

@@ -5,24 +5,11 @@ use passerelle_core::report::Report;
 use passerelle_core::time_fmt;
 use time::OffsetDateTime;
 
+use crate::cli::table;
 use crate::client;
 use crate::datadir::{DataDir, Passphrases};
 use crate::rpc::Request;
-use crate::table;
-
-/// Reads a date given as YYYY-MM-DD (midnight UTC) or RFC 3339.
-pub fn parse_date(s: &str) -> Result<OffsetDateTime> {
-    if let Some(t) = time_fmt::parse_rfc3339(s) {
-        return Ok(t);
-    }
-    match passerelle_core::map::parse_date(s) {
-        Some(d) => Ok(d.midnight().assume_utc()),
-        None => bail!(
-            "`{}` is not a date (YYYY-MM-DD)",
-            passerelle_core::keys::truncate_for_error(s)
-        ),
-    }
-}
+use crate::util::parse_date;
 
 pub fn run(
     dir: &DataDir,

@@ -9,8 +9,8 @@ use anyhow::Result;
 use passerelle_core::sim::Sim;
 use time::OffsetDateTime;
 
-use crate::bench::{Figure, report};
-use crate::cmd_mechanism::SAMPLE_MECHANISM;
+use super::{Figure, report};
+use crate::cli::cmd_mechanism::SAMPLE_MECHANISM;
 
 pub fn run(dir: &Path, quick: bool, figures: &mut Vec<Figure>, json: bool) -> Result<()> {
     let events_n = if quick { 100_000 } else { 1_000_000 };

@@ -2,6 +2,12 @@
 //! same run on the same machine, so a noisy or slow machine still gives an honest ratio.
 //!
 //! Build with `--release` for real figures. `--quick` runs smaller sizes (a minute or so).
+//! This file runs the sections and holds the event-log figures; `net`, `map` and
+//! `coordination` hold the sync, map and report sections.
+
+mod coordination;
+mod map;
+mod net;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -15,7 +21,7 @@ use passerelle_core::sim::Sim;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::cmd_mechanism::SAMPLE_MECHANISM;
+use crate::cli::cmd_mechanism::SAMPLE_MECHANISM;
 use crate::daemon::engine_thread::EngineHandle;
 
 /// One measured figure beside its baseline.
@@ -103,9 +109,9 @@ pub fn run(quick: bool, json: bool, only: Option<&str>) -> Result<()> {
         ("event-log", |d, quick, f, json| {
             event_log(d, Sizes::new(quick), f, json)
         }),
-        ("sync", crate::bench_net::run),
-        ("map", crate::bench_map::run),
-        ("report", crate::bench_report::run),
+        ("sync", net::run),
+        ("map", map::run),
+        ("report", coordination::run),
     ];
     for (name, section) in sections {
         if wanted(name) {

@@ -16,8 +16,8 @@ use passerelle_core::round::run_round;
 use passerelle_core::sim::{EventWriter, Sim};
 use time::OffsetDateTime;
 
-use crate::bench::{Figure, report};
-use crate::cmd_mechanism::SAMPLE_MECHANISM;
+use super::{Figure, report};
+use crate::cli::cmd_mechanism::SAMPLE_MECHANISM;
 
 const CATEGORIES: [&str; 8] = [
     "shelter",

@@ -11,13 +11,13 @@ use passerelle_core::map::{self, Entry, Gap, Profile};
 use time::OffsetDateTime;
 
 use crate::cli::MapCmd;
+use crate::cli::cmd_case::print_json;
+use crate::cli::table::{self, say};
 use crate::client;
-use crate::cmd_case::print_json;
 use crate::datadir::{DataDir, Passphrases};
 use crate::fsutil;
 use crate::rpc::Request;
 use crate::rpc::map::{Directory, MapChanged, MapSnapshot, Search};
-use crate::table::{self, say};
 
 /// Every profile and the configuration in force, from the node.
 fn directory(
