@@ -13,6 +13,7 @@ mod i18n;
 mod local_daemon;
 mod poster;
 mod rpc;
+mod samples;
 mod util;
 mod web;
 

@@ -17,7 +17,7 @@ use passerelle_core::sim::{EventWriter, Sim};
 use time::OffsetDateTime;
 
 use super::{Figure, report};
-use crate::cli::cmd_mechanism::SAMPLE_MECHANISM;
+use crate::samples;
 
 const CATEGORIES: [&str; 8] = [
     "shelter",
@@ -91,7 +91,7 @@ pub fn run(dir: &Path, quick: bool, figures: &mut Vec<Figure>, json: bool) -> Re
     let orgs_n = if quick { 60 } else { 300 };
     let now = OffsetDateTime::now_utc();
     // A mechanism of the sample's sites and taxonomy with `orgs_n` extra organisations.
-    let mut text = SAMPLE_MECHANISM.to_string();
+    let mut text = samples::MECHANISM.to_string();
     let ids: Vec<String> = (0..orgs_n).map(|i| format!("org{i}")).collect();
     for id in &ids {
         text.push_str(&format!(

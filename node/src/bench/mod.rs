@@ -16,13 +16,13 @@ use anyhow::{Context, Result};
 use passerelle_core::engine::ReferralRequest;
 use passerelle_core::event::{CaseAction, Event, Urgency};
 use passerelle_core::keys::{SigningKey, context};
-use passerelle_core::payload::{self, CaseData, Consent, Person};
+use passerelle_core::payload;
 use passerelle_core::sim::Sim;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::cli::cmd_mechanism::SAMPLE_MECHANISM;
 use crate::daemon::engine_thread::EngineHandle;
+use crate::samples;
 
 /// One measured figure beside its baseline.
 #[derive(Debug, Clone, Serialize)]
@@ -151,30 +151,6 @@ pub fn report(figures: &mut Vec<Figure>, figure: Figure, json: bool) {
     figures.push(figure);
 }
 
-fn case_data() -> CaseData {
-    CaseData {
-        case_type: "general".into(),
-        site: "medenine".into(),
-        person: Person {
-            first_name: Some("Amadou".into()),
-            age: Some(24),
-            languages: vec!["fr".into(), "bm".into()],
-            health: Some("sprained ankle".into()),
-            ..Person::default()
-        },
-        needs: vec!["health".into(), "shelter".into()],
-        vulnerabilities: vec![],
-        consent: Consent {
-            given: true,
-            explained_by: "bench".into(),
-            explained: "benchmark".into(),
-            recorded_at: "2026-11-27T09:00:00Z".into(),
-            ..Consent::default()
-        },
-        notes: String::new(),
-    }
-}
-
 /// A referral of about 1.5 KB addressed to 3 organisations: sender (mas), receiver (mdm) and
 /// the case manager (dpe, after a transfer).
 fn referral(case: passerelle_core::event::EventId) -> ReferralRequest {
@@ -197,7 +173,7 @@ fn referral(case: passerelle_core::event::EventId) -> ReferralRequest {
 fn event_log(dir: &Path, sizes: Sizes, figures: &mut Vec<Figure>, json: bool) -> Result<()> {
     let now = OffsetDateTime::now_utc();
     let sim = Sim::new(
-        SAMPLE_MECHANISM,
+        samples::MECHANISM,
         &["mas", "dpe", "mdm", "crt", "unicef"],
         &[
             ("mas1", "mas"),
@@ -209,7 +185,7 @@ fn event_log(dir: &Path, sizes: Sizes, figures: &mut Vec<Figure>, json: bool) ->
         now,
     )?;
     let mut engine = sim.engine("mas1", dir, true, now)?;
-    let case = engine.open_case(case_data(), "bench", now)?;
+    let case = engine.open_case(samples::bench_case(), "bench", now)?;
     engine.case_action(
         case,
         CaseAction::Transfer {

@@ -16,11 +16,11 @@ use passerelle_core::sync::{self, Response};
 use time::OffsetDateTime;
 
 use super::{Figure, report};
-use crate::cli::cmd_mechanism::SAMPLE_MECHANISM;
 use crate::datadir::DataDir;
 use crate::local_daemon::LocalDaemon;
 use crate::rpc::case::CaseOpened;
 use crate::rpc::{Request, StatusAnswer};
+use crate::samples;
 
 /// Sizes of the network figures.
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +67,7 @@ fn idle_rounds(dir: &Path, figures: &mut Vec<Figure>, json: bool) -> Result<()> 
     let mut nodes: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "crt")).collect();
     nodes.push(("left", "mas"));
     nodes.push(("right", "mas"));
-    let sim = Sim::new(SAMPLE_MECHANISM, &["crt", "mas"], &nodes, now)?;
+    let sim = Sim::new(samples::MECHANISM, &["crt", "mas"], &nodes, now)?;
     let m = sim.mechanism()?;
     let mut events: Vec<Event> = Vec::new();
     for name in &names {
@@ -124,7 +124,7 @@ async fn catch_up_and_latency(
 ) -> Result<()> {
     let now = OffsetDateTime::now_utc();
     let sim = Sim::new(
-        SAMPLE_MECHANISM,
+        samples::MECHANISM,
         &["mas", "mdm", "unicef"],
         &[
             ("mas1", "mas"),

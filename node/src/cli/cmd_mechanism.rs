@@ -22,9 +22,7 @@ use time::OffsetDateTime;
 use crate::cli::MechanismCmd;
 use crate::datadir::{DataDir, Passphrases};
 use crate::fsutil;
-
-/// The sample mechanism shipped in `config/`, the base of `mechanism template`.
-pub const SAMPLE_MECHANISM: &str = include_str!("../../../config/mechanism.toml");
+use crate::samples;
 
 pub fn run(
     cmd: MechanismCmd,
@@ -94,7 +92,7 @@ fn template_cmd(root_keys: &[String], threshold: Option<u32>, out: &Path) -> Res
         .collect::<Result<Vec<_>>>()?;
     let threshold = threshold.unwrap_or(keys.len() as u32);
     let text = template::from_sample(
-        SAMPLE_MECHANISM,
+        samples::MECHANISM,
         &keys,
         threshold,
         OffsetDateTime::now_utc(),

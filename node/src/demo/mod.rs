@@ -14,13 +14,11 @@ use passerelle_core::bundle;
 use passerelle_core::engine::ReferralView;
 use passerelle_core::event::{Transition, Urgency};
 use passerelle_core::map::{Capacity, Entry, Profile};
-use passerelle_core::payload::{CaseData, Consent, Person};
 use passerelle_core::report::Report;
 use passerelle_core::sim::Sim;
 use passerelle_core::store::UserRole;
 use time::OffsetDateTime;
 
-use crate::cli::cmd_mechanism::SAMPLE_MECHANISM;
 use crate::datadir::DataDir;
 use crate::local_daemon::LocalDaemon;
 use crate::rpc::case::{CaseOpened, EventMade};
@@ -29,47 +27,7 @@ use crate::rpc::operations::{Exported, Imported};
 use crate::rpc::referral::{Direction, ReferralSent, Send, StepRequest, Stepped};
 use crate::rpc::users::Account;
 use crate::rpc::{Request, StatusAnswer};
-
-/// The sample profiles, embedded (the demo runs from any directory).
-const PROFILES: &[(&str, &str)] = &[
-    ("asi", include_str!("../../../config/profiles/asi.toml")),
-    ("ataj", include_str!("../../../config/profiles/ataj.toml")),
-    (
-        "clinique_sud",
-        include_str!("../../../config/profiles/clinique_sud.toml"),
-    ),
-    ("crt", include_str!("../../../config/profiles/crt.toml")),
-    ("dpe", include_str!("../../../config/profiles/dpe.toml")),
-    (
-        "drs_medenine",
-        include_str!("../../../config/profiles/drs_medenine.toml"),
-    ),
-    ("inltp", include_str!("../../../config/profiles/inltp.toml")),
-    ("iom", include_str!("../../../config/profiles/iom.toml")),
-    (
-        "jeunesse_sud",
-        include_str!("../../../config/profiles/jeunesse_sud.toml"),
-    ),
-    ("mas", include_str!("../../../config/profiles/mas.toml")),
-    ("mdm", include_str!("../../../config/profiles/mdm.toml")),
-    ("nour", include_str!("../../../config/profiles/nour.toml")),
-    ("onfp", include_str!("../../../config/profiles/onfp.toml")),
-    ("onm", include_str!("../../../config/profiles/onm.toml")),
-    (
-        "savoir_pour_tous",
-        include_str!("../../../config/profiles/savoir_pour_tous.toml"),
-    ),
-    (
-        "terre_ecoute",
-        include_str!("../../../config/profiles/terre_ecoute.toml"),
-    ),
-    ("unhcr", include_str!("../../../config/profiles/unhcr.toml")),
-    (
-        "unicef",
-        include_str!("../../../config/profiles/unicef.toml"),
-    ),
-    ("wfp", include_str!("../../../config/profiles/wfp.toml")),
-];
+use crate::samples;
 
 /// The nodes that run as daemons: (node name, organisation, who uses it).
 const RUNNING: &[(&str, &str, &str)] = &[
@@ -187,7 +145,7 @@ async fn scenario(root: &Path, exit: bool) -> Result<()> {
 /// Step 1: the ministry's configuration, signed on the spot by two officials; returns the
 /// mechanism and every node as (name, organisation).
 fn configuration(demo: &mut Demo<'_>) -> Result<(Sim, Vec<(String, String)>)> {
-    let m0 = passerelle_core::config::Mechanism::from_bytes(SAMPLE_MECHANISM.as_bytes())?;
+    let m0 = passerelle_core::config::Mechanism::from_bytes(samples::MECHANISM.as_bytes())?;
     let orgs: Vec<String> = m0
         .doc
         .organisations
@@ -210,7 +168,7 @@ fn configuration(demo: &mut Demo<'_>) -> Result<(Sim, Vec<(String, String)>)> {
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
-    let sim = Sim::with_officials(SAMPLE_MECHANISM, 2, 2, &org_refs, &node_refs, demo.now)?;
+    let sim = Sim::with_officials(samples::MECHANISM, 2, 2, &org_refs, &node_refs, demo.now)?;
     let m = sim.mechanism()?;
     demo.step(format!(
         "The Ministry of Social Affairs' two officials signed configuration version 1 (threshold 2): {} organisations, {} endorsed nodes, {} service categories. Mechanism id {}.",
@@ -237,7 +195,7 @@ fn join_and_map(demo: &mut Demo<'_>, sim: &Sim, nodes: &[(String, String)]) -> R
         let mut engine = sim.engine_at(name, &dir.store_path(), true, now)?;
         let maps_here = name.ends_with("-office") || RUNNING.iter().any(|(n, _, _)| n == name);
         if maps_here
-            && let Some((_, text)) = PROFILES.iter().find(|(o, _)| o == org)
+            && let Some((_, text)) = samples::PROFILES.iter().find(|(o, _)| o == org)
             && !events_have_profile(&events, org)
         {
             let profile = Profile::from_toml(text)?;
@@ -248,7 +206,7 @@ fn join_and_map(demo: &mut Demo<'_>, sim: &Sim, nodes: &[(String, String)]) -> R
         if org == "mas" && name == "mas-medenine" {
             engine.receive(&events, now)?;
             for o in m.doc.organisations.iter().filter(|o| !o.runs_nodes) {
-                if let Some((_, text)) = PROFILES.iter().find(|(p, _)| *p == o.id) {
+                if let Some((_, text)) = samples::PROFILES.iter().find(|(p, _)| *p == o.id) {
                     engine.map_import(&Profile::from_toml(text)?, now)?;
                 }
             }
@@ -326,37 +284,6 @@ async fn start_daemons(demo: &mut Demo<'_>) -> Result<Vec<Login>> {
     Ok(logins)
 }
 
-/// Youssef's case, as Aïcha records it.
-fn youssef(now: OffsetDateTime) -> CaseData {
-    CaseData {
-        case_type: "unaccompanied_child".into(),
-        site: "medenine".into(),
-        person: Person {
-            first_name: Some("Youssef".into()),
-            last_name: Some("B.".into()),
-            age: Some(16),
-            sex: Some("m".into()),
-            nationality: Some("SD".into()),
-            languages: vec!["ar".into()],
-            health: Some("fever and cough for three days".into()),
-            phone: Some("+216 00 000 000".into()),
-            ..Person::default()
-        },
-        needs: vec!["health".into(), "shelter".into(), "child_protection".into()],
-        vulnerabilities: vec!["unaccompanied".into()],
-        consent: Consent {
-            given: true,
-            guardian_given: Some(true),
-            guardian_name: Some("centre guardian".into()),
-            explained_by: "Aïcha".into(),
-            explained: "referral to a health partner; only first name, age, language and symptoms are shared".into(),
-            recorded_at: passerelle_core::time_fmt::rfc3339(now),
-            ..Consent::default()
-        },
-        notes: "met at the centre's reception".into(),
-    }
-}
-
 /// The urgent health referral for Youssef's case.
 fn health_referral(case: &str) -> Request {
     Request::ReferralSend(Send {
@@ -376,7 +303,7 @@ fn health_referral(case: &str) -> Request {
 /// returns the referral's id.
 async fn scenario_three(demo: &mut Demo<'_>) -> Result<String> {
     let aicha = demo.daemon("mas-medenine");
-    let data = Box::new(youssef(demo.now));
+    let data = Box::new(samples::youssef(demo.now));
     let case: CaseOpened = aicha.call(Request::CaseOpen { data }).await?;
     let case_id = case.case;
     let early = aicha.call::<ReferralSent>(health_referral(&case_id)).await;
@@ -583,25 +510,7 @@ fn field_site(
         OffsetDateTime::now_utc(),
         &mut |_, _| {},
     )?;
-    let data = CaseData {
-        case_type: "general".into(),
-        site: "ras_jedir".into(),
-        person: Person {
-            first_name: Some("Amadou".into()),
-            age: Some(31),
-            languages: vec!["fr".into(), "bm".into()],
-            ..Person::default()
-        },
-        needs: vec!["avrr".into()],
-        vulnerabilities: Vec::new(),
-        consent: Consent {
-            given: true,
-            explained_by: "IOM field team".into(),
-            recorded_at: passerelle_core::time_fmt::rfc3339(now),
-            ..Consent::default()
-        },
-        notes: String::new(),
-    };
+    let data = samples::field_case(now);
     let case = engine.open_case(data, "iom-field", OffsetDateTime::now_utc())?;
     let back = to_field.with_file_name("from-field.bundle");
     let out = std::io::BufWriter::new(std::fs::File::create(&back)?);
