@@ -125,3 +125,24 @@ pub fn bench_case() -> CaseData {
         notes: String::new(),
     }
 }
+
+/// The case the benchmark's sync latency measurement opens, again and again.
+pub fn latency_case() -> CaseData {
+    CaseData {
+        case_type: "general".into(),
+        site: "medenine".into(),
+        person: Person {
+            first_name: Some("Latency".into()),
+            ..Person::default()
+        },
+        needs: vec!["health".into()],
+        vulnerabilities: Vec::new(),
+        consent: Consent {
+            given: true,
+            explained_by: "bench".into(),
+            recorded_at: "2026-11-27T09:00:00Z".into(),
+            ..Consent::default()
+        },
+        notes: String::new(),
+    }
+}

@@ -306,7 +306,7 @@ async fn latency(
     json: bool,
 ) -> Result<()> {
     let case = Request::CaseOpen {
-        data: Box::new(latency_case()),
+        data: Box::new(samples::latency_case()),
     };
     let mut samples = Vec::with_capacity(count);
     let mut have = held;
@@ -378,28 +378,9 @@ pub fn raw_tcp(samples: usize) -> Result<(f64, f64)> {
         times.push(started.elapsed());
     }
     drop(client);
-    let _ = server.join();
-    Ok((percentile(&mut times, 0.5), percentile(&mut times, 0.99)))
-}
-
-/// The case the latency measurement opens, again and again.
-fn latency_case() -> passerelle_core::payload::CaseData {
-    use passerelle_core::payload::{CaseData, Consent, Person};
-    CaseData {
-        case_type: "general".into(),
-        site: "medenine".into(),
-        person: Person {
-            first_name: Some("Latency".into()),
-            ..Person::default()
-        },
-        needs: vec!["health".into()],
-        vulnerabilities: Vec::new(),
-        consent: Consent {
-            given: true,
-            explained_by: "bench".into(),
-            recorded_at: "2026-11-27T09:00:00Z".into(),
-            ..Consent::default()
-        },
-        notes: String::new(),
+    match server.join() {
+        Ok(served) => served.context("the loopback echo server")?,
+        Err(_) => bail!("the loopback echo server panicked"),
     }
+    Ok((percentile(&mut times, 0.5), percentile(&mut times, 0.99)))
 }

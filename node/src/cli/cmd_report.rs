@@ -54,16 +54,35 @@ pub fn run(
 }
 
 fn print_table(r: &Report) {
-    let f = |v: Option<f64>| v.map_or("—".to_string(), |x| format!("{x:.1}"));
+    print_summary(r);
+    println!();
+    print_counts(r);
+    println!();
+    print_overdue(r);
+    println!();
+    print_map_health(r);
+}
+
+/// A figure with one decimal, or a dash when there is none.
+fn one_decimal(v: Option<f64>) -> String {
+    v.map_or("—".to_string(), |x| format!("{x:.1}"))
+}
+
+/// A date the report wrote (RFC 3339) for a person; one it could not have written is left out.
+fn readable(rfc3339: &str) -> String {
+    time_fmt::parse_rfc3339(rfc3339)
+        .map(time_fmt::readable)
+        .unwrap_or_default()
+}
+
+/// The period, the referrals in it, and how fast and how often they were taken up.
+fn print_summary(r: &Report) {
+    let f = one_decimal;
     println!("{}", r.mechanism);
     println!(
         "Referrals sent {} to {}: {}",
-        time_fmt::parse_rfc3339(&r.from)
-            .map(time_fmt::readable)
-            .unwrap_or_default(),
-        time_fmt::parse_rfc3339(&r.to)
-            .map(time_fmt::readable)
-            .unwrap_or_default(),
+        readable(&r.from),
+        readable(&r.to),
         r.referrals
     );
     println!(
@@ -83,7 +102,10 @@ fn print_table(r: &Report) {
             t.count
         );
     }
-    println!();
+}
+
+/// Referrals counted by category, sender, receiver, status and decline reason.
+fn print_counts(r: &Report) {
     let rows = |v: &[(String, u64)]| -> Vec<Vec<String>> {
         v.iter()
             .map(|(k, n)| vec![k.clone(), n.to_string()])
@@ -123,7 +145,10 @@ fn print_table(r: &Report) {
             )
         );
     }
-    println!();
+}
+
+/// The referrals past their SOP deadline.
+fn print_overdue(r: &Report) {
     if r.overdue.is_empty() {
         println!("No referral is overdue.");
     } else {
@@ -152,7 +177,10 @@ fn print_table(r: &Report) {
             )
         );
     }
-    println!();
+}
+
+/// Service gaps and map entries not verified lately.
+fn print_map_health(r: &Report) {
     let g: Vec<Vec<String>> = r
         .gaps
         .iter()
