@@ -3,6 +3,8 @@
 //! the benchmark open. `mechanism template` starts from [`MECHANISM`]; the demo, the benchmark
 //! and tests build their mechanisms from it.
 
+use anyhow::{Context, Result};
+use passerelle_core::map::Profile;
 use passerelle_core::payload::{CaseData, Consent, Person};
 use time::OffsetDateTime;
 
@@ -10,7 +12,7 @@ use time::OffsetDateTime;
 pub const MECHANISM: &str = include_str!("../../config/mechanism.toml");
 
 /// The sample profiles, embedded (the demo runs from any directory).
-pub const PROFILES: &[(&str, &str)] = &[
+const PROFILES: &[(&str, &str)] = &[
     ("asi", include_str!("../../config/profiles/asi.toml")),
     ("ataj", include_str!("../../config/profiles/ataj.toml")),
     (
@@ -46,6 +48,16 @@ pub const PROFILES: &[(&str, &str)] = &[
     ("unicef", include_str!("../../config/profiles/unicef.toml")),
     ("wfp", include_str!("../../config/profiles/wfp.toml")),
 ];
+
+/// An organisation's sample profile, parsed, when `config/profiles` has one.
+pub fn profile(org: &str) -> Result<Option<Profile>> {
+    let Some((_, text)) = PROFILES.iter().find(|(o, _)| *o == org) else {
+        return Ok(None);
+    };
+    let profile =
+        Profile::from_toml(text).with_context(|| format!("the sample profile of `{org}`"))?;
+    Ok(Some(profile))
+}
 
 /// Youssef's case, as Aïcha records it.
 pub fn youssef(now: OffsetDateTime) -> CaseData {
