@@ -85,6 +85,7 @@ pub fn log_filter(rust_log: Option<&str>) -> String {
         .map(str::trim)
         .filter(|d| !d.is_empty())
         .filter(|d| {
+            // `split` yields at least one piece: the default is never used.
             let target = d.split(['=', '[']).next().unwrap_or_default();
             !CAPPED_TARGETS
                 .iter()
@@ -124,6 +125,7 @@ fn init_tracing() {
     let rust_log = std::env::var("RUST_LOG").ok();
     let filter = tracing_subscriber::EnvFilter::try_new(log_filter(rust_log.as_deref()))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter(None)));
+    // Fails only when a subscriber is already set (a test harness): that one stays.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -154,6 +154,8 @@ fn published_profiles(
         let sim_node = sim.node(node)?;
         let mut doc = automerge::AutoCommit::new();
         doc.set_actor(automerge::ActorId::from(sim_node.key().to_vec()));
+        // A fresh document always differs from the profile, so there is a change; were there
+        // none, the event would carry an empty one.
         let change = map::import(&mut doc, &profile(org, i))?.unwrap_or_default();
         let mut forger = EventWriter::new(sim_node, sim.mechanism_id(), 1, now);
         let first = forger.next(

@@ -92,6 +92,7 @@ pub fn join(dir: &DataDir, paths: &[PathBuf], pass: &Passphrases, user: &str) ->
     println!(
         "Joined {} (mechanism {}), version {} in force until {}.",
         newest.doc.mechanism,
+        // `newest` above is its last version, so the checked chain is not empty.
         checked.first().map(|m| m.hash.to_hex()).unwrap_or_default(),
         newest.doc.version,
         time_fmt::readable(newest.doc.expires_at)
