@@ -565,7 +565,7 @@ mod tests {
     fn observer(dir: &std::path::Path) -> (Vec<Event>, Engine) {
         let now = OffsetDateTime::now_utc();
         let sim = Sim::new(
-            crate::cmd_mechanism::SAMPLE_MECHANISM,
+            crate::samples::MECHANISM,
             &["mas", "mdm", "unicef"],
             &[("mas1", "mas"), ("mdm1", "mdm"), ("observer", "unicef")],
             now,

@@ -1,39 +1,23 @@
-//! `passerelle bench`: the performance figures, each printed beside a baseline measured in the
-//! same run on the same machine, so a noisy or slow machine still gives an honest ratio.
-//!
-//! Build with `--release` for real figures. `--quick` runs smaller sizes (a minute or so).
+//! The event-log figures of `passerelle bench`: single durable appends, batched appends, and
+//! admit-and-store of a received history, each beside its raw parts (redb, age, ed25519)
+//! measured in the same run.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use passerelle_core::engine::ReferralRequest;
-use passerelle_core::event::{CaseAction, Event, Urgency};
+use passerelle_core::engine::{Engine, ReferralRequest};
+use passerelle_core::event::{CaseAction, Event, EventId, Urgency};
 use passerelle_core::keys::{SigningKey, context};
-use passerelle_core::payload::{self, CaseData, Consent, Person};
+use passerelle_core::payload;
 use passerelle_core::sim::Sim;
-use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::cmd_mechanism::SAMPLE_MECHANISM;
+use super::{Figure, report};
 use crate::daemon::engine_thread::EngineHandle;
+use crate::samples;
 
-/// One measured figure beside its baseline.
-#[derive(Debug, Clone, Serialize)]
-pub struct Figure {
-    pub section: String,
-    pub name: String,
-    pub unit: String,
-    pub value: f64,
-    pub baseline_name: String,
-    pub baseline: f64,
-    /// How the figure compares with the baseline (the direction depends on the unit).
-    pub ratio: f64,
-    pub target: String,
-    pub met: Option<bool>,
-}
-
-/// Sizes of one run.
+/// Sizes of the event-log figures.
 #[derive(Debug, Clone, Copy)]
 pub struct Sizes {
     pub single_appends: usize,
@@ -77,121 +61,10 @@ fn micros(d: Duration, n: usize) -> f64 {
     d.as_secs_f64() * 1e6 / n.max(1) as f64
 }
 
-pub fn run(quick: bool, json: bool, only: Option<&str>) -> Result<()> {
-    let dir = tempfile::tempdir().context("a temporary directory for the benchmark")?;
-    let mut figures = Vec::new();
-    if !json {
-        eprintln!(
-            "Passerelle benchmark ({}; {} cores). Each figure is beside a baseline measured now.",
-            if quick { "quick" } else { "full" },
-            passerelle_core::limits::batch_threads()
-        );
-        if cfg!(debug_assertions) {
-            eprintln!("Note: this is a debug build; build with --release for real figures.");
-        }
-    }
-    let wanted = |section: &str| only.is_none_or(|o| o == section);
-    // Each section works in its own directory, removed when it ends: the files a section wrote
-    // would otherwise still be flushing to disk while the next one measures.
-    let section_dir = |name: &str| -> Result<std::path::PathBuf> {
-        let path = dir.path().join(name);
-        std::fs::create_dir_all(&path)?;
-        Ok(path)
-    };
-    type Section = fn(&Path, bool, &mut Vec<Figure>, bool) -> Result<()>;
-    let sections: [(&str, Section); 4] = [
-        ("event-log", |d, quick, f, json| {
-            event_log(d, Sizes::new(quick), f, json)
-        }),
-        ("sync", crate::bench_net::run),
-        ("map", crate::bench_map::run),
-        ("report", crate::bench_report::run),
-    ];
-    for (name, section) in sections {
-        if wanted(name) {
-            let path = section_dir(name)?;
-            section(&path, quick, &mut figures, json)?;
-            std::fs::remove_dir_all(&path)
-                .with_context(|| format!("removing the {name} section's files"))?;
-        }
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&figures)?);
-    }
-    Ok(())
-}
-
-pub fn report(figures: &mut Vec<Figure>, figure: Figure, json: bool) {
-    if !json {
-        let met = match figure.met {
-            Some(true) => "  target met",
-            Some(false) => "  TARGET MISSED",
-            None => "",
-        };
-        println!(
-            "[{}] {}: {:.1} {}  | baseline {}: {:.1} {}  | ratio {:.2} ({}){}",
-            figure.section,
-            figure.name,
-            figure.value,
-            figure.unit,
-            figure.baseline_name,
-            figure.baseline,
-            figure.unit,
-            figure.ratio,
-            figure.target,
-            met
-        );
-    }
-    figures.push(figure);
-}
-
-fn case_data() -> CaseData {
-    CaseData {
-        case_type: "general".into(),
-        site: "medenine".into(),
-        person: Person {
-            first_name: Some("Amadou".into()),
-            age: Some(24),
-            languages: vec!["fr".into(), "bm".into()],
-            health: Some("sprained ankle".into()),
-            ..Person::default()
-        },
-        needs: vec!["health".into(), "shelter".into()],
-        vulnerabilities: vec![],
-        consent: Consent {
-            given: true,
-            explained_by: "bench".into(),
-            explained: "benchmark".into(),
-            recorded_at: "2026-11-27T09:00:00Z".into(),
-            ..Consent::default()
-        },
-        notes: String::new(),
-    }
-}
-
-/// A referral of about 1.5 KB addressed to 3 organisations: sender (mas), receiver (mdm) and
-/// the case manager (dpe, after a transfer).
-fn referral(case: passerelle_core::event::EventId) -> ReferralRequest {
-    ReferralRequest {
-        case,
-        to_org: "mdm".into(),
-        category: "health".into(),
-        urgency: Urgency::Urgent,
-        share: vec![
-            "first_name".into(),
-            "age".into(),
-            "languages".into(),
-            "health".into(),
-        ],
-        note: "x".repeat(1_200),
-        emergency_override: None,
-    }
-}
-
-fn event_log(dir: &Path, sizes: Sizes, figures: &mut Vec<Figure>, json: bool) -> Result<()> {
+pub fn run(dir: &Path, sizes: Sizes, figures: &mut Vec<Figure>, json: bool) -> Result<()> {
     let now = OffsetDateTime::now_utc();
     let sim = Sim::new(
-        SAMPLE_MECHANISM,
+        samples::MECHANISM,
         &["mas", "dpe", "mdm", "crt", "unicef"],
         &[
             ("mas1", "mas"),
@@ -202,8 +75,31 @@ fn event_log(dir: &Path, sizes: Sizes, figures: &mut Vec<Figure>, json: bool) ->
         ],
         now,
     )?;
+    let (mut engine, case, event_bytes, plain_len) = writer(&sim, dir, now)?;
+    // 1. Single durable append, interleaved with its raw parts so disk noise hits both alike;
+    // medians of per-operation times.
+    let raw = RawParts::new(dir, event_bytes, plain_len, &sim)?;
+    let n = sizes.single_appends;
+    for figure in single_append(&mut engine, case, &raw, n, event_bytes)? {
+        report(figures, figure, json);
+    }
+    // 2. Batched append, both cores.
+    report(
+        figures,
+        batched_append(&mut engine, case, &raw, sizes)?,
+        json,
+    );
+    // 3. Batched admit-and-store at a node that cannot read the events.
+    report(figures, admit_and_store(&sim, dir, sizes, now)?, json);
+    Ok(())
+}
+
+/// The writing node, `mas1`, with a case transferred to `dpe` (so its referrals go to three
+/// organisations) and one referral written to warm up (page cache, lazily built tables):
+/// the engine, the case, and that referral's event and plaintext sizes.
+fn writer(sim: &Sim, dir: &Path, now: OffsetDateTime) -> Result<(Engine, EventId, usize, usize)> {
     let mut engine = sim.engine("mas1", dir, true, now)?;
-    let case = engine.open_case(case_data(), "bench", now)?;
+    let case = engine.open_case(samples::bench_case(), "bench", now)?;
     engine.case_action(
         case,
         CaseAction::Transfer {
@@ -214,7 +110,6 @@ fn event_log(dir: &Path, sizes: Sizes, figures: &mut Vec<Figure>, json: bool) ->
         "bench",
         now,
     )?;
-    // Warm up once (page cache, lazily built tables).
     let first = engine.send_referral(referral(case), "bench", now)?;
     let event = engine
         .store()
@@ -222,11 +117,17 @@ fn event_log(dir: &Path, sizes: Sizes, figures: &mut Vec<Figure>, json: bool) ->
         .context("the referral just written")?;
     let event_bytes = event.encode().len();
     let plain_len = event.body().map_or(0, <[u8]>::len);
+    Ok((engine, case, event_bytes, plain_len))
+}
 
-    // 1. Single durable append, interleaved with its raw parts so disk noise hits both alike;
-    // medians of per-operation times.
-    let n = sizes.single_appends;
-    let raw = RawParts::new(dir, event_bytes, plain_len, &sim)?;
+/// Single durable appends beside their raw parts, and the floor the store's rows set.
+fn single_append(
+    engine: &mut Engine,
+    case: EventId,
+    raw: &RawParts,
+    n: usize,
+    event_bytes: usize,
+) -> Result<[Figure; 2]> {
     let (mut ours, mut commits, mut encrypts, mut signs, mut floors) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..n {
@@ -250,50 +151,50 @@ fn event_log(dir: &Path, sizes: Sizes, figures: &mut Vec<Figure>, json: bool) ->
     );
     let floor = median_micros(&mut floors);
     let baseline = commit + encrypt + sign;
-    report(
-        figures,
-        Figure {
-            section: "event log".into(),
-            name: format!(
-                "single durable append (encrypt + sign + commit), referral of {event_bytes} bytes to 3 orgs, median"
-            ),
-            unit: "µs/event".into(),
-            value: ours,
-            baseline_name: format!(
-                "raw redb durable commit {commit:.0} + raw age to 3 recipients {encrypt:.0} + ed25519 sign {sign:.0}"
-            ),
-            baseline,
-            ratio: baseline / ours,
-            target: "ratio ≥ 0.9".into(),
-            met: Some(baseline / ours >= 0.9),
-        },
-        json,
-    );
+    let append = Figure {
+        section: "event log".into(),
+        name: format!(
+            "single durable append (encrypt + sign + commit), referral of {event_bytes} bytes to 3 orgs, median"
+        ),
+        unit: "µs/event".into(),
+        value: ours,
+        baseline_name: format!(
+            "raw redb durable commit {commit:.0} + raw age to 3 recipients {encrypt:.0} + ed25519 sign {sign:.0}"
+        ),
+        baseline,
+        ratio: baseline / ours,
+        target: "ratio ≥ 0.9".into(),
+        met: Some(baseline / ours >= 0.9),
+    };
 
     // What the store must write per referral bounds the ratio above: its event and the views
     // the event changes commit together, ten rows in nine tables, and a durable commit's cost
     // grows with the pages it dirties. No target: it explains the figure above.
     let floor_total = floor + encrypt + sign;
-    report(
-        figures,
-        Figure {
-            section: "event log".into(),
-            name: format!(
-                "floor of a single append: raw durable commit of the {} rows a referral writes (store-shaped tables, {floor:.0}) + raw age + sign",
-                VIEW_ROWS.len()
-            ),
-            unit: "µs/event".into(),
-            value: floor_total,
-            baseline_name: "the single append's baseline above".into(),
-            baseline,
-            ratio: baseline / floor_total,
-            target: "none: the best ratio the single append can reach".into(),
-            met: None,
-        },
-        json,
-    );
+    let floor_figure = Figure {
+        section: "event log".into(),
+        name: format!(
+            "floor of a single append: raw durable commit of the {} rows a referral writes (store-shaped tables, {floor:.0}) + raw age + sign",
+            VIEW_ROWS.len()
+        ),
+        unit: "µs/event".into(),
+        value: floor_total,
+        baseline_name: "the single append's baseline above".into(),
+        baseline,
+        ratio: baseline / floor_total,
+        target: "none: the best ratio the single append can reach".into(),
+        met: None,
+    };
+    Ok([append, floor_figure])
+}
 
-    // 2. Batched append, both cores.
+/// Batched appends beside raw age, signatures and one commit per batch.
+fn batched_append(
+    engine: &mut Engine,
+    case: EventId,
+    raw: &RawParts,
+    sizes: Sizes,
+) -> Result<Figure> {
     let mut total = Duration::ZERO;
     for _ in 0..sizes.batches {
         let requests = (0..sizes.batch).map(|_| referral(case)).collect();
@@ -303,26 +204,25 @@ fn event_log(dir: &Path, sizes: Sizes, figures: &mut Vec<Figure>, json: bool) ->
     }
     let ours = micros(total, sizes.batch * sizes.batches);
     let baseline = raw.batched(sizes.batch, sizes.batches)?;
-    report(
-        figures,
-        Figure {
-            section: "event log".into(),
-            name: format!(
-                "batched append ({} per transaction, all cores)",
-                sizes.batch
-            ),
-            unit: "µs/event".into(),
-            value: ours,
-            baseline_name: "raw age (all cores) + ed25519 signs + one redb commit per batch".into(),
-            baseline,
-            ratio: baseline / ours,
-            target: "ratio ≥ 0.9".into(),
-            met: Some(baseline / ours >= 0.9),
-        },
-        json,
-    );
+    Ok(Figure {
+        section: "event log".into(),
+        name: format!(
+            "batched append ({} per transaction, all cores)",
+            sizes.batch
+        ),
+        unit: "µs/event".into(),
+        value: ours,
+        baseline_name: "raw age (all cores) + ed25519 signs + one redb commit per batch".into(),
+        baseline,
+        ratio: baseline / ours,
+        target: "ratio ≥ 0.9".into(),
+        met: Some(baseline / ours >= 0.9),
+    })
+}
 
-    // 3. Batched admit-and-store at a node that cannot read the events.
+/// Admit-and-store of a received history at a node that cannot read it, as the daemon does
+/// it (checked on arrival, stored by the engine thread).
+fn admit_and_store(sim: &Sim, dir: &Path, sizes: Sizes, now: OffsetDateTime) -> Result<Figure> {
     let pairs = [("mas1", "mdm1"), ("mas2", "mdm2")];
     let history = sim.history(&pairs, sizes.admit_cases / 2, 1_200, now)?;
     // Fresh copies: nothing verified yet, as when they arrive from the network.
@@ -352,31 +252,47 @@ fn event_log(dir: &Path, sizes: Sizes, figures: &mut Vec<Figure>, json: bool) ->
         .build()?
         .block_on(engine.log_counts())?;
     drop(engine);
-    let _ = thread.join();
+    if thread.join().is_err() {
+        anyhow::bail!("the engine thread panicked while storing the benchmark's history");
+    }
     anyhow::ensure!(
         counts.events >= history.len() as u64 && counts.held == 0 && counts.waiting == 0,
         "the benchmark's history was not all admitted: {counts:?}"
     );
     let baseline = raw_verify(&history);
-    report(
-        figures,
-        Figure {
-            section: "event log".into(),
-            name: format!(
-                "admit-and-store of {} received events (unreadable here; checked on arrival, group commits)",
-                history.len()
-            ),
-            unit: "events/s".into(),
-            value: ours,
-            baseline_name: "raw ed25519 verification, all cores".into(),
-            baseline,
-            ratio: ours / baseline,
-            target: "≥ 20,000 events/s".into(),
-            met: Some(ours >= 20_000.0),
-        },
-        json,
-    );
-    Ok(())
+    Ok(Figure {
+        section: "event log".into(),
+        name: format!(
+            "admit-and-store of {} received events (unreadable here; checked on arrival, group commits)",
+            history.len()
+        ),
+        unit: "events/s".into(),
+        value: ours,
+        baseline_name: "raw ed25519 verification, all cores".into(),
+        baseline,
+        ratio: ours / baseline,
+        target: "≥ 20,000 events/s".into(),
+        met: Some(ours >= 20_000.0),
+    })
+}
+
+/// A referral of about 1.5 KB addressed to 3 organisations: sender (mas), receiver (mdm) and
+/// the case manager (dpe, after a transfer).
+fn referral(case: passerelle_core::event::EventId) -> ReferralRequest {
+    ReferralRequest {
+        case,
+        to_org: "mdm".into(),
+        category: "health".into(),
+        urgency: Urgency::Urgent,
+        share: vec![
+            "first_name".into(),
+            "age".into(),
+            "languages".into(),
+            "health".into(),
+        ],
+        note: "x".repeat(1_200),
+        emergency_override: None,
+    }
 }
 
 /// Cuts events as one sync response would carry them.
@@ -523,6 +439,7 @@ impl RawParts {
                     let plain = &self.plain;
                     scope.spawn(move || {
                         for _ in 0..per {
+                            // Only the time counts: the sealed bytes are not kept.
                             let _ = payload::seal(plain, refs);
                         }
                     });
@@ -556,6 +473,7 @@ fn raw_verify(events: &[Event]) -> f64 {
                 for e in part {
                     let (header, signature) = e.signed_parts();
                     if let Ok(key) = e.header().author_key() {
+                        // Only the time counts: the engine checks these events itself.
                         let _ = key.verify(context::EVENT, header, signature);
                     }
                 }

@@ -2,25 +2,14 @@
 
 use age::secrecy::ExposeSecret;
 use anyhow::Result;
-use rand::RngCore;
 
 use crate::cli::UserCmd;
+use crate::cli::table::{self, say};
 use crate::client;
 use crate::datadir::{self, DataDir, Passphrases};
 use crate::rpc::Request;
 use crate::rpc::users::{Account, Removed};
-use crate::table::{self, say};
-
-/// A generated password: 16 characters from an alphabet without look-alikes.
-pub fn generate_password() -> String {
-    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut bytes = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    bytes
-        .iter()
-        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
-        .collect()
-}
+use crate::util;
 
 pub fn run(cmd: UserCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Result<()> {
     match cmd {
@@ -32,7 +21,7 @@ pub fn run(cmd: UserCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Resul
             let given = datadir::passphrase(password_file.as_deref(), "PASSERELLE_USER_PASSWORD")?;
             let (password, generated) = match given {
                 Some(p) => (p.expose_secret().to_string(), false),
-                None => (generate_password(), true),
+                None => (util::generate_password(), true),
             };
             client::call::<Account>(
                 dir,
@@ -59,7 +48,7 @@ pub fn run(cmd: UserCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Resul
         UserCmd::List { json } => {
             let out: Vec<Account> = client::call(dir, pass, user, Request::UserList)?;
             if json {
-                crate::cmd_case::print_json(&out)?;
+                crate::cli::cmd_case::print_json(&out)?;
             } else {
                 let rows: Vec<Vec<String>> = out
                     .iter()

@@ -22,9 +22,7 @@ use time::OffsetDateTime;
 use crate::cli::MechanismCmd;
 use crate::datadir::{DataDir, Passphrases};
 use crate::fsutil;
-
-/// The sample mechanism shipped in `config/`, the base of `mechanism template`.
-pub const SAMPLE_MECHANISM: &str = include_str!("../../config/mechanism.toml");
+use crate::samples;
 
 pub fn run(
     cmd: MechanismCmd,
@@ -94,7 +92,7 @@ fn template_cmd(root_keys: &[String], threshold: Option<u32>, out: &Path) -> Res
         .collect::<Result<Vec<_>>>()?;
     let threshold = threshold.unwrap_or(keys.len() as u32);
     let text = template::from_sample(
-        SAMPLE_MECHANISM,
+        samples::MECHANISM,
         &keys,
         threshold,
         OffsetDateTime::now_utc(),
@@ -310,7 +308,14 @@ fn local_heads(
     if !same {
         return BTreeMap::new();
     }
-    store.author_heads().unwrap_or_default()
+    match store.author_heads() {
+        Ok(heads) => heads,
+        Err(e) => {
+            // Without this node's view, the cut-off is asked for instead.
+            tracing::debug!("cannot read this node's log heads: {e}");
+            BTreeMap::new()
+        }
+    }
 }
 
 fn verify(paths: &[PathBuf]) -> Result<()> {
@@ -342,9 +347,20 @@ fn show(path: &Path, as_json: bool) -> Result<()> {
     let m = file
         .mechanism()
         .with_context(|| path.display().to_string())?;
+    let signatures = signature_checks(&file, &m);
+    if as_json {
+        show_json(&m, &signatures)
+    } else {
+        show_text(&m, &signatures);
+        Ok(())
+    }
+}
+
+/// Each signature of a file: (key, whether it is a root key of this version, whether it
+/// verifies).
+fn signature_checks(file: &SignedFile, m: &Mechanism) -> Vec<(PublicKey, bool, bool)> {
     let d = &m.doc;
-    let signatures: Vec<_> = file
-        .signatures
+    file.signatures
         .iter()
         .map(|s| {
             let valid = s
@@ -357,33 +373,41 @@ fn show(path: &Path, as_json: bool) -> Result<()> {
                 .is_ok();
             (s.key, d.roots.keys.contains(&s.key), valid)
         })
-        .collect();
-    if as_json {
-        let value = json!({
-            "mechanism": d.mechanism,
-            "country": d.country,
-            "lead_org": d.lead_org,
-            "version": d.version,
-            "document_hash": m.hash.to_hex(),
-            "mechanism_id": if d.version == 1 { Some(m.hash.to_hex()) } else { None },
-            "previous": d.previous,
-            "issued_at": time_fmt::rfc3339(d.issued_at),
-            "expires_at": time_fmt::rfc3339(d.expires_at),
-            "threshold": d.roots.threshold,
-            "root_keys": d.roots.keys.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "signatures": signatures.iter().map(|(k, root, valid)| json!({
-                "key": k.to_string(), "root_key": root, "valid": valid
-            })).collect::<Vec<_>>(),
-            "sites": d.sites.len(),
-            "organisations": d.organisations.len(),
-            "nodes": d.nodes.iter().map(|n| json!({"id": n.id.to_string(), "org": n.org, "label": n.label})).collect::<Vec<_>>(),
-            "removals": d.removals.iter().map(|r| json!({"node": r.node.to_string(), "org": r.org, "last_seq": r.last_seq})).collect::<Vec<_>>(),
-            "categories": d.taxonomy.len(),
-            "case_types": d.case_types.len(),
-        });
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(());
-    }
+        .collect()
+}
+
+/// `mechanism show --json`.
+fn show_json(m: &Mechanism, signatures: &[(PublicKey, bool, bool)]) -> Result<()> {
+    let d = &m.doc;
+    let value = json!({
+        "mechanism": d.mechanism,
+        "country": d.country,
+        "lead_org": d.lead_org,
+        "version": d.version,
+        "document_hash": m.hash.to_hex(),
+        "mechanism_id": if d.version == 1 { Some(m.hash.to_hex()) } else { None },
+        "previous": d.previous,
+        "issued_at": time_fmt::rfc3339(d.issued_at),
+        "expires_at": time_fmt::rfc3339(d.expires_at),
+        "threshold": d.roots.threshold,
+        "root_keys": d.roots.keys.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "signatures": signatures.iter().map(|(k, root, valid)| json!({
+            "key": k.to_string(), "root_key": root, "valid": valid
+        })).collect::<Vec<_>>(),
+        "sites": d.sites.len(),
+        "organisations": d.organisations.len(),
+        "nodes": d.nodes.iter().map(|n| json!({"id": n.id.to_string(), "org": n.org, "label": n.label})).collect::<Vec<_>>(),
+        "removals": d.removals.iter().map(|r| json!({"node": r.node.to_string(), "org": r.org, "last_seq": r.last_seq})).collect::<Vec<_>>(),
+        "categories": d.taxonomy.len(),
+        "case_types": d.case_types.len(),
+    });
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}
+
+/// `mechanism show` for a person.
+fn show_text(m: &Mechanism, signatures: &[(PublicKey, bool, bool)]) {
+    let d = &m.doc;
     println!("{} ({})", d.mechanism, d.country);
     println!("  version        {}", d.version);
     println!("  document hash  {}", m.hash);
@@ -409,7 +433,7 @@ fn show(path: &Path, as_json: bool) -> Result<()> {
         d.roots.keys.len(),
         d.roots.threshold
     );
-    for (key, root, valid) in &signatures {
+    for (key, root, valid) in signatures {
         println!(
             "  signed by      {key}{}{}",
             if *root {
@@ -439,7 +463,6 @@ fn show(path: &Path, as_json: bool) -> Result<()> {
             r.last_seq
         );
     }
-    Ok(())
 }
 
 /// Applies signed files to this node (through the daemon when it runs) and says what changed.

@@ -1,8 +1,8 @@
 //! `passerelle status` for a person: configuration and expiry, keys, peers, what is pending.
 
+use crate::cli::table;
 use crate::datadir::NodePublic;
 use crate::rpc::{PeerView, StatusAnswer};
-use crate::table;
 
 /// An RFC 3339 time as a person reads it, or `never`.
 fn readable(text: Option<&str>) -> String {
@@ -22,6 +22,7 @@ pub fn print(public: &NodePublic, st: &StatusAnswer) {
         println!("Not joined: run `passerelle join GENESIS.signed`.");
         return;
     };
+    // What the node does not know yet is left blank.
     println!("Mechanism     {}", st.mechanism.clone().unwrap_or_default());
     println!(
         "Configuration version {version} of mechanism {}",
@@ -114,6 +115,7 @@ fn print_network(st: &StatusAnswer) {
                 p.org.clone(),
                 state(p),
                 heard(p),
+                // Blank until a ping has been answered.
                 p.rtt_ms.map(|ms| format!("{ms:.0} ms")).unwrap_or_default(),
                 match p.in_sync {
                     Some(true) => "yes".into(),

@@ -39,10 +39,7 @@ pub struct Options {
 
 pub fn run(options: Options) -> Result<()> {
     if options.list {
-        for t in TARGETS {
-            let note = if t.in_all { "" } else { " (not in `all`)" };
-            println!("{:<16} {}{note}", t.name, t.about);
-        }
+        print_targets();
         return Ok(());
     }
     if let Some(dir) = &options.write_corpus {
@@ -51,14 +48,7 @@ pub fn run(options: Options) -> Result<()> {
     let Some(name) = options.target.as_deref() else {
         bail!("name a target (see `passerelle fuzz --list`) or `all`");
     };
-    let targets: Vec<&'static Target> = if name == "all" {
-        TARGETS.iter().filter(|t| t.in_all).collect()
-    } else {
-        match fuzz::target(name) {
-            Some(t) => vec![t],
-            None => bail!("there is no fuzz target `{name}` (see `passerelle fuzz --list`)"),
-        }
-    };
+    let targets = chosen_targets(name)?;
     let seed = options.seed.unwrap_or_else(rand::random);
     let generated = match &options.corpus {
         Some(_) => None,
@@ -78,6 +68,7 @@ pub fn run(options: Options) -> Result<()> {
     for (i, target) in targets.iter().enumerate() {
         let seeds = match (&options.corpus, &generated) {
             (Some(dir), _) => read_corpus(&dir.join(target.name))?,
+            // A target the sim makes no seeds for starts from an empty corpus.
             (None, Some(g)) => g.get(target.name).cloned().unwrap_or_default(),
             (None, None) => Vec::new(),
         };
@@ -91,29 +82,7 @@ pub fn run(options: Options) -> Result<()> {
         reports.push(report);
     }
     if options.json {
-        let rows: Vec<_> = reports
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "target": r.target,
-                    "seed": r.seed,
-                    "execs": r.execs,
-                    "seconds": r.elapsed.as_secs_f64(),
-                    "execs_per_second": r.execs_per_second().round(),
-                    "corpus": r.corpus,
-                    "outcomes": r.outcomes,
-                    "panics": r.panics,
-                    "crashes": r.crashes.iter().map(|c| serde_json::json!({
-                        "location": c.panic.location,
-                        "message": c.panic.message,
-                        "inputs": c.count,
-                        "file": input_path(&options.crashes, r.target, "crash", &c.input),
-                    })).collect::<Vec<_>>(),
-                    "slowest_ms": r.slowest.as_millis() as u64,
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        print_json(&reports, &options.crashes)?;
     }
     let crashes: usize = reports.iter().map(|r| r.crashes.len()).sum();
     if crashes > 0 {
@@ -122,6 +91,53 @@ pub fn run(options: Options) -> Result<()> {
             options.crashes.display()
         );
     }
+    Ok(())
+}
+
+/// `--list`: every target, and whether `all` runs it.
+fn print_targets() {
+    for t in TARGETS {
+        let note = if t.in_all { "" } else { " (not in `all`)" };
+        println!("{:<16} {}{note}", t.name, t.about);
+    }
+}
+
+/// The targets a name stands for: one, or every target `all` runs.
+fn chosen_targets(name: &str) -> Result<Vec<&'static Target>> {
+    if name == "all" {
+        return Ok(TARGETS.iter().filter(|t| t.in_all).collect());
+    }
+    match fuzz::target(name) {
+        Some(t) => Ok(vec![t]),
+        None => bail!("there is no fuzz target `{name}` (see `passerelle fuzz --list`)"),
+    }
+}
+
+/// `--json`: one row per target's campaign.
+fn print_json(reports: &[Report], crashes_dir: &Path) -> Result<()> {
+    let rows: Vec<_> = reports
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "target": r.target,
+                "seed": r.seed,
+                "execs": r.execs,
+                "seconds": r.elapsed.as_secs_f64(),
+                "execs_per_second": r.execs_per_second().round(),
+                "corpus": r.corpus,
+                "outcomes": r.outcomes,
+                "panics": r.panics,
+                "crashes": r.crashes.iter().map(|c| serde_json::json!({
+                    "location": c.panic.location,
+                    "message": c.panic.message,
+                    "inputs": c.count,
+                    "file": input_path(crashes_dir, r.target, "crash", &c.input),
+                })).collect::<Vec<_>>(),
+                "slowest_ms": r.slowest.as_millis() as u64,
+            })
+        })
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&rows)?);
     Ok(())
 }
 
@@ -154,7 +170,11 @@ fn campaign(
                 let running_ms =
                     elapsed_ms.saturating_sub(watch.started_ms.load(Ordering::Relaxed));
                 if running_ms > HANG_SECONDS * 1000 {
-                    let input = watch.input.lock().map(|i| i.clone()).unwrap_or_default();
+                    // A panic while the lock was held leaves the input in place: save it anyway.
+                    let input = match watch.input.lock() {
+                        Ok(i) => i.clone(),
+                        Err(poisoned) => poisoned.into_inner().clone(),
+                    };
                     let path = input_path(&crashes, target.name, "hang", &input);
                     let saved = write_input(&path, &input);
                     eprintln!(
@@ -188,8 +208,11 @@ fn campaign(
         tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
             fuzz::run(target, seeds, seed, &budget, Some(&watch))
         });
+    // The watchdog waits for this until it is told; once it has stopped nobody needs telling.
     let _ = done_tx.send(());
-    let _ = watchdog.join();
+    if watchdog.join().is_err() {
+        tracing::warn!("{}: the watchdog thread panicked", target.name);
+    }
     Ok(report)
 }
 

@@ -5,19 +5,21 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use automerge::sync::SyncDoc;
-use passerelle_core::config::Names;
+use passerelle_core::config::{Mechanism, Names};
+use passerelle_core::engine::Engine;
 use passerelle_core::event::{Event, Kind};
 use passerelle_core::map::{self, Capacity, Profile, Service};
 use passerelle_core::round::run_round;
 use passerelle_core::sim::{EventWriter, Sim};
 use time::OffsetDateTime;
 
-use crate::bench::{Figure, report};
-use crate::cmd_mechanism::SAMPLE_MECHANISM;
+use super::{Figure, report};
+use crate::samples;
 
 const CATEGORIES: [&str; 8] = [
     "shelter",
@@ -90,8 +92,32 @@ fn percentile(samples: &mut [Duration], p: f64) -> f64 {
 pub fn run(dir: &Path, quick: bool, figures: &mut Vec<Figure>, json: bool) -> Result<()> {
     let orgs_n = if quick { 60 } else { 300 };
     let now = OffsetDateTime::now_utc();
-    // A mechanism of the sample's sites and taxonomy with `orgs_n` extra organisations.
-    let mut text = SAMPLE_MECHANISM.to_string();
+    let (sim, ids, node_names) = mechanism_with_orgs(orgs_n, now)?;
+    let m = sim.mechanism()?;
+    let (events, saved) = published_profiles(&sim, &m, &ids, &node_names, now)?;
+    let mut hub = sim.engine("hub", dir, false, now)?;
+    hub.receive(&events, now)?;
+    // Load time: a new engine builds the directory from its store.
+    drop(hub);
+    let (hub, directory, figure) = load_figure(dir, &sim, &saved, orgs_n)?;
+    report(figures, figure, json);
+    report(figures, search_figure(&directory, &m, now), json);
+    // Bytes to bring a fresh node up to date: our sync (snapshots, pruned changes) beside
+    // Automerge's own sync protocol for the same documents.
+    let figure = fresh_node_figure(dir, &sim, hub, &saved, orgs_n, now)?;
+    report(figures, figure, json);
+    deep_document(dir, &sim, &node_names[0], &ids[0], quick, figures, json)?;
+    Ok(())
+}
+
+/// A mechanism of the sample's sites and taxonomy with `orgs_n` extra organisations, one node
+/// each, and three nodes of `mas` (the hub, a fresh node, the deep document's reader): the
+/// mechanism, the extra organisations' ids and their nodes' names.
+fn mechanism_with_orgs(
+    orgs_n: usize,
+    now: OffsetDateTime,
+) -> Result<(Sim, Vec<String>, Vec<String>)> {
+    let mut text = samples::MECHANISM.to_string();
     let ids: Vec<String> = (0..orgs_n).map(|i| format!("org{i}")).collect();
     for id in &ids {
         text.push_str(&format!(
@@ -110,19 +136,30 @@ pub fn run(dir: &Path, quick: bool, figures: &mut Vec<Figure>, json: bool) -> Re
     let mut orgs: Vec<&str> = ids.iter().map(String::as_str).collect();
     orgs.push("mas");
     let sim = Sim::new(&text, &orgs, &nodes, now)?;
-    let m = sim.mechanism()?;
+    Ok((sim, ids, node_names))
+}
 
-    // Each organisation's node imports its profile, then publishes a snapshot.
+/// Each organisation's node imports its profile, then publishes a snapshot: the events, and
+/// each snapshot's bytes.
+fn published_profiles(
+    sim: &Sim,
+    m: &Mechanism,
+    ids: &[String],
+    node_names: &[String],
+    now: OffsetDateTime,
+) -> Result<(Vec<Event>, Vec<Vec<u8>>)> {
     let mut events: Vec<Event> = Vec::new();
     let mut saved: Vec<Vec<u8>> = Vec::new();
-    for (i, (node, org)) in node_names.iter().zip(&ids).enumerate() {
+    for (i, (node, org)) in node_names.iter().zip(ids).enumerate() {
         let sim_node = sim.node(node)?;
         let mut doc = automerge::AutoCommit::new();
         doc.set_actor(automerge::ActorId::from(sim_node.key().to_vec()));
+        // A fresh document always differs from the profile, so there is a change; were there
+        // none, the event would carry an empty one.
         let change = map::import(&mut doc, &profile(org, i))?.unwrap_or_default();
         let mut forger = EventWriter::new(sim_node, sim.mechanism_id(), 1, now);
         let first = forger.next(
-            &m,
+            m,
             Kind::MapChange { org: org.clone() },
             None,
             vec![],
@@ -131,7 +168,7 @@ pub fn run(dir: &Path, quick: bool, figures: &mut Vec<Figure>, json: bool) -> Re
         )?;
         let snapshot = doc.save();
         let second = forger.next(
-            &m,
+            m,
             Kind::MapSnapshot { org: org.clone() },
             None,
             vec![], // its dependency is the author's previous event: the chain names it
@@ -142,11 +179,20 @@ pub fn run(dir: &Path, quick: bool, figures: &mut Vec<Figure>, json: bool) -> Re
         events.push(second);
         saved.push(snapshot);
     }
-    let mut hub = sim.engine("hub", dir, false, now)?;
-    hub.receive(&events, now)?;
+    Ok((events, saved))
+}
 
-    // Load time: a new engine builds the directory from its store.
-    drop(hub);
+/// The partner map as an engine holds it: every organisation's profile.
+type Directory = Arc<BTreeMap<String, Profile>>;
+
+/// How long a new engine takes to build the directory from its store, beside Automerge's own
+/// load of the same documents; returns the hub's engine and directory for the next figures.
+fn load_figure(
+    dir: &Path,
+    sim: &Sim,
+    saved: &[Vec<u8>],
+    orgs_n: usize,
+) -> Result<(Engine, Directory, Figure)> {
     let started = Instant::now();
     let hub_store = passerelle_core::store::Store::open(&dir.join("hub.redb"))?;
     let hub =
@@ -158,30 +204,33 @@ pub fn run(dir: &Path, quick: bool, figures: &mut Vec<Figure>, json: bool) -> Re
         "the directory holds every organisation"
     );
     let started = Instant::now();
-    for bytes in &saved {
+    for bytes in saved {
         let doc = automerge::AutoCommit::load(bytes)?;
         std::hint::black_box(doc);
     }
     let raw_load = started.elapsed();
-    report(
-        figures,
-        Figure {
-            section: "map".into(),
-            name: format!(
-                "load the directory of {orgs_n} organisations × 20 services (open store, load documents, read profiles)"
-            ),
-            unit: "ms".into(),
-            value: load.as_secs_f64() * 1e3,
-            baseline_name: "Automerge's own load of the same documents".into(),
-            baseline: raw_load.as_secs_f64() * 1e3,
-            ratio: load.as_secs_f64() / raw_load.as_secs_f64().max(1e-9),
-            target: "(no target; measured)".into(),
-            met: None,
-        },
-        json,
-    );
+    let figure = Figure {
+        section: "map".into(),
+        name: format!(
+            "load the directory of {orgs_n} organisations × 20 services (open store, load documents, read profiles)"
+        ),
+        unit: "ms".into(),
+        value: load.as_secs_f64() * 1e3,
+        baseline_name: "Automerge's own load of the same documents".into(),
+        baseline: raw_load.as_secs_f64() * 1e3,
+        ratio: load.as_secs_f64() / raw_load.as_secs_f64().max(1e-9),
+        target: "(no target; measured)".into(),
+        met: None,
+    };
+    Ok((hub, directory, figure))
+}
 
-    // Search latency.
+/// Search latency over the directory, beside a bare filter over the same services.
+fn search_figure(
+    directory: &BTreeMap<String, Profile>,
+    m: &Mechanism,
+    now: OffsetDateTime,
+) -> Figure {
     let flat: Vec<&Service> = directory.values().flat_map(|p| &p.services).collect();
     let mut ours = Vec::new();
     let mut bare = Vec::new();
@@ -194,7 +243,7 @@ pub fn run(dir: &Path, quick: bool, figures: &mut Vec<Figure>, json: bool) -> Re
             ..map::Query::default()
         };
         let started = Instant::now();
-        let found = map::search(&directory, &m, &query, now);
+        let found = map::search(directory, m, &query, now);
         ours.push(started.elapsed());
         std::hint::black_box(found);
         let started = Instant::now();
@@ -214,29 +263,32 @@ pub fn run(dir: &Path, quick: bool, figures: &mut Vec<Figure>, json: bool) -> Re
     }
     let (p50, p99) = (percentile(&mut ours, 0.5), percentile(&mut ours, 0.99));
     let bare99 = percentile(&mut bare, 0.99);
-    report(
-        figures,
-        Figure {
-            section: "map".into(),
-            name: format!(
-                "directory search over {} services, p50 {p50:.2} ms / p99 (shown)",
-                flat.len()
-            ),
-            unit: "ms".into(),
-            value: p99,
-            baseline_name: "a bare filter over the same services (no ranking, no open-now), p99"
-                .into(),
-            baseline: bare99,
-            ratio: p99 / bare99.max(1e-9),
-            target: "p99 ≤ 5 ms".into(),
-            met: Some(p99 <= 5.0),
-        },
-        json,
-    );
+    Figure {
+        section: "map".into(),
+        name: format!(
+            "directory search over {} services, p50 {p50:.2} ms / p99 (shown)",
+            flat.len()
+        ),
+        unit: "ms".into(),
+        value: p99,
+        baseline_name: "a bare filter over the same services (no ranking, no open-now), p99".into(),
+        baseline: bare99,
+        ratio: p99 / bare99.max(1e-9),
+        target: "p99 ≤ 5 ms".into(),
+        met: Some(p99 <= 5.0),
+    }
+}
 
-    // Bytes to bring a fresh node up to date: our sync (snapshots, pruned changes) beside
-    // Automerge's own sync protocol for the same documents.
-    let mut hub = hub;
+/// The bytes a fresh node's round with the hub moves, beside Automerge's own sync protocol on
+/// the same documents.
+fn fresh_node_figure(
+    dir: &Path,
+    sim: &Sim,
+    mut hub: Engine,
+    saved: &[Vec<u8>],
+    orgs_n: usize,
+    now: OffsetDateTime,
+) -> Result<Figure> {
     let mut fresh = sim.engine("fresh", dir, false, now)?;
     let (_, sent, received) = run_round(&mut fresh, &mut hub, now)?;
     anyhow::ensure!(
@@ -244,8 +296,27 @@ pub fn run(dir: &Path, quick: bool, figures: &mut Vec<Figure>, json: bool) -> Re
         "the fresh node caught up"
     );
     let ours_bytes = sent + received;
+    let automerge_bytes = automerge_sync_bytes(saved)?;
+    Ok(Figure {
+        section: "map".into(),
+        name: format!(
+            "bytes to bring a fresh node up to date on {orgs_n} profiles (snapshots; signed events, both ways)"
+        ),
+        unit: "bytes".into(),
+        value: ours_bytes as f64,
+        baseline_name: "Automerge's own sync protocol on the same documents".into(),
+        baseline: automerge_bytes as f64,
+        ratio: ours_bytes as f64 / automerge_bytes.max(1) as f64,
+        target: "ratio ≤ 1.1".into(),
+        met: Some((ours_bytes as f64) <= 1.1 * automerge_bytes as f64),
+    })
+}
+
+/// The bytes Automerge's own sync protocol moves to bring an empty document level with each of
+/// `saved`.
+fn automerge_sync_bytes(saved: &[Vec<u8>]) -> Result<usize> {
     let mut automerge_bytes = 0usize;
-    for bytes in &saved {
+    for bytes in saved {
         let mut full = automerge::AutoCommit::load(bytes)?;
         let mut empty = automerge::AutoCommit::new();
         let (mut a, mut b) = (automerge::sync::State::new(), automerge::sync::State::new());
@@ -266,25 +337,7 @@ pub fn run(dir: &Path, quick: bool, figures: &mut Vec<Figure>, json: bool) -> Re
             }
         }
     }
-    report(
-        figures,
-        Figure {
-            section: "map".into(),
-            name: format!(
-                "bytes to bring a fresh node up to date on {orgs_n} profiles (snapshots; signed events, both ways)"
-            ),
-            unit: "bytes".into(),
-            value: ours_bytes as f64,
-            baseline_name: "Automerge's own sync protocol on the same documents".into(),
-            baseline: automerge_bytes as f64,
-            ratio: ours_bytes as f64 / automerge_bytes.max(1) as f64,
-            target: "ratio ≤ 1.1".into(),
-            met: Some((ours_bytes as f64) <= 1.1 * automerge_bytes as f64),
-        },
-        json,
-    );
-    deep_document(dir, &sim, &node_names[0], &ids[0], quick, figures, json)?;
-    Ok(())
+    Ok(automerge_bytes)
 }
 
 /// The cost of one more change to a profile whose document holds thousands of changes, beside

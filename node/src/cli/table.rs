@@ -96,7 +96,7 @@ macro_rules! say {
         println!()
     };
     ($($arg:tt)*) => {
-        println!("{}", $crate::table::clean(&format!($($arg)*)))
+        println!("{}", $crate::cli::table::clean(&format!($($arg)*)))
     };
 }
 pub(crate) use say;

@@ -5,24 +5,11 @@ use passerelle_core::report::Report;
 use passerelle_core::time_fmt;
 use time::OffsetDateTime;
 
+use crate::cli::table;
 use crate::client;
 use crate::datadir::{DataDir, Passphrases};
 use crate::rpc::Request;
-use crate::table;
-
-/// Reads a date given as YYYY-MM-DD (midnight UTC) or RFC 3339.
-pub fn parse_date(s: &str) -> Result<OffsetDateTime> {
-    if let Some(t) = time_fmt::parse_rfc3339(s) {
-        return Ok(t);
-    }
-    match passerelle_core::map::parse_date(s) {
-        Some(d) => Ok(d.midnight().assume_utc()),
-        None => bail!(
-            "`{}` is not a date (YYYY-MM-DD)",
-            passerelle_core::keys::truncate_for_error(s)
-        ),
-    }
-}
+use crate::util::parse_date;
 
 pub fn run(
     dir: &DataDir,
@@ -67,16 +54,35 @@ pub fn run(
 }
 
 fn print_table(r: &Report) {
-    let f = |v: Option<f64>| v.map_or("—".to_string(), |x| format!("{x:.1}"));
+    print_summary(r);
+    println!();
+    print_counts(r);
+    println!();
+    print_overdue(r);
+    println!();
+    print_map_health(r);
+}
+
+/// A figure with one decimal, or a dash when there is none.
+fn one_decimal(v: Option<f64>) -> String {
+    v.map_or("—".to_string(), |x| format!("{x:.1}"))
+}
+
+/// A date the report wrote (RFC 3339) for a person; one it could not have written is left out.
+fn readable(rfc3339: &str) -> String {
+    time_fmt::parse_rfc3339(rfc3339)
+        .map(time_fmt::readable)
+        .unwrap_or_default()
+}
+
+/// The period, the referrals in it, and how fast and how often they were taken up.
+fn print_summary(r: &Report) {
+    let f = one_decimal;
     println!("{}", r.mechanism);
     println!(
         "Referrals sent {} to {}: {}",
-        time_fmt::parse_rfc3339(&r.from)
-            .map(time_fmt::readable)
-            .unwrap_or_default(),
-        time_fmt::parse_rfc3339(&r.to)
-            .map(time_fmt::readable)
-            .unwrap_or_default(),
+        readable(&r.from),
+        readable(&r.to),
         r.referrals
     );
     println!(
@@ -96,7 +102,10 @@ fn print_table(r: &Report) {
             t.count
         );
     }
-    println!();
+}
+
+/// Referrals counted by category, sender, receiver, status and decline reason.
+fn print_counts(r: &Report) {
     let rows = |v: &[(String, u64)]| -> Vec<Vec<String>> {
         v.iter()
             .map(|(k, n)| vec![k.clone(), n.to_string()])
@@ -136,7 +145,10 @@ fn print_table(r: &Report) {
             )
         );
     }
-    println!();
+}
+
+/// The referrals past their SOP deadline.
+fn print_overdue(r: &Report) {
     if r.overdue.is_empty() {
         println!("No referral is overdue.");
     } else {
@@ -165,7 +177,10 @@ fn print_table(r: &Report) {
             )
         );
     }
-    println!();
+}
+
+/// Service gaps and map entries not verified lately.
+fn print_map_health(r: &Report) {
     let g: Vec<Vec<String>> = r
         .gaps
         .iter()

@@ -15,12 +15,12 @@ use passerelle_core::sim::{EventWriter, Sim};
 use passerelle_core::sync::{self, Response};
 use time::OffsetDateTime;
 
-use crate::bench::{Figure, report};
-use crate::cmd_mechanism::SAMPLE_MECHANISM;
+use super::{Figure, report};
 use crate::datadir::DataDir;
 use crate::local_daemon::LocalDaemon;
 use crate::rpc::case::CaseOpened;
 use crate::rpc::{Request, StatusAnswer};
+use crate::samples;
 
 /// Sizes of the network figures.
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +67,7 @@ fn idle_rounds(dir: &Path, figures: &mut Vec<Figure>, json: bool) -> Result<()> 
     let mut nodes: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "crt")).collect();
     nodes.push(("left", "mas"));
     nodes.push(("right", "mas"));
-    let sim = Sim::new(SAMPLE_MECHANISM, &["crt", "mas"], &nodes, now)?;
+    let sim = Sim::new(samples::MECHANISM, &["crt", "mas"], &nodes, now)?;
     let m = sim.mechanism()?;
     let mut events: Vec<Event> = Vec::new();
     for name in &names {
@@ -124,7 +124,7 @@ async fn catch_up_and_latency(
 ) -> Result<()> {
     let now = OffsetDateTime::now_utc();
     let sim = Sim::new(
-        SAMPLE_MECHANISM,
+        samples::MECHANISM,
         &["mas", "mdm", "unicef"],
         &[
             ("mas1", "mas"),
@@ -306,7 +306,7 @@ async fn latency(
     json: bool,
 ) -> Result<()> {
     let case = Request::CaseOpen {
-        data: Box::new(latency_case()),
+        data: Box::new(samples::latency_case()),
     };
     let mut samples = Vec::with_capacity(count);
     let mut have = held;
@@ -378,28 +378,9 @@ pub fn raw_tcp(samples: usize) -> Result<(f64, f64)> {
         times.push(started.elapsed());
     }
     drop(client);
-    let _ = server.join();
-    Ok((percentile(&mut times, 0.5), percentile(&mut times, 0.99)))
-}
-
-/// The case the latency measurement opens, again and again.
-fn latency_case() -> passerelle_core::payload::CaseData {
-    use passerelle_core::payload::{CaseData, Consent, Person};
-    CaseData {
-        case_type: "general".into(),
-        site: "medenine".into(),
-        person: Person {
-            first_name: Some("Latency".into()),
-            ..Person::default()
-        },
-        needs: vec!["health".into()],
-        vulnerabilities: Vec::new(),
-        consent: Consent {
-            given: true,
-            explained_by: "bench".into(),
-            recorded_at: "2026-11-27T09:00:00Z".into(),
-            ..Consent::default()
-        },
-        notes: String::new(),
+    match server.join() {
+        Ok(served) => served.context("the loopback echo server")?,
+        Err(_) => bail!("the loopback echo server panicked"),
     }
+    Ok((percentile(&mut times, 0.5), percentile(&mut times, 0.99)))
 }

@@ -11,13 +11,13 @@ use passerelle_core::map::{self, Entry, Gap, Profile};
 use time::OffsetDateTime;
 
 use crate::cli::MapCmd;
+use crate::cli::cmd_case::print_json;
+use crate::cli::table::{self, say};
 use crate::client;
-use crate::cmd_case::print_json;
 use crate::datadir::{DataDir, Passphrases};
 use crate::fsutil;
 use crate::rpc::Request;
 use crate::rpc::map::{Directory, MapChanged, MapSnapshot, Search};
-use crate::table::{self, say};
 
 /// Every profile and the configuration in force, from the node.
 fn directory(
@@ -179,6 +179,7 @@ fn show(
         say!("{} — {} services", m.org_name(&p.org), p.services.len());
         say!("  {}", p.description.en);
         for fp in &p.focal_points {
+            // A focal point may give no phone or no email: left blank.
             say!(
                 "  focal point: {} {} {}",
                 fp.name,
@@ -238,6 +239,7 @@ fn print_entries(out: &[Entry]) {
                 if e.open_now { "open now" } else { "closed" }.into(),
                 svc.capacity.as_str().into(),
                 svc.languages.join(","),
+                // A service without a phone shows a blank cell.
                 svc.contact
                     .as_ref()
                     .and_then(|c| c.phone.clone())

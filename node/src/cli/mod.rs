@@ -1,4 +1,16 @@
 //! The command line (clap): the contract in DESIGN.md, and the dispatch to each command.
+//! Each `cmd_*` file runs one group of commands; `table` and `status_view` print for them.
+
+pub(crate) mod cmd_case;
+pub(crate) mod cmd_fuzz;
+pub(crate) mod cmd_map;
+pub(crate) mod cmd_mechanism;
+pub(crate) mod cmd_node;
+pub(crate) mod cmd_org;
+pub(crate) mod cmd_report;
+pub(crate) mod cmd_user;
+pub(crate) mod status_view;
+pub(crate) mod table;
 
 use std::path::PathBuf;
 
@@ -13,7 +25,6 @@ use passerelle_core::store::UserRole;
 
 use crate::datadir::{self, DataDir, Passphrases};
 use crate::rpc::words;
-use crate::{cmd_case, cmd_mechanism, cmd_node, cmd_org};
 
 /// Passerelle: a referral mechanism between the organisations that assist migrants, with
 /// ministry-signed configuration, end-to-end encrypted referrals and peer-to-peer sync.
@@ -602,10 +613,10 @@ pub fn run(cli: Cli) -> Result<()> {
             cmd_case::restore(&data_dir()?, &file, accept_risk)
         }
         Command::Bundle(cmd) => cmd_case::bundle(cmd, &data_dir()?, &passphrases, &user),
-        Command::Map(cmd) => crate::cmd_map::run(cmd, &data_dir()?, &passphrases, &user),
-        Command::User(cmd) => crate::cmd_user::run(cmd, &data_dir()?, &passphrases, &user),
+        Command::Map(cmd) => cmd_map::run(cmd, &data_dir()?, &passphrases, &user),
+        Command::User(cmd) => cmd_user::run(cmd, &data_dir()?, &passphrases, &user),
         Command::Report { from, to, format } => {
-            crate::cmd_report::run(&data_dir()?, &passphrases, &user, from, to, &format)
+            cmd_report::run(&data_dir()?, &passphrases, &user, from, to, &format)
         }
         Command::Bench { quick, json, only } => crate::bench::run(quick, json, only.as_deref()),
         Command::Demo { exit, dir } => crate::demo::run(dir, exit),
@@ -619,7 +630,7 @@ pub fn run(cli: Cli) -> Result<()> {
             crashes,
             write_corpus,
             json,
-        } => crate::cmd_fuzz::run(crate::cmd_fuzz::Options {
+        } => cmd_fuzz::run(cmd_fuzz::Options {
             target,
             list,
             seconds,

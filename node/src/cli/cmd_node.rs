@@ -7,9 +7,9 @@ use anyhow::{Result, bail};
 use passerelle_core::time_fmt;
 use time::OffsetDateTime;
 
-use crate::cmd_mechanism::{apply, read_chain};
+use crate::cli::cmd_mechanism::{apply, read_chain};
 
-use crate::cmd_org::{NodeStanza, node_stanza_text};
+use crate::cli::cmd_org::{NodeStanza, node_stanza_text};
 use crate::datadir::{DataDir, Passphrases, check_cli_id};
 
 pub fn init(dir: &DataDir, org: &str, label: &str, pass: &Passphrases) -> Result<()> {
@@ -92,6 +92,7 @@ pub fn join(dir: &DataDir, paths: &[PathBuf], pass: &Passphrases, user: &str) ->
     println!(
         "Joined {} (mechanism {}), version {} in force until {}.",
         newest.doc.mechanism,
+        // `newest` above is its last version, so the checked chain is not empty.
         checked.first().map(|m| m.hash.to_hex()).unwrap_or_default(),
         newest.doc.version,
         time_fmt::readable(newest.doc.expires_at)
@@ -111,12 +112,12 @@ pub fn status(dir: &DataDir, pass: &Passphrases, user: &str, as_json: bool) -> R
             label: &'a str,
             joined: bool,
         }
-        return crate::cmd_case::print_json(&Shown {
+        return crate::cli::cmd_case::print_json(&Shown {
             status: &s,
             label: &public.label,
             joined: s.config_version.is_some(),
         });
     }
-    crate::status_view::print(&public, &s);
+    crate::cli::status_view::print(&public, &s);
     Ok(())
 }

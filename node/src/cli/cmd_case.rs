@@ -9,6 +9,7 @@ use passerelle_core::engine::{CaseSummary, CaseView, ReferralView};
 use passerelle_core::event::Transition;
 use passerelle_core::payload::CaseData;
 
+use crate::cli::table::{self, say};
 use crate::cli::{BundleCmd, CaseCmd, ReferralCmd};
 use crate::client::{self, absolute};
 use crate::datadir::{DataDir, Passphrases};
@@ -18,7 +19,6 @@ use crate::rpc::case::{CaseOpened, CaseStep, EventMade};
 use crate::rpc::config::ConfigDocument;
 use crate::rpc::operations::{AuditRow, BackedUp, Exported, Imported};
 use crate::rpc::referral::{Direction, ReferralSent, Send, StepRequest, Stepped};
-use crate::table::{self, say};
 
 /// Largest CASE.json accepted, in bytes.
 pub const CASE_FILE_MAX_BYTES: usize = 256 * 1024;

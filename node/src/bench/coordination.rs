@@ -9,14 +9,14 @@ use anyhow::Result;
 use passerelle_core::sim::Sim;
 use time::OffsetDateTime;
 
-use crate::bench::{Figure, report};
-use crate::cmd_mechanism::SAMPLE_MECHANISM;
+use super::{Figure, report};
+use crate::samples;
 
 pub fn run(dir: &Path, quick: bool, figures: &mut Vec<Figure>, json: bool) -> Result<()> {
     let events_n = if quick { 100_000 } else { 1_000_000 };
     let now = OffsetDateTime::now_utc();
     let sim = Sim::new(
-        SAMPLE_MECHANISM,
+        samples::MECHANISM,
         &["mas", "mdm", "unicef"],
         &[
             ("mas1", "mas"),
