@@ -15,7 +15,7 @@ use super::{PageCtx, WebState, field, lang_of, list, message, nonempty, page, re
 use crate::i18n;
 use crate::rpc::Request;
 use crate::rpc::case::CaseOpened;
-use passerelle_core::engine::{CaseSummary, CaseView};
+use passerelle_core::engine::{CaseSummary, CaseView, TimelineEntry};
 use passerelle_core::payload::{CaseData, Consent, Person};
 
 pub struct CaseRow {
@@ -238,6 +238,40 @@ pub(super) async fn case_show(
         Err(e) => return message(StatusCode::NOT_FOUND, p, e),
     };
     let person = &c.data.person;
+    let lang = p.lang;
+    let org = |o: &str| {
+        m.as_ref()
+            .map_or(o.to_string(), |m| m.org_name(o).to_string())
+    };
+    render(CasePage {
+        short: c.id.chars().take(12).collect(),
+        name: person_name(person),
+        id: c.id.clone(),
+        person: person_fields(&p, person),
+        consent: consent_text(&c.data.consent),
+        determinations: c
+            .determinations
+            .iter()
+            .map(|o| org(o))
+            .collect::<Vec<_>>()
+            .join(", "),
+        referrals: c
+            .referrals
+            .iter()
+            .map(|r| ref_row(r, m.as_deref(), lang))
+            .collect(),
+        timeline: c
+            .timeline
+            .iter()
+            .map(|t| timeline_row(lang, t, org))
+            .collect(),
+        page: p,
+    })
+}
+
+/// The person's recorded fields, each with its label in the page's language (empty ones left
+/// out).
+fn person_fields(p: &PageCtx, person: &Person) -> Vec<(String, String)> {
     let mut fields = Vec::new();
     for (k, label) in [
         ("first_name", "field-first-name"),
@@ -257,60 +291,43 @@ pub(super) async fn case_show(
     if !person.languages.is_empty() {
         fields.push((p.t("col-languages"), person.languages.join(", ")));
     }
-    let consent = &c.data.consent;
-    let consent_text = format!(
+    fields
+}
+
+/// The consent in one line: given or not, who explained it, when it was recorded.
+fn consent_text(consent: &Consent) -> String {
+    format!(
         "{} — {} ({})",
         if consent.given { "✓" } else { "✗" },
         consent.explained_by,
         consent.recorded_at
-    );
-    let lang = p.lang;
-    let org = |o: &str| {
-        m.as_ref()
-            .map_or(o.to_string(), |m| m.org_name(o).to_string())
-    };
-    render(CasePage {
-        short: c.id.chars().take(12).collect(),
-        name: person_name(person),
-        id: c.id.clone(),
-        person: fields,
-        consent: consent_text,
-        determinations: c
-            .determinations
-            .iter()
-            .map(|o| org(o))
-            .collect::<Vec<_>>()
-            .join(", "),
-        referrals: c
-            .referrals
-            .iter()
-            .map(|r| ref_row(r, m.as_deref(), lang))
-            .collect(),
-        timeline: c
-            .timeline
-            .iter()
-            .map(|t| {
-                let mut what = i18n::happened(lang, &t.happened, org);
-                if let Some(rule) = &t.invalid {
-                    what.push_str(&format!(
-                        " — {}",
-                        i18n::t(
-                            lang,
-                            "timeline-invalid",
-                            &[("rule", &i18n::rule(lang, rule))]
-                        )
-                    ));
-                }
-                (
-                    readable(Some(&t.at)),
-                    what,
-                    org(&t.org),
-                    i18n::detail(lang, &t.detail),
-                )
-            })
-            .collect(),
-        page: p,
-    })
+    )
+}
+
+/// One step of the case's timeline in `lang`: (when, what happened, by which organisation,
+/// the detail); a step the mechanism's rules refused says which rule.
+fn timeline_row(
+    lang: &str,
+    t: &TimelineEntry,
+    org: impl Fn(&str) -> String + Copy,
+) -> (String, String, String, String) {
+    let mut what = i18n::happened(lang, &t.happened, org);
+    if let Some(rule) = &t.invalid {
+        what.push_str(&format!(
+            " — {}",
+            i18n::t(
+                lang,
+                "timeline-invalid",
+                &[("rule", &i18n::rule(lang, rule))]
+            )
+        ));
+    }
+    (
+        readable(Some(&t.at)),
+        what,
+        org(&t.org),
+        i18n::detail(lang, &t.detail),
+    )
 }
 
 /// The person's first and last names, as far as they were recorded.
