@@ -10,8 +10,9 @@ use axum::Extension;
 use axum::extract::{ConnectInfo, Form, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use passerelle_core::store::UserRole;
+use passerelle_core::store::{User, UserRole};
 use serde::Deserialize;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::throttle::{LOGIN_DELAY_FIRST, ThrottleKey, Waiting};
 use super::{PageCtx, WebState, cookie, lang_of, message, page, random_token, render, same};
@@ -147,27 +148,20 @@ pub(super) async fn login(
     Form(form): Form<LoginForm>,
 ) -> Response {
     // Login CSRF: the form's nonce must match the cookie set with the form (double submit).
+    // No cookie reads as an empty nonce, which is refused right here.
     let nonce = cookie(&headers, &state.login_cookie).unwrap_or_default();
     if nonce.is_empty() || !same(&nonce, &form.csrf) {
         let p = page(&headers, None, &state.org, "error-title");
         let m = p.t("csrf-refused");
         return message(StatusCode::FORBIDDEN, p, m);
     }
-    let mut keys = vec![ThrottleKey::account(&form.user)];
-    if let Some(Extension(ConnectInfo(addr))) = peer {
-        keys.push(ThrottleKey::Address(addr.ip()));
-    }
+    let keys = throttle_keys(&form.user, peer);
     if let Some(wait) = state.login.wait(&keys) {
         return throttled(&state, &headers, wait);
     }
-    let permit = {
-        let Some(_waiting) = Waiting::enter(&state.login.waiting) else {
-            return throttled(&state, &headers, LOGIN_DELAY_FIRST);
-        };
-        match state.login.verifiers.clone().acquire_owned().await {
-            Ok(permit) => permit,
-            Err(_) => return unavailable(&state, &headers),
-        }
+    let permit = match verification_slot(&state, &headers).await {
+        Ok(permit) => permit,
+        Err(refused) => return refused,
     };
     // Failures recorded while this login waited for its turn count against it too: a burst
     // of parallel guesses is cut off as soon as the free ones are spent.
@@ -177,15 +171,7 @@ pub(super) async fn login(
     let Ok(account) = state.engine.account(form.user.clone()).await else {
         return unavailable(&state, &headers);
     };
-    let password = form.password;
-    let verified = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        passerelle_core::store::verify_password(account.as_ref(), &password)
-            .then_some(account)
-            .flatten()
-    })
-    .await;
-    let account = match verified {
+    let account = match verify(account, form.password, permit).await {
         Ok(Some(account)) => account,
         Ok(None) => {
             state.login.failed(&keys);
@@ -195,6 +181,62 @@ pub(super) async fn login(
         Err(_) => return unavailable(&state, &headers),
     };
     state.login.succeeded(&keys[0]);
+    let id = open_session(&state, &account);
+    let mut r = Redirect::to("/").into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{}={id}; HttpOnly; SameSite=Strict; Path=/",
+        state.session_cookie
+    )) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// What a login's failures count against: the account typed, and the client's address when
+/// it is known.
+fn throttle_keys(user: &str, peer: Option<Extension<ConnectInfo<SocketAddr>>>) -> Vec<ThrottleKey> {
+    let mut keys = vec![ThrottleKey::account(user)];
+    if let Some(Extension(ConnectInfo(addr))) = peer {
+        keys.push(ThrottleKey::Address(addr.ip()));
+    }
+    keys
+}
+
+/// Waits for a turn to verify a password; the answer to give instead when too many logins
+/// already wait (come back later) or the verifiers are gone (shutting down).
+async fn verification_slot(
+    state: &WebState,
+    headers: &HeaderMap,
+) -> Result<OwnedSemaphorePermit, Response> {
+    let Some(_waiting) = Waiting::enter(&state.login.waiting) else {
+        return Err(throttled(state, headers, LOGIN_DELAY_FIRST));
+    };
+    match state.login.verifiers.clone().acquire_owned().await {
+        Ok(permit) => Ok(permit),
+        Err(_) => Err(unavailable(state, headers)),
+    }
+}
+
+/// Checks `password` against the stored account on a blocking thread, holding the
+/// verification slot until done: the account when it is right, `None` when it is wrong or
+/// there is no such account.
+async fn verify(
+    account: Option<User>,
+    password: String,
+    permit: OwnedSemaphorePermit,
+) -> Result<Option<User>, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        passerelle_core::store::verify_password(account.as_ref(), &password)
+            .then_some(account)
+            .flatten()
+    })
+    .await
+}
+
+/// A new session for `account`, among the live ones (the least recently used goes when they
+/// are too many); its id.
+fn open_session(state: &WebState, account: &User) -> String {
     let id = random_token();
     let now = Instant::now();
     if let Ok(mut sessions) = state.sessions.lock() {
@@ -219,14 +261,7 @@ pub(super) async fn login(
             },
         );
     }
-    let mut r = Redirect::to("/").into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{}={id}; HttpOnly; SameSite=Strict; Path=/",
-        state.session_cookie
-    )) {
-        r.headers_mut().append(header::SET_COOKIE, v);
-    }
-    r
+    id
 }
 
 /// The engine could not be asked (shutting down, or stopped): 503, and no failure counted.
