@@ -11,7 +11,10 @@ use serde::Deserialize;
 use super::directory::{options_categories, options_sites};
 use super::referrals::{RefRow, ref_row};
 use super::session::Session;
-use super::{PageCtx, WebState, field, lang_of, list, message, nonempty, page, readable, render};
+use super::{
+    PageCtx, WebState, field, form_csrf, lang_of, list, message, nonempty, or_nothing, page,
+    readable, render,
+};
 use crate::i18n;
 use crate::rpc::Request;
 use crate::rpc::case::CaseOpened;
@@ -51,15 +54,17 @@ pub(super) async fn cases(
     require_cases!(state, headers, session);
     let p = page(&headers, Some(&session), &state.org, "nav-cases");
     let m = state.mechanism().await;
-    let list: Vec<CaseSummary> = state
-        .call(
-            &session.user,
-            Request::CaseList {
-                search: nonempty(&q.search),
-            },
-        )
-        .await
-        .unwrap_or_default();
+    let list: Vec<CaseSummary> = or_nothing(
+        "the case list",
+        state
+            .call(
+                &session.user,
+                Request::CaseList {
+                    search: nonempty(&q.search),
+                },
+            )
+            .await,
+    );
     let rows = list
         .into_iter()
         .map(|c| {
@@ -145,12 +150,7 @@ pub(super) async fn case_create(
 ) -> Response {
     let session = session_or_login!(state, headers);
     require_cases!(state, headers, session);
-    check_csrf!(
-        state,
-        headers,
-        session,
-        form.get("csrf").cloned().unwrap_or_default()
-    );
+    check_csrf!(state, headers, session, form_csrf(&form));
     let needs: Vec<String> = form
         .keys()
         .filter_map(|k| k.strip_prefix("need_").map(str::to_string))
@@ -179,6 +179,8 @@ fn case_data(form: &HashMap<String, String>, needs: Vec<String>) -> CaseData {
     let guardian_given = (form.contains_key("guardian_given")
         || field(form, "guardian_name").is_some())
     .then(|| form.contains_key("guardian_given"));
+    // A field left empty is an empty text: the engine refuses an empty case type, site or
+    // explainer with its own reason, shown above the form; the other texts may be empty.
     CaseData {
         case_type: field(form, "case_type").unwrap_or_default(),
         site: field(form, "site").unwrap_or_default(),
@@ -332,6 +334,7 @@ fn timeline_row(
 
 /// The person's first and last names, as far as they were recorded.
 pub(super) fn person_name(person: &Person) -> String {
+    // A name not recorded is left out.
     [
         person.first_name.clone().unwrap_or_default(),
         person.last_name.clone().unwrap_or_default(),

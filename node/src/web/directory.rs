@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{PageCtx, WebState, message, nonempty, page, render, secure_headers};
+use super::{PageCtx, WebState, message, nonempty, or_nothing, page, render, secure_headers};
 use crate::i18n;
 use crate::rpc::{self, Request};
 use passerelle_core::map::{Entry, Gap};
@@ -56,7 +56,7 @@ pub(super) async fn search_rows(
     m: &passerelle_core::config::Mechanism,
     query: Request,
 ) -> Vec<(String, DirRow)> {
-    let found: Vec<Entry> = state.call(user, query).await.unwrap_or_default();
+    let found: Vec<Entry> = or_nothing("the map's services", state.call(user, query).await);
     found
         .into_iter()
         .map(|e| (e.org.clone(), dir_row(e, lang, m)))
@@ -77,6 +77,7 @@ fn dir_row(e: Entry, lang: &str, m: &passerelle_core::config::Mechanism) -> DirR
                 .collect::<Vec<_>>()
                 .join(" · ")
         })
+        // No contact given: an empty cell.
         .unwrap_or_default();
     let capacity = svc.capacity.as_str();
     DirRow {
@@ -236,10 +237,10 @@ pub(super) async fn gaps(State(state): State<WebState>, headers: HeaderMap) -> R
     let Some(m) = state.mechanism().await else {
         return message(StatusCode::SERVICE_UNAVAILABLE, p, "not joined".into());
     };
-    let found: Vec<Gap> = state
-        .call(&session.user, Request::MapGaps)
-        .await
-        .unwrap_or_default();
+    let found: Vec<Gap> = or_nothing(
+        "the map's gaps",
+        state.call(&session.user, Request::MapGaps).await,
+    );
     let rows = found
         .into_iter()
         .map(|g| {

@@ -168,6 +168,7 @@ impl PageCtx {
 }
 
 fn lang_of(headers: &HeaderMap) -> &'static str {
+    // No language cookie yet: the empty name, which `i18n::lang` reads as the default language.
     i18n::lang(&cookie(headers, LANG_COOKIE).unwrap_or_default())
 }
 
@@ -179,6 +180,7 @@ fn page(headers: &HeaderMap, session: Option<&Session>, org: &str, title_key: &s
         title: i18n::t(lang, title_key, &[]),
         user: session.map(|s| s.user.clone()),
         org: org.to_string(),
+        // No session, no token: the only form then is the login's, which has its own nonce.
         csrf: session.map(|s| s.csrf.clone()).unwrap_or_default(),
         sees_cases: session.is_some_and(|s| s.role.sees_cases()),
         sees_indicators: session.is_some_and(|s| s.role != UserRole::Caseworker),
@@ -287,7 +289,15 @@ impl WebState {
         user: &str,
         request: Request,
     ) -> Result<T, String> {
-        let network = self.network.lock().map(|v| v.clone()).unwrap_or_default();
+        let network = match self.network.lock() {
+            Ok(view) => view.clone(),
+            Err(e) => {
+                // A writer panicked while holding it: the request still runs, without a view
+                // of the peers, rather than fail.
+                tracing::warn!("web: the network view is not readable ({e}); asked without it");
+                NetworkView::default()
+            }
+        };
         let ctx = rpc::Context {
             user: user.to_string(),
             network,
@@ -332,6 +342,7 @@ async fn set_lang(Path(lang): Path<String>) -> Response {
 fn readable(text: Option<&str>) -> String {
     text.and_then(passerelle_core::time_fmt::parse_rfc3339)
         .map(passerelle_core::time_fmt::readable)
+        // Absent or unreadable: an empty cell, as documented above.
         .unwrap_or_default()
 }
 
@@ -346,5 +357,20 @@ fn field(form: &HashMap<String, String>, k: &str) -> Option<String> {
 fn list(form: &HashMap<String, String>, k: &str) -> Vec<String> {
     form.get(k)
         .map(|v| v.split(',').filter_map(nonempty).collect())
+        // A field left out of the form is an empty list.
         .unwrap_or_default()
+}
+
+/// The CSRF token a form carries; none reads as an empty one, which `check_csrf!` refuses.
+fn form_csrf(form: &HashMap<String, String>) -> String {
+    form.get("csrf").cloned().unwrap_or_default()
+}
+
+/// What a page lists, or nothing when the engine could not answer: the page still shows (its
+/// navigation, its filters), and the reason goes to the log.
+fn or_nothing<T: Default>(what: &str, answer: Result<T, String>) -> T {
+    answer.unwrap_or_else(|e| {
+        tracing::warn!("web: {what} not shown: {e}");
+        T::default()
+    })
 }

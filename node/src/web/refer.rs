@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use super::cases::person_name;
 use super::directory::{DirQuery, options_categories, options_sites, search_rows};
 use super::session::Session;
-use super::{PageCtx, WebState, field, lang_of, message, nonempty, page, render};
+use super::{PageCtx, WebState, field, form_csrf, lang_of, message, nonempty, page, render};
 use crate::i18n;
 use crate::rpc::referral::ReferralSent;
 use crate::rpc::words;
@@ -78,6 +78,7 @@ async fn refer_page(
                 .taxonomy
                 .first()
                 .map(|c| c.id.clone())
+                // A mechanism without categories: none chosen, and the map proposes nothing.
                 .unwrap_or_default()
         });
     let site = if q.site.is_empty() && q.category.is_empty() {
@@ -180,16 +181,13 @@ pub(super) async fn refer_send(
 ) -> Response {
     let session = session_or_login!(state, headers);
     require_cases!(state, headers, session);
-    check_csrf!(
-        state,
-        headers,
-        session,
-        form.get("csrf").cloned().unwrap_or_default()
-    );
+    check_csrf!(state, headers, session, form_csrf(&form));
     let share: Vec<String> = form
         .keys()
         .filter_map(|k| k.strip_prefix("share_").map(str::to_string))
         .collect();
+    // A field left empty is an empty text: the engine refuses an empty category or partner
+    // as unknown, and its reason is shown on the form; the note may be empty.
     let category = field(&form, "category").unwrap_or_default();
     let urgency = field(&form, "urgency").map_or(Ok(Urgency::Routine), |u| words::parse(&u));
     let request = urgency.map(|urgency| {

@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::session::Session;
-use super::{PageCtx, WebState, field, lang_of, message, page, readable, render};
+use super::{
+    PageCtx, WebState, field, form_csrf, lang_of, message, or_nothing, page, readable, render,
+};
 use crate::i18n;
 use crate::rpc::referral::Direction;
 use crate::rpc::words;
@@ -47,20 +49,22 @@ pub(super) async fn referrals(
         if outbox { "nav-outbox" } else { "nav-inbox" },
     );
     let m = state.mechanism().await;
-    let list: Vec<ReferralView> = state
-        .call(
-            &session.user,
-            Request::ReferralList {
-                direction: if outbox {
-                    Direction::Outbox
-                } else {
-                    Direction::Inbox
+    let list: Vec<ReferralView> = or_nothing(
+        "the referral list",
+        state
+            .call(
+                &session.user,
+                Request::ReferralList {
+                    direction: if outbox {
+                        Direction::Outbox
+                    } else {
+                        Direction::Inbox
+                    },
+                    status: None,
                 },
-                status: None,
-            },
-        )
-        .await
-        .unwrap_or_default();
+            )
+            .await,
+    );
     let lang = p.lang;
     render(ReferralsPage {
         heading: p.title.clone(),
@@ -111,6 +115,7 @@ async fn referral_page(
         r: ref_row(&v, m.as_deref(), lang),
         readable: v.readable,
         shared: v.shared.clone().into_iter().collect(),
+        // No note: nothing shown.
         note: v.note.clone().unwrap_or_default(),
         can_receive: open && v.to_org == *state.org,
         can_withdraw: open && v.from_org == *state.org,
@@ -124,6 +129,7 @@ async fn referral_page(
                     .map(|r| (r.id.clone(), r.name.get(lang).to_string()))
                     .collect()
             })
+            // Not joined to a mechanism: no decline reasons to offer.
             .unwrap_or_default(),
         page: p,
     });
@@ -151,12 +157,9 @@ pub(super) async fn referral_step(
 ) -> Response {
     let session = session_or_login!(state, headers);
     require_cases!(state, headers, session);
-    check_csrf!(
-        state,
-        headers,
-        session,
-        form.get("csrf").cloned().unwrap_or_default()
-    );
+    check_csrf!(state, headers, session, form_csrf(&form));
+    // No transition given: the empty word, which `words::parse` refuses with its reason, shown
+    // on the page; the note may be empty.
     let transition = words::parse::<Transition>(&field(&form, "transition").unwrap_or_default());
     let request = transition.map(|transition| {
         Request::ReferralStep(rpc::referral::StepRequest {

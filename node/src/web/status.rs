@@ -27,10 +27,12 @@ pub(super) async fn status(State(state): State<WebState>, headers: HeaderMap) ->
         Err(e) => return message(StatusCode::SERVICE_UNAVAILABLE, p, e),
     };
     let lang = p.lang;
+    // A number the node does not know (not joined, a peer never heard from): an empty cell.
     let count = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
     render(StatusPage {
         config: format!(
             "{} — version {} — {}",
+            // Not joined to a mechanism: no name.
             st.mechanism.clone().unwrap_or_default(),
             count(st.config_version),
             readable(st.config_expires_at.as_deref())
