@@ -568,7 +568,7 @@ fn flood(hub: &Daemon, attempts: &[(String, String)]) -> (Vec<LoginAnswer>, Dura
 
 #[test]
 fn a_login_flood_is_throttled_and_hashed_off_the_engine_thread_issue_10() {
-    // node/src/web.rs: LOGIN_FREE_FAILURES_PER_ACCOUNT.
+    // node/src/web/throttle.rs: LOGIN_FREE_FAILURES_PER_ACCOUNT.
     const FREE_FAILURES: usize = 5;
     let setup = mechanism(&["mas"], &[("aicha", "mas")], &[]);
     add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");
