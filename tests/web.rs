@@ -3,10 +3,10 @@
 //! UI shows the acceptance. Requests with a foreign Host header or without the CSRF token are
 //! refused. Screenshots of the main pages are saved in target/screenshots.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use passerelle_tests::{Daemon, Setup, mechanism};
+use passerelle_tests::{Daemon, ReferralSend, Setup, mechanism};
 
 use crate::browser::Browser;
 
@@ -53,6 +53,33 @@ fn login(b: &Browser, base: &str, user: &str, password: &str) {
 
 #[test]
 fn a_referral_made_in_the_ui_is_accepted_in_the_partners_ui() {
+    let (setup, hub, nurse) = two_partners_with_accounts();
+    let (a, n) = (
+        format!("http://{}", hub.api),
+        format!("http://{}", nurse.api),
+    );
+    let shots = screenshots();
+    let b = Browser::start();
+
+    let case_url = aicha_opens_a_case(&b, &a, &shots);
+    let referral_url = aicha_refers_it_to_mdm(&b, &shots);
+    the_nurse_accepts_it(&b, &n, &shots);
+    aichas_ui_shows_the_acceptance(&b, &a, &shots, &referral_url);
+    the_arabic_ui_translates_statuses_and_the_timeline(&b, &a, &shots, &referral_url, &case_url);
+    b.goto(&format!("{a}/lang/fr"));
+    the_coordinator_sees_the_indicators_not_the_cases(&b, &a, &shots);
+
+    // The audit log names the users who saw the data.
+    let audit = setup
+        .node_run("aicha", &["audit", "--json"])
+        .expect_ok()
+        .stdout;
+    assert!(audit.contains("\"user\": \"aicha\""), "{audit}");
+}
+
+/// Two partners, `mas` (aicha's node, the hub) and `mdm` (the nurse's), each with its
+/// services on the map and its web accounts, both running.
+fn two_partners_with_accounts() -> (Setup, Daemon, Daemon) {
     let setup = mechanism(&["mas", "mdm"], &[("aicha", "mas"), ("nurse", "mdm")], &[]);
     let profiles = format!("{}/../config/profiles", env!("CARGO_MANIFEST_DIR"));
     setup
@@ -66,15 +93,12 @@ fn a_referral_made_in_the_ui_is_accepted_in_the_partners_ui() {
     add_user(&setup, "nurse", "nurse", "caseworker", "nurse-password-1");
     let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
     let nurse = Daemon::start(setup.path(), "nurse", &[&hub.addr], &[]);
-    let (a, n) = (
-        format!("http://{}", hub.api),
-        format!("http://{}", nurse.api),
-    );
-    let shots = screenshots();
-    let b = Browser::start();
+    (setup, hub, nurse)
+}
 
-    // Aïcha logs in and opens a case.
-    login(&b, &a, "aicha", "aicha-password-1");
+/// Aïcha logs in and opens a case; its page's address.
+fn aicha_opens_a_case(b: &Browser, a: &str, shots: &Path) -> String {
+    login(b, a, "aicha", "aicha-password-1");
     b.screenshot(&shots.join("ui-inbox-empty.png"));
     b.goto(&format!("{a}/cases/new"));
     b.click("#case_type option[value=general]");
@@ -93,8 +117,12 @@ fn a_referral_made_in_the_ui_is_accepted_in_the_partners_ui() {
     assert!(b.source().contains("Youssef"));
     let case_url = b.url();
     b.screenshot(&shots.join("ui-case.png"));
+    case_url
+}
 
-    // The referral: the map proposes MdM for health care; she shares only some fields.
+/// The referral: the map proposes MdM for health care; she shares only some fields. The
+/// referral's page's address.
+fn aicha_refers_it_to_mdm(b: &Browser, shots: &Path) -> String {
     b.click("#refer-link");
     b.click("#category option[value=health]");
     b.click("#find-partners");
@@ -123,10 +151,12 @@ fn a_referral_made_in_the_ui_is_accepted_in_the_partners_ui() {
         "envoyée",
         "the status in French"
     );
-    let referral_url = b.url();
+    b.url()
+}
 
-    // The nurse sees it in her inbox, with only what was shared, and accepts it.
-    login(&b, &n, "nurse", "nurse-password-1");
+/// The nurse sees it in her inbox, with only what was shared, and accepts it.
+fn the_nurse_accepts_it(b: &Browser, n: &str, shots: &Path) {
+    login(b, n, "nurse", "nurse-password-1");
     let started = Instant::now();
     loop {
         b.goto(&format!("{n}/referrals?box=inbox"));
@@ -165,11 +195,13 @@ fn a_referral_made_in_the_ui_is_accepted_in_the_partners_ui() {
         std::thread::sleep(Duration::from_millis(100));
     }
     b.screenshot(&shots.join("ui-referral-accepted.png"));
+}
 
-    // Aïcha's UI shows the acceptance.
+/// Aïcha's UI shows the acceptance; then screenshots of her outbox and other pages.
+fn aichas_ui_shows_the_acceptance(b: &Browser, a: &str, shots: &Path, referral_url: &str) {
     let started = Instant::now();
     loop {
-        b.goto(&referral_url);
+        b.goto(referral_url);
         if b.text("#referral-status") == "acceptée" {
             break;
         }
@@ -191,14 +223,24 @@ fn a_referral_made_in_the_ui_is_accepted_in_the_partners_ui() {
         b.goto(&format!("{a}{page}"));
         b.screenshot(&shots.join(file));
     }
+}
+
+/// In Arabic the page turns right to left, and (issue 11) statuses and the timeline come from
+/// the translations, not from the engine.
+fn the_arabic_ui_translates_statuses_and_the_timeline(
+    b: &Browser,
+    a: &str,
+    shots: &Path,
+    referral_url: &str,
+    case_url: &str,
+) {
     b.goto(&format!("{a}/lang/ar"));
     b.goto(&format!("{a}/referrals?box=outbox"));
     assert!(b.source().contains("dir=\"rtl\""));
     b.screenshot(&shots.join("ui-outbox-ar.png"));
-    // Issue 11: statuses and the timeline come from the translations, not from the engine.
-    b.goto(&referral_url);
+    b.goto(referral_url);
     assert_eq!(b.text("#referral-status"), "مقبولة", "the status in Arabic");
-    b.goto(&case_url);
+    b.goto(case_url);
     let page = b.source();
     for arabic in [
         "فتح الملف",
@@ -217,9 +259,11 @@ fn a_referral_made_in_the_ui_is_accepted_in_the_partners_ui() {
             "no English in the Arabic UI: {english}"
         );
     }
-    b.goto(&format!("{a}/lang/fr"));
-    // The coordinator sees the indicators, not the cases.
-    login(&b, &a, "coord", "coord-password-1");
+}
+
+/// The coordinator sees the indicators, not the cases.
+fn the_coordinator_sees_the_indicators_not_the_cases(b: &Browser, a: &str, shots: &Path) {
+    login(b, a, "coord", "coord-password-1");
     b.goto(&format!("{a}/indicators"));
     assert_eq!(b.text("#total"), "1");
     assert!(b.source().contains("<svg"), "charts");
@@ -229,13 +273,6 @@ fn a_referral_made_in_the_ui_is_accepted_in_the_partners_ui() {
         !b.source().contains("Youssef"),
         "no case data for a coordinator"
     );
-
-    // The audit log names the users who saw the data.
-    let audit = setup
-        .node_run("aicha", &["audit", "--json"])
-        .expect_ok()
-        .stdout;
-    assert!(audit.contains("\"user\": \"aicha\""), "{audit}");
 }
 
 /// Issue 11: a step that a rule of the mechanism refuses is told in the page's language — the
@@ -247,17 +284,8 @@ fn a_rule_violation_is_shown_in_french_and_in_arabic_issue_11() {
     add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");
     let case = setup.open_case("aicha", "Lina", "general");
     let send = || {
-        let args = [
-            "referral",
-            "send",
-            "--case",
-            &case,
-            "--to",
-            "mdm",
-            "--category",
-            "health",
-        ];
-        let out = setup.node_run("aicha", &args).expect_ok().stdout;
+        let referral = ReferralSend::new(&case, "mdm", "health");
+        let out = setup.send_referral("aicha", &referral).expect_ok().stdout;
         out.trim().to_string()
     };
     let referrals = [send(), send()];
@@ -540,7 +568,7 @@ fn flood(hub: &Daemon, attempts: &[(String, String)]) -> (Vec<LoginAnswer>, Dura
 
 #[test]
 fn a_login_flood_is_throttled_and_hashed_off_the_engine_thread_issue_10() {
-    // node/src/web.rs: LOGIN_FREE_FAILURES_PER_ACCOUNT.
+    // node/src/web/throttle.rs: LOGIN_FREE_FAILURES_PER_ACCOUNT.
     const FREE_FAILURES: usize = 5;
     let setup = mechanism(&["mas"], &[("aicha", "mas")], &[]);
     add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");

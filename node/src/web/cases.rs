@@ -1,0 +1,345 @@
+//! The cases: the list, the new-case form and one case with its referrals and timeline.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::directory::{options_categories, options_sites};
+use super::referrals::{RefRow, ref_row};
+use super::session::Session;
+use super::{
+    PageCtx, WebState, field, form_csrf, lang_of, list, message, nonempty, or_nothing, page,
+    readable, render,
+};
+use crate::i18n;
+use crate::rpc::Request;
+use crate::rpc::case::CaseOpened;
+use passerelle_core::engine::{CaseSummary, CaseView, TimelineEntry};
+use passerelle_core::payload::{CaseData, Consent, Person};
+
+pub struct CaseRow {
+    id: String,
+    short: String,
+    name: String,
+    case_type: String,
+    site: String,
+    manager: String,
+    status: String,
+}
+
+#[derive(Template)]
+#[template(path = "cases.html")]
+struct CasesPage {
+    page: PageCtx,
+    search: String,
+    rows: Vec<CaseRow>,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct SearchQuery {
+    #[serde(default)]
+    search: String,
+}
+
+pub(super) async fn cases(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Query(q): Query<SearchQuery>,
+) -> Response {
+    let session = session_or_login!(state, headers);
+    require_cases!(state, headers, session);
+    let p = page(&headers, Some(&session), &state.org, "nav-cases");
+    let m = state.mechanism().await;
+    let list: Vec<CaseSummary> = or_nothing(
+        "the case list",
+        state
+            .call(
+                &session.user,
+                Request::CaseList {
+                    search: nonempty(&q.search),
+                },
+            )
+            .await,
+    );
+    let rows = list
+        .into_iter()
+        .map(|c| {
+            let ct = c.case_type;
+            let site = c.site;
+            CaseRow {
+                short: c.id.chars().take(12).collect(),
+                id: c.id,
+                name: c.name,
+                case_type: m
+                    .as_ref()
+                    .and_then(|m| m.case_type(&ct).map(|x| x.name.get(p.lang).to_string()))
+                    .unwrap_or(ct),
+                site: m
+                    .as_ref()
+                    .and_then(|m| m.site(&site).map(|x| x.name.get(p.lang).to_string()))
+                    .unwrap_or(site),
+                manager: m
+                    .as_ref()
+                    .map_or(c.manager.clone(), |m| m.org_name(&c.manager).to_string()),
+                status: i18n::case_status(p.lang, c.status),
+            }
+        })
+        .collect();
+    render(CasesPage {
+        page: p,
+        search: q.search,
+        rows,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "case_new.html")]
+struct CaseNewPage {
+    page: PageCtx,
+    case_types: Vec<(String, String)>,
+    sites: Vec<(String, String)>,
+    categories: Vec<(String, String)>,
+    user: String,
+    error: Option<String>,
+}
+
+async fn case_new_page(
+    state: &WebState,
+    headers: &HeaderMap,
+    session: &Session,
+    error: Option<String>,
+) -> Response {
+    let p = page(headers, Some(session), &state.org, "nav-new-case");
+    let Some(m) = state.mechanism().await else {
+        return message(StatusCode::SERVICE_UNAVAILABLE, p, "not joined".into());
+    };
+    let lang = p.lang;
+    let mut r = render(CaseNewPage {
+        case_types: m
+            .doc
+            .case_types
+            .iter()
+            .map(|c| (c.id.clone(), c.name.get(lang).to_string()))
+            .collect(),
+        sites: options_sites(&m, lang),
+        categories: options_categories(&m, lang),
+        user: session.user.clone(),
+        error: error.clone(),
+        page: p,
+    });
+    if error.is_some() {
+        *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    r
+}
+
+pub(super) async fn case_new(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    let session = session_or_login!(state, headers);
+    require_cases!(state, headers, session);
+    case_new_page(&state, &headers, &session, None).await
+}
+
+pub(super) async fn case_create(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let session = session_or_login!(state, headers);
+    require_cases!(state, headers, session);
+    check_csrf!(state, headers, session, form_csrf(&form));
+    let needs: Vec<String> = form
+        .keys()
+        .filter_map(|k| k.strip_prefix("need_").map(str::to_string))
+        .collect();
+    let data = case_data(&form, needs);
+    if let Err(e) = data.validate() {
+        return case_new_page(&state, &headers, &session, Some(e.to_string())).await;
+    }
+    match state
+        .call_in::<CaseOpened>(
+            Some(lang_of(&headers)),
+            &session.user,
+            Request::CaseOpen {
+                data: Box::new(data),
+            },
+        )
+        .await
+    {
+        Ok(CaseOpened { case }) => Redirect::to(&format!("/cases/{case}")).into_response(),
+        Err(e) => case_new_page(&state, &headers, &session, Some(e)).await,
+    }
+}
+
+/// The case the new-case form describes.
+fn case_data(form: &HashMap<String, String>, needs: Vec<String>) -> CaseData {
+    let guardian_given = (form.contains_key("guardian_given")
+        || field(form, "guardian_name").is_some())
+    .then(|| form.contains_key("guardian_given"));
+    // A field left empty is an empty text: the engine refuses an empty case type, site or
+    // explainer with its own reason, shown above the form; the other texts may be empty.
+    CaseData {
+        case_type: field(form, "case_type").unwrap_or_default(),
+        site: field(form, "site").unwrap_or_default(),
+        person: Person {
+            first_name: field(form, "first_name"),
+            last_name: field(form, "last_name"),
+            age: field(form, "age").and_then(|a| a.parse::<u32>().ok()),
+            sex: field(form, "sex"),
+            nationality: field(form, "nationality"),
+            languages: list(form, "languages"),
+            phone: field(form, "phone"),
+            location: field(form, "location"),
+            health: field(form, "health"),
+            protection: field(form, "protection"),
+            ..Person::default()
+        },
+        needs,
+        vulnerabilities: list(form, "vulnerabilities"),
+        consent: Consent {
+            given: form.contains_key("consent_given"),
+            guardian_given,
+            guardian_name: field(form, "guardian_name"),
+            explained_by: field(form, "explained_by").unwrap_or_default(),
+            explained: field(form, "explained").unwrap_or_default(),
+            recorded_at: passerelle_core::time_fmt::rfc3339(time::OffsetDateTime::now_utc()),
+            ..Consent::default()
+        },
+        notes: field(form, "notes").unwrap_or_default(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "case.html")]
+struct CasePage {
+    page: PageCtx,
+    id: String,
+    short: String,
+    name: String,
+    person: Vec<(String, String)>,
+    consent: String,
+    determinations: String,
+    referrals: Vec<RefRow>,
+    timeline: Vec<(String, String, String, String)>,
+}
+
+pub(super) async fn case_show(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let session = session_or_login!(state, headers);
+    require_cases!(state, headers, session);
+    let p = page(&headers, Some(&session), &state.org, "nav-cases");
+    let m = state.mechanism().await;
+    let c: CaseView = match state.call(&session.user, Request::CaseShow { id }).await {
+        Ok(c) => c,
+        Err(e) => return message(StatusCode::NOT_FOUND, p, e),
+    };
+    let person = &c.data.person;
+    let lang = p.lang;
+    let org = |o: &str| {
+        m.as_ref()
+            .map_or(o.to_string(), |m| m.org_name(o).to_string())
+    };
+    render(CasePage {
+        short: c.id.chars().take(12).collect(),
+        name: person_name(person),
+        id: c.id.clone(),
+        person: person_fields(&p, person),
+        consent: consent_text(&c.data.consent),
+        determinations: c
+            .determinations
+            .iter()
+            .map(|o| org(o))
+            .collect::<Vec<_>>()
+            .join(", "),
+        referrals: c
+            .referrals
+            .iter()
+            .map(|r| ref_row(r, m.as_deref(), lang))
+            .collect(),
+        timeline: c
+            .timeline
+            .iter()
+            .map(|t| timeline_row(lang, t, org))
+            .collect(),
+        page: p,
+    })
+}
+
+/// The person's recorded fields, each with its label in the page's language (empty ones left
+/// out).
+fn person_fields(p: &PageCtx, person: &Person) -> Vec<(String, String)> {
+    let mut fields = Vec::new();
+    for (k, label) in [
+        ("first_name", "field-first-name"),
+        ("last_name", "field-last-name"),
+        ("age", "field-age"),
+        ("sex", "field-sex"),
+        ("nationality", "field-nationality"),
+        ("phone", "field-phone"),
+        ("location", "field-location"),
+        ("health", "field-health"),
+        ("protection", "field-protection"),
+    ] {
+        if let Some(v) = person.field(k).filter(|v| !v.is_empty()) {
+            fields.push((p.t(label), v));
+        }
+    }
+    if !person.languages.is_empty() {
+        fields.push((p.t("col-languages"), person.languages.join(", ")));
+    }
+    fields
+}
+
+/// The consent in one line: given or not, who explained it, when it was recorded.
+fn consent_text(consent: &Consent) -> String {
+    format!(
+        "{} — {} ({})",
+        if consent.given { "✓" } else { "✗" },
+        consent.explained_by,
+        consent.recorded_at
+    )
+}
+
+/// One step of the case's timeline in `lang`: (when, what happened, by which organisation,
+/// the detail); a step the mechanism's rules refused says which rule.
+fn timeline_row(
+    lang: &str,
+    t: &TimelineEntry,
+    org: impl Fn(&str) -> String + Copy,
+) -> (String, String, String, String) {
+    let mut what = i18n::happened(lang, &t.happened, org);
+    if let Some(rule) = &t.invalid {
+        what.push_str(&format!(
+            " — {}",
+            i18n::t(
+                lang,
+                "timeline-invalid",
+                &[("rule", &i18n::rule(lang, rule))]
+            )
+        ));
+    }
+    (
+        readable(Some(&t.at)),
+        what,
+        org(&t.org),
+        i18n::detail(lang, &t.detail),
+    )
+}
+
+/// The person's first and last names, as far as they were recorded.
+pub(super) fn person_name(person: &Person) -> String {
+    // A name not recorded is left out.
+    [
+        person.first_name.clone().unwrap_or_default(),
+        person.last_name.clone().unwrap_or_default(),
+    ]
+    .join(" ")
+    .trim()
+    .to_string()
+}

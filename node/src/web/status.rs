@@ -1,0 +1,73 @@
+//! The node's status: its configuration, its log and its peers.
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+
+use super::{PageCtx, WebState, message, page, readable, render};
+use crate::i18n;
+use crate::rpc::{Request, StatusAnswer};
+
+#[derive(Template)]
+#[template(path = "status.html")]
+struct StatusPage {
+    page: PageCtx,
+    config: String,
+    expired: bool,
+    log: String,
+    peers: Vec<(String, String, String, String, String)>,
+}
+
+pub(super) async fn status(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    let session = session_or_login!(state, headers);
+    let p = page(&headers, Some(&session), &state.org, "nav-status");
+    let st: StatusAnswer = match state.call(&session.user, Request::Status).await {
+        Ok(st) => st,
+        Err(e) => return message(StatusCode::SERVICE_UNAVAILABLE, p, e),
+    };
+    let lang = p.lang;
+    // A number the node does not know (not joined, a peer never heard from): an empty cell.
+    let count = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
+    render(StatusPage {
+        config: format!(
+            "{} — version {} — {}",
+            // Not joined to a mechanism: no name.
+            st.mechanism.clone().unwrap_or_default(),
+            count(st.config_version),
+            readable(st.config_expires_at.as_deref())
+        ),
+        expired: st.config_expired == Some(true),
+        log: format!(
+            "{} events · {} held back · {} waiting for dependencies · {} not readable yet · {} equivocations",
+            st.events,
+            st.held_back,
+            st.waiting_for_dependencies,
+            st.unreadable_yet,
+            st.equivocations.len()
+        ),
+        peers: st
+            .network
+            .peers
+            .iter()
+            .map(|peer| {
+                (
+                    peer.label.clone(),
+                    peer.org.clone(),
+                    i18n::t(
+                        lang,
+                        if peer.connected {
+                            "status-connected"
+                        } else {
+                            "status-disconnected"
+                        },
+                        &[],
+                    ),
+                    readable(peer.last_seen.as_deref()),
+                    format!("↑{} ↓{}", count(peer.they_lack), count(peer.we_lack)),
+                )
+            })
+            .collect(),
+        page: p,
+    })
+}
