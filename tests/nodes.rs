@@ -108,11 +108,13 @@ fn referrals_flow_between_daemons_and_bystanders_hold_only_ciphertext() {
         (l.first().and_then(|r| r["status"].as_str()) == Some("completed")).then_some(())
     });
 
-    // The bystander holds every event but reads nothing.
-    wait_for(30, "the bystander to hold every event", || {
-        (status(&setup, "iom1")["events"].as_u64() >= Some(5)).then_some(())
+    // The bystander holds every event but reads nothing. It waits for the completion itself:
+    // a count of events would also count a key share, and could pass before it arrives.
+    let seen = wait_for(30, "the bystander to hold the completion", || {
+        let out = setup.node_run("iom1", &["referral", "show", &referral[..12], "--json"]);
+        let seen: Value = serde_json::from_str(&out.stdout).ok()?;
+        (seen["status"] == "completed").then_some(seen)
     });
-    let seen = setup.node_json("iom1", &["referral", "show", &referral[..12], "--json"]);
     assert_eq!(seen["readable"], Value::Bool(false));
     assert_eq!(
         seen["status"], "completed",

@@ -17,12 +17,6 @@ mod samples;
 mod util;
 mod web;
 
-/// The old path of [`util::parse_date`]: `web.rs` still names `crate::cmd_report::parse_date`
-/// while it is being reworked in parallel; this goes once it names `crate::util::parse_date`.
-mod cmd_report {
-    pub(crate) use crate::util::parse_date;
-}
-
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -142,8 +142,8 @@ pub(super) async fn indicators(
         return message(StatusCode::FORBIDDEN, p, m);
     }
     let now = time::OffsetDateTime::now_utc();
-    let from = crate::cmd_report::parse_date(&q.from).unwrap_or(now - time::Duration::days(30));
-    let to = crate::cmd_report::parse_date(&q.to).unwrap_or(now + time::Duration::days(1));
+    let from = crate::util::parse_date(&q.from).unwrap_or(now - time::Duration::days(30));
+    let to = crate::util::parse_date(&q.to).unwrap_or(now + time::Duration::days(1));
     let report = state
         .call(
             &session.user,
