@@ -623,12 +623,14 @@ mod tests {
             ],
             now,
         )
-        .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let a = sim.engine("a", dir.path(), false, now).unwrap();
-        let mut b = sim.engine("b", dir.path(), false, now).unwrap();
-        let history = sim.history(&[("mas1", "mdm1")], cases, 0, now).unwrap();
-        b.receive(&history, now).unwrap();
+        .expect("the sample mechanism builds");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let a = sim.engine("a", dir.path(), false, now).expect("an engine");
+        let mut b = sim.engine("b", dir.path(), false, now).expect("an engine");
+        let history = sim
+            .history(&[("mas1", "mdm1")], cases, 0, now)
+            .expect("a history");
+        b.receive(&history, now).expect("the events are received");
         (dir, a, b)
     }
 
@@ -636,12 +638,15 @@ mod tests {
     /// report and how many requests the peer got.
     fn drive(a: &mut Engine, mut answer: impl FnMut(Request) -> Response) -> (RoundReport, usize) {
         let now = OffsetDateTime::now_utc();
-        let (mut round, mut request) = Round::start(a).unwrap();
+        let (mut round, mut request) = Round::start(a).expect("a round starts");
         for asked in 1..100_000 {
-            match round.on_response(a, answer(request), now).unwrap() {
+            match round
+                .on_response(a, answer(request), now)
+                .expect("the round goes on")
+            {
                 Step::Send(next) => request = next,
                 Step::SendAndAdmit(next, events) => {
-                    a.receive(&events, now).unwrap();
+                    a.receive(&events, now).expect("the events are received");
                     request = next;
                 }
                 Step::Done(report) => return (report, asked),
@@ -660,7 +665,7 @@ mod tests {
             Request::Want {
                 ranges: b
                     .version_vector()
-                    .unwrap()
+                    .expect("b answers")
                     .entries
                     .keys()
                     .map(|author| Range {
@@ -699,7 +704,7 @@ mod tests {
     fn a_round_moves_at_most_its_bound_of_batches_and_the_next_goes_on() {
         let (_dir, mut a, mut b) = pair(150);
         let now = OffsetDateTime::now_utc();
-        let target = b.version_vector().unwrap();
+        let target = b.version_vector().expect("the vector reads");
         // An honest peer with a slow hand: one event per batch, `more` while any is left.
         let mut answer = |request: Request| match request {
             Request::Want { ranges } => {
@@ -729,7 +734,7 @@ mod tests {
         assert!(report.cut_short.is_some_and(RoundCut::resume_soon));
         // The next round takes up where this one stopped, until the logs are level.
         let mut rounds = 1;
-        while a.version_vector().unwrap() != target {
+        while a.version_vector().expect("the vector reads") != target {
             drive(&mut a, &mut answer);
             rounds += 1;
             assert!(rounds < 10, "no progress across rounds");
@@ -745,7 +750,7 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         // `a` holds the history, `b` nothing: a round from `a` pushes it all. `b` drops the
         // last event of every pushed batch before admitting the rest.
-        let (mut round, mut request) = Round::start(&a).unwrap();
+        let (mut round, mut request) = Round::start(&a).expect("a round starts");
         let mut dropped = 0;
         let report = loop {
             let response = match request {
@@ -765,16 +770,22 @@ mod tests {
                 }
                 other => b.respond(other, now),
             };
-            match round.on_response(&mut a, response, now).unwrap() {
+            match round
+                .on_response(&mut a, response, now)
+                .expect("the round goes on")
+            {
                 Step::Send(next) => request = next,
                 Step::SendAndAdmit(..) => panic!("`b` has nothing to send"),
                 Step::Done(report) => break report,
             }
         };
         assert!(report.pushed > 0 && dropped > 0, "{report:?}");
-        let holds = round.peer_holds().unwrap().clone();
-        let real = b.version_vector().unwrap();
-        let ours = a.version_vector().unwrap();
+        let holds = round
+            .peer_holds()
+            .expect("the peer's vector is known")
+            .clone();
+        let real = b.version_vector().expect("the vector reads");
+        let ours = a.version_vector().expect("the vector reads");
         assert_ne!(real, ours, "`b` should lack what it dropped");
         for (author, (seq, _)) in &ours.entries {
             assert!(
@@ -786,7 +797,7 @@ mod tests {
             assert!(*seq >= holds.seq(author));
         }
         // A bundle made for what `b` is remembered to hold brings it level.
-        let identity = b.node_identity().unwrap();
+        let identity = b.node_identity().expect("b has its identity");
         let mut file = Vec::new();
         crate::bundle::export(
             &a,
@@ -796,9 +807,10 @@ mod tests {
             now,
             &mut |_, _| {},
         )
-        .unwrap();
-        crate::bundle::import(&mut b, &identity, file.as_slice(), now, &mut |_, _| {}).unwrap();
-        assert_eq!(b.version_vector().unwrap(), ours);
+        .expect("a bundle is written for b");
+        crate::bundle::import(&mut b, &identity, file.as_slice(), now, &mut |_, _| {})
+            .expect("the bundle imports");
+        assert_eq!(b.version_vector().expect("the vector reads"), ours);
     }
 
     /// The same round with a peer that admits every push remembers it as holding everything.
@@ -806,18 +818,24 @@ mod tests {
     fn a_push_admitted_whole_is_remembered_whole() {
         let (_dir, mut b, mut a) = pair(20);
         let now = OffsetDateTime::now_utc();
-        let (mut round, mut request) = Round::start(&a).unwrap();
+        let (mut round, mut request) = Round::start(&a).expect("a round starts");
         loop {
             match round
                 .on_response(&mut a, b.respond(request, now), now)
-                .unwrap()
+                .expect("b answers")
             {
                 Step::Send(next) => request = next,
                 Step::SendAndAdmit(..) => panic!("`b` has nothing to send"),
                 Step::Done(_) => break,
             }
         }
-        assert_eq!(b.version_vector().unwrap(), a.version_vector().unwrap());
-        assert_eq!(round.peer_holds(), Some(&a.version_vector().unwrap()));
+        assert_eq!(
+            b.version_vector().expect("the vector reads"),
+            a.version_vector().expect("the vector reads")
+        );
+        assert_eq!(
+            round.peer_holds(),
+            Some(&a.version_vector().expect("the peer's vector is known"))
+        );
     }
 }
