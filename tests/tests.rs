@@ -14,6 +14,7 @@ mod fold_order;
 mod fuzz;
 mod map;
 mod mdns;
+mod minimisation;
 mod net_attacks;
 mod netsim;
 mod nodes;

@@ -232,5 +232,5 @@ pub fn absolute(path: &std::path::Path) -> Result<PathBuf> {
 /// Reads a small JSON input file, bounded.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path, max: usize) -> Result<T> {
     let bytes = fsutil::read_bounded(path, max)?;
-    serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    crate::json_input::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }

@@ -133,10 +133,38 @@ impl DataDir {
         Ok(secrets)
     }
 
-    /// Opens the node's database.
+    /// Opens the node's database. A directory or store made before files were kept private
+    /// (0700 and 0600) is tightened first.
     pub fn store(&self) -> Result<Store> {
         self.public()?;
+        self.keep_private()?;
         Ok(Store::open(&self.store_path())?)
+    }
+
+    /// The directory 0700, the files directly in it 0600: only this node's user reads them.
+    pub fn keep_private(&self) -> Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let tighten = |path: &std::path::Path, mode: u32| -> Result<()> {
+                let meta = std::fs::symlink_metadata(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                if !meta.file_type().is_symlink() && meta.permissions().mode() & 0o077 != 0 {
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                        .with_context(|| format!("cannot protect {}", path.display()))?;
+                }
+                Ok(())
+            };
+            tighten(&self.root, 0o700)?;
+            let entries = std::fs::read_dir(&self.root)
+                .with_context(|| format!("cannot list {}", self.root.display()))?;
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_file()) {
+                    tighten(&entry.path(), 0o600)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes an identity made elsewhere (the demo and the benchmark build whole mechanisms

@@ -111,6 +111,10 @@ pub fn happened(lang: &str, happened: &Happened, org: impl Fn(&str) -> String) -
         Happened::Closed => t(lang, "timeline-closed", &[]),
         Happened::Reopened => t(lang, "timeline-reopened", &[]),
         Happened::Consent => t(lang, "timeline-consent", &[]),
+        Happened::Erased { reason } => {
+            let reason = t(lang, &format!("erase-reason-{}", reason.as_str()), &[]);
+            t(lang, "timeline-erased", &[("reason", &reason)])
+        }
         Happened::ReferralSent { to_org } => {
             t(lang, "timeline-referral-sent", &[("org", &org(to_org))])
         }

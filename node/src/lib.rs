@@ -10,6 +10,7 @@ mod datadir;
 mod demo;
 mod fsutil;
 mod i18n;
+mod json_input;
 mod local_daemon;
 mod poster;
 mod rpc;
@@ -27,6 +28,7 @@ pub const EXIT_FAILURE: u8 = 1;
 /// Parses the command line, sets up logging and runs the command.
 pub fn main_entry() -> ExitCode {
     let cli = cli::Cli::parse();
+    restrict_new_files();
     init_tracing();
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -35,6 +37,14 @@ pub fn main_entry() -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// Everything this process creates is readable by its user only: the store (redb creates it
+/// with the process's mask), its backups and bundles, exports, the API token, logs. Files with
+/// case ciphertext must not be world-readable, and a mask covers the files no call site names.
+fn restrict_new_files() {
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
 }
 
 /// The error and its causes on one line, without repeating a cause a message already carries.

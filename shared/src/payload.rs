@@ -220,6 +220,24 @@ impl Consent {
                 || self.scope_categories.iter().any(|c| c == category))
     }
 
+    /// What a referral's receiver needs to know of this consent: whether the person (and a
+    /// guardian) gave it, when, and its scope. The names and the caseworker's words are left out:
+    /// a referral carries nothing that names or describes anyone unless it was chosen. The wire
+    /// shape stays [`Consent`]'s (payloads are postcard, not self-describing: a referral signed
+    /// before this reads the same on every node), with those fields empty.
+    pub fn facts(&self) -> Consent {
+        Consent {
+            given: self.given,
+            guardian_given: self.guardian_given,
+            guardian_name: None,
+            explained_by: String::new(),
+            explained: String::new(),
+            recorded_at: self.recorded_at.clone(),
+            scope_orgs: self.scope_orgs.clone(),
+            scope_categories: self.scope_categories.clone(),
+        }
+    }
+
     fn validate(&self) -> Result<(), PayloadError> {
         short("consent.explained_by", Some(&self.explained_by))?;
         if self.explained_by.trim().is_empty() {
@@ -316,7 +334,8 @@ pub struct ReferralPayload {
     /// The person's fields the caseworker chose to share, by name.
     pub shared: BTreeMap<String, String>,
     pub note: String,
-    /// The consent as recorded on the case when the referral was sent.
+    /// The consent facts as recorded on the case when the referral was sent
+    /// ([`Consent::facts`]: no names, no explanation).
     pub consent: Consent,
     pub emergency_override: Option<EmergencyOverride>,
     pub by: String,

@@ -5,7 +5,7 @@
 //! word exists only in the bytes. A person reads neither: the UI and the CLI look the value up
 //! in the node's translations.
 
-use crate::event::{Transition, Urgency};
+use crate::event::{EraseReason, Transition, Urgency};
 use crate::fold::{Overdue, Status};
 use crate::keys;
 use crate::map::Capacity;
@@ -41,6 +41,18 @@ pub fn parse<T: Word>(text: &str) -> Result<T, String> {
 impl Word for Urgency {
     const WHAT: &'static str = "an urgency";
     const ALL: &'static [Self] = &[Urgency::Emergency, Urgency::Urgent, Urgency::Routine];
+    fn word(&self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl Word for EraseReason {
+    const WHAT: &'static str = "a reason to erase";
+    const ALL: &'static [Self] = &[
+        EraseReason::PersonAsked,
+        EraseReason::Duplicate,
+        EraseReason::Error,
+    ];
     fn word(&self) -> &'static str {
         self.as_str()
     }
@@ -163,6 +175,7 @@ mod tests {
         }
         check::<Urgency>();
         check::<Transition>();
+        check::<EraseReason>();
         check::<Status>();
         check::<Overdue>();
         check::<Capacity>();

@@ -126,6 +126,15 @@ pub fn case(cmd: CaseCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Resu
         }
         CaseCmd::Close { id, note } => case_action(dir, pass, user, id, CaseStep::Close, note),
         CaseCmd::Reopen { id, note } => case_action(dir, pass, user, id, CaseStep::Reopen, note),
+        CaseCmd::Erase { id, reason } => {
+            let action = CaseStep::Erase { reason };
+            let note = String::new();
+            client::call::<EventMade>(dir, pass, user, Request::CaseAction { id, action, note })?;
+            say!(
+                "Case erased: every node that holds it drops its data when the erasure reaches it."
+            );
+            Ok(())
+        }
         CaseCmd::Determine {
             id,
             case_type,

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-use passerelle_core::event::Urgency;
+use passerelle_core::event::{EraseReason, Urgency};
 use passerelle_core::fold::Status;
 use passerelle_core::keys::NodeId;
 use passerelle_core::map::Capacity;
@@ -323,6 +323,14 @@ pub enum CaseCmd {
         id: String,
         #[arg(long, default_value = "")]
         note: String,
+    },
+    /// Erase a case now (case manager only): every node that holds it drops the bodies of its
+    /// events; the clear facts reports need stay. Recorded with its reason, and audited.
+    Erase {
+        id: String,
+        /// person_asked, duplicate or error.
+        #[arg(long, value_name = "REASON", value_parser = words::parse::<EraseReason>)]
+        reason: EraseReason,
     },
     /// Record a status / case-type determination (by an authority the case type names).
     Determine {

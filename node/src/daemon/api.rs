@@ -123,7 +123,7 @@ struct RpcBody {
 }
 
 async fn rpc_handler(State(state): State<ApiState>, body: axum::body::Bytes) -> Response {
-    let body: RpcBody = match serde_json::from_slice(&body) {
+    let body: RpcBody = match crate::json_input::parse(&body) {
         Ok(b) => b,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("malformed request: {e}")),
     };

@@ -130,6 +130,8 @@ enum Job {
     ShareKeys { reply: Reply<usize> },
     /// Retries events held back at admission: how many were admitted.
     RetryHeld { reply: Reply<usize> },
+    /// Purges the cases whose retention ran out; how many.
+    PurgeDue { reply: Reply<usize> },
     /// The member nodes of the configuration in force.
     Members { reply: Reply<Vec<Member>> },
     /// A web UI account (its password is checked off this thread).
@@ -218,6 +220,7 @@ fn run_job(engine: &mut Engine, job: Job, rx: &mut mpsc::Receiver<Job>) -> Optio
             let retried = engine.retry_held(now).map(|report| report.admitted.len());
             answer(reply, retried.map_err(Into::into));
         }
+        Job::PurgeDue { reply } => answer(reply, purge_due(engine, now).map_err(Into::into)),
         Job::Members { reply } => answer(reply, Ok(members(engine))),
         Job::Account { name, reply } => answer(reply, engine.user(&name).map_err(Into::into)),
         Job::Mechanism { reply } => answer(reply, Ok(engine.current_config())),
@@ -490,6 +493,11 @@ impl EngineHandle {
         self.ask(|reply| Job::RetryHeld { reply }).await
     }
 
+    /// Purges the cases whose retention period ran out: how many.
+    pub async fn purge_due(&self) -> Result<usize, JobError> {
+        self.ask(|reply| Job::PurgeDue { reply }).await
+    }
+
     /// The member nodes of the configuration in force.
     pub async fn members(&self) -> Result<Vec<Member>, JobError> {
         self.ask(|reply| Job::Members { reply }).await
@@ -707,4 +715,23 @@ mod tests {
             .join()
             .unwrap_or_else(|_| panic!("the engine thread panicked"));
     }
+}
+
+/// Purges what retention says is due, with one audit entry per case (its id, never its data).
+fn purge_due(
+    engine: &mut Engine,
+    now: time::OffsetDateTime,
+) -> Result<usize, passerelle_core::engine::EngineError> {
+    let purged = engine.purge_due(now)?;
+    for case in &purged {
+        engine
+            .store_mut()
+            .audit(&passerelle_core::store::AuditEntry {
+                at: passerelle_core::time_fmt::rfc3339(now),
+                user: "retention".into(),
+                action: "case.purge".into(),
+                subject: format!("{} retention", case.to_hex()),
+            })?;
+    }
+    Ok(purged.len())
 }

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use passerelle_core::engine::{CaseSummary, CaseView, Engine};
-use passerelle_core::event::CaseAction;
+use passerelle_core::event::{CaseAction, EraseReason};
 use passerelle_core::payload::CaseData;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -71,7 +71,15 @@ pub(super) fn action(
     now: OffsetDateTime,
 ) -> Result<EventMade> {
     let case = engine.resolve_id(id, false)?;
+    let erase = match &action {
+        CaseStep::Erase { reason } => Some(*reason),
+        _ => None,
+    };
     let event = engine.case_action(case, action.into(), note, None, &ctx.user, now)?;
+    if let Some(reason) = erase {
+        let detail = format!("{} reason {}", case.to_hex(), reason.as_str());
+        audit(engine, ctx, "case.erase", &detail)?;
+    }
     Ok(EventMade {
         event: event.to_hex(),
     })
@@ -104,6 +112,11 @@ pub enum CaseStep {
     },
     Close,
     Reopen,
+    /// Erase the case now (its manager only): every node drops its events' bodies.
+    Erase {
+        #[serde(with = "passerelle_core::words::one")]
+        reason: EraseReason,
+    },
 }
 
 impl From<CaseStep> for CaseAction {
@@ -113,6 +126,7 @@ impl From<CaseStep> for CaseAction {
             CaseStep::Transfer { to_org } => CaseAction::Transfer { to_org },
             CaseStep::Close => CaseAction::Close,
             CaseStep::Reopen => CaseAction::Reopen,
+            CaseStep::Erase { reason } => CaseAction::Erase { reason },
         }
     }
 }

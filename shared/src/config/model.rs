@@ -222,8 +222,13 @@ pub struct Sop {
     /// Roles whose holders may record an emergency override of consent.
     #[serde(default)]
     pub emergency_override_roles: Vec<Role>,
-    /// Days after a case's closure before its bodies may be pruned.
+    /// Days after a closed case's last activity before every node drops the bodies of its
+    /// events (headers stay; the clear facts reports need stay).
     pub retention_days: u32,
+    /// Days without activity after which an open case is purged the same way (none: open cases
+    /// are kept until closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_case_inactive_days: Option<u32>,
     /// Largest accepted lead of an event's timestamp over this node's clock, in seconds.
     pub clock_skew_secs: u32,
     pub urgency: Urgencies,

@@ -357,6 +357,9 @@ fn check_sop(doc: &Document) -> Result<(), ConfigError> {
             "must be between 1 and 86400 seconds",
         ));
     }
+    if doc.sop.open_case_inactive_days == Some(0) {
+        return Err(invalid("sop.open_case_inactive_days", "must be at least 1"));
+    }
     if doc.sop.retention_days == 0 {
         return Err(invalid("sop.retention_days", "must be at least 1"));
     }

@@ -3,8 +3,8 @@
 
 use time::OffsetDateTime;
 
-use crate::event::{CaseAction, EventId, Kind};
-use crate::fold::{CaseRecord, Decrypted};
+use crate::event::{CaseAction, EraseReason, EventId, Kind};
+use crate::fold::{CaseRecord, Decrypted, PurgeCause};
 use crate::keys::{self};
 use crate::payload::{
     self, CaseData, CaseOpenPayload, CaseUpdatePayload, Consent, DeterminationPayload,
@@ -99,7 +99,31 @@ impl Engine {
         if !record.readers.iter().any(|r| r == &self.org) {
             return Err(EngineError::NoCase(case.short()));
         }
+        if let Some(purge) = record.purged {
+            return Err(EngineError::Erased {
+                case: case.short(),
+                at: crate::time_fmt::readable(purge.at.to_datetime()),
+                why: match purge.cause {
+                    PurgeCause::Erased(EraseReason::PersonAsked) => "erased: the person asked",
+                    PurgeCause::Erased(EraseReason::Duplicate) => "erased: a duplicate",
+                    PurgeCause::Erased(EraseReason::Error) => "erased: opened in error",
+                    PurgeCause::Retention => "its retention period ran out",
+                },
+            });
+        }
         Ok(record)
+    }
+
+    /// Erases a case before its retention period ends (its manager only): every node that
+    /// holds the case drops the bodies of its events once the erasure reaches it.
+    pub fn erase_case(
+        &mut self,
+        case: EventId,
+        reason: EraseReason,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<EventId, EngineError> {
+        self.case_action(case, CaseAction::Erase { reason }, "", None, by, now)
     }
 
     /// The current data of a case this node can read (from its opening or latest transfer,

@@ -50,6 +50,13 @@ pub enum EngineError {
     NoCase(String),
     #[error("no referral {0} known to this node")]
     NoReferral(String),
+    /// The case was purged (erased by its manager, or past retention): no node keeps its data.
+    #[error("case {case} was purged on {at} ({why}): no node keeps its data")]
+    Erased {
+        case: String,
+        at: String,
+        why: &'static str,
+    },
     /// The rule of the mechanism the event would break, typed: interfaces translate it.
     #[error("the event would break a rule of the mechanism: {0}")]
     Rule(crate::fold::Rule),
@@ -298,6 +305,19 @@ impl Engine {
         let report = self.store.retry_due(&mut self.keys, now_ms(now))?;
         self.observe(report.latest_hlc, now);
         Ok(report)
+    }
+
+    /// Purges the cases whose retention period ran out (the SOP's `retention_days` after a
+    /// closed case's last activity, or `open_case_inactive_days` for an open one): the bodies
+    /// of their events are dropped. Returns the cases purged.
+    pub fn purge_due(&mut self, now: OffsetDateTime) -> Result<Vec<EventId>, EngineError> {
+        let purged = self.store.purge_due(&mut self.keys, now_ms(now))?;
+        if !purged.is_empty()
+            && let Ok(mut cache) = self.case_cache.lock()
+        {
+            cache.clear();
+        }
+        Ok(purged)
     }
 
     /// Installs organisation epochs imported by hand, and re-reads what they open.

@@ -138,7 +138,7 @@ impl Engine {
             category: category.id.clone(),
             shared,
             note: request.note,
-            consent: data.consent.clone(),
+            consent: data.consent.facts(),
             emergency_override: request.emergency_override.map(|reason| EmergencyOverride {
                 reason,
                 by: by.to_string(),

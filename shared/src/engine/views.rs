@@ -66,6 +66,10 @@ pub enum Happened {
     Closed,
     Reopened,
     Consent,
+    Erased {
+        #[serde(with = "crate::words::one")]
+        reason: crate::event::EraseReason,
+    },
     ReferralSent {
         to_org: String,
     },
@@ -92,6 +96,7 @@ impl Happened {
             Kind::CaseUpdate(CaseAction::Close) => Happened::Closed,
             Kind::CaseUpdate(CaseAction::Reopen) => Happened::Reopened,
             Kind::CaseUpdate(CaseAction::Consent) => Happened::Consent,
+            Kind::CaseUpdate(CaseAction::Erase { reason }) => Happened::Erased { reason: *reason },
             Kind::ReferralSend { to_org, .. } => Happened::ReferralSent {
                 to_org: to_org.clone(),
             },
@@ -346,7 +351,10 @@ impl Engine {
         let needle = search.map(|s| s.to_lowercase());
         let mut out = Vec::new();
         for record in self.store.case_records()? {
-            if !record.valid || !record.readers.iter().any(|r| r == &self.org) {
+            if !record.valid
+                || record.purged.is_some()
+                || !record.readers.iter().any(|r| r == &self.org)
+            {
                 continue;
             }
             let Ok(data) = self.case_data(&record) else {

@@ -63,6 +63,32 @@ pub enum CaseAction {
     Reopen,
     /// The person's consent was recorded again (given, withdrawn or its scope changed).
     Consent,
+    /// The case is erased before its retention period ends, for the reason given in clear: every
+    /// node drops the bodies of the case's events (headers stay, so logs stay verifiable).
+    Erase {
+        reason: EraseReason,
+    },
+}
+
+/// Why a case manager erases a case before its retention period ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EraseReason {
+    /// The person asked for their data to be erased.
+    PersonAsked,
+    /// The case duplicates another.
+    Duplicate,
+    /// The case was opened in error.
+    Error,
+}
+
+impl EraseReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EraseReason::PersonAsked => "person_asked",
+            EraseReason::Duplicate => "duplicate",
+            EraseReason::Error => "error",
+        }
+    }
 }
 
 /// The kind of an event, with the fields of that kind that travel in clear.

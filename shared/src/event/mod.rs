@@ -27,7 +27,7 @@ mod wire;
 pub use compact::{compact_batch, expand_batch};
 pub use header::{Addressed, Header};
 pub use hlc::{Hlc, HlcClock};
-pub use kind::{CaseAction, Kind, Transition, Urgency};
+pub use kind::{CaseAction, EraseReason, Kind, Transition, Urgency};
 pub use signed::Event;
 
 use crate::config::Hash32;

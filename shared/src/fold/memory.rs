@@ -189,4 +189,11 @@ impl FoldStore for MemoryStore {
     fn take_woken(&mut self) -> Vec<EventId> {
         std::mem::take(&mut self.woken)
     }
+
+    fn prune_body(&mut self, id: &EventId) -> Result<(), FoldError> {
+        if let Some(event) = self.events.get_mut(id) {
+            *event = event.pruned();
+        }
+        Ok(())
+    }
 }

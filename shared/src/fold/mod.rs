@@ -117,6 +117,8 @@ pub trait FoldStore: Lookup {
     -> Result<MapFold, Self::Error>;
     /// Map events whose missing Automerge dependencies the last applied body brought.
     fn take_woken(&mut self) -> Vec<EventId>;
+    /// Keeps only the header of an event (its case was purged); nothing when already so.
+    fn prune_body(&mut self, id: &EventId) -> Result<(), Self::Error>;
 }
 
 /// Whether `key` may write a snapshot of `org`'s profile under any version up to the one the

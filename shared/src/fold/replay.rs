@@ -10,7 +10,7 @@ use super::{
     Status, Verdict, author_org, decrypt_event, rules,
 };
 use crate::config::{ConfigState, Mechanism};
-use crate::event::{Event, EventId, Hlc, Kind};
+use crate::event::{Event, EventId, Header, Hlc, Kind};
 use crate::{keys, payload};
 
 /// One run of the fold over a store, with the keys it reads with.
@@ -96,7 +96,51 @@ impl<S: FoldStore> Fold<'_, S> {
     }
 
     /// Folds one event whose dependencies are all folded.
+    /// Folds one event, then drops bodies if the event belongs to a purged case (the erasure
+    /// itself, or anything arriving after it: stored without its body).
     fn fold_now(&mut self, event: &Event) -> Result<(), S::Error> {
+        self.fold_event(event)?;
+        if let Some(case_id) = self.case_of(event.header())?
+            && self
+                .store
+                .case(&case_id)?
+                .is_some_and(|c| c.purged.is_some())
+        {
+            self.purge_bodies(&case_id)?;
+        }
+        Ok(())
+    }
+
+    /// The case an event belongs to, from its clear header.
+    fn case_of(&self, h: &Header) -> Result<Option<EventId>, S::Error> {
+        Ok(match &h.kind {
+            Kind::StatusDetermination | Kind::CaseUpdate(_) | Kind::ReferralSend { .. } => {
+                h.subject
+            }
+            Kind::ReferralUpdate { .. } => match h.subject {
+                Some(referral) => self.store.referral(&referral)?.map(|r| r.case),
+                None => None,
+            },
+            _ => None,
+        })
+    }
+
+    /// Drops the bodies of every event of a case (its opening, case-level events, referrals
+    /// and their steps); headers stay, so every log stays verifiable. Idempotent.
+    pub fn purge_bodies(&mut self, case_id: &EventId) -> Result<(), S::Error> {
+        let mut ids = vec![*case_id];
+        ids.extend(self.store.linked(case_id, Link::CaseEvent)?);
+        for referral in self.store.linked(case_id, Link::Referral)? {
+            ids.push(referral);
+            ids.extend(self.store.linked(&referral, Link::Step)?);
+        }
+        for id in &ids {
+            self.store.prune_body(id)?;
+        }
+        Ok(())
+    }
+
+    fn fold_event(&mut self, event: &Event) -> Result<(), S::Error> {
         let h = event.header();
         let id = event.id();
         let m = self.mechanism(h.config_version)?;
@@ -379,7 +423,18 @@ impl<S: FoldStore> Fold<'_, S> {
                 record.last_activity = record.last_activity.max(r.last.0);
             }
         }
-        self.store.put_case(&record)
+        // A purge past retention has no event to replay: it stays once reached.
+        if record.purged.is_none() {
+            record.purged = old
+                .purged
+                .filter(|p| p.cause == rules::PurgeCause::Retention);
+        }
+        let purged = record.purged.is_some();
+        self.store.put_case(&record)?;
+        if purged {
+            self.purge_bodies(case_id)?;
+        }
+        Ok(())
     }
 
     /// The record a referral replays from: judged again from its sending event (after this

@@ -52,7 +52,7 @@ pub enum Rule {
     InvalidTransition,
     /// The decline reason code is not one the SOP lists.
     UnknownReason,
-    /// Only the case manager may transfer, close or reopen the case.
+    /// Only the case manager may transfer, close, reopen or erase the case.
     NotCaseManager,
     /// The case action is not allowed in the case's current status.
     InvalidCaseAction,
@@ -66,6 +66,8 @@ pub enum Rule {
     MapWrongActor,
     /// A map change that would grow the profile's document past its bound.
     MapTooLarge,
+    /// The case was erased or reached the end of its retention: nothing more is added to it.
+    CaseErased,
 }
 
 impl Rule {
@@ -95,6 +97,7 @@ impl Rule {
             Rule::MapNotAllowed => "map_not_allowed",
             Rule::MapWrongActor => "map_wrong_actor",
             Rule::MapTooLarge => "map_too_large",
+            Rule::CaseErased => "case_erased",
         }
     }
 }
@@ -132,7 +135,9 @@ impl fmt::Display for Rule {
             Rule::NotSender => "only the sending organisation may withdraw a referral",
             Rule::InvalidTransition => "this step is not allowed in the referral's status",
             Rule::UnknownReason => "the decline reason is not one the SOP lists",
-            Rule::NotCaseManager => "only the case manager may transfer, close or reopen a case",
+            Rule::NotCaseManager => {
+                "only the case manager may transfer, close, reopen or erase a case"
+            }
             Rule::InvalidCaseAction => "this action is not allowed in the case's status",
             Rule::KeyShareNotAllowed => {
                 "a key share goes only to an endorsed node of the same organisation"
@@ -143,6 +148,7 @@ impl fmt::Display for Rule {
             }
             Rule::MapWrongActor => "its map change is written as another node's",
             Rule::MapTooLarge => "it would grow the profile's document past its bound",
+            Rule::CaseErased => "the case was erased: nothing more is added to it",
         };
         f.write_str(text)
     }
@@ -222,6 +228,27 @@ pub struct CaseRecord {
     /// The replay position: the key of the last event replayed.
     pub last: (Hlc, EventId),
     pub last_activity: Hlc,
+    /// When and why the case's bodies were purged: erased by its manager, or past retention.
+    /// Last, so a record stored before it existed reads with one `None` byte appended.
+    #[serde(default)]
+    pub purged: Option<Purge>,
+}
+
+/// A case's purge: from then on, no node keeps the bodies of its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purge {
+    /// The erasure event's time, or the moment retention ran out.
+    pub at: Hlc,
+    pub cause: PurgeCause,
+}
+
+/// Why a case was purged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PurgeCause {
+    /// Its case manager erased it (a valid `Erase` case action).
+    Erased(crate::event::EraseReason),
+    /// The SOP's retention period after closure (or its limit on inactivity) ran out.
+    Retention,
 }
 
 /// A referral's status.
@@ -419,14 +446,35 @@ pub fn case_open(seen: &Seen<'_>, m: &Mechanism) -> (CaseRecord, Option<Rule>) {
         event_count: 0,
         last: seen.order_key(),
         last_activity: h.hlc,
+        purged: None,
     };
     (record, broken)
+}
+
+/// Whether a case's retention has run out at `now_ms`: closed (or never validly opened) and
+/// idle for the SOP's `retention_days`, or open and idle past `open_case_inactive_days`. Judged
+/// from the clear record, so every node holding the case decides alike.
+pub fn retention_due(record: &CaseRecord, sop: &crate::config::Sop, now_ms: u64) -> bool {
+    const DAY_MS: u64 = 86_400_000;
+    if record.purged.is_some() {
+        return false;
+    }
+    let idle = now_ms.saturating_sub(record.last_activity.ms);
+    if record.closed || !record.valid {
+        idle >= u64::from(sop.retention_days) * DAY_MS
+    } else {
+        sop.open_case_inactive_days
+            .is_some_and(|days| idle >= u64::from(days) * DAY_MS)
+    }
 }
 
 /// Applies one case-level event (determination or case update) to a case, in replay order.
 pub fn case_apply(record: &mut CaseRecord, seen: &Seen<'_>, m: &Mechanism) -> Option<Rule> {
     if !record.valid {
         return Some(Rule::BadSubject);
+    }
+    if record.purged.is_some() {
+        return Some(Rule::CaseErased);
     }
     match &seen.header.kind {
         Kind::StatusDetermination => {
@@ -495,6 +543,16 @@ pub fn case_apply(record: &mut CaseRecord, seen: &Seen<'_>, m: &Mechanism) -> Op
                     }
                     record.closed = false;
                 }
+                CaseAction::Erase { reason } => {
+                    if !manager {
+                        return Some(Rule::NotCaseManager);
+                    }
+                    record.closed = true;
+                    record.purged = Some(Purge {
+                        at: seen.header.hlc,
+                        cause: PurgeCause::Erased(*reason),
+                    });
+                }
             }
             None
         }
@@ -560,6 +618,7 @@ fn referral_rules<L: Lookup>(
         return Ok(Some(Rule::NotAllowedToActivate));
     }
     match case {
+        Some(c) if c.valid && c.purged.is_some() => return Ok(Some(Rule::CaseErased)),
         Some(c) if c.valid => {}
         _ => return Ok(Some(Rule::BadSubject)),
     }

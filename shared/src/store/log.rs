@@ -82,6 +82,8 @@ pub struct IngestReport {
     pub maps_changed: Vec<String>,
     /// The latest timestamp among the events admitted (the only ones that may move the clock).
     pub latest_hlc: Hlc,
+    /// Cases whose retention ran out (their bodies were dropped in this transaction).
+    pub purged: Vec<EventId>,
 }
 
 use super::{decode as dec, encode as enc};
@@ -205,7 +207,7 @@ impl<'t> Tables<'t> {
     fn case_record(&self, id: &EventId) -> Result<Option<CaseRecord>, StoreError> {
         self.cases
             .get(id.0)?
-            .map(|b| dec(b.value(), "case"))
+            .map(|b| decode_case(b.value()))
             .transpose()
     }
 
@@ -292,6 +294,12 @@ impl Lookup for TxStore<'_, '_> {
     fn case(&self, id: &EventId) -> Result<Option<CaseRecord>, StoreError> {
         self.t.case_record(id)
     }
+}
+
+/// A stored case record. Records written before `purged` existed end one field early: read
+/// them with its `None` (one zero byte) appended.
+pub(crate) fn decode_case(bytes: &[u8]) -> Result<CaseRecord, StoreError> {
+    dec(bytes, "case").or_else(|_| dec(&[bytes, &[0]].concat(), "case"))
 }
 
 fn link_code(link: Link) -> u8 {
@@ -411,6 +419,17 @@ impl FoldStore for TxStore<'_, '_> {
     fn take_woken(&mut self) -> Vec<EventId> {
         std::mem::take(&mut self.woken)
     }
+
+    fn prune_body(&mut self, id: &EventId) -> Result<(), StoreError> {
+        if let Some(event) = self.t.event(id)?
+            && event.body().is_some()
+        {
+            self.t
+                .events
+                .insert(id.0, event.pruned().encode().as_slice())?;
+        }
+        Ok(())
+    }
 }
 
 /// Runs admission, storage and the fold for a batch inside an open transaction.
@@ -516,6 +535,34 @@ impl<'a, 't> Ingest<'a, 't> {
     /// Re-folds every entity holding an event this node could not read with these epochs.
     pub fn reread(&mut self, epochs: &[u32]) -> Result<(), StoreError> {
         self.with_fold(|fold| fold.reread(epochs))
+    }
+
+    /// Purges the cases whose retention ran out by `now_ms` under the configuration in force
+    /// (judged from clear records only, so every node that holds a case purges it alike).
+    pub fn purge_due(&mut self, now_ms: u64) -> Result<(), StoreError> {
+        let Some(m) = self.config.current().cloned() else {
+            return Ok(());
+        };
+        let mut due = Vec::new();
+        for row in self.t.cases.iter()? {
+            let record = decode_case(row?.1.value())?;
+            if crate::fold::retention_due(&record, &m.doc.sop, now_ms) {
+                due.push(record);
+            }
+        }
+        for mut record in due {
+            record.purged = Some(crate::fold::Purge {
+                at: Hlc {
+                    ms: now_ms,
+                    counter: 0,
+                },
+                cause: crate::fold::PurgeCause::Retention,
+            });
+            self.t.cases.insert(record.id.0, enc(&record).as_slice())?;
+            self.with_fold(|fold| fold.purge_bodies(&record.id))?;
+            self.report.purged.push(record.id);
+        }
+        Ok(())
     }
 
     fn with_fold(
@@ -654,6 +701,16 @@ impl Store {
         now_ms: u64,
     ) -> Result<IngestReport, StoreError> {
         self.with_ingest(keys, now_ms, |ingest| ingest.retry_held(true))
+    }
+
+    /// Drops the bodies of every case whose retention ran out by `now_ms`; returns them.
+    pub fn purge_due(
+        &mut self,
+        keys: &mut FoldKeys,
+        now_ms: u64,
+    ) -> Result<Vec<EventId>, StoreError> {
+        self.with_ingest(keys, now_ms, |ingest| ingest.purge_due(now_ms))
+            .map(|report| report.purged)
     }
 
     /// Re-folds what the given (newly installed) epochs open.

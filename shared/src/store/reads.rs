@@ -115,42 +115,42 @@ impl Store {
 
     /// A case's clear record.
     pub fn case_record(&self, id: &EventId) -> Result<Option<CaseRecord>, StoreError> {
-        self.read_record(CASES, id, "case")
+        self.read_record(CASES, id, super::log::decode_case)
     }
 
     /// A referral's clear record.
     pub fn referral_record(&self, id: &EventId) -> Result<Option<ReferralRecord>, StoreError> {
-        self.read_record(REFERRALS, id, "referral")
+        self.read_record(REFERRALS, id, |b| dec(b, "referral"))
     }
 
-    fn read_record<T: for<'de> serde::Deserialize<'de>>(
+    fn read_record<T>(
         &self,
         table: TableDefinition<Id, &[u8]>,
         id: &EventId,
-        what: &str,
+        decode: fn(&[u8]) -> Result<T, StoreError>,
     ) -> Result<Option<T>, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
         let Some(table) = super::read_table(&tx, table)? else {
             return Ok(None);
         };
-        table.get(id.0)?.map(|b| dec(b.value(), what)).transpose()
+        table.get(id.0)?.map(|b| decode(b.value())).transpose()
     }
 
     /// Every case record.
     pub fn case_records(&self) -> Result<Vec<CaseRecord>, StoreError> {
-        self.all_records(CASES, "case")
+        self.all_records(CASES, super::log::decode_case)
     }
 
     /// Every referral record.
     pub fn referral_records(&self) -> Result<Vec<ReferralRecord>, StoreError> {
-        self.all_records(REFERRALS, "referral")
+        self.all_records(REFERRALS, |b| dec(b, "referral"))
     }
 
-    fn all_records<T: for<'de> serde::Deserialize<'de>>(
+    fn all_records<T>(
         &self,
         table: TableDefinition<Id, &[u8]>,
-        what: &str,
+        decode: fn(&[u8]) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
@@ -159,7 +159,7 @@ impl Store {
         };
         let mut out = Vec::new();
         for row in table.iter()? {
-            out.push(dec(row?.1.value(), what)?);
+            out.push(decode(row?.1.value())?);
         }
         Ok(out)
     }

@@ -286,6 +286,7 @@ impl Network {
     pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Result<()> {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut held_tick = tokio::time::interval(Duration::from_secs(30));
+        let mut retention_tick = tokio::time::interval(RETENTION_CHECK_INTERVAL);
         let mut view_tick = tokio::time::interval(VIEW_REFRESH_INTERVAL);
         loop {
             tokio::select! {
@@ -315,6 +316,9 @@ impl Network {
                 _ = view_tick.tick() => self.publish_view(),
                 _ = held_tick.tick() => {
                     tokio::spawn(retry_held(self.engine.clone()));
+                }
+                _ = retention_tick.tick() => {
+                    tokio::spawn(purge_due(self.engine.clone()));
                 }
             }
         }
@@ -445,6 +449,19 @@ pub(super) async fn share_keys(engine: EngineHandle) {
         Ok(shares) => tracing::info!(shares, "shared the organisation's keys with its nodes"),
         // Tried again when the configuration next changes, and at the next start.
         Err(e) => tracing::warn!("cannot share the organisation's keys: {e}"),
+    }
+}
+
+/// How often a node looks for cases whose retention ran out (at start, then at this pace).
+const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Purges the cases whose retention ran out, saying how many (never which person).
+async fn purge_due(engine: EngineHandle) {
+    match engine.purge_due().await {
+        Ok(0) => {}
+        Ok(purged) => tracing::info!(purged, "cases past retention purged"),
+        // Tried again at the next check.
+        Err(e) => tracing::warn!("cannot purge the cases past retention: {e}"),
     }
 }
 
