@@ -147,39 +147,41 @@ fn the_receiver_decrypts_exactly_the_fields_shared_and_the_consent_facts() {
         "mdm can open nothing but the referrals: {:?}",
         read.iter().map(|(k, _)| k).collect::<Vec<_>>()
     );
-    let mut seen = 0;
-    for plain in referrals {
-        let p: ReferralPayload = payload::decode(plain).unwrap_or_else(|x| panic!("{x}"));
-        let (data, share) = sent
-            .get(&p.note)
-            .unwrap_or_else(|| panic!("a referral we sent: {}", p.note));
-        let planted = planted_values(data);
-        // The shared fields are exactly those chosen, with the case's values.
-        let expected: BTreeMap<String, String> = share
-            .iter()
-            .map(|f| (f.clone(), planted[f].clone()))
-            .collect();
-        assert_eq!(p.shared, expected, "shared for {share:?}");
-        // The consent facts, and nothing of the consent that names or describes anyone.
-        assert_eq!(p.consent, data.consent.facts());
-        assert!(p.consent.given && p.consent.guardian_given == Some(true));
-        assert_eq!(p.consent.scope_orgs, vec!["mdm".to_string()]);
-        // No planted value that was not chosen is anywhere in the plaintext.
-        let text = String::from_utf8_lossy(plain);
-        // (The age, 29, is too short to look for in bytes; the shared map covers it.)
-        for (field, value) in planted.iter().filter(|(f, _)| *f != "age") {
-            if share.contains(field) {
-                assert!(text.contains(value.as_str()), "{field} was shared");
-            } else {
-                assert!(
-                    !text.contains(value.as_str()),
-                    "{field} was not shared but is readable"
-                );
-            }
-        }
-        seen += 1;
+    for plain in &referrals {
+        only_what_was_chosen(plain, &sent);
     }
-    assert_eq!(seen, choices.len());
+}
+
+/// One referral's plaintext holds the fields chosen and the consent facts, nothing else planted.
+fn only_what_was_chosen(plain: &[u8], sent: &BTreeMap<String, (CaseData, Vec<String>)>) {
+    let p: ReferralPayload = payload::decode(plain).unwrap_or_else(|x| panic!("{x}"));
+    let (data, share) = sent
+        .get(&p.note)
+        .unwrap_or_else(|| panic!("a referral we sent: {}", p.note));
+    let planted = planted_values(data);
+    // The shared fields are exactly those chosen, with the case's values.
+    let expected: BTreeMap<String, String> = share
+        .iter()
+        .map(|f| (f.clone(), planted[f].clone()))
+        .collect();
+    assert_eq!(p.shared, expected, "shared for {share:?}");
+    // The consent facts, and nothing of the consent that names or describes anyone.
+    assert_eq!(p.consent, data.consent.facts());
+    assert!(p.consent.given && p.consent.guardian_given == Some(true));
+    assert_eq!(p.consent.scope_orgs, vec!["mdm".to_string()]);
+    // No planted value that was not chosen is anywhere in the plaintext.
+    let text = String::from_utf8_lossy(plain);
+    // (The age, 29, is too short to look for in bytes; the shared map covers it.)
+    for (field, value) in planted.iter().filter(|(f, _)| *f != "age") {
+        if share.contains(field) {
+            assert!(text.contains(value.as_str()), "{field} was shared");
+        } else {
+            assert!(
+                !text.contains(value.as_str()),
+                "{field} was not shared but is readable"
+            );
+        }
+    }
 }
 
 /// Every event of a case: its opening, case-level events, referrals and their steps.
@@ -367,4 +369,71 @@ fn retention_purges_a_closed_case_on_every_node_and_no_sooner() {
         Err(passerelle_core::engine::EngineError::Erased { .. })
     ));
     assert!(e[0].case(&open, now()).is_ok());
+}
+
+/// The unix permission bits of a path.
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|x| panic!("{}: {x}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[test]
+fn the_command_line_echoes_no_value_writes_private_files_and_erases_a_case() {
+    use passerelle_tests::{ReferralSend, mechanism};
+    let setup = mechanism(&["mas", "mdm"], &[("aicha", "mas"), ("nurse", "mdm")], &[]);
+    // A wrongly typed field: the error names it, never the person's value.
+    setup.write(
+        "bad.json",
+        r#"{"case_type":"general","site":"medenine","needs":["health"],
+            "consent":{"given":true,"explained_by":"a","recorded_at":"2026-11-27T09:00:00Z"},
+            "person":{"first_name":"Zainab-canary","age":"Zainab-canary-age"}}"#,
+    );
+    let refused = setup
+        .node_run("aicha", &["case", "open", "--from", "bad.json"])
+        .expect_refused("person.age");
+    assert!(!refused.stderr.contains("canary"), "{}", refused.stderr);
+
+    let case = setup.open_case("aicha", "Lina", "general");
+    let referral = ReferralSend::new(&case, "mdm", "health").share("first_name");
+    setup.send_referral("aicha", &referral).expect_ok();
+    setup
+        .node_run("aicha", &["backup", "--out", "aicha.backup"])
+        .expect_ok();
+    setup
+        .node_run("aicha", &["bundle", "export", "--out", "aicha.bundle"])
+        .expect_ok();
+    let data = setup.file("node-aicha");
+    assert_eq!(mode(&data), 0o700, "the data directory");
+    for file in ["store.redb", "node.key", "node.toml"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    for file in ["aicha.backup", "aicha.bundle"] {
+        assert_eq!(mode(&setup.file(file)), 0o600, "{file}");
+    }
+
+    // Only the case manager erases; the erasure is audited with its reason.
+    let unknown = setup.node_run("aicha", &["case", "erase", &case, "--reason", "because"]);
+    assert_eq!(unknown.code, Some(2), "a usage error");
+    assert!(
+        unknown.stderr.contains("person_asked"),
+        "{}",
+        unknown.stderr
+    );
+    setup
+        .node_run(
+            "aicha",
+            &["case", "erase", &case, "--reason", "person_asked"],
+        )
+        .expect_ok();
+    setup
+        .node_run("aicha", &["case", "show", &case])
+        .expect_refused("erased: the person asked");
+    let audit = setup.node_run("aicha", &["audit"]).expect_ok();
+    assert!(audit.stdout.contains("case.erase"), "{}", audit.stdout);
+    let listed = setup.node_run("aicha", &["case", "list"]).expect_ok();
+    assert!(!listed.stdout.contains("Lina"), "{}", listed.stdout);
 }

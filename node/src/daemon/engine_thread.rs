@@ -563,6 +563,25 @@ impl EngineHandle {
     }
 }
 
+/// Purges what retention says is due, with one audit entry per case (its id, never its data).
+fn purge_due(
+    engine: &mut Engine,
+    now: time::OffsetDateTime,
+) -> Result<usize, passerelle_core::engine::EngineError> {
+    let purged = engine.purge_due(now)?;
+    for case in &purged {
+        engine
+            .store_mut()
+            .audit(&passerelle_core::store::AuditEntry {
+                at: passerelle_core::time_fmt::rfc3339(now),
+                user: "retention".into(),
+                action: "case.purge".into(),
+                subject: format!("{} retention", case.to_hex()),
+            })?;
+    }
+    Ok(purged.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -715,23 +734,4 @@ mod tests {
             .join()
             .unwrap_or_else(|_| panic!("the engine thread panicked"));
     }
-}
-
-/// Purges what retention says is due, with one audit entry per case (its id, never its data).
-fn purge_due(
-    engine: &mut Engine,
-    now: time::OffsetDateTime,
-) -> Result<usize, passerelle_core::engine::EngineError> {
-    let purged = engine.purge_due(now)?;
-    for case in &purged {
-        engine
-            .store_mut()
-            .audit(&passerelle_core::store::AuditEntry {
-                at: passerelle_core::time_fmt::rfc3339(now),
-                user: "retention".into(),
-                action: "case.purge".into(),
-                subject: format!("{} retention", case.to_hex()),
-            })?;
-    }
-    Ok(purged.len())
 }

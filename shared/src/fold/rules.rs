@@ -497,67 +497,74 @@ pub fn case_apply(record: &mut CaseRecord, seen: &Seen<'_>, m: &Mechanism) -> Op
                 .push((seen.id, seen.author_org.to_string()));
             None
         }
-        Kind::CaseUpdate(action) => {
-            if let Some(Err(())) = &seen.payload {
-                return Some(Rule::BadPayload);
-            }
-            let manager = seen.author_org == record.manager_org;
-            match action {
-                CaseAction::Note | CaseAction::Consent => {
-                    if !record.readers.iter().any(|r| r == seen.author_org) {
-                        return Some(Rule::AuthorNotAddressed);
-                    }
-                }
-                CaseAction::Transfer { to_org } => {
-                    if !manager {
-                        return Some(Rule::NotCaseManager);
-                    }
-                    if record.closed {
-                        return Some(Rule::InvalidCaseAction);
-                    }
-                    if !org_role(m, to_org, Role::CaseManagement)
-                        || seen.header.epoch_for(to_org).is_none()
-                    {
-                        return Some(Rule::BadReceiver);
-                    }
-                    record.manager_org = to_org.clone();
-                    if !record.readers.contains(to_org) {
-                        record.readers.push(to_org.clone());
-                    }
-                }
-                CaseAction::Close => {
-                    if !manager {
-                        return Some(Rule::NotCaseManager);
-                    }
-                    if record.closed {
-                        return Some(Rule::InvalidCaseAction);
-                    }
-                    record.closed = true;
-                }
-                CaseAction::Reopen => {
-                    if !manager {
-                        return Some(Rule::NotCaseManager);
-                    }
-                    if !record.closed {
-                        return Some(Rule::InvalidCaseAction);
-                    }
-                    record.closed = false;
-                }
-                CaseAction::Erase { reason } => {
-                    if !manager {
-                        return Some(Rule::NotCaseManager);
-                    }
-                    record.closed = true;
-                    record.purged = Some(Purge {
-                        at: seen.header.hlc,
-                        cause: PurgeCause::Erased(*reason),
-                    });
-                }
-            }
-            None
-        }
+        Kind::CaseUpdate(action) => case_update(record, seen, m, action),
         _ => Some(Rule::BadSubject),
     }
+}
+
+/// Applies a case-management action (note, consent, transfer, close, reopen, erase).
+fn case_update(
+    record: &mut CaseRecord,
+    seen: &Seen<'_>,
+    m: &Mechanism,
+    action: &CaseAction,
+) -> Option<Rule> {
+    if let Some(Err(())) = &seen.payload {
+        return Some(Rule::BadPayload);
+    }
+    let manager = seen.author_org == record.manager_org;
+    match action {
+        CaseAction::Note | CaseAction::Consent => {
+            if !record.readers.iter().any(|r| r == seen.author_org) {
+                return Some(Rule::AuthorNotAddressed);
+            }
+        }
+        CaseAction::Transfer { to_org } => {
+            if !manager {
+                return Some(Rule::NotCaseManager);
+            }
+            if record.closed {
+                return Some(Rule::InvalidCaseAction);
+            }
+            if !org_role(m, to_org, Role::CaseManagement) || seen.header.epoch_for(to_org).is_none()
+            {
+                return Some(Rule::BadReceiver);
+            }
+            record.manager_org = to_org.clone();
+            if !record.readers.contains(to_org) {
+                record.readers.push(to_org.clone());
+            }
+        }
+        CaseAction::Close => {
+            if !manager {
+                return Some(Rule::NotCaseManager);
+            }
+            if record.closed {
+                return Some(Rule::InvalidCaseAction);
+            }
+            record.closed = true;
+        }
+        CaseAction::Reopen => {
+            if !manager {
+                return Some(Rule::NotCaseManager);
+            }
+            if !record.closed {
+                return Some(Rule::InvalidCaseAction);
+            }
+            record.closed = false;
+        }
+        CaseAction::Erase { reason } => {
+            if !manager {
+                return Some(Rule::NotCaseManager);
+            }
+            record.closed = true;
+            record.purged = Some(Purge {
+                at: seen.header.hlc,
+                cause: PurgeCause::Erased(*reason),
+            });
+        }
+    }
+    None
 }
 
 /// Sends a referral: returns its record and the rule broken. `case` is the subject's record.
