@@ -437,3 +437,117 @@ fn the_command_line_echoes_no_value_writes_private_files_and_erases_a_case() {
     let listed = setup.node_run("aicha", &["case", "list"]).expect_ok();
     assert!(!listed.stdout.contains("Lina"), "{}", listed.stdout);
 }
+
+/// Each referral's status and each event's verdict, as one node holds them.
+fn fold_state(engine: &Engine) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in engine.store().referral_records().unwrap_or_default() {
+        out.push(format!("{} {:?}", r.id.short(), r.status));
+    }
+    for e in crate::events::all_events(std::slice::from_ref(engine)) {
+        let v = engine.store().verdict(&e.id()).unwrap_or_default();
+        out.push(format!("{} {:?}", e.id().short(), v.map(|v| v.broken)));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_withdrawal_withdraws_open_referrals_refuses_new_ones_and_drops_what_was_shared() {
+    use passerelle_core::engine::{EngineError, Step};
+    use passerelle_core::event::Transition;
+    use passerelle_core::fold::{Rule, Status};
+    let (sim, dir, mut e) = scenario();
+    let data = planted_case("withdraw");
+    let case = e[0]
+        .open_case(data.clone(), "aicha", now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    let first = e[0]
+        .send_referral(referral_to_mdm(case), "aicha", now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    sync(&mut e);
+    e[2].referral_step(
+        first,
+        Step::new(Transition::Acknowledge, "seen"),
+        "nurse",
+        now(),
+    )
+    .unwrap_or_else(|x| panic!("{x}"));
+    sync(&mut e);
+    assert!(
+        e[2].referral(&first, now())
+            .is_ok_and(|r| r.shared.contains_key("first_name"))
+    );
+
+    // A category that is sensitive is never named in clear.
+    let sensitive = e[0].withdraw_consent(case, vec![], vec!["gbv".into()], "aicha", now());
+    assert!(sensitive.is_err(), "{sensitive:?}");
+    let (_, withdrawn) = e[0]
+        .withdraw_consent(case, vec!["mdm".into()], vec![], "aicha", now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(withdrawn.len(), 1, "the open referral to mdm is withdrawn");
+    sync(&mut e);
+    for (i, node) in e.iter().enumerate() {
+        let r = node.store().referral_record(&first).unwrap_or_default();
+        assert_eq!(r.map(|r| r.status), Some(Status::Withdrawn), "node {i}");
+        let send = node.store().event(&first).unwrap_or_default();
+        assert!(
+            send.is_some_and(|s| s.body().is_none()),
+            "node {i} dropped the shared fields"
+        );
+    }
+    let view = e[2]
+        .referral(&first, now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    assert!(
+        view.shared.is_empty() && !view.readable,
+        "mdm reads nothing shared any more"
+    );
+
+    // A new referral it covers is refused, with its rule; an allowed override goes through.
+    let refused = e[0].send_referral(referral_to_mdm(case), "aicha", now());
+    assert!(
+        matches!(refused, Err(EngineError::Rule(Rule::ConsentWithdrawn))),
+        "{refused:?}"
+    );
+    let overridden = ReferralRequest {
+        emergency_override: Some("life at risk, the doctor must see him now".into()),
+        ..referral_to_mdm(case)
+    };
+    let emergency = e[0]
+        .send_referral(overridden, "aicha", now())
+        .unwrap_or_else(|x| panic!("override: {x}"));
+    sync(&mut e);
+    let r = e[2].store().referral_record(&emergency).unwrap_or_default();
+    assert_eq!(
+        r.map(|r| r.status),
+        Some(Status::Sent),
+        "mdm judges the override valid"
+    );
+    assert!(
+        holds_a_body(&e[0], &case),
+        "the case itself is kept: only what was shared goes"
+    );
+
+    // A fresh node of mdm that receives the partner's events before the case's judges alike.
+    let all = crate::events::all_events(&e);
+    let (theirs, ours): (Vec<_>, Vec<_>) = all.into_iter().partition(|ev| {
+        ev.header().author == sim.node("nurse").map(|n| n.key()).unwrap_or_default()
+    });
+    let late_dir = dir.path().join("late");
+    std::fs::create_dir_all(&late_dir).unwrap_or_else(|x| panic!("{x}"));
+    let mut late = sim
+        .engine("nurse", &late_dir, true, now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    late.receive(&theirs, now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    late.receive(&ours, now()).unwrap_or_else(|x| panic!("{x}"));
+    late.retry_held(now()).unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(fold_state(&late), fold_state(&e[2]));
+    assert!(
+        late.store()
+            .event(&first)
+            .unwrap_or_default()
+            .is_some_and(|s| s.body().is_none())
+    );
+}

@@ -111,6 +111,19 @@ pub fn happened(lang: &str, happened: &Happened, org: impl Fn(&str) -> String) -
         Happened::Closed => t(lang, "timeline-closed", &[]),
         Happened::Reopened => t(lang, "timeline-reopened", &[]),
         Happened::Consent => t(lang, "timeline-consent", &[]),
+        Happened::ConsentWithdrawn { orgs, categories } => {
+            if orgs.is_empty() && categories.is_empty() {
+                t(lang, "timeline-consent-withdrawn-all", &[])
+            } else {
+                let mut scope: Vec<String> = orgs.iter().map(|o| org(o)).collect();
+                scope.extend(categories.iter().cloned());
+                t(
+                    lang,
+                    "timeline-consent-withdrawn",
+                    &[("scope", &scope.join(", "))],
+                )
+            }
+        }
         Happened::Erased { reason } => {
             let reason = t(lang, &format!("erase-reason-{}", reason.as_str()), &[]);
             t(lang, "timeline-erased", &[("reason", &reason)])

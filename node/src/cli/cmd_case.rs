@@ -126,6 +126,19 @@ pub fn case(cmd: CaseCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Resu
         }
         CaseCmd::Close { id, note } => case_action(dir, pass, user, id, CaseStep::Close, note),
         CaseCmd::Reopen { id, note } => case_action(dir, pass, user, id, CaseStep::Reopen, note),
+        CaseCmd::WithdrawConsent {
+            id,
+            orgs,
+            categories,
+        } => {
+            let action = CaseStep::WithdrawConsent { orgs, categories };
+            let note = String::new();
+            client::call::<EventMade>(dir, pass, user, Request::CaseAction { id, action, note })?;
+            say!(
+                "Consent withdrawn: the open referrals it covers are withdrawn, and no new one it covers is valid."
+            );
+            Ok(())
+        }
         CaseCmd::Erase { id, reason } => {
             let action = CaseStep::Erase { reason };
             let note = String::new();

@@ -324,6 +324,18 @@ pub enum CaseCmd {
         #[arg(long, default_value = "")]
         note: String,
     },
+    /// Record that the person withdrew consent (for the partners and categories named, or for
+    /// every referral): open referrals it covers are withdrawn, no new one it covers is valid
+    /// anywhere, and what was shared under it is dropped on every node.
+    WithdrawConsent {
+        id: String,
+        /// A partner the withdrawal covers (repeat it; none: every partner).
+        #[arg(long = "org", value_name = "ORG")]
+        orgs: Vec<String>,
+        /// A service category it covers (repeat it; none: every category; never a sensitive one).
+        #[arg(long = "category", value_name = "CATEGORY")]
+        categories: Vec<String>,
+    },
     /// Erase a case now (case manager only): every node that holds it drops the bodies of its
     /// events; the clear facts reports need stay. Recorded with its reason, and audited.
     Erase {

@@ -71,6 +71,23 @@ pub(super) fn action(
     now: OffsetDateTime,
 ) -> Result<EventMade> {
     let case = engine.resolve_id(id, false)?;
+    if let CaseStep::WithdrawConsent { orgs, categories } = action {
+        let scope = format!(
+            "orgs [{}] categories [{}]",
+            orgs.join(" "),
+            categories.join(" ")
+        );
+        let (event, withdrawn) = engine.withdraw_consent(case, orgs, categories, &ctx.user, now)?;
+        let detail = format!(
+            "{} {scope}, {} referrals withdrawn",
+            case.to_hex(),
+            withdrawn.len()
+        );
+        audit(engine, ctx, "case.consent_withdrawn", &detail)?;
+        return Ok(EventMade {
+            event: event.to_hex(),
+        });
+    }
     let erase = match &action {
         CaseStep::Erase { reason } => Some(*reason),
         _ => None,
@@ -112,6 +129,13 @@ pub enum CaseStep {
     },
     Close,
     Reopen,
+    /// The person withdrew consent for these partners and categories (both empty: for all).
+    WithdrawConsent {
+        #[serde(default)]
+        orgs: Vec<String>,
+        #[serde(default)]
+        categories: Vec<String>,
+    },
     /// Erase the case now (its manager only): every node drops its events' bodies.
     Erase {
         #[serde(with = "passerelle_core::words::one")]
@@ -127,6 +151,9 @@ impl From<CaseStep> for CaseAction {
             CaseStep::Close => CaseAction::Close,
             CaseStep::Reopen => CaseAction::Reopen,
             CaseStep::Erase { reason } => CaseAction::Erase { reason },
+            CaseStep::WithdrawConsent { orgs, categories } => {
+                CaseAction::ConsentWithdrawn { orgs, categories }
+            }
         }
     }
 }

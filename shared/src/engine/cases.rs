@@ -114,6 +114,67 @@ impl Engine {
         Ok(record)
     }
 
+    /// Records that the person withdrew consent for these partners and categories (both
+    /// empty: for all), and withdraws the open referrals this organisation sent that it covers.
+    /// Every node then refuses a referral it covers (unless an allowed emergency override is
+    /// recorded) and drops what was shared under it. Returns the withdrawal and the referrals
+    /// withdrawn.
+    pub fn withdraw_consent(
+        &mut self,
+        case: EventId,
+        orgs: Vec<String>,
+        categories: Vec<String>,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<(EventId, Vec<EventId>), EngineError> {
+        let m = self.store.config().require()?.clone();
+        for org in &orgs {
+            if m.org(org).is_none() {
+                let org = keys::truncate_for_error(org);
+                return Err(invalid(format!("unknown organisation `{org}`")));
+            }
+        }
+        for category in &categories {
+            match m.category(category) {
+                None => {
+                    let category = keys::truncate_for_error(category);
+                    return Err(invalid(format!("unknown service category `{category}`")));
+                }
+                Some(c) if c.sensitive => {
+                    return Err(invalid(format!(
+                        "`{}` is sensitive and is never named in clear: withdraw consent for the partner, or for all",
+                        c.id
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        let scope = crate::fold::Withdrawal {
+            at: crate::event::Hlc::default(),
+            orgs: orgs.clone(),
+            categories: categories.clone(),
+        };
+        let action = CaseAction::ConsentWithdrawn { orgs, categories };
+        let withdrawal = self.case_action(case, action, "", None, by, now)?;
+        let mut withdrawn = Vec::new();
+        for referral in self.store.case_referrals(&case)? {
+            let Some(r) = self.store.referral_record(&referral)? else {
+                continue;
+            };
+            if r.sender_org == self.org
+                && r.status.is_open()
+                && scope.covers(&r.receiver_org, r.category.as_deref())
+            {
+                let step = crate::engine::Step::new(
+                    crate::event::Transition::Withdraw,
+                    "consent withdrawn",
+                );
+                withdrawn.push(self.referral_step(referral, step, by, now)?);
+            }
+        }
+        Ok((withdrawal, withdrawn))
+    }
+
     /// Erases a case before its retention period ends (its manager only): every node that
     /// holds the case drops the bodies of its events once the erasure reaches it.
     pub fn erase_case(

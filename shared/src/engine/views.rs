@@ -70,6 +70,11 @@ pub enum Happened {
         #[serde(with = "crate::words::one")]
         reason: crate::event::EraseReason,
     },
+    /// Consent withdrawn for these partners and categories (both empty: for all).
+    ConsentWithdrawn {
+        orgs: Vec<String>,
+        categories: Vec<String>,
+    },
     ReferralSent {
         to_org: String,
     },
@@ -97,6 +102,12 @@ impl Happened {
             Kind::CaseUpdate(CaseAction::Reopen) => Happened::Reopened,
             Kind::CaseUpdate(CaseAction::Consent) => Happened::Consent,
             Kind::CaseUpdate(CaseAction::Erase { reason }) => Happened::Erased { reason: *reason },
+            Kind::CaseUpdate(CaseAction::ConsentWithdrawn { orgs, categories }) => {
+                Happened::ConsentWithdrawn {
+                    orgs: orgs.clone(),
+                    categories: categories.clone(),
+                }
+            }
             Kind::ReferralSend { to_org, .. } => Happened::ReferralSent {
                 to_org: to_org.clone(),
             },

@@ -68,6 +68,14 @@ pub enum CaseAction {
     Erase {
         reason: EraseReason,
     },
+    /// The person withdrew consent, for the partners and service categories named in clear
+    /// (both empty: for every referral). From then on no referral it covers is valid, open
+    /// ones are withdrawn, and what was shared under it is dropped on every node. A sensitive
+    /// category is never named here: withdraw for the partner, or for all.
+    ConsentWithdrawn {
+        orgs: Vec<String>,
+        categories: Vec<String>,
+    },
 }
 
 /// Why a case manager erases a case before its retention period ends.

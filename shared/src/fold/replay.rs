@@ -6,11 +6,11 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use super::{
-    Decrypted, FoldError, FoldKeys, FoldStore, Link, MapBody, MapFold, ReferralRecord, Rule, Seen,
-    Status, Verdict, author_org, decrypt_event, rules,
+    CaseRecord, Decrypted, FoldError, FoldKeys, FoldStore, Link, MapBody, MapFold, ReferralRecord,
+    Rule, Seen, Status, Verdict, author_org, decrypt_event, rules,
 };
 use crate::config::{ConfigState, Mechanism};
-use crate::event::{Event, EventId, Header, Hlc, Kind};
+use crate::event::{CaseAction, Event, EventId, Header, Hlc, Kind};
 use crate::{keys, payload};
 
 /// One run of the fold over a store, with the keys it reads with.
@@ -100,13 +100,73 @@ impl<S: FoldStore> Fold<'_, S> {
     /// itself, or anything arriving after it: stored without its body).
     fn fold_now(&mut self, event: &Event) -> Result<(), S::Error> {
         self.fold_event(event)?;
-        if let Some(case_id) = self.case_of(event.header())?
-            && self
-                .store
-                .case(&case_id)?
-                .is_some_and(|c| c.purged.is_some())
-        {
+        let Some(case_id) = self.case_of(event.header())? else {
+            return Ok(());
+        };
+        let Some(case) = self.store.case(&case_id)? else {
+            return Ok(());
+        };
+        if case.purged.is_some() {
             self.purge_bodies(&case_id)?;
+        } else if !case.withdrawals.is_empty() {
+            let referral = match event.header().kind {
+                Kind::ReferralSend { .. } => Some(event.id()),
+                Kind::ReferralUpdate { .. } => event.header().subject,
+                _ => None,
+            };
+            if let Some(referral) = referral {
+                self.prune_withdrawn(&case, &referral)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After a consent withdrawal is folded: what was shared under it is dropped, and the
+    /// referrals sent after it are judged again (one folded before the withdrawal arrived
+    /// comes out as it does on every node).
+    fn after_withdrawals(&mut self, case_id: &EventId) -> Result<(), S::Error> {
+        let Some(case) = self.store.case(case_id)? else {
+            return Ok(());
+        };
+        for referral in self.store.linked(case_id, Link::Referral)? {
+            let Some(h) = self.store.header(&referral)? else {
+                continue;
+            };
+            let Kind::ReferralSend {
+                to_org, category, ..
+            } = &h.kind
+            else {
+                continue;
+            };
+            if rules::withdrawn_before(&case, h.hlc, to_org, category.as_deref()) {
+                self.replay_referral(&referral, true)?;
+            }
+            self.prune_withdrawn(&case, &referral)?;
+        }
+        Ok(())
+    }
+
+    /// Drops the bodies of a referral sent before a withdrawal that covers it (the fields
+    /// shared under that consent) and of its steps.
+    fn prune_withdrawn(&mut self, case: &CaseRecord, referral: &EventId) -> Result<(), S::Error> {
+        let Some(h) = self.store.header(referral)? else {
+            return Ok(());
+        };
+        let Kind::ReferralSend {
+            to_org, category, ..
+        } = &h.kind
+        else {
+            return Ok(());
+        };
+        let covered = case
+            .withdrawals
+            .iter()
+            .any(|w| h.hlc < w.at && w.covers(to_org, category.as_deref()));
+        if covered {
+            self.store.prune_body(referral)?;
+            for step in self.store.linked(referral, Link::Step)? {
+                self.store.prune_body(&step)?;
+            }
         }
         Ok(())
     }
@@ -233,6 +293,13 @@ impl<S: FoldStore> Fold<'_, S> {
             record.last = seen.order_key();
             record.last_activity = record.last_activity.max(h.hlc);
             self.store.put_case(&record)?;
+            let withdrawal = matches!(
+                h.kind,
+                Kind::CaseUpdate(CaseAction::ConsentWithdrawn { .. })
+            );
+            if broken.is_none() && withdrawal {
+                self.after_withdrawals(&case_id)?;
+            }
             return Ok(Some(broken));
         }
         self.store.put_case(&record)?;
@@ -430,9 +497,12 @@ impl<S: FoldStore> Fold<'_, S> {
                 .filter(|p| p.cause == rules::PurgeCause::Retention);
         }
         let purged = record.purged.is_some();
+        let withdrawn = !record.withdrawals.is_empty();
         self.store.put_case(&record)?;
         if purged {
             self.purge_bodies(case_id)?;
+        } else if withdrawn {
+            self.after_withdrawals(case_id)?;
         }
         Ok(())
     }

@@ -68,6 +68,9 @@ pub enum Rule {
     MapTooLarge,
     /// The case was erased or reached the end of its retention: nothing more is added to it.
     CaseErased,
+    /// The person withdrew consent for this referral's partner or category (and no allowed
+    /// emergency override was recorded).
+    ConsentWithdrawn,
 }
 
 impl Rule {
@@ -98,6 +101,7 @@ impl Rule {
             Rule::MapWrongActor => "map_wrong_actor",
             Rule::MapTooLarge => "map_too_large",
             Rule::CaseErased => "case_erased",
+            Rule::ConsentWithdrawn => "consent_withdrawn",
         }
     }
 }
@@ -149,6 +153,9 @@ impl fmt::Display for Rule {
             Rule::MapWrongActor => "its map change is written as another node's",
             Rule::MapTooLarge => "it would grow the profile's document past its bound",
             Rule::CaseErased => "the case was erased: nothing more is added to it",
+            Rule::ConsentWithdrawn => {
+                "the person withdrew consent for this partner or category, and no allowed emergency override was recorded"
+            }
         };
         f.write_str(text)
     }
@@ -232,6 +239,36 @@ pub struct CaseRecord {
     /// Last, so a record stored before it existed reads with one `None` byte appended.
     #[serde(default)]
     pub purged: Option<Purge>,
+    /// The person's consent withdrawals, in replay order (after `purged`, for the same reason).
+    #[serde(default)]
+    pub withdrawals: Vec<Withdrawal>,
+}
+
+/// A consent withdrawal recorded on a case, with its scope as the clear header names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withdrawal {
+    pub at: Hlc,
+    /// Partners it covers; empty: every partner.
+    pub orgs: Vec<String>,
+    /// Service categories it covers (never a sensitive one); empty: every category.
+    pub categories: Vec<String>,
+}
+
+impl Withdrawal {
+    /// Whether it covers a referral to `to_org` whose clear category is `category` (`None`:
+    /// sensitive, covered only by a withdrawal for every category).
+    pub fn covers(&self, to_org: &str, category: Option<&str>) -> bool {
+        (self.orgs.is_empty() || self.orgs.iter().any(|o| o == to_org))
+            && (self.categories.is_empty()
+                || category.is_some_and(|c| self.categories.iter().any(|w| w == c)))
+    }
+}
+
+/// Whether a withdrawal made before `at` covers a referral to `to_org` in `category`.
+pub fn withdrawn_before(case: &CaseRecord, at: Hlc, to_org: &str, category: Option<&str>) -> bool {
+    case.withdrawals
+        .iter()
+        .any(|w| w.at < at && w.covers(to_org, category))
 }
 
 /// A case's purge: from then on, no node keeps the bodies of its events.
@@ -447,6 +484,7 @@ pub fn case_open(seen: &Seen<'_>, m: &Mechanism) -> (CaseRecord, Option<Rule>) {
         last: seen.order_key(),
         last_activity: h.hlc,
         purged: None,
+        withdrawals: Vec::new(),
     };
     (record, broken)
 }
@@ -553,6 +591,23 @@ fn case_update(
             }
             record.closed = false;
         }
+        CaseAction::ConsentWithdrawn { orgs, categories } => {
+            if !record.readers.iter().any(|r| r == seen.author_org) {
+                return Some(Rule::AuthorNotAddressed);
+            }
+            let known_orgs = orgs.iter().all(|o| m.org(o).is_some());
+            let clear_categories = categories
+                .iter()
+                .all(|c| m.category(c).is_some_and(|c| !c.sensitive));
+            if !known_orgs || !clear_categories {
+                return Some(Rule::InvalidCaseAction);
+            }
+            record.withdrawals.push(Withdrawal {
+                at: seen.header.hlc,
+                orgs: orgs.clone(),
+                categories: categories.clone(),
+            });
+        }
         CaseAction::Erase { reason } => {
             if !manager {
                 return Some(Rule::NotCaseManager);
@@ -624,11 +679,13 @@ fn referral_rules<L: Lookup>(
     {
         return Ok(Some(Rule::NotAllowedToActivate));
     }
-    match case {
-        Some(c) if c.valid && c.purged.is_some() => return Ok(Some(Rule::CaseErased)),
-        Some(c) if c.valid => {}
+    let case = match case {
+        Some(c) if c.valid && c.purged.is_some_and(|p| p.at < h.hlc) => {
+            return Ok(Some(Rule::CaseErased));
+        }
+        Some(c) if c.valid => c,
         _ => return Ok(Some(Rule::BadSubject)),
-    }
+    };
     if !org_role(m, to_org, Role::ProvideServices)
         || h.epoch_for(to_org).is_none()
         || to_org == seen.author_org
@@ -658,17 +715,20 @@ fn referral_rules<L: Lookup>(
     if !clear_ok {
         return Ok(Some(Rule::UnknownCategory));
     }
-    if m.doc.sop.consent_required && !p.consent.covers(to_org, &p.category) {
-        let may_override = m.org(seen.author_org).is_some_and(|o| {
+    let overridden = p.emergency_override.is_some()
+        && m.org(seen.author_org).is_some_and(|o| {
             m.doc
                 .sop
                 .emergency_override_roles
                 .iter()
                 .any(|r| o.has_role(*r))
         });
-        if !(p.emergency_override.is_some() && may_override) {
-            return Ok(Some(Rule::NoConsent));
-        }
+    if m.doc.sop.consent_required && !p.consent.covers(to_org, &p.category) && !overridden {
+        return Ok(Some(Rule::NoConsent));
+    }
+    // Judged where the payload is read: only there is an emergency override visible.
+    if withdrawn_before(case, h.hlc, to_org, category) && !overridden {
+        return Ok(Some(Rule::ConsentWithdrawn));
     }
     let Some(case_type) = m.case_type(&p.case_type) else {
         return Ok(Some(Rule::BadPayload));

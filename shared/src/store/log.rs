@@ -296,10 +296,10 @@ impl Lookup for TxStore<'_, '_> {
     }
 }
 
-/// A stored case record. Records written before `purged` existed end one field early: read
-/// them with its `None` (one zero byte) appended.
+/// A stored case record. Records written before `purged` and `withdrawals` existed end two
+/// fields early: read them with `None` and an empty list (two zero bytes) appended.
 pub(crate) fn decode_case(bytes: &[u8]) -> Result<CaseRecord, StoreError> {
-    dec(bytes, "case").or_else(|_| dec(&[bytes, &[0]].concat(), "case"))
+    dec(bytes, "case").or_else(|_| dec(&[bytes, &[0, 0]].concat(), "case"))
 }
 
 fn link_code(link: Link) -> u8 {
@@ -551,9 +551,15 @@ impl<'a, 't> Ingest<'a, 't> {
             }
         }
         for mut record in due {
+            // The moment retention ran out, the same on every node (not this node's `now`).
+            let kept = if record.closed || !record.valid {
+                m.doc.sop.retention_days
+            } else {
+                m.doc.sop.open_case_inactive_days.unwrap_or_default()
+            };
             record.purged = Some(crate::fold::Purge {
                 at: Hlc {
-                    ms: now_ms,
+                    ms: record.last_activity.ms + u64::from(kept) * 86_400_000,
                     counter: 0,
                 },
                 cause: crate::fold::PurgeCause::Retention,
