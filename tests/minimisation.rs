@@ -415,6 +415,17 @@ fn the_command_line_echoes_no_value_writes_private_files_and_erases_a_case() {
         assert_eq!(mode(&setup.file(file)), 0o600, "{file}");
     }
 
+    // The person's right to know: everything held about them, in their language, audited.
+    setup
+        .node_run("aicha", &["case", "export", &case, "--out", "lina.html", "--lang", "ar"])
+        .expect_ok();
+    assert_eq!(mode(&setup.file("lina.html")), 0o600);
+    let page = setup.read("lina.html");
+    for expected in ["dir=\"rtl\"", "ما نحتفظ به عنك", "Lina", "الاسم", "ما تلقته", "وافقت على الإحالة"] {
+        assert!(page.contains(expected), "the export lacks {expected:?}");
+    }
+    assert!(page.contains("fever and cough"), "all the person's data, health included");
+
     // Only the case manager erases; the erasure is audited with its reason.
     let unknown = setup.node_run("aicha", &["case", "erase", &case, "--reason", "because"]);
     assert_eq!(unknown.code, Some(2), "a usage error");
@@ -434,6 +445,7 @@ fn the_command_line_echoes_no_value_writes_private_files_and_erases_a_case() {
         .expect_refused("erased: the person asked");
     let audit = setup.node_run("aicha", &["audit"]).expect_ok();
     assert!(audit.stdout.contains("case.erase"), "{}", audit.stdout);
+    assert!(audit.stdout.contains("case.export"), "{}", audit.stdout);
     let listed = setup.node_run("aicha", &["case", "list"]).expect_ok();
     assert!(!listed.stdout.contains("Lina"), "{}", listed.stdout);
 }

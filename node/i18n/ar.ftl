@@ -202,3 +202,19 @@ rule-map_wrong_actor = كُتب تعديل الخريطة باسم عقدة أخ
 rule-map_too_large = سيجعل هذا التعديل الملف كبيرًا جدًا.
 rule-case_erased = تم محو الملف: لا يضاف إليه شيء بعد الآن.
 rule-consent_withdrawn = سحب الشخص موافقته بالنسبة إلى هذا الشريك أو هذه الفئة.
+
+# The person's right to know: everything the node holds about them, printable.
+field-date-of-birth = تاريخ الميلاد
+field-documents = الوثائق المحفوظة
+export-vulnerabilities = مواطن الهشاشة
+export-title = ما نحتفظ به عنك
+export-intro = تعرض هذه الصفحة كل ما تحتفظ به { $org } عنك في آلية الإحالة { $mechanism }: معلوماتك، والإحالات التي أجريت لك مع ما تلقاه كل شريك، وموافقتك.
+export-received = ما تلقته { $org }:
+export-nothing-shared = لا شيء سوى الإحالة نفسها.
+export-consent-given = وافقت على الإحالة (سُجّلت في { $at }).
+export-consent-refused = لم توافق على الإحالة (سُجّلت في { $at }).
+export-guardian-given = وافق وليّك.
+export-guardian-refused = لم يوافق وليّك.
+export-scope = تشمل موافقتك: { $scope }
+export-printed = طُبعت في { $at } بواسطة { $user }، من عقدة { $org }. هذه الطباعة مسجلة في سجل التدقيق الخاص بالعقدة.
+button-export = طباعة للشخص

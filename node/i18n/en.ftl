@@ -202,3 +202,19 @@ rule-map_wrong_actor = the map change was written under another node's name.
 rule-map_too_large = the map change would make the profile too large.
 rule-case_erased = the case was erased: nothing more is added to it.
 rule-consent_withdrawn = the person withdrew consent for this partner or category.
+
+# The person's right to know: everything the node holds about them, printable.
+field-date-of-birth = Date of birth
+field-documents = Documents held
+export-vulnerabilities = Vulnerabilities
+export-title = What we hold about you
+export-intro = This page lists everything { $org } holds about you in the referral mechanism { $mechanism }: your information, the referrals made for you with what each partner received, and your consent.
+export-received = What { $org } received:
+export-nothing-shared = Nothing but the referral itself.
+export-consent-given = You agreed to be referred (recorded { $at }).
+export-consent-refused = You did not agree to be referred (recorded { $at }).
+export-guardian-given = Your guardian agreed.
+export-guardian-refused = Your guardian did not agree.
+export-scope = Your agreement covers: { $scope }
+export-printed = Printed on { $at } by { $user }, from the node of { $org }. This printout is recorded in the node's audit log.
+button-export = Print for the person

@@ -202,3 +202,19 @@ rule-map_wrong_actor = la modification de la carte a été écrite au nom d'un a
 rule-map_too_large = la modification rendrait le profil trop volumineux.
 rule-case_erased = le dossier a été effacé : plus rien n'y est ajouté.
 rule-consent_withdrawn = la personne a retiré son consentement pour ce partenaire ou cette catégorie.
+
+# The person's right to know: everything the node holds about them, printable.
+field-date-of-birth = Date de naissance
+field-documents = Documents détenus
+export-vulnerabilities = Vulnérabilités
+export-title = Ce que nous détenons à votre sujet
+export-intro = Cette page liste tout ce que { $org } détient à votre sujet dans le mécanisme d'orientation { $mechanism } : vos informations, les orientations faites pour vous avec ce que chaque partenaire a reçu, et votre consentement.
+export-received = Ce que { $org } a reçu :
+export-nothing-shared = Rien d'autre que l'orientation elle-même.
+export-consent-given = Vous avez accepté d'être orienté·e (enregistré le { $at }).
+export-consent-refused = Vous n'avez pas accepté d'être orienté·e (enregistré le { $at }).
+export-guardian-given = Votre tuteur ou tutrice a accepté.
+export-guardian-refused = Votre tuteur ou tutrice n'a pas accepté.
+export-scope = Votre accord porte sur : { $scope }
+export-printed = Imprimé le { $at } par { $user }, depuis le nœud de { $org }. Cette impression est inscrite au journal d'audit du nœud.
+button-export = Imprimer pour la personne

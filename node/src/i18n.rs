@@ -47,6 +47,28 @@ pub fn lang(requested: &str) -> &'static str {
         .unwrap_or("fr")
 }
 
+/// The label of a person's field (a `--share` name) in `lang`.
+pub fn field(lang: &str, field: &str) -> String {
+    let key = match field {
+        "first_name" => "field-first-name",
+        "last_name" => "field-last-name",
+        "age" => "field-age",
+        "date_of_birth" => "field-date-of-birth",
+        "sex" => "field-sex",
+        "nationality" => "field-nationality",
+        "languages" => "col-languages",
+        "phone" => "field-phone",
+        "location" => "field-location",
+        "health" => "field-health",
+        "protection" => "field-protection",
+        "documents" => "field-documents",
+        "needs" => "field-needs",
+        "vulnerabilities" => "export-vulnerabilities",
+        other => return other.to_string(),
+    };
+    t(lang, key, &[])
+}
+
 /// Whether a language is written right to left.
 pub fn rtl(lang: &str) -> bool {
     lang == "ar"

@@ -15,6 +15,7 @@ mod local_daemon;
 mod poster;
 mod rpc;
 mod samples;
+mod subject_access;
 mod util;
 mod web;
 

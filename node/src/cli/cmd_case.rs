@@ -93,6 +93,22 @@ pub fn case(cmd: CaseCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Resu
             print_case(&out, &Names::load(dir));
             Ok(())
         }
+        CaseCmd::Export { id, out, lang } => {
+            let view: CaseView = client::call(dir, pass, user, Request::CaseExport { id })?;
+            let printed = crate::subject_access::Printed {
+                user,
+                org: &dir.public()?.org,
+                at: time::OffsetDateTime::now_utc(),
+            };
+            let names = Names::load(dir);
+            let html = crate::subject_access::render(&view, names.0.as_deref(), &lang, &printed)?;
+            crate::fsutil::write_new(&out, html.as_bytes(), true)?;
+            say!(
+                "Written to {}: give it to the person; the export is in the audit log.",
+                out.display()
+            );
+            Ok(())
+        }
         CaseCmd::Note { id, note } => {
             let out: EventMade = client::call(
                 dir,

@@ -298,6 +298,17 @@ pub enum CaseCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Everything this node holds about the person of a case, printable, in their language:
+    /// their information, every referral with what each partner received, their consent and
+    /// its history. Audited.
+    Export {
+        id: String,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// fr, en or ar.
+        #[arg(long, default_value = "fr", value_parser = ["fr", "en", "ar"])]
+        lang: String,
+    },
     /// Add a note to a case.
     Note {
         id: String,

@@ -62,6 +62,19 @@ pub(super) fn show(
     Ok(view)
 }
 
+/// The case for the person's own copy: the same view, audited as an export.
+pub(super) fn export(
+    engine: &mut Engine,
+    ctx: &Context,
+    id: &str,
+    now: OffsetDateTime,
+) -> Result<CaseView> {
+    let id = engine.resolve_id(id, false)?;
+    let view = engine.case(&id, now)?;
+    audit(engine, ctx, "case.export", &id.to_hex())?;
+    Ok(view)
+}
+
 pub(super) fn action(
     engine: &mut Engine,
     ctx: &Context,

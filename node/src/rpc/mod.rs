@@ -69,6 +69,10 @@ pub enum Request {
     CaseShow {
         id: String,
     },
+    /// Everything this node holds about the person of a case, for them to read (audited).
+    CaseExport {
+        id: String,
+    },
     CaseAction {
         id: String,
         action: case::CaseStep,
@@ -156,6 +160,7 @@ impl Request {
             Request::CaseOpen { .. } => "case_open",
             Request::CaseList { .. } => "case_list",
             Request::CaseShow { .. } => "case_show",
+            Request::CaseExport { .. } => "case_export",
             Request::CaseAction { .. } => "case_action",
             Request::Determine { .. } => "determine",
             Request::ReferralSend(_) => "referral_send",
@@ -228,7 +233,9 @@ impl Response {
             Request::OverrideExpiry { .. } => R::ExpiryOverridden(Deserialize::deserialize(d)?),
             Request::CaseOpen { .. } => R::CaseOpened(Deserialize::deserialize(d)?),
             Request::CaseList { .. } => R::Cases(Deserialize::deserialize(d)?),
-            Request::CaseShow { .. } => R::Case(Deserialize::deserialize(d)?),
+            Request::CaseShow { .. } | Request::CaseExport { .. } => {
+                R::Case(Deserialize::deserialize(d)?)
+            }
             Request::CaseAction { .. } | Request::Determine { .. } => {
                 R::EventMade(Deserialize::deserialize(d)?)
             }
@@ -460,6 +467,9 @@ fn dispatch_cases_and_map(
             Response::Cases(case::list(engine, ctx, search.as_deref())?)
         }
         Request::CaseShow { id } => Response::Case(Box::new(case::show(engine, ctx, &id, now)?)),
+        Request::CaseExport { id } => {
+            Response::Case(Box::new(case::export(engine, ctx, &id, now)?))
+        }
         Request::CaseAction { id, action, note } => {
             Response::EventMade(case::action(engine, ctx, &id, action, &note, now)?)
         }

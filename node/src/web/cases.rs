@@ -271,6 +271,32 @@ pub(super) async fn case_show(
     })
 }
 
+/// The person's own copy of everything this node holds about them, printable, in the page's
+/// language (the request is audited as an export).
+pub(super) async fn case_export(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let session = session_or_login!(state, headers);
+    require_cases!(state, headers, session);
+    let p = page(&headers, Some(&session), &state.org, "nav-cases");
+    let m = state.mechanism().await;
+    let c: CaseView = match state.call(&session.user, Request::CaseExport { id }).await {
+        Ok(c) => c,
+        Err(e) => return message(StatusCode::NOT_FOUND, p, e),
+    };
+    let printed = crate::subject_access::Printed {
+        user: &session.user,
+        org: &state.org,
+        at: time::OffsetDateTime::now_utc(),
+    };
+    match crate::subject_access::render(&c, m.as_deref(), p.lang, &printed) {
+        Ok(text) => super::html(text),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("template: {e}")).into_response(),
+    }
+}
+
 /// The person's recorded fields, each with its label in the page's language (empty ones left
 /// out).
 fn person_fields(p: &PageCtx, person: &Person) -> Vec<(String, String)> {

@@ -79,7 +79,7 @@ mod session;
 mod status;
 mod throttle;
 
-use cases::{case_create, case_new, case_show, cases};
+use cases::{case_create, case_export, case_new, case_show, cases};
 use directory::{directory, gaps, poster, posters};
 use indicators::indicators;
 use refer::{refer_form, refer_send};
@@ -190,13 +190,16 @@ fn page(headers: &HeaderMap, session: Option<&Session>, org: &str, title_key: &s
 
 fn render(t: impl Template) -> Response {
     match t.render() {
-        Ok(html) => {
-            let mut r = Html(html).into_response();
-            secure_headers(r.headers_mut());
-            r
-        }
+        Ok(text) => html(text),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("template: {e}")).into_response(),
     }
+}
+
+/// A whole page already rendered, with the headers every page carries.
+fn html(text: String) -> Response {
+    let mut r = Html(text).into_response();
+    secure_headers(r.headers_mut());
+    r
 }
 
 /// Headers every page carries: no framing (clickjacking), no sniffing, no referrer leaks, and
@@ -266,6 +269,7 @@ pub fn router(state: WebState) -> Router {
         .route("/cases/new", get(case_new))
         .route("/cases/{id}", get(case_show))
         .route("/cases/{id}/refer", get(refer_form).post(refer_send))
+        .route("/cases/{id}/export", get(case_export))
         .route("/referrals", get(referrals))
         .route("/referrals/{id}", get(referral_show))
         .route("/referrals/{id}/step", post(referral_step))

@@ -105,7 +105,7 @@ async fn refer_page(
         proposals,
         shareable: passerelle_core::payload::SHAREABLE_FIELDS
             .iter()
-            .map(|f| (*f, share_label(lang, f)))
+            .map(|f| (*f, i18n::field(lang, f)))
             .collect(),
         error: error.clone(),
         page: p,
@@ -140,26 +140,6 @@ async fn proposals(
             languages: r.languages,
         })
         .collect()
-}
-
-/// The label of a shareable field in `lang`.
-fn share_label(lang: &str, field: &str) -> String {
-    let key = match field {
-        "first_name" => "field-first-name",
-        "last_name" => "field-last-name",
-        "age" => "field-age",
-        "sex" => "field-sex",
-        "nationality" => "field-nationality",
-        "languages" => "col-languages",
-        "phone" => "field-phone",
-        "location" => "field-location",
-        "health" => "field-health",
-        "protection" => "field-protection",
-        "needs" => "field-needs",
-        "vulnerabilities" => "field-vulnerabilities",
-        other => return other.to_string(),
-    };
-    i18n::t(lang, key, &[])
 }
 
 pub(super) async fn refer_form(

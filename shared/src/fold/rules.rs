@@ -511,7 +511,8 @@ pub fn case_apply(record: &mut CaseRecord, seen: &Seen<'_>, m: &Mechanism) -> Op
     if !record.valid {
         return Some(Rule::BadSubject);
     }
-    if record.purged.is_some() {
+    // After the purge in replay order (retention's moment is the same on every node).
+    if record.purged.is_some_and(|p| p.at <= seen.header.hlc) {
         return Some(Rule::CaseErased);
     }
     match &seen.header.kind {
