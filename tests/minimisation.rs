@@ -417,14 +417,35 @@ fn the_command_line_echoes_no_value_writes_private_files_and_erases_a_case() {
 
     // The person's right to know: everything held about them, in their language, audited.
     setup
-        .node_run("aicha", &["case", "export", &case, "--out", "lina.html", "--lang", "ar"])
+        .node_run(
+            "aicha",
+            &[
+                "case",
+                "export",
+                &case,
+                "--out",
+                "lina.html",
+                "--lang",
+                "ar",
+            ],
+        )
         .expect_ok();
     assert_eq!(mode(&setup.file("lina.html")), 0o600);
     let page = setup.read("lina.html");
-    for expected in ["dir=\"rtl\"", "ما نحتفظ به عنك", "Lina", "الاسم", "ما تلقته", "وافقت على الإحالة"] {
+    for expected in [
+        "dir=\"rtl\"",
+        "ما نحتفظ به عنك",
+        "Lina",
+        "الاسم",
+        "ما تلقته",
+        "وافقت على الإحالة",
+    ] {
         assert!(page.contains(expected), "the export lacks {expected:?}");
     }
-    assert!(page.contains("fever and cough"), "all the person's data, health included");
+    assert!(
+        page.contains("fever and cough"),
+        "all the person's data, health included"
+    );
 
     // Only the case manager erases; the erasure is audited with its reason.
     let unknown = setup.node_run("aicha", &["case", "erase", &case, "--reason", "because"]);
@@ -542,11 +563,22 @@ fn a_withdrawal_withdraws_open_referrals_refuses_new_ones_and_drops_what_was_sha
     );
 
     // A fresh node of mdm that receives the partner's events before the case's judges alike.
-    let all = crate::events::all_events(&e);
+    a_late_node_judges_alike(&sim, dir.path(), &e, &first);
+}
+
+/// A fresh node of mdm fed the partner's events before the case's reaches the same verdicts,
+/// statuses and dropped bodies as the one that saw them in order.
+fn a_late_node_judges_alike(
+    sim: &passerelle_core::sim::Sim,
+    dir: &std::path::Path,
+    e: &[Engine],
+    first: &passerelle_core::event::EventId,
+) {
+    let all = crate::events::all_events(e);
     let (theirs, ours): (Vec<_>, Vec<_>) = all.into_iter().partition(|ev| {
         ev.header().author == sim.node("nurse").map(|n| n.key()).unwrap_or_default()
     });
-    let late_dir = dir.path().join("late");
+    let late_dir = dir.join("late");
     std::fs::create_dir_all(&late_dir).unwrap_or_else(|x| panic!("{x}"));
     let mut late = sim
         .engine("nurse", &late_dir, true, now())
@@ -558,7 +590,7 @@ fn a_withdrawal_withdraws_open_referrals_refuses_new_ones_and_drops_what_was_sha
     assert_eq!(fold_state(&late), fold_state(&e[2]));
     assert!(
         late.store()
-            .event(&first)
+            .event(first)
             .unwrap_or_default()
             .is_some_and(|s| s.body().is_none())
     );

@@ -62,26 +62,7 @@ pub fn render(
             .map_or(c.to_string(), |c| c.name.get(lang).to_string())
     };
     let mechanism = m.map_or(String::new(), |m| m.doc.mechanism.clone());
-    let data = &view.data;
-    let mut person: Vec<(String, String)> = passerelle_core::payload::SHAREABLE_FIELDS
-        .iter()
-        .filter_map(|f| match *f {
-            "needs" | "vulnerabilities" => None,
-            field => data
-                .person
-                .field(field)
-                .map(|v| (i18n::field(lang, field), v)),
-        })
-        .filter(|(_, v)| !v.is_empty())
-        .collect();
-    if !data.needs.is_empty() {
-        let needs: Vec<String> = data.needs.iter().map(|n| category(n)).collect();
-        person.push((i18n::field(lang, "needs"), needs.join(", ")));
-    }
-    if !data.vulnerabilities.is_empty() {
-        let label = i18n::field(lang, "vulnerabilities");
-        person.push((label, data.vulnerabilities.join(", ")));
-    }
+    let person = person_rows(&view.data, lang, &category);
     let referrals = view
         .referrals
         .iter()
@@ -140,6 +121,34 @@ pub fn render(
         ),
     };
     Ok(page.render()?)
+}
+
+/// The person's recorded information, each field with its label in `lang`.
+fn person_rows(
+    data: &passerelle_core::payload::CaseData,
+    lang: &str,
+    category: &impl Fn(&str) -> String,
+) -> Vec<(String, String)> {
+    let mut person: Vec<(String, String)> = passerelle_core::payload::SHAREABLE_FIELDS
+        .iter()
+        .filter_map(|f| match *f {
+            "needs" | "vulnerabilities" => None,
+            field => data
+                .person
+                .field(field)
+                .map(|v| (i18n::field(lang, field), v)),
+        })
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    if !data.needs.is_empty() {
+        let needs: Vec<String> = data.needs.iter().map(|n| category(n)).collect();
+        person.push((i18n::field(lang, "needs"), needs.join(", ")));
+    }
+    if !data.vulnerabilities.is_empty() {
+        let label = i18n::field(lang, "vulnerabilities");
+        person.push((label, data.vulnerabilities.join(", ")));
+    }
+    person
 }
 
 /// The consent in force, then each time it was recorded again or withdrawn.

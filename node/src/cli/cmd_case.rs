@@ -93,22 +93,7 @@ pub fn case(cmd: CaseCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Resu
             print_case(&out, &Names::load(dir));
             Ok(())
         }
-        CaseCmd::Export { id, out, lang } => {
-            let view: CaseView = client::call(dir, pass, user, Request::CaseExport { id })?;
-            let printed = crate::subject_access::Printed {
-                user,
-                org: &dir.public()?.org,
-                at: time::OffsetDateTime::now_utc(),
-            };
-            let names = Names::load(dir);
-            let html = crate::subject_access::render(&view, names.0.as_deref(), &lang, &printed)?;
-            crate::fsutil::write_new(&out, html.as_bytes(), true)?;
-            say!(
-                "Written to {}: give it to the person; the export is in the audit log.",
-                out.display()
-            );
-            Ok(())
-        }
+        CaseCmd::Export { id, out, lang } => case_export(dir, pass, user, id, &out, &lang),
         CaseCmd::Note { id, note } => {
             let out: EventMade = client::call(
                 dir,
@@ -146,24 +131,8 @@ pub fn case(cmd: CaseCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Resu
             id,
             orgs,
             categories,
-        } => {
-            let action = CaseStep::WithdrawConsent { orgs, categories };
-            let note = String::new();
-            client::call::<EventMade>(dir, pass, user, Request::CaseAction { id, action, note })?;
-            say!(
-                "Consent withdrawn: the open referrals it covers are withdrawn, and no new one it covers is valid."
-            );
-            Ok(())
-        }
-        CaseCmd::Erase { id, reason } => {
-            let action = CaseStep::Erase { reason };
-            let note = String::new();
-            client::call::<EventMade>(dir, pass, user, Request::CaseAction { id, action, note })?;
-            say!(
-                "Case erased: every node that holds it drops its data when the erasure reaches it."
-            );
-            Ok(())
-        }
+        } => withdraw_consent(dir, pass, user, id, orgs, categories),
+        CaseCmd::Erase { id, reason } => erase(dir, pass, user, id, reason),
         CaseCmd::Determine {
             id,
             case_type,
@@ -255,6 +224,62 @@ fn case_list(
             )
         );
     }
+    Ok(())
+}
+
+/// The person's own copy of what this node holds about them, written to `out` (0600).
+fn case_export(
+    dir: &DataDir,
+    pass: &Passphrases,
+    user: &str,
+    id: String,
+    out: &std::path::Path,
+    lang: &str,
+) -> Result<()> {
+    let view: CaseView = client::call(dir, pass, user, Request::CaseExport { id })?;
+    let printed = crate::subject_access::Printed {
+        user,
+        org: &dir.public()?.org,
+        at: time::OffsetDateTime::now_utc(),
+    };
+    let names = Names::load(dir);
+    let html = crate::subject_access::render(&view, names.0.as_deref(), lang, &printed)?;
+    crate::fsutil::write_new(out, html.as_bytes(), true)?;
+    say!(
+        "Written to {}: give it to the person; the export is in the audit log.",
+        out.display()
+    );
+    Ok(())
+}
+
+fn withdraw_consent(
+    dir: &DataDir,
+    pass: &Passphrases,
+    user: &str,
+    id: String,
+    orgs: Vec<String>,
+    categories: Vec<String>,
+) -> Result<()> {
+    let action = CaseStep::WithdrawConsent { orgs, categories };
+    let note = String::new();
+    client::call::<EventMade>(dir, pass, user, Request::CaseAction { id, action, note })?;
+    say!(
+        "Consent withdrawn: the open referrals it covers are withdrawn, and no new one it covers is valid."
+    );
+    Ok(())
+}
+
+fn erase(
+    dir: &DataDir,
+    pass: &Passphrases,
+    user: &str,
+    id: String,
+    reason: passerelle_core::event::EraseReason,
+) -> Result<()> {
+    let action = CaseStep::Erase { reason };
+    let note = String::new();
+    client::call::<EventMade>(dir, pass, user, Request::CaseAction { id, action, note })?;
+    say!("Case erased: every node that holds it drops its data when the erasure reaches it.");
     Ok(())
 }
 
