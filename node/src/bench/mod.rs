@@ -3,12 +3,13 @@
 //!
 //! Build with `--release` for real figures. `--quick` runs smaller sizes (a minute or so).
 //! This file runs the sections; `event_log`, `net`, `map` and `coordination` hold the
-//! event-log, sync, map and report figures.
+//! event-log, sync, map and report figures; `retention` the cost of erasure and purging.
 
 mod coordination;
 mod event_log;
 mod map;
 mod net;
+mod retention;
 
 use std::path::Path;
 
@@ -52,13 +53,14 @@ pub fn run(quick: bool, json: bool, only: Option<&str>) -> Result<()> {
         Ok(path)
     };
     type Section = fn(&Path, bool, &mut Vec<Figure>, bool) -> Result<()>;
-    let sections: [(&str, Section); 4] = [
+    let sections: [(&str, Section); 5] = [
         ("event-log", |d, quick, f, json| {
             event_log::run(d, event_log::Sizes::new(quick), f, json)
         }),
         ("sync", net::run),
         ("map", map::run),
         ("report", coordination::run),
+        ("retention", retention::run),
     ];
     for (name, section) in sections {
         if wanted(name) {

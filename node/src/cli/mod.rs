@@ -176,7 +176,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// Run one section only: event-log, sync, map or report.
-        #[arg(long, value_parser = ["event-log", "sync", "map", "report"])]
+        #[arg(long, value_parser = ["event-log", "sync", "map", "report", "retention"])]
         only: Option<String>,
     },
     /// Fuzz the decoders and fold inputs: run a target (or `all`, one after another) for a

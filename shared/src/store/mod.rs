@@ -90,6 +90,8 @@ pub enum StoreError {
     Redb(#[source] redb::Error),
     #[error("the node's database holds data it cannot read ({0}): restore it from a backup")]
     Corrupt(String),
+    #[error("the node's database could not be compacted: {0}")]
+    Compaction(#[from] redb::CompactionError),
     #[error(transparent)]
     Chain(#[from] crate::config::chain::ChainError),
     #[error(
@@ -168,6 +170,13 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) the database at `path`.
+    /// Rewrites the database file without its free pages (after a purge, say), so the file
+    /// shrinks to what it holds and the pages that held purged ciphertext are gone from it.
+    /// Returns whether anything was compacted. No transaction may be open.
+    pub fn compact(&mut self) -> Result<bool, StoreError> {
+        Ok(self.db.compact()?)
+    }
+
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = redb::Database::builder().create(path)?;
         held::drop_v1(&db)?;
