@@ -595,3 +595,88 @@ fn a_late_node_judges_alike(
             .is_some_and(|s| s.body().is_none())
     );
 }
+
+/// A referral as `node` shows it, in JSON.
+fn referral_json(setup: &passerelle_tests::Setup, node: &str, id: &str) -> serde_json::Value {
+    setup.node_json(node, &["referral", "show", &id[..12], "--json"])
+}
+
+#[test]
+fn an_erasure_reaches_running_daemons_and_a_node_that_was_offline_by_bundle() {
+    use passerelle_tests::{Daemon, ReferralSend, mechanism, wait_for};
+    let setup = mechanism(
+        &["mas", "mdm", "iom"],
+        &[("aicha", "mas"), ("nurse", "mdm"), ("iom1", "iom")],
+        &[],
+    );
+    let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
+    let nurse = Daemon::start(setup.path(), "nurse", &[&hub.addr], &[]);
+    let case = setup.open_case("aicha", "Canaryname", "general");
+    let referral = ReferralSend::new(&case[..12], "mdm", "health").share("first_name");
+    let referral = setup
+        .send_referral("aicha", &referral)
+        .expect_ok()
+        .stdout
+        .trim()
+        .to_string();
+    wait_for(30, "the referral readable at the nurse's node", || {
+        let r = referral_json(&setup, "nurse", &referral);
+        (r["shared"]["first_name"] == "Canaryname").then_some(())
+    });
+    // The bystander is offline: a bundle made now, with every body, waits on a USB stick.
+    setup
+        .node_run("aicha", &["bundle", "export", "--out", "before.bundle"])
+        .expect_ok();
+
+    setup
+        .node_run(
+            "aicha",
+            &["case", "erase", &case[..12], "--reason", "person_asked"],
+        )
+        .expect_ok();
+    wait_for(30, "the nurse's node to drop what was shared", || {
+        let r = referral_json(&setup, "nurse", &referral);
+        (r["readable"] == false && r["shared"].as_object().is_some_and(|s| s.is_empty()))
+            .then_some(())
+    });
+    setup
+        .node_run("aicha", &["bundle", "export", "--out", "after.bundle"])
+        .expect_ok();
+    hub.stop();
+    nurse.stop();
+
+    // The bystander catches up later: first the old bundle (bodies included), then the new.
+    for bundle in ["before.bundle", "after.bundle"] {
+        setup
+            .node_run("iom1", &["bundle", "import", bundle])
+            .expect_ok();
+    }
+    let states: Vec<String> = ["aicha", "nurse", "iom1"]
+        .iter()
+        .map(|n| {
+            let r = referral_json(&setup, n, &referral);
+            format!("{} {}", r["status"], r["shared"])
+        })
+        .collect();
+    assert!(states.iter().all(|s| *s == states[0]), "{states:?}");
+    setup
+        .node_run("aicha", &["case", "show", &case[..12]])
+        .expect_refused("erased");
+    // No file of any node holds the person's name, and the stores hold no body of the case.
+    for node in ["aicha", "nurse", "iom1"] {
+        let planted = BTreeMap::from([("first_name".to_string(), "Canaryname".to_string())]);
+        no_file_holds(&setup.file(&format!("node-{node}")), &planted);
+        let store =
+            passerelle_core::store::Store::open(&setup.file(&format!("node-{node}/store.redb")))
+                .unwrap_or_else(|x| panic!("{node}: {x}"));
+        for id in [&case, &referral] {
+            let id = passerelle_core::event::EventId::from_hex(id)
+                .unwrap_or_else(|| panic!("an event id: {id}"));
+            let event = store.event(&id).unwrap_or_default();
+            assert!(
+                event.is_some_and(|e| e.body().is_none()),
+                "{node} keeps a body"
+            );
+        }
+    }
+}
