@@ -384,6 +384,19 @@ impl Daemon {
     /// Starts node `node-<name>` in `cwd`, listening on loopback, dialling `peers`; returns
     /// once the daemon has printed its ready line (where it listens).
     pub fn start(cwd: &Path, name: &str, peers: &[&str], extra: &[&str]) -> Self {
+        // TEST_RUST_LOG raises the daemons' log level when a test needs looking into.
+        let level = std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into());
+        Self::start_logged(cwd, name, peers, extra, &level)
+    }
+
+    /// Starts a daemon as `start` does, logging at `rust_log` into `<name>.log`.
+    pub fn start_logged(
+        cwd: &Path,
+        name: &str,
+        peers: &[&str],
+        extra: &[&str],
+        rust_log: &str,
+    ) -> Self {
         let data_dir = cwd.join(format!("node-{name}"));
         let log_path = cwd.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).unwrap_or_else(|e| panic!("log file: {e}"));
@@ -391,11 +404,7 @@ impl Daemon {
         cmd.current_dir(cwd)
             .args(["--data-dir", &data_dir.to_string_lossy(), "run"])
             .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"])
-            // TEST_RUST_LOG raises the daemons' log level when a test needs looking into.
-            .env(
-                "RUST_LOG",
-                std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", rust_log)
             .env_remove("PASSERELLE_PASSPHRASE")
             .env("HOME", cwd)
             .stdin(Stdio::null())

@@ -122,10 +122,30 @@ struct RpcBody {
     request_id: Option<String>,
 }
 
+/// Where a refused `case_open` body went wrong inside the case: the tagged request enum reads
+/// its variant from a buffer, which loses the path (`request` only), so the case is read again
+/// on its own to name the field (`request.data.person.age`), still never its value.
+fn case_data_problem(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let request = value.get("request")?;
+    if request.get("op")?.as_str()? != "case_open" {
+        return None;
+    }
+    let data = serde_json::to_vec(request.get("data")?).ok()?;
+    let e = crate::json_input::parse::<passerelle_core::payload::CaseData>(&data).err()?;
+    // The line and column are of the case read again, not of the body: keep the path only.
+    let (path, problem) = e.split_once(": ")?;
+    let path = path.split_once(" (").map_or(path, |(p, _)| p).trim_matches('`');
+    Some(format!("`request.data.{path}`: {problem}"))
+}
+
 async fn rpc_handler(State(state): State<ApiState>, body: axum::body::Bytes) -> Response {
     let body: RpcBody = match crate::json_input::parse(&body) {
         Ok(b) => b,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("malformed request: {e}")),
+        Err(e) => {
+            let e = case_data_problem(&body).unwrap_or(e);
+            return refuse(StatusCode::BAD_REQUEST, &format!("malformed request: {e}"));
+        }
     };
     if body.user.chars().any(char::is_control) {
         return refuse(

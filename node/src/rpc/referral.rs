@@ -59,6 +59,12 @@ pub(super) fn send(
     now: OffsetDateTime,
 ) -> Result<ReferralSent> {
     let case = engine.resolve_id(&send.case, false)?;
+    // An override of consent is audited as such (its reason stays in the ciphertext).
+    let action = if send.emergency_override.is_some() {
+        "referral.send.emergency_override"
+    } else {
+        "referral.send"
+    };
     let id = engine.send_referral(
         ReferralRequest {
             case,
@@ -72,7 +78,7 @@ pub(super) fn send(
         &ctx.user,
         now,
     )?;
-    audit(engine, ctx, "referral.send", &id.to_hex())?;
+    audit(engine, ctx, action, &id.to_hex())?;
     Ok(ReferralSent {
         referral: id.to_hex(),
     })

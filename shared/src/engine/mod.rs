@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 use crate::config::Mechanism;
-use crate::event::{Event, EventId, HlcClock};
+use crate::event::{CaseAction, Event, EventId, HlcClock, Kind};
 use crate::keyfiles::NodeSecrets;
 use crate::keys::NodeId;
 use crate::payload::{self, CaseData};
@@ -249,7 +249,68 @@ impl Engine {
         if !report.maps_changed.is_empty() {
             self.forget_directory();
         }
+        self.note_purges(&report, now)?;
         Ok(report)
+    }
+
+    /// After a receipt: a case erased, withdrawn or past retention by what arrived leaves no
+    /// decrypted copy in the cache, and each such purge is in the audit log (the case id, the
+    /// author's organisation, the reason in clear; never the data).
+    fn note_purges(&mut self, report: &IngestReport, now: OffsetDateTime) -> Result<(), EngineError> {
+        let mut entries = Vec::new();
+        for id in &report.admitted {
+            let Some(event) = self.store.event(id)? else {
+                continue;
+            };
+            let h = event.header();
+            let (action, why) = match &h.kind {
+                Kind::CaseUpdate(CaseAction::Erase { reason }) => {
+                    ("case.erase.received", reason.as_str().to_string())
+                }
+                Kind::CaseUpdate(CaseAction::ConsentWithdrawn { .. }) => {
+                    ("case.consent_withdrawn.received", String::new())
+                }
+                _ => continue,
+            };
+            let Some(case) = h.subject else { continue };
+            let from = self
+                .store
+                .config()
+                .version(h.config_version)
+                .and_then(|m| m.node_by_key(&h.author).map(|n| n.org.clone()))
+                .unwrap_or_else(|| "?".into());
+            entries.push((case, action, format!("from {from}"), why));
+        }
+        for case in &report.purged {
+            entries.push((*case, "case.purge", "retention".into(), "retention".into()));
+        }
+        self.audit_purges(entries, now)
+    }
+
+    /// Forgets the cached decrypted data of purged cases and writes one audit entry for each:
+    /// (case, action, user, reason in clear).
+    fn audit_purges(
+        &mut self,
+        entries: Vec<(EventId, &str, String, String)>,
+        now: OffsetDateTime,
+    ) -> Result<(), EngineError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        if let Ok(mut cache) = self.case_cache.lock() {
+            for (case, ..) in &entries {
+                cache.remove(case);
+            }
+        }
+        for (case, action, user, why) in entries {
+            self.store.audit(&crate::store::AuditEntry {
+                at: time_fmt::rfc3339(now),
+                user,
+                action: action.into(),
+                subject: format!("{} {why}", case.to_hex()).trim_end().to_string(),
+            })?;
+        }
+        Ok(())
     }
 
     /// Moves the clock past an admitted timestamp, never past the skew bound from `now`.
@@ -312,11 +373,11 @@ impl Engine {
     /// of their events are dropped. Returns the cases purged.
     pub fn purge_due(&mut self, now: OffsetDateTime) -> Result<Vec<EventId>, EngineError> {
         let purged = self.store.purge_due(&mut self.keys, now_ms(now))?;
-        if !purged.is_empty()
-            && let Ok(mut cache) = self.case_cache.lock()
-        {
-            cache.clear();
-        }
+        let entries = purged
+            .iter()
+            .map(|case| (*case, "case.purge", "retention".into(), "retention".into()))
+            .collect();
+        self.audit_purges(entries, now)?;
         Ok(purged)
     }
 
