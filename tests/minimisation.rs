@@ -815,3 +815,106 @@ fn a_canary_in_every_field_shows_in_no_error_log_bundle_backup_or_bystander() {
         no_file_holds(&setup.file(&format!("node-{node}")), &planted);
     }
 }
+
+#[test]
+fn a_withdrawal_reaches_running_daemons_and_a_node_that_was_offline_by_bundle() {
+    use passerelle_tests::{Daemon, ReferralSend, mechanism, wait_for};
+    let setup = mechanism(
+        &["mas", "mdm", "iom"],
+        &[("aicha", "mas"), ("nurse", "mdm"), ("iom1", "iom")],
+        &[],
+    );
+    let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
+    let nurse = Daemon::start(setup.path(), "nurse", &[&hub.addr], &[]);
+    let case = setup.open_case("aicha", "Withdrawer", "general");
+    let to_mdm = ReferralSend::new(&case[..12], "mdm", "health").share("first_name");
+    let first = setup
+        .send_referral("aicha", &to_mdm)
+        .expect_ok()
+        .stdout
+        .trim()
+        .to_string();
+    wait_for(30, "the referral readable at the nurse's node", || {
+        let r = referral_json(&setup, "nurse", &first);
+        (r["shared"]["first_name"] == "Withdrawer").then_some(())
+    });
+    setup
+        .node_run("aicha", &["bundle", "export", "--out", "before.bundle"])
+        .expect_ok();
+
+    // The person withdraws consent for mdm: the open referral is withdrawn on both daemons,
+    // and what the nurse's node read is gone.
+    setup
+        .node_run(
+            "aicha",
+            &["case", "withdraw-consent", &case[..12], "--org", "mdm"],
+        )
+        .expect_ok();
+    wait_for(30, "the nurse's node to see the withdrawal", || {
+        let r = referral_json(&setup, "nurse", &first);
+        (r["status"] == "withdrawn" && r["shared"].as_object().is_some_and(|s| s.is_empty()))
+            .then_some(())
+    });
+    // A new referral in its scope is refused, with its rule; an override is allowed, audited.
+    setup
+        .send_referral("aicha", &to_mdm)
+        .expect_refused("withdrew consent");
+    let mut args = to_mdm.args();
+    args.extend(["--emergency-override", "life at risk"]);
+    let emergency = setup
+        .node_run("aicha", &args)
+        .expect_ok()
+        .stdout
+        .trim()
+        .to_string();
+    wait_for(30, "the override at the nurse's node", || {
+        let r = referral_json(&setup, "nurse", &emergency);
+        (r["status"] == "sent" && r["invalid"].is_null()).then_some(())
+    });
+    let audit = setup.node_run("aicha", &["audit"]).expect_ok().stdout;
+    for action in ["case.consent_withdrawn", "referral.send.emergency_override"] {
+        assert!(audit.contains(action), "aicha's audit lacks {action}: {audit}");
+    }
+    let audit = setup.node_run("nurse", &["audit"]).expect_ok().stdout;
+    assert!(
+        audit.contains("case.consent_withdrawn.received"),
+        "the nurse's node audits the withdrawal it received: {audit}"
+    );
+    setup
+        .node_run("aicha", &["bundle", "export", "--out", "after.bundle"])
+        .expect_ok();
+    hub.stop();
+    nurse.stop();
+
+    // The offline node catches up, old bundle first: it ends where the others are.
+    for bundle in ["before.bundle", "after.bundle"] {
+        setup
+            .node_run("iom1", &["bundle", "import", bundle])
+            .expect_ok();
+    }
+    // Each referral has one status and verdict everywhere (the bystander reads no field).
+    for referral in [&first, &emergency] {
+        let states: Vec<String> = ["aicha", "nurse", "iom1"]
+            .iter()
+            .map(|n| {
+                let r = referral_json(&setup, n, referral);
+                format!("{} {}", r["status"], r["invalid"])
+            })
+            .collect();
+        assert!(states.iter().all(|s| *s == states[0]), "{states:?}");
+    }
+    assert_eq!(
+        referral_json(&setup, "nurse", &emergency)["shared"]["first_name"],
+        "Withdrawer",
+        "the override shares what it chose"
+    );
+    let store = passerelle_core::store::Store::open(&setup.file("node-iom1/store.redb"))
+        .unwrap_or_else(|x| panic!("{x}"));
+    let first = passerelle_core::event::EventId::from_hex(&first)
+        .unwrap_or_else(|| panic!("an event id: {first}"));
+    let send = store.event(&first).unwrap_or_else(|x| panic!("{x}"));
+    assert!(
+        send.is_some_and(|e| e.body().is_none()),
+        "the offline node dropped what was shared under the withdrawn consent"
+    );
+}
