@@ -698,54 +698,44 @@ fn canaries(data: &CaseData) -> BTreeMap<String, String> {
 /// `text` holds none of the planted values; `what` names where it came from.
 fn text_holds_none(what: &str, text: &str, planted: &BTreeMap<String, String>) {
     for (field, value) in planted {
-        assert!(!text.contains(value.as_str()), "{what} shows the {field}:\n{text}");
+        assert!(
+            !text.contains(value.as_str()),
+            "{what} shows the {field}:\n{text}"
+        );
     }
 }
 
-#[test]
-fn a_canary_in_every_field_shows_in_no_error_log_bundle_backup_or_bystander() {
-    use passerelle_tests::{Daemon, ReferralSend, mechanism, run_env, wait_for};
-    let setup = mechanism(
-        &["mas", "mdm", "iom"],
-        &[("aicha", "mas"), ("nurse", "mdm"), ("iom1", "iom")],
-        &[],
-    );
-    let hub = Daemon::start_logged(setup.path(), "aicha", &[], &[], "trace");
-    let nurse = Daemon::start_logged(setup.path(), "nurse", &[&hub.addr], &[], "trace");
-    let iom = Daemon::start_logged(setup.path(), "iom1", &[&hub.addr], &[], "trace");
-    let trace = [("RUST_LOG", "trace")];
-    let at = |node: &str, args: &[&str]| {
-        let data = format!("node-{node}");
-        let mut all = vec!["--data-dir", data.as_str(), "--user", "tester"];
-        all.extend_from_slice(args);
-        run_env(setup.path(), &all, &trace)
-    };
-    let data = planted_case("k");
-    let planted = canaries(&data);
-    setup.write(
-        "canary.json",
-        &serde_json::to_string(&data).unwrap_or_else(|x| panic!("{x}")),
-    );
-    let case = at("aicha", &["case", "open", "--from", "canary.json"])
-        .expect_ok()
-        .stdout
-        .trim()
-        .to_string();
-    text_holds_none("case open", &case, &planted);
+/// Runs `passerelle` at `node`, logging at trace.
+fn trace_at(setup: &passerelle_tests::Setup, node: &str, args: &[&str]) -> passerelle_tests::Run {
+    let data = format!("node-{node}");
+    let mut all = vec!["--data-dir", data.as_str(), "--user", "tester"];
+    all.extend_from_slice(args);
+    passerelle_tests::run_env(setup.path(), &all, &[("RUST_LOG", "trace")])
+}
 
-    // Errors: a wrongly typed field, on the command line and in an API body.
-    let mut bad = serde_json::to_value(&data).unwrap_or_else(|x| panic!("{x}"));
+/// A wrongly typed field, on the command line and in an API body: the refusal names the field
+/// and the problem, never a value.
+fn refusals_name_no_value(
+    setup: &passerelle_tests::Setup,
+    hub: &passerelle_tests::Daemon,
+    data: &CaseData,
+    planted: &BTreeMap<String, String>,
+) {
+    let mut bad = serde_json::to_value(data).unwrap_or_else(|x| panic!("{x}"));
     bad["person"]["age"] = serde_json::json!("canary-k-age-as-text");
     bad["consent"]["given"] = serde_json::json!("canary-k-given-as-text");
     setup.write("bad.json", &bad.to_string());
-    let refused = at("aicha", &["case", "open", "--from", "bad.json"]);
+    let refused = trace_at(setup, "aicha", &["case", "open", "--from", "bad.json"]);
     let named = |text: &str| {
-        text.contains("wrong type") && (text.contains("person.age") || text.contains("consent.given"))
+        text.contains("wrong type")
+            && (text.contains("person.age") || text.contains("consent.given"))
     };
     assert!(named(&refused.stderr), "{}", refused.stderr);
     let mut with_bad = planted.clone();
     with_bad.insert("bad age".into(), "canary-k-age-as-text".into());
-    text_holds_none("the refusal", &format!("{}{}", refused.stdout, refused.stderr), &with_bad);
+    with_bad.insert("bad consent".into(), "canary-k-given-as-text".into());
+    let said = format!("{}{}", refused.stdout, refused.stderr);
+    text_holds_none("the refusal", &said, &with_bad);
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
@@ -762,6 +752,67 @@ fn a_canary_in_every_field_shows_in_no_error_log_bundle_backup_or_bystander() {
         .unwrap_or_else(|x| panic!("{x}"));
     assert!(named(&answer), "a refusal naming the field: {answer}");
     text_holds_none("the API's refusal", &answer, &with_bad);
+}
+
+/// After the daemons stopped: no backup, bundle, trace log or file of any node holds a canary.
+fn nothing_written_holds_a_canary(
+    setup: &passerelle_tests::Setup,
+    planted: &BTreeMap<String, String>,
+) {
+    for node in ["aicha", "nurse", "iom1"] {
+        for file in [format!("{node}.backup"), format!("{node}.bundle")] {
+            file_holds_none(&setup.file(&file), planted);
+        }
+        let log = setup.read(&format!("{node}.log"));
+        assert!(log.contains("TRACE"), "{node} logged at trace");
+        text_holds_none(&format!("{node}'s trace log"), &log, planted);
+        no_file_holds(&setup.file(&format!("node-{node}")), planted);
+    }
+}
+
+/// What a node outside the recipients shows of the case and its referral: no planted text.
+fn a_bystander_shows_none(
+    setup: &passerelle_tests::Setup,
+    referral: &str,
+    planted: &BTreeMap<String, String>,
+) {
+    for args in [
+        &["case", "list"][..],
+        &["referral", "list", "--json"],
+        &["referral", "show", &referral[..12], "--json"],
+        &["status"],
+        &["audit"],
+    ] {
+        let out = trace_at(setup, "iom1", args).expect_ok();
+        text_holds_none(&format!("iom1 {args:?}"), &out.stdout, planted);
+    }
+}
+
+#[test]
+fn a_canary_in_every_field_shows_in_no_error_log_bundle_backup_or_bystander() {
+    use passerelle_tests::{Daemon, ReferralSend, mechanism, wait_for};
+    let setup = mechanism(
+        &["mas", "mdm", "iom"],
+        &[("aicha", "mas"), ("nurse", "mdm"), ("iom1", "iom")],
+        &[],
+    );
+    let hub = Daemon::start_logged(setup.path(), "aicha", &[], &[], "trace");
+    let nurse = Daemon::start_logged(setup.path(), "nurse", &[&hub.addr], &[], "trace");
+    let iom = Daemon::start_logged(setup.path(), "iom1", &[&hub.addr], &[], "trace");
+    let at = |node: &str, args: &[&str]| trace_at(&setup, node, args);
+    let data = planted_case("k");
+    let planted = canaries(&data);
+    setup.write(
+        "canary.json",
+        &serde_json::to_string(&data).unwrap_or_else(|x| panic!("{x}")),
+    );
+    let case = at("aicha", &["case", "open", "--from", "canary.json"])
+        .expect_ok()
+        .stdout
+        .trim()
+        .to_string();
+    text_holds_none("case open", &case, &planted);
+    refusals_name_no_value(&setup, &hub, &data, &planted);
 
     // A referral sharing two fields with mdm; the nurse reads them, and notes a step.
     let referral = ReferralSend::new(&case[..12], "mdm", "health").share("first_name,health");
@@ -778,42 +829,31 @@ fn a_canary_in_every_field_shows_in_no_error_log_bundle_backup_or_bystander() {
     // The check below can fail: the case manager's own view shows every planted text.
     let own = at("aicha", &["case", "show", &case[..12], "--json"]).expect_ok();
     for value in planted.values() {
-        assert!(own.stdout.contains(value.as_str()), "case show lacks {value}");
+        assert!(
+            own.stdout.contains(value.as_str()),
+            "case show lacks {value}"
+        );
     }
     wait_for(30, "the bystander to hold the referral", || {
         let r = referral_json(&setup, "iom1", &referral);
         (r["status"] == "acknowledged").then_some(())
     });
 
-    // What a node outside the recipients shows and holds, and what any node writes out.
-    for args in [
-        &["case", "list"][..],
-        &["referral", "list", "--json"],
-        &["referral", "show", &referral[..12], "--json"],
-        &["status"],
-        &["audit"],
-    ] {
-        let out = at("iom1", args).expect_ok();
-        text_holds_none(&format!("iom1 {args:?}"), &out.stdout, &planted);
-    }
+    a_bystander_shows_none(&setup, &referral, &planted);
     let audit = at("aicha", &["audit"]).expect_ok();
     text_holds_none("aicha's audit log", &audit.stdout, &planted);
     for node in ["aicha", "nurse", "iom1"] {
         at(node, &["backup", "--out", &format!("{node}.backup")]).expect_ok();
-        at(node, &["bundle", "export", "--out", &format!("{node}.bundle")]).expect_ok();
+        at(
+            node,
+            &["bundle", "export", "--out", &format!("{node}.bundle")],
+        )
+        .expect_ok();
     }
     hub.stop();
     nurse.stop();
     iom.stop();
-    for node in ["aicha", "nurse", "iom1"] {
-        for file in [format!("{node}.backup"), format!("{node}.bundle")] {
-            file_holds_none(&setup.file(&file), &planted);
-        }
-        let log = setup.read(&format!("{node}.log"));
-        assert!(log.contains("TRACE"), "{node} logged at trace");
-        text_holds_none(&format!("{node}'s trace log"), &log, &planted);
-        no_file_holds(&setup.file(&format!("node-{node}")), &planted);
-    }
+    nothing_written_holds_a_canary(&setup, &planted);
 }
 
 #[test]
@@ -873,7 +913,10 @@ fn a_withdrawal_reaches_running_daemons_and_a_node_that_was_offline_by_bundle() 
     });
     let audit = setup.node_run("aicha", &["audit"]).expect_ok().stdout;
     for action in ["case.consent_withdrawn", "referral.send.emergency_override"] {
-        assert!(audit.contains(action), "aicha's audit lacks {action}: {audit}");
+        assert!(
+            audit.contains(action),
+            "aicha's audit lacks {action}: {audit}"
+        );
     }
     let audit = setup.node_run("nurse", &["audit"]).expect_ok().stdout;
     assert!(
@@ -886,6 +929,16 @@ fn a_withdrawal_reaches_running_daemons_and_a_node_that_was_offline_by_bundle() 
     hub.stop();
     nurse.stop();
 
+    the_offline_node_catches_up_alike(&setup, &first, &emergency);
+}
+
+/// The offline node imports the bundles, old first: each referral ends with one status and
+/// verdict everywhere, and the offline node keeps no body of the one the withdrawal covers.
+fn the_offline_node_catches_up_alike(
+    setup: &passerelle_tests::Setup,
+    first: &str,
+    emergency: &str,
+) {
     // The offline node catches up, old bundle first: it ends where the others are.
     for bundle in ["before.bundle", "after.bundle"] {
         setup
@@ -893,24 +946,24 @@ fn a_withdrawal_reaches_running_daemons_and_a_node_that_was_offline_by_bundle() 
             .expect_ok();
     }
     // Each referral has one status and verdict everywhere (the bystander reads no field).
-    for referral in [&first, &emergency] {
+    for referral in [first, emergency] {
         let states: Vec<String> = ["aicha", "nurse", "iom1"]
             .iter()
             .map(|n| {
-                let r = referral_json(&setup, n, referral);
+                let r = referral_json(setup, n, referral);
                 format!("{} {}", r["status"], r["invalid"])
             })
             .collect();
         assert!(states.iter().all(|s| *s == states[0]), "{states:?}");
     }
     assert_eq!(
-        referral_json(&setup, "nurse", &emergency)["shared"]["first_name"],
+        referral_json(setup, "nurse", emergency)["shared"]["first_name"],
         "Withdrawer",
         "the override shares what it chose"
     );
     let store = passerelle_core::store::Store::open(&setup.file("node-iom1/store.redb"))
         .unwrap_or_else(|x| panic!("{x}"));
-    let first = passerelle_core::event::EventId::from_hex(&first)
+    let first = passerelle_core::event::EventId::from_hex(first)
         .unwrap_or_else(|| panic!("an event id: {first}"));
     let send = store.event(&first).unwrap_or_else(|x| panic!("{x}"));
     assert!(

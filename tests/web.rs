@@ -715,3 +715,66 @@ fn forged_requests_are_refused() {
         Some(1)
     );
 }
+
+#[test]
+fn a_case_manager_withdraws_consent_and_erases_a_case_in_the_ui_issue_12() {
+    let setup = mechanism(&["mas", "mdm"], &[("aicha", "mas"), ("nurse", "mdm")], &[]);
+    add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");
+    let case = setup.open_case("aicha", "Lina", "general");
+    let referral = ReferralSend::new(&case, "mdm", "health").share("first_name");
+    let referral = setup
+        .send_referral("aicha", &referral)
+        .expect_ok()
+        .stdout
+        .trim()
+        .to_string();
+    let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
+    let a = format!("http://{}", hub.api);
+    let b = Browser::start();
+    login(&b, &a, "aicha", "aicha-password-1");
+    b.goto(&format!("{a}/lang/fr"));
+
+    // The person withdraws consent for mdm: the open referral is withdrawn, the timeline says so.
+    b.goto(&format!("{a}/cases/{case}"));
+    b.click("#data-protection summary");
+    b.click("input[name=org][value=mdm]");
+    b.click("#withdraw-consent");
+    b.find("#data-protection");
+    let page = b.source();
+    assert!(page.contains("Consentement retiré pour"), "{page}");
+    let r = setup.node_json("aicha", &["referral", "show", &referral[..12], "--json"]);
+    assert_eq!(r["status"], "withdrawn", "{r}");
+
+    // The server asks for the confirmation itself (not only the browser's `required`).
+    let (session, csrf) = http_session(&a, "aicha", "aicha-password-1");
+    let refused = agent()
+        .post(format!("{a}/cases/{case}/erase"))
+        .header("Cookie", &session)
+        .send_form([("csrf", csrf.as_str()), ("reason", "person_asked")])
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    setup
+        .node_run("aicha", &["case", "show", &case[..12]])
+        .expect_ok();
+
+    // Erased with its reason: back to the list, where the case is no more.
+    b.goto(&format!("{a}/cases/{case}"));
+    b.click("#data-protection summary");
+    b.click("#erase-confirm");
+    b.click("#erase-case");
+    b.find("h1");
+    assert!(b.url().ends_with("/cases"), "{}", b.url());
+    assert!(!b.source().contains("Lina"), "the erased case is listed");
+    setup
+        .node_run("aicha", &["case", "show", &case[..12]])
+        .expect_refused("erased");
+    let audit = setup.node_run("aicha", &["audit"]).expect_ok().stdout;
+    for action in ["case.consent_withdrawn", "case.erase"] {
+        assert!(
+            audit
+                .lines()
+                .any(|l| l.contains(action) && l.contains("aicha")),
+            "the audit names {action} by aicha: {audit}"
+        );
+    }
+}

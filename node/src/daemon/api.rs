@@ -135,7 +135,10 @@ fn case_data_problem(body: &[u8]) -> Option<String> {
     let e = crate::json_input::parse::<passerelle_core::payload::CaseData>(&data).err()?;
     // The line and column are of the case read again, not of the body: keep the path only.
     let (path, problem) = e.split_once(": ")?;
-    let path = path.split_once(" (").map_or(path, |(p, _)| p).trim_matches('`');
+    let path = path
+        .split_once(" (")
+        .map_or(path, |(p, _)| p)
+        .trim_matches('`');
     Some(format!("`request.data.{path}`: {problem}"))
 }
 

@@ -17,9 +17,11 @@ use super::{
 };
 use crate::i18n;
 use crate::rpc::Request;
-use crate::rpc::case::CaseOpened;
+use crate::rpc::case::{CaseOpened, CaseStep, EventMade};
 use passerelle_core::engine::{CaseSummary, CaseView, TimelineEntry};
+use passerelle_core::event::EraseReason;
 use passerelle_core::payload::{CaseData, Consent, Person};
+use passerelle_core::words::{self, Word};
 
 pub struct CaseRow {
     id: String,
@@ -224,6 +226,10 @@ struct CasePage {
     determinations: String,
     referrals: Vec<RefRow>,
     timeline: Vec<(String, String, String, String)>,
+    /// The other organisations (id, name), for a withdrawal's scope.
+    partners: Vec<(String, String)>,
+    /// The erasure reasons (word, words in the page's language).
+    erase_reasons: Vec<(String, String)>,
 }
 
 pub(super) async fn case_show(
@@ -267,8 +273,100 @@ pub(super) async fn case_show(
             .iter()
             .map(|t| timeline_row(lang, t, org))
             .collect(),
+        partners: m.as_ref().map_or_else(Vec::new, |m| {
+            m.doc
+                .organisations
+                .iter()
+                .filter(|o| o.id != *state.org)
+                .map(|o| (o.id.clone(), o.display_name().to_string()))
+                .collect()
+        }),
+        erase_reasons: EraseReason::ALL
+            .iter()
+            .map(|r| {
+                let word = r.as_str();
+                (word.to_string(), p.t(&format!("erase-reason-{word}")))
+            })
+            .collect(),
         page: p,
     })
+}
+
+/// The person withdrew consent: for the partners ticked, or every partner when none is.
+pub(super) async fn case_withdraw_consent(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let session = session_or_login!(state, headers);
+    require_cases!(state, headers, session);
+    let value = |k: &str| {
+        form.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    check_csrf!(state, headers, session, value("csrf"));
+    let orgs = form
+        .iter()
+        .filter(|(k, _)| k == "org")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let step = CaseStep::WithdrawConsent {
+        orgs,
+        categories: Vec::new(),
+    };
+    case_step(&state, &headers, &session, id, step).await
+}
+
+/// The case manager erases the case, with its reason, once the box saying so is ticked.
+pub(super) async fn case_erase(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let session = session_or_login!(state, headers);
+    require_cases!(state, headers, session);
+    check_csrf!(state, headers, session, form_csrf(&form));
+    let p = page(&headers, Some(&session), &state.org, "nav-cases");
+    if field(&form, "confirm").is_none() {
+        let m = p.t("erase-confirm-missing");
+        return message(StatusCode::BAD_REQUEST, p, m);
+    }
+    let reason = match words::parse::<EraseReason>(&field(&form, "reason").unwrap_or_default()) {
+        Ok(reason) => reason,
+        Err(e) => return message(StatusCode::BAD_REQUEST, p, e),
+    };
+    case_step(&state, &headers, &session, id, CaseStep::Erase { reason }).await
+}
+
+/// Records a step of a case and shows the case again (or, once erased, the list of cases).
+async fn case_step(
+    state: &WebState,
+    headers: &HeaderMap,
+    session: &Session,
+    id: String,
+    action: CaseStep,
+) -> Response {
+    let erase = matches!(action, CaseStep::Erase { .. });
+    let request = Request::CaseAction {
+        id: id.clone(),
+        action,
+        note: String::new(),
+    };
+    let answer = state
+        .call_in::<EventMade>(Some(lang_of(headers)), &session.user, request)
+        .await;
+    match answer {
+        Ok(_) if erase => Redirect::to("/cases").into_response(),
+        Ok(_) => Redirect::to(&format!("/cases/{id}")).into_response(),
+        Err(e) => {
+            let p = page(headers, Some(session), &state.org, "error-title");
+            message(StatusCode::CONFLICT, p, e)
+        }
+    }
 }
 
 /// The person's own copy of everything this node holds about them, printable, in the page's

@@ -79,7 +79,9 @@ mod session;
 mod status;
 mod throttle;
 
-use cases::{case_create, case_export, case_new, case_show, cases};
+use cases::{
+    case_create, case_erase, case_export, case_new, case_show, case_withdraw_consent, cases,
+};
 use directory::{directory, gaps, poster, posters};
 use indicators::indicators;
 use refer::{refer_form, refer_send};
@@ -270,6 +272,8 @@ pub fn router(state: WebState) -> Router {
         .route("/cases/{id}", get(case_show))
         .route("/cases/{id}/refer", get(refer_form).post(refer_send))
         .route("/cases/{id}/export", get(case_export))
+        .route("/cases/{id}/withdraw-consent", post(case_withdraw_consent))
+        .route("/cases/{id}/erase", post(case_erase))
         .route("/referrals", get(referrals))
         .route("/referrals/{id}", get(referral_show))
         .route("/referrals/{id}/step", post(referral_step))

@@ -256,7 +256,11 @@ impl Engine {
     /// After a receipt: a case erased, withdrawn or past retention by what arrived leaves no
     /// decrypted copy in the cache, and each such purge is in the audit log (the case id, the
     /// author's organisation, the reason in clear; never the data).
-    fn note_purges(&mut self, report: &IngestReport, now: OffsetDateTime) -> Result<(), EngineError> {
+    fn note_purges(
+        &mut self,
+        report: &IngestReport,
+        now: OffsetDateTime,
+    ) -> Result<(), EngineError> {
         let mut entries = Vec::new();
         for id in &report.admitted {
             let Some(event) = self.store.event(id)? else {
