@@ -404,7 +404,15 @@ fn the_command_line_echoes_no_value_writes_private_files_and_erases_a_case() {
 
     let case = setup.open_case("aicha", "Lina", "general");
     let referral = ReferralSend::new(&case, "mdm", "health").share("first_name");
-    setup.send_referral("aicha", &referral).expect_ok();
+    let sent = setup.send_referral("aicha", &referral).expect_ok().stdout;
+    let shown = setup
+        .node_run("aicha", &["referral", "show", sent.trim()])
+        .expect_ok()
+        .stdout;
+    assert!(
+        shown.contains("not shared") && shown.contains("phone"),
+        "what mdm did not receive is named: {shown}"
+    );
     setup
         .node_run("aicha", &["backup", "--out", "aicha.backup"])
         .expect_ok();

@@ -734,6 +734,14 @@ fn a_case_manager_withdraws_consent_and_erases_a_case_in_the_ui_issue_12() {
     login(&b, &a, "aicha", "aicha-password-1");
     b.goto(&format!("{a}/lang/fr"));
 
+    // The referral says what mdm did not receive, in the page's language.
+    b.goto(&format!("{a}/referrals/{referral}"));
+    let not_shared = b.text("#not-shared");
+    assert!(
+        not_shared.contains("Non transmis") && not_shared.contains("Téléphone"),
+        "{not_shared}"
+    );
+
     // The person withdraws consent for mdm: the open referral is withdrawn, the timeline says so.
     b.goto(&format!("{a}/cases/{case}"));
     b.click("#data-protection summary");

@@ -226,3 +226,4 @@ erase-reason = السبب
 erase-confirm = أؤكد: ستُمحى هذه البيانات في كل العقد دون رجعة.
 erase-confirm-missing = ضع علامة في خانة التأكيد لمحو الملف.
 button-erase = محو الملف
+referral-not-shared = لم يُرسَل (أو لم يُسجَّل): { $fields }

@@ -226,3 +226,4 @@ erase-reason = Reason
 erase-confirm = I confirm: this data will be erased on every node, with no way back.
 erase-confirm-missing = Tick the confirmation box to erase the case.
 button-erase = Erase the case
+referral-not-shared = Not shared (or not recorded): { $fields }

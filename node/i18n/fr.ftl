@@ -226,3 +226,4 @@ erase-reason = Motif
 erase-confirm = Je confirme : ces données seront effacées sur tous les nœuds, sans retour possible.
 erase-confirm-missing = Cochez la case de confirmation pour effacer le dossier.
 button-erase = Effacer le dossier
+referral-not-shared = Non transmis (ou non renseigné) : { $fields }

@@ -513,9 +513,19 @@ fn referral_show(
         for (k, v) in &out.shared {
             say!("  {k:<14} {v}");
         }
+        let missing: Vec<&str> = passerelle_core::payload::SHAREABLE_FIELDS
+            .iter()
+            .copied()
+            .filter(|f| !out.shared.contains_key(*f))
+            .collect();
+        if !missing.is_empty() {
+            say!("  not shared     {} (or not recorded)", missing.join(", "));
+        }
         say!("  note           {}", out.note.clone().unwrap_or_default());
     } else {
-        say!("(This node holds only the referral's ciphertext.)");
+        say!(
+            "(Encrypted for the organisations involved: this node holds only the referral's ciphertext.)"
+        );
     }
     Ok(())
 }

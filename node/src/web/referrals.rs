@@ -83,10 +83,32 @@ struct ReferralPage {
     r: RefRow,
     readable: bool,
     shared: Vec<(String, String)>,
+    /// The fields this partner did not receive, named in the page's language.
+    not_shared: String,
+    /// Why nothing can be shown, when this node cannot read the referral.
+    sealed: String,
     note: String,
     can_receive: bool,
     can_withdraw: bool,
     reasons: Vec<(String, String)>,
+}
+
+/// "Not shared (or not recorded): …" with the fields a readable referral lacks; empty when it
+/// carries them all.
+fn not_shared(lang: &str, v: &ReferralView) -> String {
+    let missing: Vec<String> = passerelle_core::payload::SHAREABLE_FIELDS
+        .iter()
+        .filter(|f| !v.shared.contains_key(**f))
+        .map(|f| i18n::field(lang, f))
+        .collect();
+    if missing.is_empty() {
+        return String::new();
+    }
+    i18n::t(
+        lang,
+        "referral-not-shared",
+        &[("fields", &missing.join(", "))],
+    )
 }
 
 async fn referral_page(
@@ -114,7 +136,17 @@ async fn referral_page(
     let mut r = render(ReferralPage {
         r: ref_row(&v, m.as_deref(), lang),
         readable: v.readable,
-        shared: v.shared.clone().into_iter().collect(),
+        shared: v
+            .shared
+            .iter()
+            .map(|(k, value)| (i18n::field(lang, k), value.clone()))
+            .collect(),
+        not_shared: not_shared(lang, &v),
+        sealed: if v.from_org == *state.org || v.to_org == *state.org {
+            p.t("detail-awaiting-key")
+        } else {
+            p.t("detail-not-addressed")
+        },
         // No note: nothing shown.
         note: v.note.clone().unwrap_or_default(),
         can_receive: open && v.to_org == *state.org,
