@@ -386,6 +386,32 @@ fn mode(path: &std::path::Path) -> u32 {
         & 0o777
 }
 
+/// The person's right to know: everything held about them, in their language (audited).
+fn the_person_reads_everything_held_in_arabic(setup: &passerelle_tests::Setup, case: &str) {
+    setup
+        .node_run(
+            "aicha",
+            &["case", "export", case, "--out", "lina.html", "--lang", "ar"],
+        )
+        .expect_ok();
+    assert_eq!(mode(&setup.file("lina.html")), 0o600);
+    let page = setup.read("lina.html");
+    for expected in [
+        "dir=\"rtl\"",
+        "ما نحتفظ به عنك",
+        "Lina",
+        "الاسم",
+        "ما تلقته",
+        "وافقت على الإحالة",
+    ] {
+        assert!(page.contains(expected), "the export lacks {expected:?}");
+    }
+    assert!(
+        page.contains("fever and cough"),
+        "all the person's data, health included"
+    );
+}
+
 #[test]
 fn the_command_line_echoes_no_value_writes_private_files_and_erases_a_case() {
     use passerelle_tests::{ReferralSend, mechanism};
@@ -428,37 +454,7 @@ fn the_command_line_echoes_no_value_writes_private_files_and_erases_a_case() {
         assert_eq!(mode(&setup.file(file)), 0o600, "{file}");
     }
 
-    // The person's right to know: everything held about them, in their language, audited.
-    setup
-        .node_run(
-            "aicha",
-            &[
-                "case",
-                "export",
-                &case,
-                "--out",
-                "lina.html",
-                "--lang",
-                "ar",
-            ],
-        )
-        .expect_ok();
-    assert_eq!(mode(&setup.file("lina.html")), 0o600);
-    let page = setup.read("lina.html");
-    for expected in [
-        "dir=\"rtl\"",
-        "ما نحتفظ به عنك",
-        "Lina",
-        "الاسم",
-        "ما تلقته",
-        "وافقت على الإحالة",
-    ] {
-        assert!(page.contains(expected), "the export lacks {expected:?}");
-    }
-    assert!(
-        page.contains("fever and cough"),
-        "all the person's data, health included"
-    );
+    the_person_reads_everything_held_in_arabic(&setup, &case);
 
     // Only the case manager erases; the erasure is audited with its reason.
     let unknown = setup.node_run("aicha", &["case", "erase", &case, "--reason", "because"]);
