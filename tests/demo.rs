@@ -21,7 +21,8 @@ fn the_demo_runs_scenario_3_and_the_report_runs_on_it() {
         "marks its shelter full",
         "imports a bundle carried by a driver",
         "no mental health care in Zarzis",
-        "password",
+        "Run it without --exit to log in",
+        "passerelle --data-dir",
     ] {
         assert!(
             out.stdout.contains(needle),
@@ -29,7 +30,17 @@ fn the_demo_runs_scenario_3_and_the_report_runs_on_it() {
             out.stdout
         );
     }
+    // Each node says which it is; the story's steps are its people's, not a tool's.
+    for name in ["mas-medenine", "mdm-medenine", "crt-zarzis"] {
+        assert!(
+            out.stderr.contains(&format!("Passerelle node {name} (")),
+            "{name} says it runs:\n{}",
+            out.stderr
+        );
+    }
+    assert!(!out.stdout.contains("by bench"), "{}", out.stdout);
     let node = nodes.join("mas-medenine");
+    a_closed_pipe_is_no_crash(&node);
     let report = run_in(
         dir.path(),
         &[
@@ -63,4 +74,23 @@ fn the_demo_runs_scenario_3_and_the_report_runs_on_it() {
     );
     // Nothing in the report names the boy.
     assert!(!csv.stdout.contains("Youssef"));
+}
+
+/// A reader that closes the pipe before the output comes (`status | true`) is no crash.
+fn a_closed_pipe_is_no_crash(node: &std::path::Path) {
+    let mut child = std::process::Command::new(passerelle_tests::bin())
+        .args(["--data-dir", node.to_str().unwrap(), "status"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let piped = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&piped.stderr);
+    assert!(!said.contains("panicked"), "{said}");
+    assert_eq!(
+        piped.status.code(),
+        Some(141),
+        "the shell's code for SIGPIPE: {said}"
+    );
 }

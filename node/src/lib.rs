@@ -29,6 +29,7 @@ pub const EXIT_FAILURE: u8 = 1;
 /// Parses the command line, sets up logging and runs the command.
 pub fn main_entry() -> ExitCode {
     let cli = cli::Cli::parse();
+    quiet_on_closed_pipe();
     restrict_new_files();
     init_tracing();
     match cli::run(cli) {
@@ -38,6 +39,26 @@ pub fn main_entry() -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// `passerelle status | head -1`: once the reader has closed the pipe, the next `println!`
+/// panics ("failed printing to stdout: Broken pipe"). That is the reader's choice, not a crash:
+/// the process ends quietly with the shell's code for SIGPIPE (128 + 13), as `cat` would
+/// (safe Rust cannot restore SIGPIPE's default action, which the runtime ignores).
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 /// Everything this process creates is readable by its user only: the store (redb creates it
@@ -134,6 +155,8 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log file (`run 2> node.log`) gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 

@@ -22,6 +22,8 @@ pub struct LocalDaemon {
     pub api: String,
     pub token: String,
     pub addr: String,
+    /// The user its API calls are made as (what timelines and the audit log name).
+    pub user: String,
 }
 
 impl LocalDaemon {
@@ -65,13 +67,14 @@ impl LocalDaemon {
             api: ready.api.to_string(),
             addr,
             token: ready.token,
+            user: "bench".into(),
             shutdown: tx,
             task,
         })
     }
 
     /// Calls the daemon's API (blocking, from a blocking thread).
-    pub fn rpc(api: &str, token: &str, request: &Request) -> Result<Response> {
+    pub fn rpc(api: &str, token: &str, user: &str, request: &Request) -> Result<Response> {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
@@ -79,7 +82,7 @@ impl LocalDaemon {
         let mut response = agent
             .post(format!("http://{api}/api/v1/rpc"))
             .header("Authorization", &format!("Bearer {token}"))
-            .send_json(json!({ "user": "bench", "request": request }))?;
+            .send_json(json!({ "user": user, "request": request }))?;
         /// The API's envelope.
         #[derive(serde::Deserialize)]
         struct Envelope {
@@ -98,8 +101,8 @@ impl LocalDaemon {
 
     /// Sends a request to the daemon and returns its typed answer.
     pub async fn call<T: Answer + Send + 'static>(&self, request: Request) -> Result<T> {
-        let (api, token) = (self.api.clone(), self.token.clone());
-        tokio::task::spawn_blocking(move || Self::rpc(&api, &token, &request))
+        let (api, token, user) = (self.api.clone(), self.token.clone(), self.user.clone());
+        tokio::task::spawn_blocking(move || Self::rpc(&api, &token, &user, &request))
             .await??
             .into_answer()
     }

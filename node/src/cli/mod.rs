@@ -524,10 +524,10 @@ pub enum MapCmd {
         #[arg(long, value_name = "S")]
         site: Option<String>,
         /// fr, en or ar (right to left).
-        #[arg(long, default_value = "fr")]
+        #[arg(long, default_value = "fr", value_parser = ["fr", "en", "ar"])]
         lang: String,
         /// a4 or a3.
-        #[arg(long, default_value = "a4")]
+        #[arg(long, default_value = "a4", value_parser = ["a4", "a3"])]
         size: String,
         #[arg(long, value_name = "FILE")]
         out: PathBuf,

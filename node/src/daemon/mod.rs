@@ -206,6 +206,20 @@ pub(crate) fn parse_addrs(list: &[String], what: &str) -> Result<Vec<Multiaddr>>
 /// Runs the daemon on the listeners it is given until `shutdown` turns true (mini-redis's
 /// `server::run`): `passerelle run` binds them from its flags, the demo and the benchmark on
 /// port 0, and learn where it listens through `listeners.ready`.
+/// The line that says the node runs, naming which it is (several may run on one machine): its
+/// data directory's name and its organisation's; the API's address is added once bound.
+fn which_node(dir: &DataDir, engine: &passerelle_core::engine::Engine) -> String {
+    let data = dir.root.file_name().map_or_else(
+        || dir.root.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let org = engine.org();
+    let name = engine
+        .current_config()
+        .map_or_else(|| org.to_string(), |m| m.org_name(org).to_string());
+    format!("Passerelle node {data} ({name}) running")
+}
+
 pub async fn run(
     listeners: Listeners,
     options: Options,
@@ -228,6 +242,7 @@ pub async fn run(
         bail!("this node has not joined a mechanism: run `passerelle join GENESIS.signed` first");
     }
     let org = engine.org().to_string();
+    let running = which_node(&dir, &engine);
     let secrets = dir.secrets(options.pass.node.as_ref())?;
     let keypair = secrets.signing.to_libp2p();
     let node = keypair.public().to_peer_id().to_base58();
@@ -276,9 +291,7 @@ pub async fn run(
     tokio::spawn(async move {
         // No addresses: the network stopped before it listened (its error ends `run`).
         let Ok(p2p) = listening.await else { return };
-        eprintln!(
-            "Passerelle node running; local API and web UI on http://{bound}/ (Ctrl-C stops it)."
-        );
+        eprintln!("{running}; local API and web UI on http://{bound}/ (Ctrl-C stops it).");
         let Some(tell) = ready else { return };
         let ready = Ready {
             node,

@@ -111,17 +111,25 @@ async fn scenario(root: &Path, exit: bool) -> Result<()> {
     shelter_and_field(&mut demo, &sim).await?;
     coordination_report(&mut demo).await?;
 
-    println!("\nThe web UI of each running node (log in with the account shown):");
-    for (url, user, password, org, who) in &logins {
-        println!("  {url:<28} user {user:<8} password {password}   ({org}: {who})");
-    }
-    println!(
-        "Posters: open a node's UI, then Posters. Commands: passerelle --data-dir {}/mas-medenine status",
-        root.display()
-    );
+    // The binary this demo runs from: `cargo run` puts no `passerelle` on PATH.
+    let bin =
+        std::env::current_exe().map_or_else(|_| "passerelle".into(), |p| p.display().to_string());
     if exit {
-        println!("\nDemo finished (--exit).");
+        println!("\nDemo finished (--exit): the nodes stop now. Run it without --exit to log in.");
+        println!(
+            "Their data stays in {}: {bin} --data-dir {}/mas-medenine case list",
+            root.display(),
+            root.display()
+        );
     } else {
+        println!("\nThe web UI of each running node (log in with the account shown):");
+        for (url, user, password, org, who) in &logins {
+            println!("  {url:<28} user {user:<8} password {password}   ({org}: {who})");
+        }
+        println!(
+            "Posters: open a node's UI, then Posters. Commands, in another terminal:\n  {bin} --data-dir {}/mas-medenine status",
+            root.display()
+        );
         println!("\nThe mechanism keeps running. Press Ctrl-C to stop it.");
         if let Err(e) = tokio::signal::ctrl_c().await {
             eprintln!("Cannot wait for Ctrl-C ({e}): stopping the demo now.");

@@ -131,12 +131,18 @@ pub(super) async fn start_daemons(demo: &mut Demo<'_>) -> Result<Vec<Login>> {
     }
     let mut logins = Vec::new();
     for (name, org, who) in RUNNING {
-        let d = demo.daemon(name);
         let user = name.split('-').next().unwrap_or("user").to_string();
+        // The story's steps at this node are its person's, under their account's name.
+        if let Some((_, d)) = demo.daemons.iter_mut().find(|(n, _)| n == name) {
+            d.user.clone_from(&user);
+        }
+        let d = demo.daemon(name);
         let password = crate::util::generate_password();
         let request = Request::UserAdd {
             name: user.clone(),
-            role: UserRole::Admin,
+            // Each account has its person's role: every one of them works cases (an
+            // administrator's account, which manages accounts, is nobody's here).
+            role: UserRole::Caseworker,
             password: password.clone(),
         };
         d.call::<Account>(request).await?;

@@ -46,7 +46,9 @@ pub enum EngineError {
     ReadOnly,
     #[error("{0}")]
     Invalid(String),
-    #[error("no case {0} that this node can read")]
+    #[error(
+        "no case {0} that this node can read (a partner that received a referral reads what was shared with `referral show REF`)"
+    )]
     NoCase(String),
     #[error("no referral {0} known to this node")]
     NoReferral(String),

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use time::OffsetDateTime;
 
-use crate::config::Role;
+use crate::config::{Mechanism, Role};
 use crate::event::{EventId, Kind, Transition, Urgency};
 use crate::fold::Decrypted;
 use crate::keys::{self};
@@ -75,6 +75,29 @@ impl Engine {
         self.append_batch(drafts, now)
     }
 
+    /// The receiving organisation exists, is another one, and provides services.
+    fn check_receiver(&self, m: &Mechanism, to_org: &str) -> Result<(), EngineError> {
+        let receiver = m.org(to_org).ok_or_else(|| {
+            invalid(format!(
+                "unknown organisation `{}`",
+                keys::truncate_for_error(to_org)
+            ))
+        })?;
+        if receiver.id == self.org {
+            return Err(invalid(format!(
+                "`{}` is this node's own organisation: a referral goes to another partner",
+                receiver.id
+            )));
+        }
+        if !receiver.has_role(Role::ProvideServices) {
+            return Err(invalid(format!(
+                "`{}` does not provide services in this mechanism",
+                receiver.id
+            )));
+        }
+        Ok(())
+    }
+
     pub(super) fn referral_draft(
         &self,
         request: ReferralRequest,
@@ -89,18 +112,7 @@ impl Engine {
                 keys::truncate_for_error(&request.category)
             ))
         })?;
-        let receiver = m.org(&request.to_org).ok_or_else(|| {
-            invalid(format!(
-                "unknown organisation `{}`",
-                keys::truncate_for_error(&request.to_org)
-            ))
-        })?;
-        if !receiver.has_role(Role::ProvideServices) {
-            return Err(invalid(format!(
-                "`{}` does not provide services in this mechanism",
-                receiver.id
-            )));
-        }
+        self.check_receiver(&m, &request.to_org)?;
         let mut shared = BTreeMap::new();
         for field in &request.share {
             if !SHAREABLE_FIELDS.contains(&field.as_str()) {
