@@ -397,6 +397,19 @@ impl Daemon {
         extra: &[&str],
         rust_log: &str,
     ) -> Self {
+        Self::start_env(cwd, name, peers, extra, &[("RUST_LOG", rust_log)])
+    }
+
+    /// Starts a daemon as `start` does, with extra environment variables (`RUST_LOG` among
+    /// them, or the test's level).
+    pub fn start_env(
+        cwd: &Path,
+        name: &str,
+        peers: &[&str],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let level = std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into());
         let data_dir = cwd.join(format!("node-{name}"));
         let log_path = cwd.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).unwrap_or_else(|e| panic!("log file: {e}"));
@@ -404,12 +417,15 @@ impl Daemon {
         cmd.current_dir(cwd)
             .args(["--data-dir", &data_dir.to_string_lossy(), "run"])
             .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"])
-            .env("RUST_LOG", rust_log)
+            .env("RUST_LOG", &level)
             .env_remove("PASSERELLE_PASSPHRASE")
             .env("HOME", cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         for p in peers {
             cmd.args(["--peer", p]);
         }
@@ -476,8 +492,20 @@ impl Drop for Daemon {
 /// A mechanism of several organisations and nodes, every node joined and holding its
 /// organisation's key except those listed in `without_keys`.
 pub fn mechanism(orgs: &[&str], nodes: &[(&str, &str)], without_keys: &[&str]) -> Setup {
+    mechanism_edited(orgs, nodes, without_keys, |doc| doc)
+}
+
+/// A mechanism as `mechanism` sets it up, its configuration text changed by `edit` before the
+/// officials sign it (an SOP rule a test needs, say).
+pub fn mechanism_edited(
+    orgs: &[&str],
+    nodes: &[(&str, &str)],
+    without_keys: &[&str],
+    edit: impl Fn(String) -> String,
+) -> Setup {
     let setup = Setup::new();
     setup.template("v1.toml", &["a", "b"], 2);
+    setup.write("v1.toml", &edit(setup.read("v1.toml")));
     for org in orgs {
         let stanzas = setup.org_keygen(org);
         setup.append("v1.toml", &stanzas);

@@ -975,3 +975,87 @@ fn the_offline_node_catches_up_alike(
         "the offline node dropped what was shared under the withdrawn consent"
     );
 }
+
+/// The environment that runs a program two days ahead of the real clock (libfaketime).
+fn two_days_later() -> [(&'static str, &'static str); 2] {
+    const LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    assert!(
+        std::path::Path::new(LIB).exists(),
+        "{LIB} is missing: install Debian's faketime (.ci/run does)"
+    );
+    [("LD_PRELOAD", LIB), ("FAKETIME", "+2d")]
+}
+
+#[test]
+fn retention_purges_on_running_daemons_and_on_a_node_that_was_offline() {
+    use passerelle_tests::{Daemon, ReferralSend, mechanism_edited, run_env, wait_for};
+    let setup = mechanism_edited(
+        &["mas", "mdm", "iom"],
+        &[("aicha", "mas"), ("nurse", "mdm"), ("iom1", "iom")],
+        &[],
+        |doc| doc.replace("retention_days = 1825", "retention_days = 1"),
+    );
+    assert!(setup.read("v1.toml").contains("retention_days = 1\n"));
+    let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
+    let nurse = Daemon::start(setup.path(), "nurse", &[&hub.addr], &[]);
+    let case = setup.open_case("aicha", "Retained", "general");
+    let referral = ReferralSend::new(&case[..12], "mdm", "health").share("first_name");
+    let referral = setup
+        .send_referral("aicha", &referral)
+        .expect_ok()
+        .stdout
+        .trim()
+        .to_string();
+    setup
+        .node_run("aicha", &["case", "close", &case[..12]])
+        .expect_ok();
+    wait_for(30, "the referral readable at the nurse's node", || {
+        let r = referral_json(&setup, "nurse", &referral);
+        (r["shared"]["first_name"] == "Retained").then_some(())
+    });
+    setup
+        .node_run("aicha", &["bundle", "export", "--out", "before.bundle"])
+        .expect_ok();
+    hub.stop();
+    nurse.stop();
+
+    // Two days later (retention: one day after closure), the daemons purge as they start.
+    let later = two_days_later();
+    let hub = Daemon::start_env(setup.path(), "aicha", &[], &[], &later);
+    let nurse = Daemon::start_env(setup.path(), "nurse", &[&hub.addr], &[], &later);
+    wait_for(30, "both daemons to purge the case", || {
+        let gone = |node: &str| {
+            let r = referral_json(&setup, node, &referral);
+            r["readable"] == false && r["shared"].as_object().is_some_and(|s| s.is_empty())
+        };
+        (gone("aicha") && gone("nurse")).then_some(())
+    });
+    setup
+        .node_run("aicha", &["case", "show", &case[..12]])
+        .expect_refused("purged");
+    hub.stop();
+    nurse.stop();
+
+    // The node that was offline gets the old bundle (every body) and purges once it runs.
+    let at_iom1 = |args: &[&str]| {
+        let mut all = vec!["--data-dir", "node-iom1", "--user", "tester"];
+        all.extend_from_slice(args);
+        run_env(setup.path(), &all, &later)
+    };
+    at_iom1(&["bundle", "import", "before.bundle"]).expect_ok();
+    let iom = Daemon::start_env(setup.path(), "iom1", &[], &[], &later);
+    wait_for(30, "the offline node to purge", || {
+        let audit = at_iom1(&["audit"]);
+        audit.stdout.contains("case.purge").then_some(())
+    });
+    iom.stop();
+    for node in ["aicha", "nurse", "iom1"] {
+        let planted = BTreeMap::from([("first_name".to_string(), "Retained".to_string())]);
+        no_file_holds(&setup.file(&format!("node-{node}")), &planted);
+        let audit = setup.node_run(node, &["audit"]).expect_ok().stdout;
+        assert!(
+            audit.contains("case.purge"),
+            "{node} audits the purge: {audit}"
+        );
+    }
+}
