@@ -610,17 +610,11 @@ fn referral_json(setup: &passerelle_tests::Setup, node: &str, id: &str) -> serde
     setup.node_json(node, &["referral", "show", &id[..12], "--json"])
 }
 
-#[test]
-fn an_erasure_reaches_running_daemons_and_a_node_that_was_offline_by_bundle() {
-    use passerelle_tests::{Daemon, ReferralSend, mechanism, wait_for};
-    let setup = mechanism(
-        &["mas", "mdm", "iom"],
-        &[("aicha", "mas"), ("nurse", "mdm"), ("iom1", "iom")],
-        &[],
-    );
-    let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
-    let nurse = Daemon::start(setup.path(), "nurse", &[&hub.addr], &[]);
-    let case = setup.open_case("aicha", "Canaryname", "general");
+/// Aïcha opens a case for `first_name` and refers it to mdm, sharing the first name; returns
+/// once the nurse's running node reads it: (case, referral).
+fn referred_to_mdm(setup: &passerelle_tests::Setup, first_name: &str) -> (String, String) {
+    use passerelle_tests::{ReferralSend, wait_for};
+    let case = setup.open_case("aicha", first_name, "general");
     let referral = ReferralSend::new(&case[..12], "mdm", "health").share("first_name");
     let referral = setup
         .send_referral("aicha", &referral)
@@ -629,9 +623,23 @@ fn an_erasure_reaches_running_daemons_and_a_node_that_was_offline_by_bundle() {
         .trim()
         .to_string();
     wait_for(30, "the referral readable at the nurse's node", || {
-        let r = referral_json(&setup, "nurse", &referral);
-        (r["shared"]["first_name"] == "Canaryname").then_some(())
+        let r = referral_json(setup, "nurse", &referral);
+        (r["shared"]["first_name"] == first_name).then_some(())
     });
+    (case, referral)
+}
+
+#[test]
+fn an_erasure_reaches_running_daemons_and_a_node_that_was_offline_by_bundle() {
+    use passerelle_tests::{Daemon, mechanism, wait_for};
+    let setup = mechanism(
+        &["mas", "mdm", "iom"],
+        &[("aicha", "mas"), ("nurse", "mdm"), ("iom1", "iom")],
+        &[],
+    );
+    let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
+    let nurse = Daemon::start(setup.path(), "nurse", &[&hub.addr], &[]);
+    let (case, referral) = referred_to_mdm(&setup, "Canaryname");
     // The bystander is offline: a bundle made now, with every body, waits on a USB stick.
     setup
         .node_run("aicha", &["bundle", "export", "--out", "before.bundle"])
@@ -988,7 +996,7 @@ fn two_days_later() -> [(&'static str, &'static str); 2] {
 
 #[test]
 fn retention_purges_on_running_daemons_and_on_a_node_that_was_offline() {
-    use passerelle_tests::{Daemon, ReferralSend, mechanism_edited, run_env, wait_for};
+    use passerelle_tests::{Daemon, mechanism_edited, run_env, wait_for};
     let setup = mechanism_edited(
         &["mas", "mdm", "iom"],
         &[("aicha", "mas"), ("nurse", "mdm"), ("iom1", "iom")],
@@ -998,20 +1006,14 @@ fn retention_purges_on_running_daemons_and_on_a_node_that_was_offline() {
     assert!(setup.read("v1.toml").contains("retention_days = 1\n"));
     let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
     let nurse = Daemon::start(setup.path(), "nurse", &[&hub.addr], &[]);
-    let case = setup.open_case("aicha", "Retained", "general");
-    let referral = ReferralSend::new(&case[..12], "mdm", "health").share("first_name");
-    let referral = setup
-        .send_referral("aicha", &referral)
-        .expect_ok()
-        .stdout
-        .trim()
-        .to_string();
+    let (case, referral) = referred_to_mdm(&setup, "Retained");
     setup
         .node_run("aicha", &["case", "close", &case[..12]])
         .expect_ok();
-    wait_for(30, "the referral readable at the nurse's node", || {
-        let r = referral_json(&setup, "nurse", &referral);
-        (r["shared"]["first_name"] == "Retained").then_some(())
+    // Retention runs from the clear record: the nurse's node must hold the closure too.
+    let events = |node: &str| setup.node_json(node, &["status", "--json"])["events"].clone();
+    wait_for(30, "the closure at the nurse's node", || {
+        (events("nurse") == events("aicha")).then_some(())
     });
     setup
         .node_run("aicha", &["bundle", "export", "--out", "before.bundle"])
