@@ -324,6 +324,8 @@ pub struct Daemon {
     pub addr: String,
     /// The local API address (`127.0.0.1:PORT`).
     pub api: String,
+    /// The public directory's address, when started with `--hsds-listen`.
+    pub hsds: Option<String>,
 }
 
 /// Reads a `passerelle run` child's standard output on a thread of its own and sends back
@@ -357,13 +359,22 @@ pub fn wait_ready(
     ready: &std::sync::mpsc::Receiver<serde_json::Value>,
     secs: u64,
 ) -> Option<(String, String)> {
+    wait_ready_line(ready, secs).map(|(addr, api, _)| (addr, api))
+}
+
+/// As `wait_ready`, with the public directory's address when the daemon serves one.
+pub fn wait_ready_line(
+    ready: &std::sync::mpsc::Receiver<serde_json::Value>,
+    secs: u64,
+) -> Option<(String, String, Option<String>)> {
     let line = ready
         .recv_timeout(std::time::Duration::from_secs(secs))
         .ok()?;
     let ready = &line["ready"];
     let addr = ready["p2p"][0].as_str()?.to_string();
     let api = ready["api"].as_str()?.to_string();
-    Some((addr, api))
+    let hsds = ready["hsds"].as_str().map(str::to_string);
+    Some((addr, api, hsds))
 }
 
 /// Waits until `f` returns `Some`, up to `secs` seconds.
@@ -432,7 +443,7 @@ impl Daemon {
         cmd.args(extra);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn daemon: {e}"));
         let ready = ready_line(&mut child);
-        let (addr, api) = match wait_ready(&ready, 30) {
+        let (addr, api, hsds) = match wait_ready_line(&ready, 30) {
             Some(listening) => listening,
             None => {
                 let _ = child.kill();
@@ -446,6 +457,7 @@ impl Daemon {
             data_dir,
             addr,
             api,
+            hsds,
         }
     }
 

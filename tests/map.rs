@@ -253,7 +253,7 @@ fn a_malformed_profile_is_refused_with_the_field_named_and_nothing_changes() {
 
 /// Writes a node's data directory from a simulated mechanism (identity files and a store that
 /// holds `events`), so the real command line can work on it.
-fn materialize(
+pub(crate) fn materialize(
     sim: &Sim,
     name: &str,
     root: &Path,
@@ -283,6 +283,13 @@ fn materialize(
 /// The whole sample mechanism with every partner's profile imported by its own node (or by the
 /// coordinator for those without nodes); returns the sim and every event.
 pub fn sample_map() -> (Sim, tempfile::TempDir, Vec<passerelle_core::event::Event>) {
+    sample_map_except(&[])
+}
+
+/// The sample map without the profiles of `skip` (organisations that publish none yet).
+pub fn sample_map_except(
+    skip: &[&str],
+) -> (Sim, tempfile::TempDir, Vec<passerelle_core::event::Event>) {
     let m = passerelle_core::config::Mechanism::from_bytes(SAMPLE.as_bytes()).unwrap();
     let orgs: Vec<String> = m.doc.organisations.iter().map(|o| o.id.clone()).collect();
     let with_nodes: Vec<(String, String)> = m
@@ -300,7 +307,7 @@ pub fn sample_map() -> (Sim, tempfile::TempDir, Vec<passerelle_core::event::Even
     let sim = Sim::new(SAMPLE, &org_refs, &node_refs, now()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut events = Vec::new();
-    for org in &m.doc.organisations {
+    for org in m.doc.organisations.iter().filter(|o| !skip.contains(&o.id.as_str())) {
         let author = if org.runs_nodes {
             format!("{}1", org.id)
         } else {

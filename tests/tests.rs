@@ -12,6 +12,7 @@ mod demo;
 mod events;
 mod fold_order;
 mod fuzz;
+mod hsds;
 mod map;
 mod mdns;
 mod minimisation;

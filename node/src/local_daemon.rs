@@ -36,6 +36,7 @@ impl LocalDaemon {
             api,
             p2p: crate::daemon::parse_addrs(&["/ip4/127.0.0.1/tcp/0".into()], "listen")?,
             ready: Some(ready_tx),
+            hsds: None,
         };
         let options = Options {
             dir,

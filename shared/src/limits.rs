@@ -120,3 +120,5 @@ pub const MAP_CACHE_DOCS_MAX: usize = 64;
 pub const REQUESTS_KEPT_MAX: u64 = 10_000;
 /// Largest partner-map profile file, in bytes.
 pub const PROFILE_FILE_SIZE_MAX_BYTES: usize = 1024 * 1024;
+/// Largest file of an HSDS package `map import --hsds` reads (one table, or compiled JSON).
+pub const HSDS_FILE_SIZE_MAX_BYTES: usize = 16 * 1024 * 1024;

@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use passerelle_core::config::Mechanism;
 use passerelle_core::limits::PROFILE_FILE_SIZE_MAX_BYTES;
+use passerelle_core::map::hsds::ImportOptions;
 use passerelle_core::map::{self, Entry, Gap, Profile};
 use time::OffsetDateTime;
 
@@ -18,6 +19,13 @@ use crate::datadir::{DataDir, Passphrases};
 use crate::fsutil;
 use crate::rpc::Request;
 use crate::rpc::map::{Directory, MapChanged, MapSnapshot, Search};
+
+/// The node's whole directory answer, with its configuration parsed.
+fn directory_full(dir: &DataDir, pass: &Passphrases, user: &str) -> Result<(Mechanism, Directory)> {
+    let out: Directory = client::call(dir, pass, user, Request::MapDirectory)?;
+    let m = Mechanism::from_bytes(out.document.as_bytes()).context("the configuration in force")?;
+    Ok((m, out))
+}
 
 /// Every profile and the configuration in force, from the node.
 fn directory(
@@ -32,7 +40,37 @@ fn directory(
 
 pub fn run(cmd: MapCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Result<()> {
     match cmd {
-        MapCmd::Import { profile } => import(dir, pass, user, &profile)?,
+        MapCmd::Import {
+            profile,
+            hsds,
+            org,
+            hsds_org,
+            site,
+            category,
+            language,
+            dry_run,
+        } => match (profile, hsds) {
+            (_, Some(path)) => {
+                let (m, out) = directory_full(dir, pass, user)?;
+                let options = ImportOptions {
+                    org: org.unwrap_or_else(|| out.org.clone()),
+                    mechanism_id: out.mechanism_id.clone(),
+                    source_org: hsds_org,
+                    site,
+                    category,
+                    language,
+                    today: OffsetDateTime::now_utc().date().to_string(),
+                };
+                let profile = super::cmd_hsds::read_profile(&path, &m, &options)?;
+                if dry_run {
+                    print!("{}", toml::to_string_pretty(&profile)?);
+                } else {
+                    send_profile(dir, pass, user, profile, &path.display().to_string())?;
+                }
+            }
+            (Some(profile), None) => import(dir, pass, user, &profile)?,
+            (None, None) => bail!("name a profile file, or an HSDS package with --hsds"),
+        },
         MapCmd::Capacity {
             service,
             capacity,
@@ -92,8 +130,8 @@ pub fn run(cmd: MapCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Result
             if format != "hsds" {
                 bail!("`{format}` is not an export format (hsds)");
             }
-            let (m, profiles) = directory(dir, pass, user)?;
-            export_hsds(&m, &profiles, &out)?;
+            let (m, directory) = directory_full(dir, pass, user)?;
+            super::cmd_hsds::export(&m, &directory, &out)?;
         }
         MapCmd::Gaps { json } => gaps(dir, pass, user, json)?,
     }
@@ -133,6 +171,17 @@ fn import(dir: &DataDir, pass: &Passphrases, user: &str, profile: &Path) -> Resu
     let text = String::from_utf8(bytes)
         .with_context(|| format!("{} is not UTF-8 text", profile.display()))?;
     let parsed = Profile::from_toml(&text).with_context(|| profile.display().to_string())?;
+    send_profile(dir, pass, user, parsed, &profile.display().to_string())
+}
+
+/// Sets a profile through the node, and says what changed.
+pub(super) fn send_profile(
+    dir: &DataDir,
+    pass: &Passphrases,
+    user: &str,
+    parsed: Profile,
+    source: &str,
+) -> Result<()> {
     let out: MapChanged = client::call(
         dir,
         pass,
@@ -141,7 +190,7 @@ fn import(dir: &DataDir, pass: &Passphrases, user: &str, profile: &Path) -> Resu
             profile: Box::new(parsed.clone()),
         },
     )
-    .with_context(|| profile.display().to_string())?;
+    .with_context(|| source.to_string())?;
     if let Some(event) = &out.event {
         say!(
             "Profile of `{}` updated: {} services ({}).",
@@ -273,32 +322,4 @@ fn print_entries(out: &[Entry]) {
             )
         );
     }
-}
-
-/// Writes the HSDS tables as JSON and CSV files in `out`.
-pub fn export_hsds(m: &Mechanism, profiles: &BTreeMap<String, Profile>, out: &Path) -> Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let tables = map::hsds(profiles, m);
-    for t in &tables {
-        fsutil::write_atomic(
-            &out.join(format!("{}.json", t.name)),
-            serde_json::to_string_pretty(&t.json())?.as_bytes(),
-            false,
-        )?;
-        fsutil::write_atomic(
-            &out.join(format!("{}.csv", t.name)),
-            t.csv().as_bytes(),
-            false,
-        )?;
-    }
-    say!(
-        "Open Referral (HSDS) export written to {}: {}.",
-        out.display(),
-        tables
-            .iter()
-            .map(|t| format!("{} {}", t.rows.len(), t.name))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    Ok(())
 }

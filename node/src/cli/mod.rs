@@ -3,6 +3,7 @@
 
 pub(crate) mod cmd_case;
 pub(crate) mod cmd_fuzz;
+pub(crate) mod cmd_hsds;
 pub(crate) mod cmd_map;
 pub(crate) mod cmd_mechanism;
 pub(crate) mod cmd_node;
@@ -103,6 +104,11 @@ pub enum Command {
         /// on a node with a public address or a port forward, e.g. a regional office).
         #[arg(long)]
         relay: bool,
+        /// Also serve the public directory alone — the read-only HSDS API under /hsds/, and
+        /// nothing else of the node — on this address (e.g. 0.0.0.0:8080), for publishing the
+        /// partner map beyond this machine.
+        #[arg(long, value_name = "ADDR")]
+        hsds_listen: Option<String>,
     },
     /// This node's configuration version and expiry, peers, what is pending, and warnings.
     Status {
@@ -468,10 +474,38 @@ pub enum UserCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum MapCmd {
-    /// Set an organisation's profile from a file (the difference becomes one change).
+    /// Set an organisation's profile from a file (the difference becomes one change): a
+    /// Passerelle profile (TOML), or with --hsds an Open Referral HSDS 3.0 package.
     Import {
-        #[arg(value_name = "PROFILE.toml")]
-        profile: PathBuf,
+        #[arg(
+            value_name = "PROFILE.toml",
+            required_unless_present = "hsds",
+            conflicts_with = "hsds"
+        )]
+        profile: Option<PathBuf>,
+        /// An HSDS package: a directory (services_full.json, or the CSV tables of
+        /// datapackage.json), or a compiled JSON file (a service, an organization, or arrays).
+        #[arg(long, value_name = "DIR|FILE")]
+        hsds: Option<PathBuf>,
+        /// With --hsds: the organisation whose profile is set (default: this node's).
+        #[arg(long, value_name = "ORG", requires = "hsds")]
+        org: Option<String>,
+        /// With --hsds: the HSDS id of the organization to take, when the package has several.
+        #[arg(long = "hsds-org", value_name = "UUID", requires = "hsds")]
+        hsds_org: Option<String>,
+        /// With --hsds: the site of services whose location is none of the mechanism's.
+        #[arg(long, value_name = "SITE", requires = "hsds")]
+        site: Option<String>,
+        /// With --hsds: the category of services whose taxonomy terms are none of the
+        /// mechanism's.
+        #[arg(long, value_name = "CATEGORY", requires = "hsds")]
+        category: Option<String>,
+        /// With --hsds: the language (ISO 639-1, like fr) of services that name none.
+        #[arg(long, value_name = "L", requires = "hsds")]
+        language: Option<String>,
+        /// With --hsds: print the profile read (TOML) and import nothing.
+        #[arg(long, requires = "hsds")]
+        dry_run: bool,
     },
     /// Search the directory: open now first, then capacity, then the most recently verified.
     Search {
@@ -532,9 +566,10 @@ pub enum MapCmd {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-    /// Export the directory as Open Referral HSDS JSON and CSV files.
+    /// Export the directory as Open Referral HSDS 3.0: the tabular package (datapackage.json
+    /// and its CSV tables) and the compiled services_full.json and organizations_full.json.
     Export {
-        #[arg(long, default_value = "hsds")]
+        #[arg(long, default_value = "hsds", value_parser = ["hsds"])]
         format: String,
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
@@ -623,6 +658,7 @@ pub fn run(cli: Cli) -> Result<()> {
             api,
             mdns,
             relay,
+            hsds_listen,
         } => crate::daemon::run_blocking(
             data_dir()?,
             passphrases,
@@ -632,6 +668,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 api,
                 mdns,
                 relay,
+                hsds_listen,
             },
         ),
         Command::Case(cmd) => cmd_case::case(cmd, &data_dir()?, &passphrases, &user),

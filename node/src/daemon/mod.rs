@@ -5,6 +5,7 @@ mod api;
 mod codec;
 pub(crate) mod engine_thread;
 mod guard;
+pub mod hsds;
 mod p2p;
 
 use std::net::SocketAddr;
@@ -30,6 +31,8 @@ pub struct Flags {
     pub mdns: bool,
     /// Serve as a circuit relay for member nodes.
     pub relay: bool,
+    /// Where to serve the public directory alone (the HSDS API).
+    pub hsds_listen: Option<String>,
 }
 
 /// What the daemon listens on, from its caller.
@@ -42,6 +45,8 @@ pub struct Listeners {
     pub p2p: Vec<Multiaddr>,
     /// Told where the daemon listens, once it does.
     pub ready: Option<tokio::sync::oneshot::Sender<Ready>>,
+    /// The public directory (HSDS API only), on any address.
+    pub hsds: Option<tokio::net::TcpListener>,
 }
 
 /// The daemon's other options.
@@ -68,6 +73,9 @@ pub struct Ready {
     /// The addresses peers dial, each ending in /p2p/NODE_ID (those known once every
     /// listener reported one; a wildcard address may report more later).
     pub p2p: Vec<String>,
+    /// The public directory's address, when the daemon serves one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hsds: Option<SocketAddr>,
     /// The API token (also in the data directory); never printed.
     #[serde(skip)]
     pub token: String,
@@ -117,6 +125,14 @@ pub fn run_blocking(dir: DataDir, pass: Passphrases, flags: Flags) -> Result<()>
     if !api_addr.ip().is_loopback() {
         bail!("the local API listens only on a loopback address (127.0.0.1 or ::1)");
     }
+    let hsds_addr: Option<SocketAddr> = flags
+        .hsds_listen
+        .as_deref()
+        .map(|a| {
+            a.parse()
+                .context("--hsds-listen must be an address like 0.0.0.0:8080")
+        })
+        .transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -125,6 +141,14 @@ pub fn run_blocking(dir: DataDir, pass: Passphrases, flags: Flags) -> Result<()>
         let api = tokio::net::TcpListener::bind(api_addr)
             .await
             .with_context(|| format!("cannot listen on {api_addr} for the local API"))?;
+        let hsds = match hsds_addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} for the public directory"))?,
+            ),
+            None => None,
+        };
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(print_ready(ready_rx));
         let (tx, rx) = tokio::sync::watch::channel(false);
@@ -138,6 +162,7 @@ pub fn run_blocking(dir: DataDir, pass: Passphrases, flags: Flags) -> Result<()>
             api,
             p2p: listen,
             ready: Some(ready_tx),
+            hsds,
         };
         let options = Options {
             dir,
@@ -229,6 +254,7 @@ pub async fn run(
         api: listener,
         p2p: listen,
         ready,
+        hsds: hsds_listener,
     } = listeners;
     let bound = listener
         .local_addr()
@@ -243,6 +269,12 @@ pub async fn run(
     }
     let org = engine.org().to_string();
     let running = which_node(&dir, &engine);
+    let mechanism_id = engine
+        .store()
+        .config()
+        .mechanism_id()
+        .map(|h| h.to_hex())
+        .unwrap_or_default();
     let secrets = dir.secrets(options.pass.node.as_ref())?;
     let keypair = secrets.signing.to_libp2p();
     let node = keypair.public().to_peer_id().to_base58();
@@ -263,10 +295,25 @@ pub async fn run(
         network: view.clone(),
     };
     let web = crate::web::WebState::new(handle.clone(), view.clone(), org, bound.port());
-    let app =
-        api::router(state, crate::web::router(web)).layer(axum::middleware::from_fn(body_in_time));
+    let directory = hsds::HsdsState::new(handle.clone(), mechanism_id);
+    let app = api::router(
+        state,
+        crate::web::router(web).merge(hsds::router(directory.clone())),
+    )
+    .layer(axum::middleware::from_fn(body_in_time));
     let cap = api_connection_cap(raise_fd_limit());
     let api_task = tokio::spawn(serve_api(listener, app, cap, shutdown.clone()));
+    // The public directory: the HSDS routes alone, without the local API's Host check (any
+    // name may reach a published directory; it holds nothing but the map).
+    let hsds_bound = match hsds_listener {
+        Some(l) => {
+            let bound = l.local_addr().ok();
+            let app = hsds::router(directory).layer(axum::middleware::from_fn(body_in_time));
+            tokio::spawn(serve_api(l, app, cap / 2, shutdown.clone()));
+            bound
+        }
+        None => None,
+    };
 
     let (p2p_ready, listening) = tokio::sync::oneshot::channel();
     let net_options = p2p::NetOptions {
@@ -297,6 +344,7 @@ pub async fn run(
             node,
             api: bound,
             p2p,
+            hsds: hsds_bound,
             token,
         };
         if tell.send(ready).is_err() {

@@ -29,6 +29,12 @@ pub struct MapSnapshot {
 pub struct Directory {
     pub profiles: BTreeMap<String, Profile>,
     pub document: String,
+    /// The mechanism's id (hex of its genesis hash): HSDS ids are derived from it.
+    #[serde(default)]
+    pub mechanism_id: String,
+    /// The organisation of the node that answered.
+    #[serde(default)]
+    pub org: String,
 }
 
 /// What a directory search asks for; the category and site must be the mechanism's.
@@ -115,7 +121,17 @@ pub(super) fn directory(engine: &Engine) -> Result<Directory> {
     let document = super::config::current_file(engine)?
         .map(|(_, f)| f.document)
         .unwrap_or_default();
-    Ok(Directory { profiles, document })
+    Ok(Directory {
+        profiles,
+        document,
+        mechanism_id: engine
+            .store()
+            .config()
+            .mechanism_id()
+            .map(|h| h.to_hex())
+            .unwrap_or_default(),
+        org: engine.org().to_string(),
+    })
 }
 
 pub(super) fn gaps(engine: &Engine) -> Result<Vec<Gap>> {

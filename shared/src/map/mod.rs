@@ -13,12 +13,11 @@
 pub mod apply;
 mod directory;
 mod document;
-mod hsds;
+pub mod hsds;
 mod profile;
 
 pub use directory::{Entry, Gap, Query, STALE_AFTER_DAYS, gaps, open_at, search, stale};
 pub use document::{import, read, update_service};
-pub use hsds::{HsdsTable, hsds};
 pub use profile::{
     Capacity, Contact, DAYS, FocalPoint, Hours, Profile, Service, parse_date, ranges,
 };

@@ -99,6 +99,17 @@ pub struct Service {
     pub latitude: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub longitude: Option<f64>,
+    /// The postal code of the address (exports give a full postal address only with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postal_code: Option<String>,
+    /// A confidential place (a shelter for people at risk): public outputs (HSDS export and
+    /// API, posters) give its site and region only, never its address or coordinates.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confidential: bool,
+    /// The case types the service is meant for (ids of the configuration's `case_types`);
+    /// empty: anyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub case_types: Vec<String>,
     pub capacity: Capacity,
     /// `YYYY-MM-DD`: when this entry was last checked.
     pub verified: String,
@@ -299,6 +310,8 @@ impl Service {
         }
         check_text(&format!("{f}.eligibility"), self.eligibility.as_deref())?;
         check_short(&format!("{f}.address"), self.address.as_deref())?;
+        check_short(&format!("{f}.postal_code"), self.postal_code.as_deref())?;
+        self.validate_case_types(f, m)?;
         self.validate_languages(f)?;
         if self.latitude.is_some_and(|v| !(-90.0..=90.0).contains(&v)) {
             return Err(invalid(format!("{f}.latitude"), "out of range"));
@@ -342,6 +355,28 @@ impl Service {
                     format!(
                         "`{}` is not a two-letter ISO 639-1 code",
                         keys::truncate_for_error(l)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Known case types, each named once.
+    fn validate_case_types(&self, f: &str, m: &Mechanism) -> Result<(), MapError> {
+        if self.case_types.len() > LIST_ITEMS_MAX {
+            return Err(invalid(
+                format!("{f}.case_types"),
+                format!("more than {LIST_ITEMS_MAX}"),
+            ));
+        }
+        for (j, c) in self.case_types.iter().enumerate() {
+            if m.case_type(c).is_none() || self.case_types[..j].contains(c) {
+                return Err(invalid(
+                    format!("{f}.case_types[{j}]"),
+                    format!(
+                        "`{}` is not a case type of the mechanism, or is named twice",
+                        keys::truncate_for_error(c)
                     ),
                 ));
             }
