@@ -40,37 +40,7 @@ fn directory(
 
 pub fn run(cmd: MapCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Result<()> {
     match cmd {
-        MapCmd::Import {
-            profile,
-            hsds,
-            org,
-            hsds_org,
-            site,
-            category,
-            language,
-            dry_run,
-        } => match (profile, hsds) {
-            (_, Some(path)) => {
-                let (m, out) = directory_full(dir, pass, user)?;
-                let options = ImportOptions {
-                    org: org.unwrap_or_else(|| out.org.clone()),
-                    mechanism_id: out.mechanism_id.clone(),
-                    source_org: hsds_org,
-                    site,
-                    category,
-                    language,
-                    today: OffsetDateTime::now_utc().date().to_string(),
-                };
-                let profile = super::cmd_hsds::read_profile(&path, &m, &options)?;
-                if dry_run {
-                    print!("{}", toml::to_string_pretty(&profile)?);
-                } else {
-                    send_profile(dir, pass, user, profile, &path.display().to_string())?;
-                }
-            }
-            (Some(profile), None) => import(dir, pass, user, &profile)?,
-            (None, None) => bail!("name a profile file, or an HSDS package with --hsds"),
-        },
+        cmd @ MapCmd::Import { .. } => import_cmd(cmd, dir, pass, user)?,
         MapCmd::Capacity {
             service,
             capacity,
@@ -161,6 +131,46 @@ fn update(
             c.as_str()
         ),
         None => say!("{service} of `{}` marked verified today.", out.org),
+    }
+    Ok(())
+}
+
+/// `map import`, of a profile file or (`--hsds`) an HSDS package.
+fn import_cmd(cmd: MapCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Result<()> {
+    let MapCmd::Import {
+        profile,
+        hsds,
+        org,
+        hsds_org,
+        site,
+        category,
+        language,
+        dry_run,
+    } = cmd
+    else {
+        bail!("not a map import");
+    };
+    match (profile, hsds) {
+        (_, Some(path)) => {
+            let (m, out) = directory_full(dir, pass, user)?;
+            let options = ImportOptions {
+                org: org.unwrap_or_else(|| out.org.clone()),
+                mechanism_id: out.mechanism_id.clone(),
+                source_org: hsds_org,
+                site,
+                category,
+                language,
+                today: OffsetDateTime::now_utc().date().to_string(),
+            };
+            let profile = super::cmd_hsds::read_profile(&path, &m, &options)?;
+            if dry_run {
+                print!("{}", toml::to_string_pretty(&profile)?);
+            } else {
+                send_profile(dir, pass, user, profile, &path.display().to_string())?;
+            }
+        }
+        (Some(profile), None) => import(dir, pass, user, &profile)?,
+        (None, None) => bail!("name a profile file, or an HSDS package with --hsds"),
     }
     Ok(())
 }

@@ -61,7 +61,12 @@ impl HsdsState {
 
     /// The compiled directory of the map and configuration in force.
     async fn directory(&self) -> Result<Arc<Hsds>, Response> {
-        let unavailable = |_| failure(StatusCode::SERVICE_UNAVAILABLE, "the node is busy or stopping");
+        let unavailable = |_| {
+            failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the node is busy or stopping",
+            )
+        };
         let profiles = self.engine.directory().await.map_err(unavailable)?;
         let m = self
             .engine
@@ -204,10 +209,10 @@ fn number_param(key: &str, v: &str, max: usize) -> Result<usize, String> {
 fn modified_after(v: &str) -> Result<OffsetDateTime, String> {
     OffsetDateTime::parse(v, &Rfc3339)
         .ok()
-        .or_else(|| {
-            passerelle_core::map::parse_date(v).map(|d| d.midnight().assume_utc())
+        .or_else(|| passerelle_core::map::parse_date(v).map(|d| d.midnight().assume_utc()))
+        .ok_or_else(|| {
+            "`modified_after` must be a date-time like 2026-11-01T00:00:00Z, or a date".into()
         })
-        .ok_or_else(|| "`modified_after` must be a date-time like 2026-11-01T00:00:00Z, or a date".into())
 }
 
 impl ListQuery {
@@ -226,16 +231,29 @@ impl ListQuery {
                 return Err(match key.as_str() {
                     "format" | "minimal" | "postcode" | "proximity" | "full_service"
                     | "top_only" => format!("`{key}` is not supported by this server"),
-                    _ => format!("unknown parameter `{}`", passerelle_core::keys::truncate_for_error(&key)),
+                    _ => format!(
+                        "unknown parameter `{}`",
+                        passerelle_core::keys::truncate_for_error(&key)
+                    ),
                 });
             }
-            let id = |v: &str| (v.len() <= 64).then(|| v.to_string()).ok_or(format!("`{key}` is too long"));
+            let id = |v: &str| {
+                (v.len() <= 64)
+                    .then(|| v.to_string())
+                    .ok_or(format!("`{key}` is too long"))
+            };
             match key.as_str() {
                 "search" => {
                     if value.chars().count() > SEARCH_MAX_CHARS {
-                        return Err(format!("`search` is longer than {SEARCH_MAX_CHARS} characters"));
+                        return Err(format!(
+                            "`search` is longer than {SEARCH_MAX_CHARS} characters"
+                        ));
                     }
-                    q.search = value.to_lowercase().split_whitespace().map(str::to_string).collect();
+                    q.search = value
+                        .to_lowercase()
+                        .split_whitespace()
+                        .map(str::to_string)
+                        .collect();
                 }
                 "taxonomy_term_id" => q.taxonomy_term_id = Some(id(&value)?),
                 "taxonomy_id" => q.taxonomy_id = Some(id(&value)?),
@@ -288,8 +306,13 @@ fn form_urlencoded(raw: &str) -> Result<Vec<(String, String)>, String> {
             match bytes[i] {
                 b'+' => out.push(b' '),
                 b'%' => {
-                    let hex = s.get(i + 1..i + 3).ok_or("a broken %-escape in the query")?;
-                    out.push(u8::from_str_radix(hex, 16).map_err(|_| "a broken %-escape in the query")?);
+                    let hex = s
+                        .get(i + 1..i + 3)
+                        .ok_or("a broken %-escape in the query")?;
+                    out.push(
+                        u8::from_str_radix(hex, 16)
+                            .map_err(|_| "a broken %-escape in the query")?,
+                    );
                     i += 2;
                 }
                 b => out.push(b),
@@ -325,11 +348,15 @@ fn filtered<'a>(
 ) -> impl Iterator<Item = &'a hsds::CompiledService> + 'a {
     h.services.iter().filter(move |s| {
         q.matches_text(&s.text)
-            && q.organization_id.as_ref().is_none_or(|o| *o == s.organization_id)
+            && q.organization_id
+                .as_ref()
+                .is_none_or(|o| *o == s.organization_id)
             && q.taxonomy_term_id
                 .as_ref()
                 .is_none_or(|t| s.taxonomy_term_ids.contains(t))
-            && q.taxonomy_id.as_ref().is_none_or(|t| s.taxonomy_ids.contains(t))
+            && q.taxonomy_id
+                .as_ref()
+                .is_none_or(|t| s.taxonomy_ids.contains(t))
             && q.modified_after.is_none_or(|after| {
                 OffsetDateTime::parse(&s.last_modified, &Rfc3339).is_ok_and(|m| m >= after)
             })
@@ -358,7 +385,13 @@ async fn services(State(state): State<HsdsState>, RawQuery(raw): RawQuery) -> Re
     let q = query_or_400!(raw, SERVICE_PARAMS);
     let h = directory_or_503!(state);
     let items = filtered(&h, &q)
-        .map(|s| if q.full { s.full.clone() } else { s.list.clone() })
+        .map(|s| {
+            if q.full {
+                s.full.clone()
+            } else {
+                s.list.clone()
+            }
+        })
         .collect();
     q.page(items)
 }
@@ -378,7 +411,11 @@ async fn service_at_locations(State(state): State<HsdsState>, RawQuery(raw): Raw
     let items = h
         .service_at_locations
         .iter()
-        .filter(|sal| sal["service_id"].as_str().is_some_and(|id| ids.contains(id)))
+        .filter(|sal| {
+            sal["service_id"]
+                .as_str()
+                .is_some_and(|id| ids.contains(id))
+        })
         .cloned()
         .collect();
     q.page(items)
@@ -415,14 +452,24 @@ async fn organizations(State(state): State<HsdsState>, RawQuery(raw): RawQuery) 
             .to_lowercase();
             q.matches_text(&text)
         })
-        .map(|o| if q.full { o.clone() } else { flat(o, "organization") })
+        .map(|o| {
+            if q.full {
+                o.clone()
+            } else {
+                flat(o, "organization")
+            }
+        })
         .collect();
     q.page(items)
 }
 
 async fn organization(State(state): State<HsdsState>, Path(id): Path<String>) -> Response {
     let h = directory_or_503!(state);
-    match h.organizations.iter().find(|o| o["id"].as_str() == Some(id.as_str())) {
+    match h
+        .organizations
+        .iter()
+        .find(|o| o["id"].as_str() == Some(id.as_str()))
+    {
         Some(o) => axum::Json(o).into_response(),
         None => not_found("organization"),
     }
@@ -436,7 +483,9 @@ fn rows_page(rows: &[Row], q: &ListQuery, keep: impl Fn(&Row) -> bool) -> Respon
                 "{}\n{}\n{}",
                 r.get("name").and_then(Value::as_str).unwrap_or_default(),
                 r.get("code").and_then(Value::as_str).unwrap_or_default(),
-                r.get("description").and_then(Value::as_str).unwrap_or_default()
+                r.get("description")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
             )
             .to_lowercase();
             q.matches_text(&text) && keep(r)
@@ -460,13 +509,20 @@ async fn taxonomy_terms(State(state): State<HsdsState>, RawQuery(raw): RawQuery)
     let h = directory_or_503!(state);
     let field = |r: &Row, k: &str| r.get(k).and_then(Value::as_str).map(str::to_string);
     rows_page(h.taxonomy_terms(), &q, |r| {
-        q.taxonomy_id.as_ref().is_none_or(|t| field(r, "taxonomy_id").as_ref() == Some(t))
-            && q.parent_id.as_ref().is_none_or(|p| field(r, "parent_id").as_ref() == Some(p))
+        q.taxonomy_id
+            .as_ref()
+            .is_none_or(|t| field(r, "taxonomy_id").as_ref() == Some(t))
+            && q.parent_id
+                .as_ref()
+                .is_none_or(|p| field(r, "parent_id").as_ref() == Some(p))
     })
 }
 
 fn row_by_id(rows: &[Row], id: &str, what: &str) -> Response {
-    match rows.iter().find(|r| r.get("id").and_then(Value::as_str) == Some(id)) {
+    match rows
+        .iter()
+        .find(|r| r.get("id").and_then(Value::as_str) == Some(id))
+    {
         Some(r) => axum::Json(r).into_response(),
         None => not_found(what),
     }
@@ -488,12 +544,25 @@ mod tests {
 
     #[test]
     fn queries_are_decoded_bounded_and_checked() {
-        let q = ListQuery::parse(Some("search=H%C3%A9bergement+urgence&per_page=5&page=2"), SERVICE_PARAMS)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let q = ListQuery::parse(
+            Some("search=H%C3%A9bergement+urgence&per_page=5&page=2"),
+            SERVICE_PARAMS,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(q.search, vec!["hébergement", "urgence"]);
         assert_eq!((q.page, q.per_page), (2, 5));
-        for bad in ["per_page=0", "per_page=101", "page=x", "search=%zz", "nope=1", "format=ndjson"] {
-            assert!(ListQuery::parse(Some(bad), SERVICE_PARAMS).is_err(), "{bad}");
+        for bad in [
+            "per_page=0",
+            "per_page=101",
+            "page=x",
+            "search=%zz",
+            "nope=1",
+            "format=ndjson",
+        ] {
+            assert!(
+                ListQuery::parse(Some(bad), SERVICE_PARAMS).is_err(),
+                "{bad}"
+            );
         }
         let long = format!("search={}", "a".repeat(QUERY_MAX_BYTES));
         assert!(ListQuery::parse(Some(&long), SERVICE_PARAMS).is_err());

@@ -269,12 +269,7 @@ pub async fn run(
     }
     let org = engine.org().to_string();
     let running = which_node(&dir, &engine);
-    let mechanism_id = engine
-        .store()
-        .config()
-        .mechanism_id()
-        .map(|h| h.to_hex())
-        .unwrap_or_default();
+    let mechanism_id = engine.store().config().mechanism_id().map(|h| h.to_hex());
     let secrets = dir.secrets(options.pass.node.as_ref())?;
     let keypair = secrets.signing.to_libp2p();
     let node = keypair.public().to_peer_id().to_base58();
@@ -288,32 +283,15 @@ pub async fn run(
         ..NetworkView::default()
     }));
     let token = write_api_files(&dir, bound)?;
-    let state = api::ApiState {
+    let http = Http {
         engine: handle.clone(),
-        token: Arc::new(token.clone()),
-        hosts: Arc::new(api_hosts(bound.port())),
-        network: view.clone(),
+        view: view.clone(),
+        org,
+        bound,
+        token: token.clone(),
+        mechanism_id,
     };
-    let web = crate::web::WebState::new(handle.clone(), view.clone(), org, bound.port());
-    let directory = hsds::HsdsState::new(handle.clone(), mechanism_id);
-    let app = api::router(
-        state,
-        crate::web::router(web).merge(hsds::router(directory.clone())),
-    )
-    .layer(axum::middleware::from_fn(body_in_time));
-    let cap = api_connection_cap(raise_fd_limit());
-    let api_task = tokio::spawn(serve_api(listener, app, cap, shutdown.clone()));
-    // The public directory: the HSDS routes alone, without the local API's Host check (any
-    // name may reach a published directory; it holds nothing but the map).
-    let hsds_bound = match hsds_listener {
-        Some(l) => {
-            let bound = l.local_addr().ok();
-            let app = hsds::router(directory).layer(axum::middleware::from_fn(body_in_time));
-            tokio::spawn(serve_api(l, app, cap / 2, shutdown.clone()));
-            bound
-        }
-        None => None,
-    };
+    let (api_task, hsds_bound) = http.serve(listener, hsds_listener, shutdown.clone());
 
     let (p2p_ready, listening) = tokio::sync::oneshot::channel();
     let net_options = p2p::NetOptions {
@@ -354,6 +332,59 @@ pub async fn run(
     let result = network.run(shutdown).await;
     stopped(&dir, api_task, handle, engine_thread).await;
     result
+}
+
+/// What the local API, the web UI and the public directory are served from.
+struct Http {
+    engine: EngineHandle,
+    view: Arc<Mutex<NetworkView>>,
+    org: String,
+    bound: SocketAddr,
+    token: String,
+    /// Hex of the genesis hash (HSDS ids derive from it).
+    mechanism_id: Option<String>,
+}
+
+impl Http {
+    /// Serves the local API with the web UI and the HSDS routes on `listener`, and the HSDS
+    /// routes alone on `public` (without the local API's Host check: any name may reach a
+    /// published directory, which holds nothing but the map). Returns the API's task and the
+    /// public directory's address.
+    fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        public: Option<tokio::net::TcpListener>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> (tokio::task::JoinHandle<()>, Option<SocketAddr>) {
+        let state = api::ApiState {
+            engine: self.engine.clone(),
+            token: Arc::new(self.token),
+            hosts: Arc::new(api_hosts(self.bound.port())),
+            network: self.view.clone(),
+        };
+        let web =
+            crate::web::WebState::new(self.engine.clone(), self.view, self.org, self.bound.port());
+        let directory = hsds::HsdsState::new(self.engine, self.mechanism_id.unwrap_or_default());
+        let app = api::router(
+            state,
+            crate::web::router(web).merge(hsds::router(directory.clone())),
+        )
+        .layer(axum::middleware::from_fn(body_in_time));
+        let cap = api_connection_cap(raise_fd_limit());
+        let api_task = tokio::spawn(serve_api(listener, app, cap, shutdown.clone()));
+        let public_bound = public.and_then(|l| {
+            let bound = l.local_addr().ok();
+            let app = hsds::router(directory).layer(axum::middleware::from_fn(body_in_time));
+            tokio::spawn(serve_api(
+                l,
+                app,
+                (cap / 2).max(API_CONNECTIONS_MIN),
+                shutdown,
+            ));
+            bound
+        });
+        (api_task, public_bound)
+    }
 }
 
 /// Writes the API's token (0600) and address to the data directory, where the command line

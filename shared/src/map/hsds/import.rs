@@ -51,7 +51,9 @@ fn text(v: &Value, key: &str) -> Option<String> {
 }
 
 fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key).and_then(Value::as_array).map_or(&[], Vec::as_slice)
+    v.get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
 }
 
 fn names(v: &Value, base: &str, translations: &str) -> Option<Names> {
@@ -103,10 +105,7 @@ pub fn from_compiled(
                 }
                 services.push((oid, s.clone()));
             }
-            None => errors.push(format!(
-                "service {}: names no organization",
-                label(s)
-            )),
+            None => errors.push(format!("service {}: names no organization", label(s))),
         }
     };
     for doc in documents {
@@ -163,11 +162,15 @@ pub fn from_dir(
     let mut rows: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for (name, csv) in tables {
         let parsed = parse_csv(csv).map_err(|e| vec![format!("{name}: {e}")])?;
-        rows.insert(name.as_str(), parsed.into_iter().map(Value::Object).collect());
+        rows.insert(
+            name.as_str(),
+            parsed.into_iter().map(Value::Object).collect(),
+        );
     }
     let of = |t: &str| rows.get(t).map_or(&[][..], Vec::as_slice);
     let by = |t: &str, key: &str, id: &str| -> Vec<Value> {
-        of(t).iter()
+        of(t)
+            .iter()
             .filter(|r| r.get(key).and_then(Value::as_str) == Some(id))
             .cloned()
             .collect()
@@ -285,7 +288,11 @@ fn assemble(
 fn label(s: &Value) -> String {
     let id = text(s, "id").unwrap_or_else(|| "(no id)".into());
     match text(s, "name") {
-        Some(n) => format!("{} ({})", crate::keys::truncate_for_error(&id), crate::keys::truncate_for_error(&n)),
+        Some(n) => format!(
+            "{} ({})",
+            crate::keys::truncate_for_error(&id),
+            crate::keys::truncate_for_error(&n)
+        ),
         None => crate::keys::truncate_for_error(&id).to_string(),
     }
 }
@@ -317,7 +324,10 @@ fn choose_org(
         .iter()
         .filter(|id| {
             **id == ours
-                || orgs.get(*id).and_then(|o| text(o, "passerelle_id")).as_deref()
+                || orgs
+                    .get(*id)
+                    .and_then(|o| text(o, "passerelle_id"))
+                    .as_deref()
                     == Some(opt.org.as_str())
         })
         .collect();
@@ -373,15 +383,18 @@ fn service(
     let site = site_of(&location, m)
         .or_else(|| opt.site.clone())
         .ok_or("its location is none of the mechanism's sites: give one with --site")?;
-    let category = category_of(s, m)
-        .or_else(|| opt.category.clone())
-        .ok_or("its taxonomy terms name none of the mechanism's categories: give one with --category")?;
+    let category = category_of(s, m).or_else(|| opt.category.clone()).ok_or(
+        "its taxonomy terms name none of the mechanism's categories: give one with --category",
+    )?;
     let (address, postal_code) = address_of(&location);
     let site_coords = m.site(&site).map(|x| (x.latitude, x.longitude));
     let mut coord = |key: &str, range: f64| {
         let v = number(&location, key)?;
         if !(-range..=range).contains(&v) {
-            notes.push(format!("service {}: {key} {v} is out of range, left out", label(s)));
+            notes.push(format!(
+                "service {}: {key} {v} is out of range, left out",
+                label(s)
+            ));
             return None;
         }
         Some(v)
@@ -491,8 +504,14 @@ fn address_of(location: &Value) -> (Option<String>, Option<String>) {
 fn languages_of(s: &Value) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for l in items(s, "languages") {
-        let Some(code) = text(l, "code") else { continue };
-        let two: String = code.chars().take(2).collect::<String>().to_ascii_lowercase();
+        let Some(code) = text(l, "code") else {
+            continue;
+        };
+        let two: String = code
+            .chars()
+            .take(2)
+            .collect::<String>()
+            .to_ascii_lowercase();
         let head_ok = code.len() == 2 || code.as_bytes().get(2) == Some(&b'-');
         if head_ok && two.chars().all(|c| c.is_ascii_lowercase()) && !out.contains(&two) {
             out.push(two);
@@ -538,7 +557,10 @@ fn hours_of(s: &Value, notes: &mut Vec<String>) -> Hours {
             continue;
         };
         if !weekly {
-            notes.push(format!("service {}: a schedule that is not weekly, left out", label(s)));
+            notes.push(format!(
+                "service {}: a schedule that is not weekly, left out",
+                label(s)
+            ));
             continue;
         }
         for d in byday.split(',') {
@@ -567,7 +589,9 @@ fn contact_of(s: &Value) -> Option<Contact> {
             .iter()
             .chain(contact.map_or(&[][..], |c| items(c, "phones")))
             .find_map(|p| text(p, "number")),
-        email: contact.and_then(|c| text(c, "email")).or_else(|| text(s, "email")),
+        email: contact
+            .and_then(|c| text(c, "email"))
+            .or_else(|| text(s, "email")),
         focal_point: contact.and_then(|c| text(c, "name")),
     };
     (c != Contact::default()).then_some(c)

@@ -205,6 +205,9 @@ pub fn build(profiles: &BTreeMap<String, Profile>, m: &Mechanism, mechanism_id: 
     b.out
 }
 
+/// A taxonomy to export: our kind, its name and description, and its terms (id, names).
+type TaxonomySet<'a> = (&'a str, &'a str, &'a str, Vec<(&'a str, &'a Names)>);
+
 struct Builder<'a> {
     ids: Ids,
     m: &'a Mechanism,
@@ -241,12 +244,16 @@ impl Builder<'_> {
     /// The mechanism's taxonomy (service categories) and its case types, each an HSDS taxonomy.
     fn taxonomies(&mut self) {
         let m = self.m;
-        let sets: [(&str, &str, &str, Vec<(&str, &Names)>); 2] = [
+        let sets: [TaxonomySet<'_>; 2] = [
             (
                 "category",
                 "Catégories de services",
                 "Les catégories de services du mécanisme de référencement, fixées par son organisation chef de file.",
-                m.doc.taxonomy.iter().map(|c| (c.id.as_str(), &c.name)).collect(),
+                m.doc
+                    .taxonomy
+                    .iter()
+                    .map(|c| (c.id.as_str(), &c.name))
+                    .collect(),
             ),
             (
                 "case_type",
@@ -304,7 +311,11 @@ impl Builder<'_> {
             "name".into(),
             o.map_or(org.to_string(), |o| o.name.clone()).into(),
         );
-        put(&mut row, "alternate_name", o.and_then(|o| o.short_name.clone()));
+        put(
+            &mut row,
+            "alternate_name",
+            o.and_then(|o| o.short_name.clone()),
+        );
         row.insert("description".into(), p.description.fr.clone().into());
         put(
             &mut row,
@@ -378,7 +389,11 @@ impl Builder<'_> {
             "alternate_name",
             (s.name.en != s.name.fr).then(|| s.name.en.clone()),
         );
-        put(&mut row, "description", s.description.as_ref().map(|d| d.fr.clone()));
+        put(
+            &mut row,
+            "description",
+            s.description.as_ref().map(|d| d.fr.clone()),
+        );
         put(
             &mut row,
             "email",
@@ -400,8 +415,14 @@ impl Builder<'_> {
         full.insert("organization".into(), org_flat.clone());
         let (sal, location_key) = self.service_at_location(org, oid, &sid, s, &list);
         full.insert("service_at_locations".into(), Value::Array(vec![sal]));
-        full.insert("schedules".into(), Value::Array(self.schedules(org, &sid, s)));
-        full.insert("languages".into(), Value::Array(self.languages(org, &sid, s)));
+        full.insert(
+            "schedules".into(),
+            Value::Array(self.schedules(org, &sid, s)),
+        );
+        full.insert(
+            "languages".into(),
+            Value::Array(self.languages(org, &sid, s)),
+        );
         let (contacts, phones) = self.contact(org, &sid, s);
         full.insert("contacts".into(), Value::Array(contacts));
         full.insert("phones".into(), Value::Array(phones));
@@ -458,7 +479,11 @@ impl Builder<'_> {
         let key = if s.confidential {
             format!("{org}/{}/confidential", s.site)
         } else {
-            format!("{org}/{}/{}", s.site, s.address.as_deref().unwrap_or_default())
+            format!(
+                "{org}/{}/{}",
+                s.site,
+                s.address.as_deref().unwrap_or_default()
+            )
         };
         let lid = self.ids.of(&["location", &key]);
         if !self.locations.contains_key(&key) {
@@ -562,7 +587,10 @@ impl Builder<'_> {
         let mut out = Vec::new();
         for l in &s.languages {
             let mut row = Row::new();
-            row.insert("id".into(), self.ids.of(&["language", org, &s.id, l]).into());
+            row.insert(
+                "id".into(),
+                self.ids.of(&["language", org, &s.id, l]).into(),
+            );
             row.insert("service_id".into(), sid.into());
             put(&mut row, "name", language_name(l));
             row.insert("code".into(), l.clone().into());
@@ -618,7 +646,8 @@ impl Builder<'_> {
         );
         let (mut out, mut terms, mut taxonomies) = (Vec::new(), Vec::new(), Vec::new());
         for (kind, id, link_type) in links {
-            let Some((term_id, taxonomy_id, term)) = self.terms.get(&format!("{kind}/{id}")).cloned()
+            let Some((term_id, taxonomy_id, term)) =
+                self.terms.get(&format!("{kind}/{id}")).cloned()
             else {
                 continue;
             };

@@ -77,7 +77,9 @@ mod tests {
         assert_eq!(names.len(), 21, "{names:?}");
         let sal = table("service_at_location").map(|t| t.path.as_str());
         assert_eq!(sal, Some("service_at_location.csv"));
-        let service = table("service").map(|t| t.columns.clone()).unwrap_or_default();
+        let service = table("service")
+            .map(|t| t.columns.clone())
+            .unwrap_or_default();
         assert_eq!(service.first().map(String::as_str), Some("id"));
         assert!(service.iter().any(|c| c == "last_modified"));
     }
