@@ -1,6 +1,7 @@
 //! `passerelle bench`, the partner-map figures: a map of 300 organisations × 20 services —
 //! load time (beside Automerge's own load of the same documents), search latency (beside a bare
-//! scan of the same services), and the bytes our sync needs to bring a fresh node up to date
+//! scan of the same services), the HSDS API's pages over a running daemon (beside that search:
+//! `hsds.rs`), and the bytes our sync needs to bring a fresh node up to date
 //! (beside Automerge's own sync protocol on the same documents).
 
 use std::collections::BTreeMap;
@@ -104,7 +105,12 @@ pub fn run(dir: &Path, quick: bool, figures: &mut Vec<Figure>, json: bool) -> Re
     drop(hub);
     let (hub, directory, figure) = load_figure(dir, &sim, &saved, orgs_n)?;
     report(figures, figure, json);
-    report(figures, search_figure(&directory, &m, now), json);
+    let search = search_figure(&directory, &m, now);
+    let search_p99 = search.value;
+    report(figures, search, json);
+    let services = directory.values().map(|p| p.services.len()).sum();
+    let figure = super::hsds::figure(dir, &sim, &events, services, search_p99)?;
+    report(figures, figure, json);
     // Bytes to bring a fresh node up to date: our sync (snapshots, pruned changes) beside
     // Automerge's own sync protocol for the same documents.
     let figure = fresh_node_figure(dir, &sim, hub, &saved, orgs_n, now)?;
@@ -136,6 +142,7 @@ fn mechanism_with_orgs(
     nodes.push(("hub", "mas"));
     nodes.push(("fresh", "mas"));
     nodes.push(("deep", "mas"));
+    nodes.push(("web", "mas"));
     let mut orgs: Vec<&str> = ids.iter().map(String::as_str).collect();
     orgs.push("mas");
     let sim = Sim::new(&text, &orgs, &nodes, now)?;

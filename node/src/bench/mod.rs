@@ -7,6 +7,7 @@
 
 mod coordination;
 mod event_log;
+mod hsds;
 mod map;
 mod net;
 mod retention;

@@ -274,10 +274,10 @@ impl ListQuery {
     }
 
     /// One page of `items`, with HSDS's page fields.
-    fn page(&self, items: Vec<Value>) -> Response {
+    fn page<T: serde::Serialize>(&self, items: Vec<T>) -> Response {
         let total = items.len();
         let pages = total.div_ceil(self.per_page);
-        let contents: Vec<Value> = items
+        let contents: Vec<T> = items
             .into_iter()
             .skip((self.page - 1).saturating_mul(self.per_page))
             .take(self.per_page)
@@ -384,14 +384,9 @@ macro_rules! directory_or_503 {
 async fn services(State(state): State<HsdsState>, RawQuery(raw): RawQuery) -> Response {
     let q = query_or_400!(raw, SERVICE_PARAMS);
     let h = directory_or_503!(state);
-    let items = filtered(&h, &q)
-        .map(|s| {
-            if q.full {
-                s.full.clone()
-            } else {
-                s.list.clone()
-            }
-        })
+    // References: only the page's items are serialised, none copied.
+    let items: Vec<&Value> = filtered(&h, &q)
+        .map(|s| if q.full { &s.full } else { &s.list })
         .collect();
     q.page(items)
 }
@@ -408,7 +403,7 @@ async fn service_at_locations(State(state): State<HsdsState>, RawQuery(raw): Raw
     let q = query_or_400!(raw, SERVICE_PARAMS);
     let h = directory_or_503!(state);
     let ids: std::collections::HashSet<&str> = filtered(&h, &q).map(|s| s.id.as_str()).collect();
-    let items = h
+    let items: Vec<&Value> = h
         .service_at_locations
         .iter()
         .filter(|sal| {
@@ -416,7 +411,6 @@ async fn service_at_locations(State(state): State<HsdsState>, RawQuery(raw): Raw
                 .as_str()
                 .is_some_and(|id| ids.contains(id))
         })
-        .cloned()
         .collect();
     q.page(items)
 }
@@ -459,7 +453,7 @@ async fn organizations(State(state): State<HsdsState>, RawQuery(raw): RawQuery) 
                 flat(o, "organization")
             }
         })
-        .collect();
+        .collect::<Vec<Value>>();
     q.page(items)
 }
 
@@ -491,7 +485,7 @@ fn rows_page(rows: &[Row], q: &ListQuery, keep: impl Fn(&Row) -> bool) -> Respon
             q.matches_text(&text) && keep(r)
         })
         .map(|r| Value::Object(r.clone()))
-        .collect();
+        .collect::<Vec<Value>>();
     q.page(items)
 }
 
