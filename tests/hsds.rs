@@ -422,6 +422,7 @@ fn hsds_import_round_trips_refuses_whole_and_reads_the_specifications_examples()
     let package = dir.path().join("hsds");
     export(&|a: &[&str]| run(a).expect_ok().stdout, &package);
     check_round_trip(&run, dir.path(), &package);
+    check_tabular_read(&run, dir.path(), &package);
     check_refused_whole(&run, dir.path(), &package);
     check_confidential(&run, dir.path());
     check_examples(&run);
@@ -503,6 +504,81 @@ fn check_round_trip(run: &dyn Fn(&[&str]) -> passerelle_tests::Run, dir: &Path, 
         comparable(&after, &js_name),
         before,
         "export → import → export gives the same services"
+    );
+}
+
+/// The CSV tables alone (base HSDS, no profile fields) read back what base HSDS can say.
+fn check_tabular_read(run: &dyn Fn(&[&str]) -> passerelle_tests::Run, dir: &Path, package: &Path) {
+    let tabular = dir.join("hsds-tabular");
+    std::fs::create_dir_all(&tabular).unwrap();
+    for e in std::fs::read_dir(package).unwrap() {
+        let e = e.unwrap();
+        if e.path().extension().is_some_and(|x| x == "csv") {
+            std::fs::copy(e.path(), tabular.join(e.file_name())).unwrap();
+        }
+    }
+    let services = read_json(&package.join("services_full.json"));
+    let crt_uuid = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["passerelle_id"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("crt-"))
+        })
+        .unwrap()["organization_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let read = run(&[
+        "map",
+        "import",
+        "--hsds",
+        tabular.to_str().unwrap(),
+        "--org",
+        "crt",
+        "--hsds-org",
+        &crt_uuid,
+        "--dry-run",
+    ])
+    .expect_ok();
+    let read: Value = toml::from_str(&read.stdout).unwrap();
+    let held: Value = serde_json::from_str(
+        &run(&["map", "show", "--org", "crt", "--json"])
+            .expect_ok()
+            .stdout,
+    )
+    .unwrap();
+    let key = |s: &Value| {
+        serde_json::json!([
+            s["category"],
+            s["site"],
+            s["hours"],
+            s["languages"],
+            s["address"],
+            s["verified"],
+            s["contact"],
+            s["name"]["fr"]
+        ])
+    };
+    let mut got: Vec<Value> = read["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(key)
+        .collect();
+    let mut want: Vec<Value> = held[0]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(key)
+        .collect();
+    got.sort_by_key(Value::to_string);
+    want.sort_by_key(Value::to_string);
+    assert_eq!(
+        got, want,
+        "the CSV tables read back every service's category, site, hours, languages, address, date and contact"
     );
 }
 

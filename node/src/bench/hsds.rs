@@ -91,7 +91,10 @@ pub fn figure(
             let path = match i % 3 {
                 0 => format!("/hsds/services?per_page=50&page={}", i % pages + 1),
                 1 => "/hsds/services?per_page=50&search=service".to_string(),
-                _ => format!("/hsds/services?per_page=50&page={}&search=of", i % pages + 1),
+                _ => format!(
+                    "/hsds/services?per_page=50&page={}&search=of",
+                    i % pages + 1
+                ),
             };
             let started = Instant::now();
             let (status, n) = get(&mut stream, &daemon.api, &path).await?;
