@@ -20,5 +20,6 @@ mod net_attacks;
 mod netsim;
 mod nodes;
 mod partition;
+mod readme;
 mod sync_rounds;
 mod web;
