@@ -217,6 +217,7 @@ fn modified_after(v: &str) -> Result<OffsetDateTime, String> {
 
 impl ListQuery {
     fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, String> {
+        // No query string is an empty one.
         let raw = raw.unwrap_or_default();
         if raw.len() > QUERY_MAX_BYTES {
             return Err(format!("the query is longer than {QUERY_MAX_BYTES} bytes"));
@@ -437,6 +438,7 @@ async fn organizations(State(state): State<HsdsState>, RawQuery(raw): RawQuery) 
         .organizations
         .iter()
         .filter(|o| {
+            // A field an object lacks is no text to match.
             let text = format!(
                 "{}\n{}\n{}",
                 o["name"].as_str().unwrap_or_default(),
@@ -473,6 +475,7 @@ fn rows_page(rows: &[Row], q: &ListQuery, keep: impl Fn(&Row) -> bool) -> Respon
     let items = rows
         .iter()
         .filter(|r| {
+            // A field a row lacks is no text to match.
             let text = format!(
                 "{}\n{}\n{}",
                 r.get("name").and_then(Value::as_str).unwrap_or_default(),

@@ -145,8 +145,9 @@ pub fn from_compiled(
         }
     }
     // A service listed both inside its organization and on its own is read once.
+    // One without an id is kept (and refused later, named): it cannot be a repeat.
     let mut seen = std::collections::HashSet::new();
-    services.retain(|(_, s)| seen.insert(text(s, "id").unwrap_or_default()));
+    services.retain(|(_, s)| text(s, "id").is_none_or(|id| seen.insert(id)));
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -168,6 +169,7 @@ pub fn from_dir(
         );
     }
     let of = |t: &str| rows.get(t).map_or(&[][..], Vec::as_slice);
+    unlinked(of("service"))?;
     let by = |t: &str, key: &str, id: &str| -> Vec<Value> {
         of(t)
             .iter()
@@ -231,6 +233,29 @@ pub fn from_dir(
         services.push((oid, s));
     }
     assemble(&orgs, &services, m, opt)
+}
+
+/// Rows join by ids: a service row without its own id or its organization's is refused, named.
+/// Elsewhere an absent id reads as "", which matches no row (empty cells are left out of
+/// rows), so a row missing a link is simply not joined.
+fn unlinked(services: &[Value]) -> Result<(), Vec<String>> {
+    let errors: Vec<String> = services
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| text(s, "id").is_none() || text(s, "organization_id").is_none())
+        .map(|(i, s)| {
+            format!(
+                "services.csv row {}: {}: needs an id and an organization_id",
+                i + 2,
+                label(s)
+            )
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 /// Chooses the organisation, reads its services, validates each, and builds the profile.

@@ -479,6 +479,7 @@ impl Builder<'_> {
         let key = if s.confidential {
             format!("{org}/{}/confidential", s.site)
         } else {
+            // No address is the empty one: one location per site for such services.
             format!(
                 "{org}/{}/{}",
                 s.site,
