@@ -428,6 +428,48 @@ fn hsds_import_round_trips_refuses_whole_and_reads_the_specifications_examples()
     check_examples(&run);
 }
 
+/// The HSDS id of crt in our export.
+fn crt_uuid(package: &Path) -> String {
+    let services = read_json(&package.join("services_full.json"));
+    let crt = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["passerelle_id"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("crt-"))
+        })
+        .unwrap();
+    crt["organization_id"].as_str().unwrap().to_string()
+}
+
+/// `path` read as crt's profile (`--dry-run`), beside the profile the node holds.
+fn read_as_crt(
+    run: &dyn Fn(&[&str]) -> passerelle_tests::Run,
+    path: &Path,
+    uuid: &str,
+) -> (Value, Value) {
+    let path = path.to_str().unwrap();
+    let args = [
+        "map",
+        "import",
+        "--hsds",
+        path,
+        "--org",
+        "crt",
+        "--hsds-org",
+        uuid,
+        "--dry-run",
+    ];
+    let read: Value = toml::from_str(&run(&args).expect_ok().stdout).unwrap();
+    let shown = run(&["map", "show", "--org", "crt", "--json"])
+        .expect_ok()
+        .stdout;
+    let held: Value = serde_json::from_str(&shown).unwrap();
+    (read, held)
+}
+
 /// Our package reads back as the profile the node holds, and at an organisation with no
 /// profile yet it gives the same services under that organisation's name.
 fn check_round_trip(run: &dyn Fn(&[&str]) -> passerelle_tests::Run, dir: &Path, package: &Path) {
@@ -447,25 +489,7 @@ fn check_round_trip(run: &dyn Fn(&[&str]) -> passerelle_tests::Run, dir: &Path, 
 
     // Read back as crt's profile: exactly what the node holds.
     let pkg = package.to_str().unwrap();
-    let read = run(&[
-        "map",
-        "import",
-        "--hsds",
-        pkg,
-        "--org",
-        "crt",
-        "--hsds-org",
-        &crt_uuid,
-        "--dry-run",
-    ])
-    .expect_ok();
-    let read: Value = toml::from_str(&read.stdout).unwrap();
-    let held: Value = serde_json::from_str(
-        &run(&["map", "show", "--org", "crt", "--json"])
-            .expect_ok()
-            .stdout,
-    )
-    .unwrap();
+    let (read, held) = read_as_crt(run, package, &crt_uuid);
     assert_eq!(
         read, held[0],
         "the package reads back as the profile the node holds"
@@ -517,39 +541,7 @@ fn check_tabular_read(run: &dyn Fn(&[&str]) -> passerelle_tests::Run, dir: &Path
             std::fs::copy(e.path(), tabular.join(e.file_name())).unwrap();
         }
     }
-    let services = read_json(&package.join("services_full.json"));
-    let crt_uuid = services
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| {
-            s["passerelle_id"]
-                .as_str()
-                .is_some_and(|i| i.starts_with("crt-"))
-        })
-        .unwrap()["organization_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let read = run(&[
-        "map",
-        "import",
-        "--hsds",
-        tabular.to_str().unwrap(),
-        "--org",
-        "crt",
-        "--hsds-org",
-        &crt_uuid,
-        "--dry-run",
-    ])
-    .expect_ok();
-    let read: Value = toml::from_str(&read.stdout).unwrap();
-    let held: Value = serde_json::from_str(
-        &run(&["map", "show", "--org", "crt", "--json"])
-            .expect_ok()
-            .stdout,
-    )
-    .unwrap();
+    let (read, held) = read_as_crt(run, &tabular, &crt_uuid(package));
     let key = |s: &Value| {
         serde_json::json!([
             s["category"],

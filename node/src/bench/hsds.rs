@@ -3,7 +3,7 @@
 //! it is built on (measured in the same run).
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use passerelle_core::event::Event;
@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Figure;
+use super::map::percentile;
 use crate::datadir::DataDir;
 use crate::local_daemon::LocalDaemon;
 
@@ -49,12 +50,6 @@ async fn get(stream: &mut tokio::net::TcpStream, host: &str, path: &str) -> Resu
     }
     let status = String::from_utf8_lossy(&buf[9..12]).parse().unwrap_or(0);
     Ok((status, length))
-}
-
-fn percentile(samples: &mut [Duration], p: f64) -> f64 {
-    samples.sort();
-    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }
 
 /// Starts a daemon (node `web`) holding `events`, and times pages of `/hsds/services`.

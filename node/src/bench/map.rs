@@ -87,7 +87,8 @@ fn profile(org: &str, i: usize) -> Profile {
     }
 }
 
-fn percentile(samples: &mut [Duration], p: f64) -> f64 {
+/// The `p` quantile of `samples`, in milliseconds.
+pub(super) fn percentile(samples: &mut [Duration], p: f64) -> f64 {
     samples.sort();
     let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
     samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
