@@ -213,6 +213,35 @@ pub struct ReferralView {
     pub shared: BTreeMap<String, String>,
     pub note: Option<String>,
     pub invalid: Option<Rule>,
+    /// When its next SOP deadline falls (RFC 3339): the acknowledgement, then the decision;
+    /// absent once it is decided.
+    #[serde(default)]
+    pub deadline: Option<String>,
+    /// The steps taken on it, oldest first; filled only in the view of one referral.
+    #[serde(default)]
+    pub steps: Vec<StepView>,
+    /// A completed referral's outcome, when this node can read it (view of one referral).
+    #[serde(default)]
+    pub outcome: Option<String>,
+}
+
+/// One step taken on a referral: when, by which organisation, and what this node could read
+/// of it (who took it, the note, the outcome).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepView {
+    pub id: String,
+    pub at: String,
+    pub org: String,
+    #[serde(with = "crate::words::one")]
+    pub transition: Transition,
+    /// A decline's reason (its id in the SOP's list).
+    pub reason: Option<String>,
+    /// The account that took the step, when readable here.
+    pub by: Option<String>,
+    pub note: Option<String>,
+    pub outcome: Option<String>,
+    /// The rule the step broke, if any (then it had no effect).
+    pub invalid: Option<Rule>,
 }
 
 /// A case as this node may read it.
@@ -274,6 +303,16 @@ impl Engine {
             shared: BTreeMap::new(),
             note: None,
             invalid: verdict.and_then(|v| v.broken),
+            deadline: fold::next_deadline(
+                record.status,
+                record.urgency,
+                record.sent_at.to_datetime(),
+                m,
+                now,
+            )
+            .map(crate::time_fmt::rfc3339),
+            steps: Vec::new(),
+            outcome: None,
         };
         if decrypt
             && let Some(event) = self.store.event(&record.id)?
@@ -318,7 +357,70 @@ impl Engine {
             .store
             .referral_record(id)?
             .ok_or_else(|| EngineError::NoReferral(id.short()))?;
-        self.referral_view(&record, &m, now, true)
+        let mut view = self.referral_view(&record, &m, now, true)?;
+        view.steps = self.step_views(&record.id, &m)?;
+        view.outcome = view
+            .steps
+            .iter()
+            .rev()
+            .find(|s| s.transition == Transition::Complete && s.invalid.is_none())
+            .and_then(|s| s.outcome.clone());
+        Ok(view)
+    }
+
+    /// The steps taken on a referral, in the order they happened (their clocks), each with
+    /// what this node can read of it.
+    fn step_views(&self, referral: &EventId, m: &Mechanism) -> Result<Vec<StepView>, EngineError> {
+        let mut steps = Vec::new();
+        for sid in self.store.referral_steps(referral)? {
+            let Some(event) = self.store.event(&sid)? else {
+                continue;
+            };
+            let h = event.header();
+            let Kind::ReferralUpdate { transition, reason } = &h.kind else {
+                continue;
+            };
+            let verdict: Option<Verdict> = self.store.verdict(&sid)?;
+            let read = match crate::store::decrypt_event(&event, &self.keys) {
+                (Some(Ok(Decrypted::ReferralUpdate(u))), _) => Some(u),
+                // Not addressed here, no key yet or unreadable: when and by whom still show.
+                _ => None,
+            };
+            steps.push((
+                h.hlc,
+                StepView {
+                    id: sid.to_hex(),
+                    at: hlc_text(h.hlc),
+                    org: self.author_org(m, h),
+                    transition: *transition,
+                    reason: reason.clone(),
+                    by: read.as_ref().map(|u| u.by.clone()),
+                    note: read
+                        .as_ref()
+                        .map(|u| u.note.clone())
+                        .filter(|n| !n.is_empty()),
+                    outcome: read.and_then(|u| u.outcome),
+                    invalid: verdict.and_then(|v| v.broken),
+                },
+            ));
+        }
+        steps.sort_by_key(|(hlc, _)| *hlc);
+        Ok(steps.into_iter().map(|(_, s)| s).collect())
+    }
+
+    /// The organisation of an event's author node, in the version in force or the one the
+    /// event names (a node removed since); empty when neither knows it.
+    fn author_org(&self, m: &Mechanism, h: &crate::event::Header) -> String {
+        m.node_by_key(&h.author)
+            .map(|n| n.org.clone())
+            .or_else(|| {
+                self.store
+                    .config()
+                    .version(h.config_version)
+                    .and_then(|v| v.node_by_key(&h.author).map(|n| n.org.clone()))
+            })
+            // Known to neither: the timeline shows no organisation rather than guess one.
+            .unwrap_or_default()
     }
 
     /// Finds a referral or case id from a prefix of its hex id (as printed in tables).
@@ -429,27 +531,21 @@ impl Engine {
             };
             let verdict: Option<Verdict> = self.store.verdict(&eid)?;
             let h = event.header();
-            let org = m
-                .node_by_key(&h.author)
-                .map(|n| n.org.clone())
-                .or_else(|| {
-                    self.store
-                        .config()
-                        .version(h.config_version)
-                        .and_then(|v| v.node_by_key(&h.author).map(|n| n.org.clone()))
-                })
-                .unwrap_or_default();
+            let org = self.author_org(&m, h);
             let (payload, awaiting) = crate::store::decrypt_event(&event, &self.keys);
-            timeline.push(TimelineEntry {
+            timeline.push((h.hlc, TimelineEntry {
                 id: eid.to_hex(),
                 at: hlc_text(h.hlc),
                 org,
                 happened: Happened::of(&h.kind),
                 invalid: verdict.and_then(|v| v.broken),
                 detail: Detail::of(payload, awaiting, h.kind.is_encrypted_to_orgs()),
-            });
+            }));
         }
-        timeline.sort_by(|a, b| a.at.cmp(&b.at));
+        // In the order things happened: by the events' clocks (milliseconds and a counter),
+        // not by their texts, which are to the second.
+        timeline.sort_by_key(|(hlc, _)| *hlc);
+        let timeline: Vec<TimelineEntry> = timeline.into_iter().map(|(_, e)| e).collect();
         let mut referrals = Vec::new();
         for rid in &referral_ids {
             if let Some(r) = self.store.referral_record(rid)? {

@@ -332,6 +332,40 @@ impl Status {
     pub fn is_open(&self) -> bool {
         matches!(self, Status::Sent | Status::Acknowledged | Status::Accepted)
     }
+
+    /// Whether a referral in this status may take `step` (by the organisation the step belongs
+    /// to: the receiver for all but a withdrawal). The fold judges steps by this, and the UI
+    /// offers only these.
+    pub fn allows(&self, step: Transition) -> bool {
+        use Status::*;
+        match step {
+            Transition::Acknowledge => *self == Sent,
+            Transition::Accept | Transition::Decline => matches!(self, Sent | Acknowledged),
+            Transition::Complete => *self == Accepted,
+            Transition::Withdraw => self.is_open(),
+        }
+    }
+}
+
+/// When a referral's next SOP deadline falls: its acknowledgement while it is unacknowledged
+/// and that deadline is still ahead, then its decision while it is undecided; `None` once it
+/// is decided (or closed).
+pub fn next_deadline(
+    status: Status,
+    urgency: crate::event::Urgency,
+    sent: time::OffsetDateTime,
+    mechanism: &Mechanism,
+    now: time::OffsetDateTime,
+) -> Option<time::OffsetDateTime> {
+    let deadlines = mechanism.doc.sop.urgency.for_level(urgency);
+    let due = |h: u32| sent + time::Duration::hours(i64::from(h));
+    match status {
+        Status::Sent if now <= due(deadlines.acknowledge_hours) => {
+            Some(due(deadlines.acknowledge_hours))
+        }
+        Status::Sent | Status::Acknowledged => Some(due(deadlines.accept_hours)),
+        _ => None,
+    }
 }
 
 /// A referral's clear state, known to every node from headers.
@@ -781,69 +815,50 @@ pub fn referral_apply(record: &mut ReferralRecord, seen: &Seen<'_>, m: &Mechanis
     let by_receiver = seen.author_org == record.receiver_org;
     let by_sender = seen.author_org == record.sender_org;
     let at = seen.header.hlc;
-    use Status::*;
-    match transition {
-        Transition::Acknowledge
-        | Transition::Accept
-        | Transition::Decline
-        | Transition::Complete
-            if !by_receiver =>
-        {
-            Some(Rule::NotReceiver)
+    if *transition == Transition::Withdraw {
+        if !by_sender {
+            return Some(Rule::NotSender);
         }
-        Transition::Withdraw if !by_sender => Some(Rule::NotSender),
-        Transition::Acknowledge => match record.status {
-            Sent => {
-                record.status = Acknowledged;
-                record.acknowledged_at = Some(at);
-                None
-            }
-            _ => Some(Rule::InvalidTransition),
-        },
-        Transition::Accept => match record.status {
-            Sent | Acknowledged => {
-                record.status = Accepted;
-                record.acknowledged_at.get_or_insert(at);
-                record.accepted_at = Some(at);
-                None
-            }
-            _ => Some(Rule::InvalidTransition),
-        },
-        Transition::Decline => {
-            let known = reason
-                .as_deref()
-                .is_some_and(|r| m.doc.sop.decline_reasons.iter().any(|d| d.id == r));
-            if !known {
-                return Some(Rule::UnknownReason);
-            }
-            match record.status {
-                Sent | Acknowledged => {
-                    record.status = Declined;
-                    record.acknowledged_at.get_or_insert(at);
-                    record.declined_at = Some(at);
-                    record.decline_reason = reason.clone();
-                    None
-                }
-                _ => Some(Rule::InvalidTransition),
-            }
-        }
-        Transition::Complete => match record.status {
-            Accepted => {
-                record.status = Completed;
-                record.completed_at = Some(at);
-                None
-            }
-            _ => Some(Rule::InvalidTransition),
-        },
-        Transition::Withdraw => match record.status {
-            Sent | Acknowledged | Accepted => {
-                record.status = Withdrawn;
-                record.withdrawn_at = Some(at);
-                None
-            }
-            _ => Some(Rule::InvalidTransition),
-        },
+    } else if !by_receiver {
+        return Some(Rule::NotReceiver);
     }
+    if *transition == Transition::Decline {
+        let known = reason
+            .as_deref()
+            .is_some_and(|r| m.doc.sop.decline_reasons.iter().any(|d| d.id == r));
+        if !known {
+            return Some(Rule::UnknownReason);
+        }
+    }
+    if !record.status.allows(*transition) {
+        return Some(Rule::InvalidTransition);
+    }
+    match transition {
+        Transition::Acknowledge => {
+            record.status = Status::Acknowledged;
+            record.acknowledged_at = Some(at);
+        }
+        Transition::Accept => {
+            record.status = Status::Accepted;
+            record.acknowledged_at.get_or_insert(at);
+            record.accepted_at = Some(at);
+        }
+        Transition::Decline => {
+            record.status = Status::Declined;
+            record.acknowledged_at.get_or_insert(at);
+            record.declined_at = Some(at);
+            record.decline_reason = reason.clone();
+        }
+        Transition::Complete => {
+            record.status = Status::Completed;
+            record.completed_at = Some(at);
+        }
+        Transition::Withdraw => {
+            record.status = Status::Withdrawn;
+            record.withdrawn_at = Some(at);
+        }
+    }
+    None
 }
 
 /// Judges a key share: it goes only to an endorsed node of the author's own organisation.
