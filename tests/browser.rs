@@ -122,6 +122,17 @@ impl Browser {
         }
     }
 
+    /// How many elements match a CSS selector now (no waiting): to assert one is absent.
+    pub fn count(&self, css: &str) -> usize {
+        let v = self.post("/elements", &json!({"using": "css selector", "value": css}));
+        v.as_array().map_or(0, Vec::len)
+    }
+
+    /// Runs a script in the page and returns what it returns.
+    pub fn script(&self, js: &str) -> Value {
+        self.post("/execute/sync", &json!({ "script": js, "args": [] }))
+    }
+
     pub fn fill(&self, css: &str, text: &str) {
         let el = self.find(css);
         self.post(&format!("/element/{el}/clear"), &json!({}));

@@ -171,6 +171,11 @@ fn the_nurse_accepts_it(b: &Browser, n: &str, shots: &Path) {
         std::thread::sleep(Duration::from_millis(300));
     }
     b.screenshot(&shots.join("ui-inbox.png"));
+    // The row names the person (the first name was shared) and its deadline, in the site's
+    // time zone, with the time left.
+    assert_eq!(b.text("#referrals tbody .person"), "Youssef");
+    let row = b.text("#referrals tbody tr");
+    assert!(row.contains("UTC+1") && row.contains(" h"), "{row}");
     b.click("#referrals tbody a");
     let page = b.source();
     assert!(
@@ -181,8 +186,26 @@ fn the_nurse_accepts_it(b: &Browser, n: &str, shots: &Path) {
         !page.contains("+216 00 000 000"),
         "the phone was not shared"
     );
+    // The case stays at the sender's: no link to it here, but where it is kept.
+    assert_eq!(
+        b.count("#case-link a"),
+        0,
+        "no link to a case not held here"
+    );
+    assert!(
+        b.text("#case-link").contains("MAS"),
+        "{}",
+        b.text("#case-link")
+    );
+    // Sent: acknowledge, accept or decline; nothing else.
+    offered(b, &["#step-ack", "#step-accept", "#step-decline"]);
     b.click("#step-ack");
-    b.find("#step-accept");
+    assert_eq!(
+        b.text("#notice"),
+        "Réception de l'orientation confirmée",
+        "a confirmation of the step"
+    );
+    offered(b, &["#step-accept", "#step-decline"]);
     b.fill("#accept-note", "appointment at 14:00");
     b.click("#step-accept");
     let started = Instant::now();
@@ -194,7 +217,41 @@ fn the_nurse_accepts_it(b: &Browser, n: &str, shots: &Path) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert_eq!(b.text("#notice"), "Orientation acceptée");
+    offered(b, &["#step-complete"]);
+    // The history: sent, then acknowledged, then accepted, each with its organisation and
+    // the nurse's account, in that order.
+    let steps = b.text("#history tbody");
+    let (ack, acc) = (
+        steps.find("Réception de l'orientation confirmée"),
+        steps.find("Orientation acceptée"),
+    );
+    assert!(ack.is_some() && acc.is_some() && ack < acc, "{steps}");
+    assert_eq!(b.count("#history tr.step"), 2, "{steps}");
+    assert!(
+        steps.contains("nurse") && steps.contains("appointment at 14:00"),
+        "{steps}"
+    );
     b.screenshot(&shots.join("ui-referral-accepted.png"));
+}
+
+/// Exactly these step buttons are on the page (of the five there are).
+fn offered(b: &Browser, expected: &[&str]) {
+    b.find(expected[0]);
+    for id in [
+        "#step-ack",
+        "#step-accept",
+        "#step-decline",
+        "#step-complete",
+        "#step-withdraw",
+    ] {
+        assert_eq!(
+            b.count(id),
+            usize::from(expected.contains(&id)),
+            "{id} offered: {}",
+            b.source()
+        );
+    }
 }
 
 /// Aïcha's UI shows the acceptance; then screenshots of her outbox and other pages.
@@ -212,6 +269,11 @@ fn aichas_ui_shows_the_acceptance(b: &Browser, a: &str, shots: &Path, referral_u
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+    // The sender holds the case: a link to it; the referral is still open, so she may
+    // withdraw it, after ticking the confirmation.
+    b.find("#case-link a");
+    offered(b, &["#step-withdraw"]);
+    b.find("#withdraw-confirm");
     b.goto(&format!("{a}/referrals?box=outbox"));
     b.screenshot(&shots.join("ui-outbox.png"));
     for (page, file) in [
@@ -314,6 +376,7 @@ fn a_rule_violation_is_shown_in_french_and_in_arabic_issue_11() {
         setup
             .node_run("aicha", &["referral", "withdraw", referral])
             .expect_ok();
+        b.click("#withdraw-confirm");
         b.click("#step-withdraw");
         b.find(".flash");
         let flash = b.text(".flash");

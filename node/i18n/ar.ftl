@@ -227,3 +227,33 @@ erase-confirm = أؤكد: ستُمحى هذه البيانات في كل الع�
 erase-confirm-missing = ضع علامة في خانة التأكيد لمحو الملف.
 button-erase = محو الملف
 referral-not-shared = لم يُرسَل (أو لم يُسجَّل): { $fields }
+
+# The referral page and the inbox/outbox rows.
+col-person = الشخص
+col-due = الموعد النهائي
+col-when = متى
+col-step = الخطوة
+col-by = بواسطة
+referral-history = الخطوات المتخذة
+referral-sent = أُرسلت الإحالة
+referral-open-case = فتح الملف المرتبط بهذه الإحالة
+referral-case-elsewhere = يدير { $org } هذا الملف؛ تعرض هذه الصفحة ما أُرسل إلى منظمتك.
+step-ack-help = أبلغ المرسل بأن الإحالة قد اطُّلع عليها؛ ثم اقبلها أو ارفضها عند اتخاذ القرار.
+withdraw-confirm = أؤكد: سيُبلَّغ الشريك بسحب هذه الإحالة، ولا يمكن إعادة فتحها.
+withdraw-confirm-missing = ضع علامة في خانة التأكيد لسحب الإحالة.
+time-left-hours = متبقٍّ { $n } ساعة
+time-left-days = متبقٍّ { $n } يوم
+time-late-hours = متأخرة { $n } ساعة
+time-late-days = متأخرة { $n } يوم
+# Notifications while the UI is open (server-sent events from the node).
+notify-new-referral = إحالة جديدة واردة: { $what }
+notify-overdue = إحالة متأخرة: { $what }
+notify-step = { $step }: { $what }
+notify-open = فتح
+status-version = الإصدار { $n }
+status-expires = تنتهي صلاحيته في { $at }
+status-log = { $events } حدث · { $held } محتجز · { $waiting } بانتظار التبعيات · { $unreadable } غير مقروء بعد · { $equivocations } تناقض
+col-node = العقدة
+col-link = الاتصال
+col-last-seen = آخر ظهور
+col-to-exchange = للتبادل (↑ ينقصهم، ↓ ينقصنا)

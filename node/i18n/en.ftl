@@ -227,3 +227,33 @@ erase-confirm = I confirm: this data will be erased on every node, with no way b
 erase-confirm-missing = Tick the confirmation box to erase the case.
 button-erase = Erase the case
 referral-not-shared = Not shared (or not recorded): { $fields }
+
+# The referral page and the inbox/outbox rows.
+col-person = Person
+col-due = Due
+col-when = When
+col-step = Step
+col-by = By
+referral-history = Steps taken
+referral-sent = Referral sent
+referral-open-case = Open the case behind this referral
+referral-case-elsewhere = The case is managed by { $org }; this page shows what was shared with your organisation.
+step-ack-help = Tell the sender the referral has been seen; accept or decline it once decided.
+withdraw-confirm = I confirm: the partner will be told this referral is withdrawn, and it cannot be reopened.
+withdraw-confirm-missing = Tick the confirmation box to withdraw the referral.
+time-left-hours = { $n } h left
+time-left-days = { $n } days left
+time-late-hours = { $n } h late
+time-late-days = { $n } days late
+# Notifications while the UI is open (server-sent events from the node).
+notify-new-referral = New referral received: { $what }
+notify-overdue = Referral overdue: { $what }
+notify-step = { $step }: { $what }
+notify-open = Open
+status-version = version { $n }
+status-expires = expires { $at }
+status-log = { $events } events · { $held } held back · { $waiting } waiting for dependencies · { $unreadable } not readable yet · { $equivocations } equivocations
+col-node = Node
+col-link = Link
+col-last-seen = Last seen
+col-to-exchange = To exchange (↑ they lack, ↓ we lack)

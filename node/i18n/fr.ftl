@@ -227,3 +227,33 @@ erase-confirm = Je confirme : ces données seront effacées sur tous les nœuds,
 erase-confirm-missing = Cochez la case de confirmation pour effacer le dossier.
 button-erase = Effacer le dossier
 referral-not-shared = Non transmis (ou non renseigné) : { $fields }
+
+# The referral page and the inbox/outbox rows.
+col-person = Personne
+col-due = Échéance
+col-when = Quand
+col-step = Étape
+col-by = Par
+referral-history = Étapes franchies
+referral-sent = Orientation envoyée
+referral-open-case = Ouvrir le dossier de cette orientation
+referral-case-elsewhere = Le dossier est géré par { $org } ; cette page montre ce qui a été transmis à votre organisation.
+step-ack-help = Signaler à l'expéditeur que l'orientation a été vue ; l'accepter ou la refuser une fois la décision prise.
+withdraw-confirm = Je confirme : le partenaire sera informé du retrait de cette orientation, qui ne pourra pas être rouverte.
+withdraw-confirm-missing = Cochez la case de confirmation pour retirer l'orientation.
+time-left-hours = encore { $n } h
+time-left-days = encore { $n } jours
+time-late-hours = { $n } h de retard
+time-late-days = { $n } jours de retard
+# Notifications while the UI is open (server-sent events from the node).
+notify-new-referral = Nouvelle orientation reçue : { $what }
+notify-overdue = Orientation en retard : { $what }
+notify-step = { $step } : { $what }
+notify-open = Ouvrir
+status-version = version { $n }
+status-expires = expire le { $at }
+status-log = { $events } événements · { $held } retenus · { $waiting } en attente de dépendances · { $unreadable } pas encore lisibles · { $equivocations } équivoques
+col-node = Nœud
+col-link = Liaison
+col-last-seen = Vu pour la dernière fois
+col-to-exchange = À échanger (↑ il leur manque, ↓ il nous manque)

@@ -13,7 +13,7 @@ use super::referrals::{RefRow, ref_row};
 use super::session::Session;
 use super::{
     PageCtx, WebState, field, form_csrf, lang_of, list, message, nonempty, or_nothing, page,
-    readable, render,
+    readable, render, zone,
 };
 use crate::i18n;
 use crate::rpc::Request;
@@ -247,6 +247,7 @@ pub(super) async fn case_show(
     };
     let person = &c.data.person;
     let lang = p.lang;
+    let zone = zone(m.as_deref(), &state.org);
     let org = |o: &str| {
         m.as_ref()
             .map_or(o.to_string(), |m| m.org_name(o).to_string())
@@ -266,12 +267,12 @@ pub(super) async fn case_show(
         referrals: c
             .referrals
             .iter()
-            .map(|r| ref_row(r, m.as_deref(), lang))
+            .map(|r| ref_row(r, m.as_deref(), lang, zone))
             .collect(),
         timeline: c
             .timeline
             .iter()
-            .map(|t| timeline_row(lang, t, org))
+            .map(|t| timeline_row(lang, zone, t, org))
             .collect(),
         partners: m.as_ref().map_or_else(Vec::new, |m| {
             m.doc
@@ -434,6 +435,7 @@ fn consent_text(consent: &Consent) -> String {
 /// the detail); a step the mechanism's rules refused says which rule.
 fn timeline_row(
     lang: &str,
+    zone: i16,
     t: &TimelineEntry,
     org: impl Fn(&str) -> String + Copy,
 ) -> (String, String, String, String) {
@@ -449,7 +451,7 @@ fn timeline_row(
         ));
     }
     (
-        readable(Some(&t.at)),
+        readable(Some(&t.at), zone),
         what,
         org(&t.org),
         i18n::detail(lang, &t.detail),

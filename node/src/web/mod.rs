@@ -160,7 +160,10 @@ pub struct PageCtx {
     pub csrf: String,
     pub sees_cases: bool,
     pub sees_indicators: bool,
+    /// What went wrong with the last request, shown above the page.
     pub flash: Option<String>,
+    /// What the last request did, confirmed above the page.
+    pub notice: Option<String>,
 }
 
 impl PageCtx {
@@ -187,6 +190,7 @@ fn page(headers: &HeaderMap, session: Option<&Session>, org: &str, title_key: &s
         sees_cases: session.is_some_and(|s| s.role.sees_cases()),
         sees_indicators: session.is_some_and(|s| s.role != UserRole::Caseworker),
         flash: None,
+        notice: None,
     }
 }
 
@@ -326,6 +330,16 @@ impl WebState {
     }
 }
 
+/// The UTC offset, in minutes, of this node's organisation's first site: the time zone every
+/// page shows times in. No mechanism, or an organisation with no site: UTC.
+fn zone(m: Option<&passerelle_core::config::Mechanism>, org: &str) -> i16 {
+    m.and_then(|m| {
+        let site = m.org(org)?.sites.first()?;
+        m.site(site).map(|s| s.utc_offset_minutes)
+    })
+    .unwrap_or(0)
+}
+
 async fn home(State(state): State<WebState>, headers: HeaderMap) -> Response {
     let session = session_or_login!(state, headers);
     if session.role.sees_cases() {
@@ -347,9 +361,9 @@ async fn set_lang(Path(lang): Path<String>) -> Response {
 }
 
 /// An RFC 3339 time as a person reads it (nothing when absent or unreadable).
-fn readable(text: Option<&str>) -> String {
+fn readable(text: Option<&str>, zone: i16) -> String {
     text.and_then(passerelle_core::time_fmt::parse_rfc3339)
-        .map(passerelle_core::time_fmt::readable)
+        .map(|t| passerelle_core::time_fmt::readable_in(t, zone))
         // Absent or unreadable: an empty cell, as documented above.
         .unwrap_or_default()
 }

@@ -10,15 +10,14 @@ use serde::Deserialize;
 
 use super::session::Session;
 use super::{
-    PageCtx, WebState, field, form_csrf, lang_of, message, or_nothing, page, readable, render,
+    PageCtx, WebState, field, form_csrf, lang_of, message, or_nothing, page, readable, render, zone,
 };
 use crate::i18n;
 use crate::rpc::referral::Direction;
 use crate::rpc::words;
 use crate::rpc::{self, Request};
-use passerelle_core::engine::ReferralView;
+use passerelle_core::engine::{ReferralView, StepView};
 use passerelle_core::event::Transition;
-use passerelle_core::fold::Status;
 
 #[derive(Template)]
 #[template(path = "referrals.html")]
@@ -66,11 +65,12 @@ pub(super) async fn referrals(
             .await,
     );
     let lang = p.lang;
+    let zone = zone(m.as_deref(), &state.org);
     render(ReferralsPage {
         heading: p.title.clone(),
         rows: list
             .iter()
-            .map(|r| ref_row(r, m.as_deref(), lang))
+            .map(|r| ref_row(r, m.as_deref(), lang, zone))
             .collect(),
         page: p,
     })
@@ -88,9 +88,43 @@ struct ReferralPage {
     /// Why nothing can be shown, when this node cannot read the referral.
     sealed: String,
     note: String,
-    can_receive: bool,
-    can_withdraw: bool,
+    /// The steps taken, oldest first.
+    steps: Vec<StepRow>,
+    /// A completed referral's outcome, when readable here.
+    outcome: String,
+    /// The case behind it, when this organisation holds it (the sender's).
+    case_link: Option<String>,
+    /// Where the case is kept, when it is not here.
+    case_elsewhere: String,
+    /// The steps the referral's status lets this organisation take now.
+    can: Can,
     reasons: Vec<(String, String)>,
+}
+
+/// Which step buttons the page offers: only those `Status::allows`, to the organisation the
+/// step belongs to.
+struct Can {
+    ack: bool,
+    accept: bool,
+    decline: bool,
+    complete: bool,
+    withdraw: bool,
+}
+
+impl Can {
+    fn any_receiver_step(&self) -> bool {
+        self.ack || self.accept || self.decline || self.complete
+    }
+}
+
+/// One row of the step history: when, which organisation and account, what, and its note.
+struct StepRow {
+    at: String,
+    org: String,
+    what: String,
+    by: String,
+    note: String,
+    invalid: String,
 }
 
 /// "Not shared (or not recorded): …" with the fields a readable referral lacks; empty when it
@@ -116,10 +150,9 @@ async fn referral_page(
     headers: &HeaderMap,
     session: &Session,
     id: &str,
-    error: Option<String>,
+    said: Said,
 ) -> Response {
     let mut p = page(headers, Some(session), &state.org, "nav-inbox");
-    p.flash = error.clone();
     let m = state.mechanism().await;
     let v: ReferralView = match state
         .call(&session.user, Request::ReferralShow { id: id.to_string() })
@@ -129,12 +162,35 @@ async fn referral_page(
         Err(e) => return message(StatusCode::NOT_FOUND, p, e),
     };
     let lang = p.lang;
-    let open = matches!(
-        v.status,
-        Status::Sent | Status::Acknowledged | Status::Accepted
-    );
+    let failed = matches!(said, Said::Error(_));
+    match said {
+        Said::Error(e) => p.flash = Some(e),
+        Said::Done(t) => {
+            p.notice = Some(i18n::t(
+                lang,
+                &format!("timeline-referral-{}", t.as_str()),
+                &[],
+            ));
+        }
+        Said::Nothing => {}
+    }
+    let zone = zone(m.as_deref(), &state.org);
+    let receiver = v.to_org == *state.org;
+    let sender = v.from_org == *state.org;
+    let can = Can {
+        ack: receiver && v.status.allows(Transition::Acknowledge),
+        accept: receiver && v.status.allows(Transition::Accept),
+        decline: receiver && v.status.allows(Transition::Decline),
+        complete: receiver && v.status.allows(Transition::Complete),
+        withdraw: sender && v.status.allows(Transition::Withdraw),
+    };
+    let org = |o: &str| {
+        m.as_deref()
+            .map_or(o.to_string(), |m| m.org_name(o).to_string())
+    };
+    let reasons = decline_reasons(m.as_deref(), lang);
     let mut r = render(ReferralPage {
-        r: ref_row(&v, m.as_deref(), lang),
+        r: ref_row(&v, m.as_deref(), lang, zone),
         readable: v.readable,
         shared: v
             .shared
@@ -142,43 +198,131 @@ async fn referral_page(
             .map(|(k, value)| (i18n::field(lang, k), value.clone()))
             .collect(),
         not_shared: not_shared(lang, &v),
-        sealed: if v.from_org == *state.org || v.to_org == *state.org {
+        sealed: if sender || receiver {
             p.t("detail-awaiting-key")
         } else {
             p.t("detail-not-addressed")
         },
         // No note: nothing shown.
         note: v.note.clone().unwrap_or_default(),
-        can_receive: open && v.to_org == *state.org,
-        can_withdraw: open && v.from_org == *state.org,
-        reasons: m
-            .as_ref()
-            .map(|m| {
-                m.doc
-                    .sop
-                    .decline_reasons
-                    .iter()
-                    .map(|r| (r.id.clone(), r.name.get(lang).to_string()))
-                    .collect()
-            })
-            // Not joined to a mechanism: no decline reasons to offer.
-            .unwrap_or_default(),
+        steps: v
+            .steps
+            .iter()
+            .map(|s| step_row(s, lang, zone, &org, &reasons))
+            .collect(),
+        // Not completed, or not readable here: no outcome line.
+        outcome: v.outcome.clone().unwrap_or_default(),
+        case_link: sender.then(|| format!("/cases/{}", v.case)),
+        case_elsewhere: if sender {
+            String::new()
+        } else {
+            i18n::t(
+                lang,
+                "referral-case-elsewhere",
+                &[("org", &org(&v.from_org))],
+            )
+        },
+        can,
+        reasons,
         page: p,
     });
-    if error.is_some() {
+    if failed {
         *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
     }
     r
+}
+
+/// What the page says above itself: nothing, the step just taken, or why it was refused.
+enum Said {
+    Nothing,
+    Done(Transition),
+    Error(String),
+}
+
+/// The SOP's decline reasons, (id, name in `lang`).
+fn decline_reasons(
+    m: Option<&passerelle_core::config::Mechanism>,
+    lang: &str,
+) -> Vec<(String, String)> {
+    m.map(|m| {
+        m.doc
+            .sop
+            .decline_reasons
+            .iter()
+            .map(|r| (r.id.clone(), r.name.get(lang).to_string()))
+            .collect()
+    })
+    // Not joined to a mechanism: no decline reasons to offer.
+    .unwrap_or_default()
+}
+
+fn step_row(
+    s: &StepView,
+    lang: &str,
+    zone: i16,
+    org: &impl Fn(&str) -> String,
+    reasons: &[(String, String)],
+) -> StepRow {
+    let mut what = i18n::t(
+        lang,
+        &format!("timeline-referral-{}", s.transition.as_str()),
+        &[],
+    );
+    if let Some(reason) = &s.reason {
+        let name = reasons
+            .iter()
+            .find(|(id, _)| id == reason)
+            .map_or(reason.as_str(), |(_, n)| n.as_str());
+        what.push_str(&format!(" ({name})"));
+    }
+    let mut note = s.note.clone().unwrap_or_default();
+    if let Some(outcome) = &s.outcome {
+        let said = i18n::t(lang, "detail-outcome", &[("outcome", outcome)]);
+        note = if note.is_empty() {
+            said
+        } else {
+            format!("{note} — {said}")
+        };
+    }
+    StepRow {
+        at: readable(Some(&s.at), zone),
+        org: org(&s.org),
+        what,
+        // Not readable here: who took it inside the organisation is not shown.
+        by: s.by.clone().unwrap_or_default(),
+        note,
+        invalid: s
+            .invalid
+            .as_ref()
+            .map(|rule| {
+                i18n::t(
+                    lang,
+                    "timeline-invalid",
+                    &[("rule", &i18n::rule(lang, rule))],
+                )
+            })
+            .unwrap_or_default(),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct DoneQuery {
+    #[serde(default)]
+    done: String,
 }
 
 pub(super) async fn referral_show(
     State(state): State<WebState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(q): Query<DoneQuery>,
 ) -> Response {
     let session = session_or_login!(state, headers);
     require_cases!(state, headers, session);
-    referral_page(&state, &headers, &session, &id, None).await
+    // A step just taken (the redirect after it names it): confirmed above the page. Any other
+    // word is ignored: the page shows without a confirmation.
+    let said = words::parse::<Transition>(&q.done).map_or(Said::Nothing, Said::Done);
+    referral_page(&state, &headers, &session, &id, said).await
 }
 
 pub(super) async fn referral_step(
@@ -193,7 +337,13 @@ pub(super) async fn referral_step(
     // No transition given: the empty word, which `words::parse` refuses with its reason, shown
     // on the page; the note may be empty.
     let transition = words::parse::<Transition>(&field(&form, "transition").unwrap_or_default());
-    let request = transition.map(|transition| {
+    if matches!(transition, Ok(Transition::Withdraw))
+        && field(&form, "confirm").as_deref() != Some("yes")
+    {
+        let said = Said::Error(i18n::t(lang_of(&headers), "withdraw-confirm-missing", &[]));
+        return referral_page(&state, &headers, &session, &id, said).await;
+    }
+    let request = transition.clone().map(|transition| {
         Request::ReferralStep(rpc::referral::StepRequest {
             id: id.clone(),
             transition,
@@ -210,9 +360,16 @@ pub(super) async fn referral_step(
         }
         Err(e) => Err(e),
     };
-    match answer {
-        Ok(_) => Redirect::to(&format!("/referrals/{id}")).into_response(),
-        Err(e) => referral_page(&state, &headers, &session, &id, Some(e)).await,
+    match (answer, transition) {
+        (Ok(_), Ok(t)) => {
+            // The step found the referral, so its id is hex; kept to hex digits all the same,
+            // since it goes into a header.
+            let id: String = id.chars().filter(char::is_ascii_hexdigit).collect();
+            Redirect::to(&format!("/referrals/{id}?done={}", t.as_str())).into_response()
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            referral_page(&state, &headers, &session, &id, Said::Error(e)).await
+        }
     }
 }
 
@@ -227,17 +384,36 @@ pub struct RefRow {
     pub(super) status: String,
     pub(super) status_class: String,
     pub(super) overdue: String,
+    /// The person's first name, where this node can read it and it was shared.
+    pub(super) person: String,
+    /// The next SOP deadline, in the site's time zone; empty once decided.
+    pub(super) due: String,
+    /// How long until it ("5 h left") or since it ("2 h late").
+    pub(super) left: String,
+    pub(super) late: bool,
 }
 
 pub(super) fn ref_row(
     r: &ReferralView,
     m: Option<&passerelle_core::config::Mechanism>,
     lang: &str,
+    zone: i16,
 ) -> RefRow {
     let org = |o: &str| m.map_or(o.to_string(), |m| m.org_name(o).to_string());
+    let deadline = r
+        .deadline
+        .as_deref()
+        .and_then(passerelle_core::time_fmt::parse_rfc3339);
+    let (left, late) = deadline.map_or((String::new(), false), |d| {
+        time_left(lang, d - time::OffsetDateTime::now_utc())
+    });
     RefRow {
         id: r.id.clone(),
-        sent: readable(Some(&r.sent_at)),
+        sent: readable(Some(&r.sent_at), zone),
+        person: r.shared.get("first_name").cloned().unwrap_or_default(),
+        due: readable(r.deadline.as_deref(), zone),
+        left,
+        late,
         from: org(&r.from_org),
         to: org(&r.to_org),
         category: match &r.category {
@@ -256,4 +432,17 @@ pub(super) fn ref_row(
             .map(|o| i18n::overdue(lang, o))
             .unwrap_or_default(),
     }
+}
+
+/// "5 h left" or "2 h late" (days past two days), and whether it is late.
+fn time_left(lang: &str, left: time::Duration) -> (String, bool) {
+    let late = left.is_negative();
+    let hours = left.whole_hours().unsigned_abs();
+    let (key, n) = match (late, hours) {
+        (false, h) if h < 48 => ("time-left-hours", h),
+        (false, h) => ("time-left-days", h / 24),
+        (true, h) if h < 48 => ("time-late-hours", h),
+        (true, h) => ("time-late-days", h / 24),
+    };
+    (i18n::t(lang, key, &[("n", &n.to_string())]), late)
 }

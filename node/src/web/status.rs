@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::{PageCtx, WebState, message, page, readable, render};
+use super::{PageCtx, WebState, message, page, readable, render, zone};
 use crate::i18n;
 use crate::rpc::{Request, StatusAnswer};
 
@@ -27,24 +27,32 @@ pub(super) async fn status(State(state): State<WebState>, headers: HeaderMap) ->
         Err(e) => return message(StatusCode::SERVICE_UNAVAILABLE, p, e),
     };
     let lang = p.lang;
+    let zone = zone(state.mechanism().await.as_deref(), &state.org);
     // A number the node does not know (not joined, a peer never heard from): an empty cell.
     let count = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
     render(StatusPage {
         config: format!(
-            "{} — version {} — {}",
+            "{} — {} — {}",
             // Not joined to a mechanism: no name.
             st.mechanism.clone().unwrap_or_default(),
-            count(st.config_version),
-            readable(st.config_expires_at.as_deref())
+            i18n::t(lang, "status-version", &[("n", &count(st.config_version))]),
+            i18n::t(
+                lang,
+                "status-expires",
+                &[("at", &readable(st.config_expires_at.as_deref(), zone))]
+            ),
         ),
         expired: st.config_expired == Some(true),
-        log: format!(
-            "{} events · {} held back · {} waiting for dependencies · {} not readable yet · {} equivocations",
-            st.events,
-            st.held_back,
-            st.waiting_for_dependencies,
-            st.unreadable_yet,
-            st.equivocations.len()
+        log: i18n::t(
+            lang,
+            "status-log",
+            &[
+                ("events", &st.events.to_string()),
+                ("held", &st.held_back.to_string()),
+                ("waiting", &st.waiting_for_dependencies.to_string()),
+                ("unreadable", &st.unreadable_yet.to_string()),
+                ("equivocations", &st.equivocations.len().to_string()),
+            ],
         ),
         peers: st
             .network
@@ -63,7 +71,7 @@ pub(super) async fn status(State(state): State<WebState>, headers: HeaderMap) ->
                         },
                         &[],
                     ),
-                    readable(peer.last_seen.as_deref()),
+                    readable(peer.last_seen.as_deref(), zone),
                     format!("↑{} ↓{}", count(peer.they_lack), count(peer.we_lack)),
                 )
             })

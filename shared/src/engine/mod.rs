@@ -28,7 +28,8 @@ mod views;
 pub use append::Draft;
 pub use referrals::{ReferralRequest, Step};
 pub use views::{
-    CaseStatus, CaseSummary, CaseView, Detail, Happened, ReferralView, TimelineEntry, Written,
+    CaseStatus, CaseSummary, CaseView, Detail, Happened, ReferralView, StepView, TimelineEntry,
+    Written,
 };
 
 /// Why an operation was refused. Each is one sentence for a caseworker.

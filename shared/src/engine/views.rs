@@ -533,14 +533,17 @@ impl Engine {
             let h = event.header();
             let org = self.author_org(&m, h);
             let (payload, awaiting) = crate::store::decrypt_event(&event, &self.keys);
-            timeline.push((h.hlc, TimelineEntry {
-                id: eid.to_hex(),
-                at: hlc_text(h.hlc),
-                org,
-                happened: Happened::of(&h.kind),
-                invalid: verdict.and_then(|v| v.broken),
-                detail: Detail::of(payload, awaiting, h.kind.is_encrypted_to_orgs()),
-            }));
+            timeline.push((
+                h.hlc,
+                TimelineEntry {
+                    id: eid.to_hex(),
+                    at: hlc_text(h.hlc),
+                    org,
+                    happened: Happened::of(&h.kind),
+                    invalid: verdict.and_then(|v| v.broken),
+                    detail: Detail::of(payload, awaiting, h.kind.is_encrypted_to_orgs()),
+                },
+            ));
         }
         // In the order things happened: by the events' clocks (milliseconds and a counter),
         // not by their texts, which are to the second.
