@@ -303,6 +303,12 @@ fn the_arabic_ui_translates_statuses_and_the_timeline(
     b.goto(referral_url);
     assert_eq!(b.text("#referral-status"), "مقبولة", "the status in Arabic");
     b.goto(case_url);
+    // The phone number reads left to right in the right-to-left page (its "+" first).
+    let dir = b.script(
+        "const e = [...document.querySelectorAll('dd bdi')].find(e => e.textContent.includes('+216')); return e ? getComputedStyle(e).direction : 'missing';",
+    );
+    assert_eq!(dir, "ltr", "the phone's direction in Arabic");
+    b.screenshot(&shots.join("ui-case-ar.png"));
     let page = b.source();
     for arabic in [
         "فتح الملف",
@@ -847,5 +853,121 @@ fn a_case_manager_withdraws_consent_and_erases_a_case_in_the_ui_issue_12() {
                 .any(|l| l.contains(action) && l.contains("aicha")),
             "the audit names {action} by aicha: {audit}"
         );
+    }
+}
+
+/// Issue 15: notifications while the UI is open, from the node itself (server-sent events):
+/// the nurse's open inbox hears of a new referral, Aïcha's open outbox of the nurse's
+/// acceptance. Each appears without reloading the page; the time it took is printed.
+#[test]
+fn an_open_page_is_told_of_a_new_referral_and_of_a_partners_step() {
+    let setup = mechanism(&["mas", "mdm"], &[("aicha", "mas"), ("nurse", "mdm")], &[]);
+    add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");
+    add_user(&setup, "nurse", "nurse", "caseworker", "nurse-password-1");
+    let case = setup.open_case("aicha", "Lina", "general");
+    let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
+    let nurse = Daemon::start(setup.path(), "nurse", &[&hub.addr], &[]);
+    let (a, n) = (
+        format!("http://{}", hub.api),
+        format!("http://{}", nurse.api),
+    );
+    let b = Browser::start();
+    let shots = screenshots();
+
+    login(&b, &n, "nurse", "nurse-password-1");
+    b.goto(&format!("{n}/referrals?box=inbox"));
+    assert_eq!(b.count(".notification"), 0);
+    let sent = Instant::now();
+    let referral = setup
+        .send_referral("aicha", &ReferralSend::new(&case, "mdm", "health"))
+        .expect_ok()
+        .stdout
+        .trim()
+        .to_string();
+    b.find(".notification.new");
+    eprintln!(
+        "new referral: notified {:?} after it was sent (through sync)",
+        sent.elapsed()
+    );
+    let text = b.text(".notification.new");
+    assert!(text.starts_with("Nouvelle orientation reçue"), "{text}");
+    assert!(
+        !text.contains("Lina"),
+        "no personal data in a notification: {text}"
+    );
+    b.screenshot(&shots.join("ui-notification-fr.png"));
+    // It leads to the referral.
+    b.click(".notification.new a");
+    b.find("#referral-status");
+    assert!(b.url().contains(&referral[..12]), "{}", b.url());
+
+    login(&b, &a, "aicha", "aicha-password-1");
+    b.goto(&format!("{a}/lang/ar"));
+    b.goto(&format!("{a}/referrals?box=outbox"));
+    // The page has subscribed once its script ran: wait for the stream to be open.
+    b.find("#notifications");
+    std::thread::sleep(Duration::from_millis(500));
+    let stepped = Instant::now();
+    setup
+        .node_run("nurse", &["referral", "accept", &referral])
+        .expect_ok();
+    b.find(".notification.step");
+    eprintln!(
+        "a partner's step: notified {:?} after it was taken (through sync)",
+        stepped.elapsed()
+    );
+    let text = b.text(".notification.step");
+    assert!(text.starts_with("قبول الإحالة"), "in Arabic: {text}");
+    b.screenshot(&shots.join("ui-notification-ar.png"));
+    // Closing it removes it.
+    b.click(".notification.step button.close");
+    let started = Instant::now();
+    while b.count(".notification.step") > 0 {
+        assert!(started.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The notification stream is for a live session of a role that sees cases, bounded per
+/// session.
+#[test]
+fn the_notification_stream_needs_a_session_and_is_bounded() {
+    let setup = mechanism(&["mas"], &[("aicha", "mas")], &[]);
+    add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");
+    add_user(&setup, "aicha", "coord", "coordinator", "coord-password-1");
+    let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
+    let a = format!("http://{}", hub.api);
+    let status = |session: &str| {
+        let mut req = agent().get(&format!("{a}/events"));
+        if !session.is_empty() {
+            req = req.header("Cookie", session);
+        }
+        let r = req.call().unwrap();
+        (r.status().as_u16(), r)
+    };
+    assert_eq!(status("").0, 401, "no session, no stream");
+    let (coord, _) = http_session(&a, "coord", "coord-password-1");
+    assert_eq!(status(&coord).0, 403, "a coordinator sees no referrals");
+    let (aicha, _) = http_session(&a, "aicha", "aicha-password-1");
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let (code, r) = status(&aicha);
+        assert_eq!(code, 200);
+        assert_eq!(
+            r.headers().get("content-type").unwrap(),
+            "text/event-stream"
+        );
+        open.push(r);
+    }
+    assert_eq!(status(&aicha).0, 429, "a fifth stream for one session");
+    drop(open);
+    let started = Instant::now();
+    while status(&aicha).0 != 200 {
+        // A closed stream is noticed at its next write (a keep-alive comes every 15 s).
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "streams given back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -149,6 +149,8 @@ enum Job {
     },
     /// What the log holds (the benchmark, tests).
     LogCounts { reply: Reply<LogCounts> },
+    /// This organisation's referrals, from their headers (the web UI's notifications).
+    Watched { reply: Reply<Vec<Watched>> },
     /// Answers at once: the health check asks whether the engine answers at all.
     Ping { reply: Reply<()> },
     /// Panics inside the engine (tests of the recovery).
@@ -156,11 +158,35 @@ enum Job {
     Panic { reply: Reply<()> },
 }
 
+/// One of this organisation's referrals as the web UI's notifications compare them.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub view: passerelle_core::engine::ReferralView,
+    /// Received by this organisation (else sent by it).
+    pub inbox: bool,
+}
+
+fn watched(engine: &Engine, now: OffsetDateTime) -> Result<Vec<Watched>> {
+    if engine.current_config().is_none() {
+        // Not joined yet: no referrals to watch.
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for (sent, inbox) in [(false, true), (true, false)] {
+        for view in engine.referrals(sent, None, false, now)? {
+            out.push(Watched { view, inbox });
+        }
+    }
+    Ok(out)
+}
+
 /// A handle to send jobs to the engine's thread.
 #[derive(Clone, Debug)]
 pub struct EngineHandle {
     tx: mpsc::Sender<Job>,
     health: Arc<Health>,
+    /// Bumped after every job that stored events (made here or received).
+    changes: watch::Receiver<u64>,
 }
 
 /// What the daemon's health check reads of the engine's thread.
@@ -226,6 +252,7 @@ fn run_job(engine: &mut Engine, job: Job, rx: &mut mpsc::Receiver<Job>) -> Optio
         Job::Mechanism { reply } => answer(reply, Ok(engine.current_config())),
         Job::Directory { reply } => answer(reply, engine.directory().map_err(Into::into)),
         Job::LogCounts { reply } => answer(reply, engine.log_counts().map_err(Into::into)),
+        Job::Watched { reply } => answer(reply, watched(engine, now)),
         Job::Ping { reply } => answer(reply, Ok(())),
         #[cfg(test)]
         Job::Panic { reply } => {
@@ -334,18 +361,25 @@ struct Outputs {
     fresh: mpsc::Sender<Vec<Event>>,
     received: watch::Sender<u64>,
     config: watch::Sender<u64>,
+    changes: watch::Sender<u64>,
 }
 
 impl Outputs {
     /// After a job: fresh events to push, received ones to forward, a new configuration.
     fn publish(&self, engine: &mut Engine) {
         let fresh = engine.take_fresh();
-        if !fresh.is_empty() && self.fresh.try_send(fresh).is_err() {
+        let made = !fresh.is_empty();
+        if made && self.fresh.try_send(fresh).is_err() {
             // A full queue (or a network task gone): sync rounds will carry those events.
             tracing::debug!("fresh events not queued for a push: sync rounds carry them");
         }
-        if engine.take_received() {
+        let received = engine.take_received();
+        if received {
             self.received.send_modify(|n| *n += 1);
+        }
+        if made || received {
+            // The web UI's notifications look again (no one watching is fine).
+            self.changes.send_modify(|n| *n += 1);
         }
         let version = engine.config_version();
         if *self.config.borrow() != version && self.config.send(version).is_err() {
@@ -397,11 +431,13 @@ impl EngineHandle {
         let (fresh_tx, fresh_rx) = mpsc::channel(FRESH_QUEUE_MAX);
         let (config_tx, config_rx) = watch::channel(engine.config_version());
         let (received_tx, received_rx) = watch::channel(0u64);
+        let (changes_tx, changes_rx) = watch::channel(0u64);
         let health = Arc::new(Health::default());
         let outputs = Outputs {
             fresh: fresh_tx,
             received: received_tx,
             config: config_tx,
+            changes: changes_tx,
         };
         let thread_health = health.clone();
         let thread = std::thread::Builder::new()
@@ -413,7 +449,27 @@ impl EngineHandle {
             config: config_rx,
             received: received_rx,
         };
-        (Self { tx, health }, signals, thread)
+        (
+            Self {
+                tx,
+                health,
+                changes: changes_rx,
+            },
+            signals,
+            thread,
+        )
+    }
+
+    /// A watch that changes after every job that stored events: the web UI's notifications
+    /// look at the referrals again then.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
+    }
+
+    /// This organisation's referrals as the notifications compare them: clear headers only
+    /// (nothing decrypted, so nothing for the audit log).
+    pub async fn watched(&self) -> Result<Vec<Watched>, JobError> {
+        self.ask(|reply| Job::Watched { reply }).await
     }
 
     /// Whether the engine's thread is running, and how many jobs failed inside it.

@@ -221,7 +221,7 @@ struct CasePage {
     id: String,
     short: String,
     name: String,
-    person: Vec<(String, String)>,
+    person: Vec<(String, String, bool)>,
     consent: String,
     determinations: String,
     referrals: Vec<RefRow>,
@@ -398,7 +398,7 @@ pub(super) async fn case_export(
 
 /// The person's recorded fields, each with its label in the page's language (empty ones left
 /// out).
-fn person_fields(p: &PageCtx, person: &Person) -> Vec<(String, String)> {
+fn person_fields(p: &PageCtx, person: &Person) -> Vec<(String, String, bool)> {
     let mut fields = Vec::new();
     for (k, label) in [
         ("first_name", "field-first-name"),
@@ -412,11 +412,11 @@ fn person_fields(p: &PageCtx, person: &Person) -> Vec<(String, String)> {
         ("protection", "field-protection"),
     ] {
         if let Some(v) = person.field(k).filter(|v| !v.is_empty()) {
-            fields.push((p.t(label), v));
+            fields.push((p.t(label), v, super::reads_ltr(k)));
         }
     }
     if !person.languages.is_empty() {
-        fields.push((p.t("col-languages"), person.languages.join(", ")));
+        fields.push((p.t("col-languages"), person.languages.join(", "), true));
     }
     fields
 }

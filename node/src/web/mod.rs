@@ -73,6 +73,7 @@ macro_rules! require_cases {
 mod cases;
 mod directory;
 mod indicators;
+mod notify;
 mod refer;
 mod referrals;
 mod session;
@@ -99,6 +100,8 @@ pub struct WebState {
     pub network: Arc<Mutex<NetworkView>>,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
     login: Arc<LoginGate>,
+    /// The notification streams open (bounded).
+    streams: Arc<notify::Streams>,
     org: Arc<String>,
     /// Cookie names carry the port: browsers share cookies across the ports of one host, and
     /// several nodes may run on one machine.
@@ -118,6 +121,7 @@ impl WebState {
             network,
             sessions: Arc::default(),
             login: Arc::default(),
+            streams: Arc::default(),
             org: Arc::new(org),
             session_cookie: Arc::new(format!("passerelle_session_{port}")),
             login_cookie: Arc::new(format!("passerelle_login_{port}")),
@@ -209,7 +213,8 @@ fn html(text: String) -> Response {
 }
 
 /// Headers every page carries: no framing (clickjacking), no sniffing, no referrer leaks, and
-/// a content security policy that allows only this server (all assets are inline or embedded).
+/// a content security policy that allows only this server (all assets are inline or embedded;
+/// the one script is `/assets/app.js`, served from the binary, and it talks only to `/events`).
 fn secure_headers(h: &mut HeaderMap) {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
@@ -223,7 +228,7 @@ fn secure_headers(h: &mut HeaderMap) {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -283,6 +288,8 @@ pub fn router(state: WebState) -> Router {
         .route("/referrals/{id}/step", post(referral_step))
         .route("/status", get(status))
         .route("/indicators", get(indicators))
+        .route("/events", get(notify::events))
+        .route("/assets/app.js", get(app_js))
         .with_state(state)
 }
 
@@ -340,6 +347,17 @@ fn zone(m: Option<&passerelle_core::config::Mechanism>, org: &str) -> i16 {
     .unwrap_or(0)
 }
 
+/// The UI's one script (the notifications), embedded in the binary.
+async fn app_js() -> Response {
+    let mut r = (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../assets/app.js"),
+    )
+        .into_response();
+    secure_headers(r.headers_mut());
+    r
+}
+
 async fn home(State(state): State<WebState>, headers: HeaderMap) -> Response {
     let session = session_or_login!(state, headers);
     if session.role.sees_cases() {
@@ -366,6 +384,13 @@ fn readable(text: Option<&str>, zone: i16) -> String {
         .map(|t| passerelle_core::time_fmt::readable_in(t, zone))
         // Absent or unreadable: an empty cell, as documented above.
         .unwrap_or_default()
+}
+
+/// Whether a person's field reads left to right whatever the page's direction: a phone
+/// number or a date in an Arabic page must not be mirrored ("+216 …" with its "+" on the
+/// right is a misdialing risk). Names and free text take their own direction (`<bdi>`).
+fn reads_ltr(field: &str) -> bool {
+    matches!(field, "phone" | "date_of_birth" | "age" | "languages")
 }
 
 fn nonempty(s: &str) -> Option<String> {

@@ -82,7 +82,7 @@ struct ReferralPage {
     page: PageCtx,
     r: RefRow,
     readable: bool,
-    shared: Vec<(String, String)>,
+    shared: Vec<(String, String, bool)>,
     /// The fields this partner did not receive, named in the page's language.
     not_shared: String,
     /// Why nothing can be shown, when this node cannot read the referral.
@@ -195,7 +195,7 @@ async fn referral_page(
         shared: v
             .shared
             .iter()
-            .map(|(k, value)| (i18n::field(lang, k), value.clone()))
+            .map(|(k, value)| (i18n::field(lang, k), value.clone(), super::reads_ltr(k)))
             .collect(),
         not_shared: not_shared(lang, &v),
         sealed: if sender || receiver {

@@ -52,6 +52,16 @@ impl WebState {
     /// another role or a new password (`passerelle user …`, through the daemon) ends its
     /// sessions at once.
     pub(super) async fn session(&self, headers: &HeaderMap) -> Option<Session> {
+        self.session_touched(headers, true).await
+    }
+
+    /// The session, as [`Self::session`] finds it, without counting this as use: a page's
+    /// notification stream must not keep an idle session alive.
+    pub(super) async fn session_untouched(&self, headers: &HeaderMap) -> Option<Session> {
+        self.session_touched(headers, false).await
+    }
+
+    async fn session_touched(&self, headers: &HeaderMap, touch: bool) -> Option<Session> {
         let id = cookie(headers, &self.session_cookie)?;
         let now = Instant::now();
         let session = {
@@ -61,7 +71,9 @@ impl WebState {
                 sessions.remove(&id);
                 return None;
             }
-            session.last_used = now;
+            if touch {
+                session.last_used = now;
+            }
             session.clone()
         };
         let name = session.user.clone();
