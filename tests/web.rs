@@ -303,11 +303,21 @@ fn the_arabic_ui_translates_statuses_and_the_timeline(
     b.goto(referral_url);
     assert_eq!(b.text("#referral-status"), "مقبولة", "the status in Arabic");
     b.goto(case_url);
-    // The phone number reads left to right in the right-to-left page (its "+" first).
-    let dir = b.script(
-        "const e = [...document.querySelectorAll('dd bdi')].find(e => e.textContent.includes('+216')); return e ? getComputedStyle(e).direction : 'missing';",
+    // The phone number reads left to right in the right-to-left page: its "+" is drawn to
+    // the left of its last digit.
+    let plus_first = b.script(
+        "const e = [...document.querySelectorAll('dd bdi')].find(e => e.textContent.includes('+216'));
+         if (!e) { return 'missing'; }
+         const t = e.firstChild, r = document.createRange();
+         r.setStart(t, 0); r.setEnd(t, 1); const plus = r.getBoundingClientRect().left;
+         r.setStart(t, t.length - 1); r.setEnd(t, t.length); const last = r.getBoundingClientRect().left;
+         return plus < last;",
     );
-    assert_eq!(dir, "ltr", "the phone's direction in Arabic");
+    assert_eq!(
+        plus_first,
+        serde_json::json!(true),
+        "the phone as drawn in Arabic"
+    );
     b.screenshot(&shots.join("ui-case-ar.png"));
     let page = b.source();
     for arabic in [

@@ -257,3 +257,4 @@ col-node = العقدة
 col-link = الاتصال
 col-last-seen = آخر ظهور
 col-to-exchange = للتبادل (↑ ينقصهم، ↓ ينقصنا)
+col-detail = التفاصيل

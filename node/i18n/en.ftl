@@ -257,3 +257,4 @@ col-node = Node
 col-link = Link
 col-last-seen = Last seen
 col-to-exchange = To exchange (↑ they lack, ↓ we lack)
+col-detail = Detail

@@ -257,3 +257,4 @@ col-node = Nœud
 col-link = Liaison
 col-last-seen = Vu pour la dernière fois
 col-to-exchange = À échanger (↑ il leur manque, ↓ il nous manque)
+col-detail = Détail
