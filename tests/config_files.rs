@@ -145,7 +145,7 @@ fn a_passphrase_seals_the_node_key_and_is_needed_to_use_it() {
     assert!(!sealed.contains("ed25519"), "no secret in clear");
     // Joining opens the secrets: without the passphrase it is refused.
     let out = run_env(dir, &["--data-dir", "node-p", "join", "v1.signed"], &[]);
-    out.expect_refused("protected by a passphrase");
+    out.expect_refused("protected by a passphrase: give --passphrase-file");
     let out = run_env(
         dir,
         &["--data-dir", "node-p", "join", "v1.signed"],
@@ -172,14 +172,29 @@ fn standard_setup_with_passphrase() -> Setup {
     let setup = Setup::new();
     setup.template("v1.toml", &["a", "b"], 2);
     // The organisation key file is sealed too, with its own passphrase.
-    let stanzas = run_env(
+    let sealed = run_env(
         setup.path(),
         &["org", "keygen", "--org", "crt", "--out", "org-crt.key"],
         &[("PASSERELLE_KEY_PASSPHRASE", "org secret")],
     )
-    .expect_ok()
-    .stdout;
+    .expect_ok();
+    assert!(
+        !sealed.stderr.contains("not encrypted"),
+        "{}",
+        sealed.stderr
+    );
+    let stanzas = sealed.stdout;
     assert!(setup.read("org-crt.key").starts_with("-----BEGIN AGE"));
+    // Without a passphrase the secret is in clear, and the command says so.
+    let open = setup
+        .run(&["mechanism", "keygen", "--out", "open-root.key"])
+        .expect_ok();
+    assert!(
+        open.stderr.contains("open-root.key is not encrypted")
+            && open.stderr.contains("--key-passphrase-file"),
+        "{}",
+        open.stderr
+    );
     setup.append("v1.toml", &stanzas);
     run_env(
         setup.path(),
@@ -202,7 +217,7 @@ fn standard_setup_with_passphrase() -> Setup {
     setup.write("p.node.toml", &stanza);
     setup
         .run(&["org", "endorse", "p.node.toml", "--key", "org-crt.key"])
-        .expect_refused("protected by a passphrase");
+        .expect_refused("protected by a passphrase: give --key-passphrase-file");
     let endorsed = run_env(
         setup.path(),
         &["org", "endorse", "p.node.toml", "--key", "org-crt.key"],

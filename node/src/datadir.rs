@@ -122,7 +122,8 @@ impl DataDir {
     /// The node's secrets, opened with the passphrase when they are sealed.
     pub fn secrets(&self, passphrase: Option<&SecretString>) -> Result<NodeSecrets> {
         let bytes = fsutil::read_bounded(&self.secret_path(), KEY_FILE_SIZE_MAX_BYTES)?;
-        let text = keyfiles::open(&bytes, passphrase).context("node.key")?;
+        let text = crate::util::open_key_file(&bytes, passphrase, crate::util::Sealed::NodeKey)
+            .context("node.key")?;
         let secrets = NodeSecrets::from_text(&text).context("node.key")?;
         let public = self.public()?;
         if secrets.signing.public().node_id() != public.id

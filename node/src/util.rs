@@ -30,3 +30,40 @@ pub fn generate_password() -> String {
         .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
         .collect()
 }
+
+/// Which passphrase a sealed key file needs: the node's own (`--passphrase-file`) or that of a
+/// key file named on the command line (`--key-passphrase-file`).
+#[derive(Clone, Copy, Debug)]
+pub enum Sealed {
+    NodeKey,
+    NamedKey,
+}
+
+/// Opens a key file's bytes; a sealed one opened without its passphrase names the flag (and
+/// the environment variable) that gives it.
+pub fn open_key_file(
+    bytes: &[u8],
+    passphrase: Option<&age::secrecy::SecretString>,
+    which: Sealed,
+) -> anyhow::Result<impl std::ops::Deref<Target = String>> {
+    passerelle_core::keyfiles::open(bytes, passphrase).map_err(|e| match e {
+        passerelle_core::keyfiles::KeyFileError::NeedsPassphrase => {
+            let (flag, env) = match which {
+                Sealed::NodeKey => ("--passphrase-file", "PASSERELLE_PASSPHRASE"),
+                Sealed::NamedKey => ("--key-passphrase-file", "PASSERELLE_KEY_PASSPHRASE"),
+            };
+            anyhow::anyhow!("{e}: give {flag} or set {env}")
+        }
+        e => e.into(),
+    })
+}
+
+/// Says, when a key file was written without a passphrase, that its secret is in clear.
+pub fn warn_if_unsealed(out: &std::path::Path, passphrase: Option<&age::secrecy::SecretString>) {
+    if passphrase.is_none() {
+        eprintln!(
+            "Warning: {} is not encrypted: anyone who can read it can sign with it. Give --key-passphrase-file (or set PASSERELLE_KEY_PASSPHRASE) to seal it with a passphrase.",
+            out.display()
+        );
+    }
+}

@@ -21,9 +21,9 @@ use crate::limits::{
 pub enum KeyFileError {
     #[error("the key file is larger than {KEY_FILE_SIZE_MAX_BYTES} bytes")]
     TooLarge,
-    #[error(
-        "the key file is protected by a passphrase: give --passphrase-file or set PASSERELLE_PASSPHRASE"
-    )]
+    /// The command line names the flag that gives it (a node's own key or a key file named on
+    /// the command line have different ones).
+    #[error("the key file is protected by a passphrase")]
     NeedsPassphrase,
     #[error("the passphrase does not open this key file")]
     WrongPassphrase,

@@ -67,6 +67,7 @@ fn keygen(out: &Path, pass: &Passphrases) -> Result<()> {
     let key = RootKey(SigningKey::generate());
     let sealed = keyfiles::seal(key.to_text().as_bytes(), pass.key.as_ref())?;
     fsutil::write_new(out, &sealed, true)?;
+    crate::util::warn_if_unsealed(out, pass.key.as_ref());
     println!("{}", key.0.public());
     eprintln!(
         "Root key written to {} (keep it offline). Its public key is above: give it to the coordinator.",
@@ -123,8 +124,8 @@ pub fn read_chain(paths: &[PathBuf]) -> Result<Vec<SignedFile>> {
 
 fn read_root_key(path: &Path, pass: &Passphrases) -> Result<RootKey> {
     let bytes = fsutil::read_bounded(path, KEY_FILE_SIZE_MAX_BYTES)?;
-    let text =
-        keyfiles::open(&bytes, pass.key.as_ref()).with_context(|| path.display().to_string())?;
+    let text = crate::util::open_key_file(&bytes, pass.key.as_ref(), crate::util::Sealed::NamedKey)
+        .with_context(|| path.display().to_string())?;
     RootKey::from_text(&text).with_context(|| path.display().to_string())
 }
 

@@ -34,8 +34,8 @@ pub fn run(
 
 fn read_org_keys(path: &Path, pass: &Passphrases) -> Result<OrgKeys> {
     let bytes = fsutil::read_bounded(path, KEY_FILE_SIZE_MAX_BYTES)?;
-    let text =
-        keyfiles::open(&bytes, pass.key.as_ref()).with_context(|| path.display().to_string())?;
+    let text = crate::util::open_key_file(&bytes, pass.key.as_ref(), crate::util::Sealed::NamedKey)
+        .with_context(|| path.display().to_string())?;
     OrgKeys::from_text(&text).with_context(|| path.display().to_string())
 }
 
@@ -59,6 +59,7 @@ fn keygen(org: &str, out: &Path, pass: &Passphrases) -> Result<()> {
     check_cli_id("organisation id", org)?;
     let keys = OrgKeys::generate(org);
     write_org_keys(out, &keys, pass, true)?;
+    crate::util::warn_if_unsealed(out, pass.key.as_ref());
     print!(
         "{}",
         stanza("org_signing_keys", &keys.signing_key_stanza()?)?
