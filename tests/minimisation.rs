@@ -606,7 +606,13 @@ fn a_late_node_judges_alike(
 }
 
 /// A referral as `node` shows it, in JSON.
+/// The referral as `node` shows it; `null` while it has not reached that node yet (a wait
+/// then goes on polling rather than fail on the first look).
 fn referral_json(setup: &passerelle_tests::Setup, node: &str, id: &str) -> serde_json::Value {
+    let out = setup.node_run(node, &["referral", "show", &id[..12], "--json"]);
+    if !out.ok() && out.stderr.contains("no referral") {
+        return serde_json::Value::Null;
+    }
     setup.node_json(node, &["referral", "show", &id[..12], "--json"])
 }
 
