@@ -100,6 +100,23 @@ impl Browser {
         self.get("/url").as_str().unwrap_or_default().to_string()
     }
 
+    /// Waits up to 15 s for the page's address to end with `suffix` (a form's redirect may
+    /// still be under way when a click returns) and returns it.
+    pub fn wait_url(&self, suffix: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let url = self.url();
+            if url.ends_with(suffix) {
+                return url;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "the page stayed at {url}, not …{suffix}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn source(&self) -> String {
         self.get("/source").as_str().unwrap_or_default().to_string()
     }
