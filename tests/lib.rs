@@ -574,7 +574,8 @@ impl Setup {
                 "person": {"first_name": first_name, "age": 16, "languages": ["ar"],
                            "health": "fever and cough", "phone": "+216 00 000 000"},
                 "needs": ["health", "shelter"],
-                "consent": {"given": true, "explained_by": "Aïcha",
+                "consent": {"given": true, "guardian_given": true,
+                            "guardian_name": "centre guardian", "explained_by": "Aïcha",
                             "explained": "referral to a health partner",
                             "recorded_at": "2026-11-27T09:00:00Z"}
             })

@@ -96,6 +96,11 @@ fn two_partners_with_accounts() -> (Setup, Daemon, Daemon) {
     (setup, hub, nurse)
 }
 
+/// Whether the form's warning `id` shows now.
+fn warned(b: &Browser, id: &str) -> bool {
+    b.script(&format!("return !document.getElementById('{id}').hidden;")) == serde_json::json!(true)
+}
+
 /// Aïcha logs in and opens a case; its page's address.
 fn aicha_opens_a_case(b: &Browser, a: &str, shots: &Path) -> String {
     login(b, a, "aicha", "aicha-password-1");
@@ -104,11 +109,18 @@ fn aicha_opens_a_case(b: &Browser, a: &str, shots: &Path) -> String {
     b.click("#case_type option[value=general]");
     b.fill("#first_name", "Youssef");
     b.fill("#age", "16");
-    b.fill("#languages", "ar");
+    b.click("input[name=lang_ar]");
+    b.click("#sex option[value=m]");
     b.fill("#health", "fever and cough for three days");
     b.fill("#phone", "+216 00 000 000");
     b.click("input[name=need_health]");
+    // A 16-year-old: the form asks for his consent and his guardian's as they are ticked.
+    assert!(warned(b, "consent-warning") && warned(b, "guardian-warning"));
     b.click("#consent_given");
+    assert!(!warned(b, "consent-warning") && warned(b, "guardian-warning"));
+    b.click("#guardian_given");
+    assert!(!warned(b, "guardian-warning"));
+    b.fill("#guardian_name", "centre guardian");
     b.fill("#explained", "referral to a health partner");
     b.screenshot(&shots.join("ui-new-case.png"));
     b.click("#save-case");
@@ -863,6 +875,109 @@ fn a_case_manager_withdraws_consent_and_erases_a_case_in_the_ui_issue_12() {
             "the audit names {action} by aicha: {audit}"
         );
     }
+}
+
+fn the_form_kept_what_was_typed(b: &Browser) {
+    let kept = b.script(
+        "const v = s => document.querySelector(s);
+         return [v('#first_name').value, v('#age').value, v('#sex').value,
+                 v('input[name=lang_ti]').checked, v('#languages_other').value,
+                 v('#health').value, v('input[name=need_health]').checked,
+                 v('#consent_given').checked, v('#case_type').value,
+                 !v('#guardian-warning').hidden];",
+    );
+    assert_eq!(
+        kept,
+        serde_json::json!([
+            "Amina",
+            "15",
+            "f",
+            true,
+            "tig",
+            "asthma, needs an inhaler",
+            true,
+            true,
+            "general",
+            true
+        ]),
+        "what was typed"
+    );
+}
+
+/// Issue 15: the new-case form offers languages and sex from lists, checks the SOP's consent
+/// rules as the caseworker types (a child's case type, an age under the SOP's, the person's own
+/// consent), refuses to save a child's case without the guardian's consent unless the caseworker
+/// says it will come later, and keeps everything typed when it refuses. The referring node then
+/// refuses the child's referral until the guardian's consent is recorded.
+#[test]
+fn the_new_case_form_checks_consent_as_typed_and_keeps_what_was_typed() {
+    let setup = mechanism(&["mas", "mdm"], &[("aicha", "mas"), ("nurse", "mdm")], &[]);
+    add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");
+    let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
+    let a = format!("http://{}", hub.api);
+    let b = Browser::start();
+    login(&b, &a, "aicha", "aicha-password-1");
+    b.goto(&format!("{a}/lang/fr"));
+    b.goto(&format!("{a}/cases/new"));
+    assert!(
+        !warned(&b, "consent-warning") && !warned(&b, "guardian-warning"),
+        "nothing to warn of before anything is typed"
+    );
+    // The case type alone makes a child's case.
+    b.click("#case_type option[value=unaccompanied_child]");
+    assert!(warned(&b, "guardian-warning") && warned(&b, "consent-warning"));
+    b.click("#case_type option[value=general]");
+    assert!(!warned(&b, "guardian-warning"));
+    // So does an age under the SOP's 18, as it is typed.
+    b.fill("#first_name", "Amina");
+    b.fill("#age", "15");
+    assert!(warned(&b, "guardian-warning"));
+    b.fill("#age", "19");
+    assert!(!warned(&b, "guardian-warning"));
+    b.fill("#age", "15");
+    b.click("#sex option[value=f]");
+    b.click("input[name=lang_ti]");
+    b.fill("#languages_other", "tig");
+    b.fill("#health", "asthma, needs an inhaler");
+    b.click("input[name=need_health]");
+    b.click("#consent_given");
+    assert!(!warned(&b, "consent-warning"));
+    let languages = b.text("#languages");
+    assert!(
+        languages.contains("Tigrigna") && languages.contains("Arabe"),
+        "languages named in French, not as codes: {languages}"
+    );
+    b.script("document.getElementById('guardian-warning').scrollIntoView({block: 'center'});");
+    b.screenshot(&screenshots().join("ui-new-case-warning-fr.png"));
+
+    // Sent without the guardian's consent: refused, and nothing typed is lost.
+    b.click("#save-case");
+    let error = b.text(".error");
+    assert!(error.contains("tuteur"), "{error}");
+    assert!(b.url().ends_with("/cases"), "still the form: {}", b.url());
+    the_form_kept_what_was_typed(&b);
+    assert_eq!(
+        setup.node_json("aicha", &["case", "list", "--json"]),
+        serde_json::json!([]),
+        "a refused form saves nothing"
+    );
+
+    // Saved once the caseworker says the guardian's consent comes later.
+    b.click("#save_without_guardian");
+    b.click("#save-case");
+    b.find("#refer-link");
+    let page = b.text("main");
+    assert!(
+        page.contains("Tigrigna, tig") && page.contains("Féminin"),
+        "languages and sex named: {page}"
+    );
+    let case = b.url().rsplit('/').next().unwrap().to_string();
+
+    // The referring node holds the rule: no referral of the child without the guardian.
+    let referral = ReferralSend::new(&case, "mdm", "health").share("first_name");
+    setup
+        .send_referral("aicha", &referral)
+        .expect_refused("guardian");
 }
 
 /// Issue 15: notifications while the UI is open, from the node itself (server-sent events):

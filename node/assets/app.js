@@ -36,3 +36,29 @@
     });
   });
 })();
+
+// The new-case form checks the SOP's consent rules as the caseworker types: the person's
+// consent, and a guardian's for a child (by the case type, or an age under the SOP's). The
+// server checks the same rules when the form is sent.
+(function () {
+  "use strict";
+  var form = document.getElementById("new-case");
+  if (!form) {
+    return;
+  }
+  var adult = parseInt(form.getAttribute("data-guardian-age"), 10);
+  var consentRequired = form.getAttribute("data-consent-required") === "true";
+  function check() {
+    var type = form.querySelector("#case_type");
+    var option = type && type.options[type.selectedIndex];
+    var age = parseInt(form.querySelector("#age").value, 10);
+    var child = (option && option.getAttribute("data-guardian") === "true") ||
+      (!isNaN(adult) && !isNaN(age) && age < adult);
+    var person = form.querySelector("#consent_given").checked;
+    var guardian = form.querySelector("#guardian_given").checked;
+    form.querySelector("#consent-warning").hidden = !consentRequired || person;
+    form.querySelector("#guardian-warning").hidden = !consentRequired || !child || guardian;
+  }
+  form.addEventListener("input", check);
+  form.addEventListener("change", check);
+})();

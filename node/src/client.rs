@@ -61,6 +61,20 @@ pub fn call<T: Answer>(
     call_any(dir, pass, user, request)?.into_answer()
 }
 
+/// Asks the node's running daemon, if one answers (None: no daemon runs, or it is unreachable).
+/// For requests that change nothing: an answer lost on the way is not sent again.
+pub fn ask_daemon<T: Answer>(dir: &DataDir, user: &str, request: Request) -> Option<Result<T>> {
+    let (addr, token) = daemon_api(dir)?;
+    match call_daemon(&addr, &token, user, &request, &rpc::new_request_id()) {
+        Ok(answer) => Some(answer.into_answer()),
+        Err(CallError::Unreachable) => None,
+        Err(CallError::MaybeSent(reason)) => Some(Err(anyhow::anyhow!(
+            "the node's daemon stopped answering: {reason}"
+        ))),
+        Err(CallError::Refused(message)) => Some(Err(anyhow::anyhow!("{message}"))),
+    }
+}
+
 fn call_any(dir: &DataDir, pass: &Passphrases, user: &str, request: Request) -> Result<Response> {
     let id_text = rpc::new_request_id();
     let id = rpc::parse_request_id(&id_text)?;

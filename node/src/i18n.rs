@@ -69,6 +69,43 @@ pub fn field(lang: &str, field: &str) -> String {
     t(lang, key, &[])
 }
 
+/// The languages a person may speak, as the new-case form lists them (ISO 639-1 codes, each
+/// named by `language-CODE` in every catalogue). Others are typed as codes.
+pub const PERSON_LANGUAGES: [&str; 18] = [
+    "ar", "fr", "en", "ti", "am", "so", "om", "bm", "wo", "ff", "ha", "ln", "sw", "ps", "fa", "ur",
+    "bn", "ku",
+];
+
+/// The answers the form offers for a person's sex (stored as these codes).
+pub const SEX_CODES: [&str; 3] = ["f", "m", "x"];
+
+/// A language code's name in `lang`, or the code itself when it is not in the list.
+pub fn language_name(lang: &str, code: &str) -> String {
+    if PERSON_LANGUAGES.contains(&code) {
+        t(lang, &format!("language-{code}"), &[])
+    } else {
+        code.to_string()
+    }
+}
+
+/// Language codes named in `lang`, comma-separated.
+pub fn language_names(lang: &str, codes: &[String]) -> String {
+    codes
+        .iter()
+        .map(|c| language_name(lang, c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A recorded sex in `lang`: one of the form's answers named, anything else as recorded.
+pub fn sex(lang: &str, value: &str) -> String {
+    if SEX_CODES.contains(&value) {
+        t(lang, &format!("sex-{value}"), &[])
+    } else {
+        value.to_string()
+    }
+}
+
 /// Whether a language is written right to left.
 pub fn rtl(lang: &str) -> bool {
     lang == "ar"

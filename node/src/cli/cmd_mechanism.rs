@@ -20,8 +20,11 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::cli::MechanismCmd;
+use crate::client;
 use crate::datadir::{DataDir, Passphrases};
 use crate::fsutil;
+use crate::rpc::Request;
+use crate::rpc::config::LogHeads;
 use crate::samples;
 
 pub fn run(
@@ -201,7 +204,7 @@ fn prompt_cutoff(node: &NodeId, org: &str) -> Result<u64> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         bail!(
-            "no cut-off known for node {node}: this node has no view of its log; give --cutoff {node}=SEQ (the last of its sequence numbers to accept)"
+            "no cut-off known for node {node}: no node of this mechanism on this machine (--data-dir) holds its log; give --cutoff {node}=SEQ (the last of its sequence numbers to accept)"
         );
     }
     eprint!("Last sequence number to accept from node {node} ({org}): ");
@@ -287,7 +290,8 @@ fn next(
 }
 
 /// Each author's highest sequence number as this machine's node sees it, if there is a node
-/// here that belongs to the same mechanism and its database is free.
+/// here that belongs to the same mechanism: asked of its daemon when one runs (it holds the
+/// database), read from the database otherwise.
 fn local_heads(
     data_dir: impl Fn() -> Result<DataDir>,
     mechanism: &Mechanism,
@@ -297,6 +301,23 @@ fn local_heads(
     };
     if !dir.store_path().exists() {
         return BTreeMap::new();
+    }
+    let request = Request::LogHeads {
+        config: mechanism.hash.to_hex(),
+    };
+    if let Some(answer) = client::ask_daemon::<LogHeads>(&dir, "operator", request) {
+        return match answer {
+            Ok(answer) => answer
+                .heads
+                .into_iter()
+                .filter_map(|(node, seq)| Some((node.parse().ok()?, seq)))
+                .collect(),
+            Err(e) => {
+                // Without this node's view, the cut-off is asked for instead.
+                tracing::debug!("the daemon did not give its log heads: {e}");
+                BTreeMap::new()
+            }
+        };
     }
     let Ok(store) = dir.store() else {
         return BTreeMap::new();

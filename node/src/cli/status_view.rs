@@ -56,6 +56,12 @@ pub fn print(public: &NodePublic, st: &StatusAnswer) {
         );
     }
     print_keys_and_log(st);
+    for r in &st.removed_nodes {
+        println!(
+            "Removed       node {} of {}: its events after #{} are refused everywhere (held here up to #{}); it is no longer a peer",
+            r.node, r.org, r.last_seq, r.held_seq
+        );
+    }
     print_network(st);
 }
 

@@ -1,6 +1,8 @@
 //! Configuration and keys: the document in force, applying signed versions, installing the
 //! organisation's key epochs, and overriding an expired configuration for a while.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context as _, Result, bail};
 use passerelle_core::config::chain::SignedFile;
 use passerelle_core::engine::Engine;
@@ -19,6 +21,14 @@ pub const EXPIRY_OVERRIDE_MAX_HOURS: u32 = 72;
 pub struct ConfigDocument {
     pub version: u64,
     pub document: String,
+}
+
+/// Each author's highest sequence number this node holds (node id → seq); empty when the node
+/// does not hold the configuration version asked about (another mechanism).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogHeads {
+    pub same_mechanism: bool,
+    pub heads: BTreeMap<String, u64>,
 }
 
 /// What applying configuration files did.
@@ -70,6 +80,29 @@ pub(super) fn current_file(engine: &Engine) -> Result<Option<(u64, SignedFile)>>
         .map(|f| SignedFile::from_bytes(f))
         .transpose()?;
     Ok(file.map(|f| (version, f)))
+}
+
+pub(super) fn log_heads(engine: &Engine, config: &str) -> Result<LogHeads> {
+    let same = engine
+        .store()
+        .config()
+        .all()
+        .iter()
+        .any(|m| m.hash.to_hex() == config);
+    let heads = if same {
+        engine
+            .store()
+            .author_heads()?
+            .into_iter()
+            .map(|(node, seq)| (node.to_string(), seq))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    Ok(LogHeads {
+        same_mechanism: same,
+        heads,
+    })
 }
 
 pub(super) fn document(engine: &Engine) -> Result<ConfigDocument> {

@@ -59,6 +59,12 @@ pub enum Request {
     OverrideExpiry {
         hours: u32,
     },
+    /// Each author's highest sequence number in this node's log, if the node holds the
+    /// configuration version `config` (its hash, hex): what `mechanism next` proposes as a
+    /// removed node's cut-off.
+    LogHeads {
+        config: String,
+    },
     CaseOpen {
         data: Box<CaseData>,
     },
@@ -154,6 +160,7 @@ impl Request {
         match self {
             Request::Status => "status",
             Request::ConfigDocument => "config_document",
+            Request::LogHeads { .. } => "log_heads",
             Request::ConfigUpdate { .. } => "config_update",
             Request::ImportKey { .. } => "import_key",
             Request::OverrideExpiry { .. } => "override_expiry",
@@ -193,6 +200,7 @@ impl Request {
 pub enum Response {
     Status(Box<StatusAnswer>),
     ConfigDocument(config::ConfigDocument),
+    LogHeads(config::LogHeads),
     ConfigUpdated(config::ConfigUpdated),
     KeysImported(config::KeysImported),
     ExpiryOverridden(config::ExpiryOverridden),
@@ -228,6 +236,7 @@ impl Response {
         Ok(match request {
             Request::Status => R::Status(Deserialize::deserialize(d)?),
             Request::ConfigDocument => R::ConfigDocument(Deserialize::deserialize(d)?),
+            Request::LogHeads { .. } => R::LogHeads(Deserialize::deserialize(d)?),
             Request::ConfigUpdate { .. } => R::ConfigUpdated(Deserialize::deserialize(d)?),
             Request::ImportKey { .. } => R::KeysImported(Deserialize::deserialize(d)?),
             Request::OverrideExpiry { .. } => R::ExpiryOverridden(Deserialize::deserialize(d)?),
@@ -302,6 +311,7 @@ macro_rules! boxed_answers {
 
 answers! {
     ConfigDocument => config::ConfigDocument,
+    LogHeads => config::LogHeads,
     ConfigUpdated => config::ConfigUpdated,
     KeysImported => config::KeysImported,
     ExpiryOverridden => config::ExpiryOverridden,
@@ -423,6 +433,7 @@ pub fn dispatch(engine: &mut Engine, ctx: &Context, request: Request) -> Result<
     Ok(match request {
         Request::Status => Response::Status(Box::new(status::status(engine, ctx, now)?)),
         Request::ConfigDocument => Response::ConfigDocument(config::document(engine)?),
+        Request::LogHeads { config } => Response::LogHeads(config::log_heads(engine, &config)?),
         Request::ConfigUpdate { files } => {
             Response::ConfigUpdated(config::update(engine, &files, now)?)
         }

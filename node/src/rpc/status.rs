@@ -2,6 +2,7 @@
 //! of its peers.
 
 use anyhow::Result;
+use passerelle_core::config::Mechanism;
 use passerelle_core::engine::Engine;
 use passerelle_core::keys::NodeId;
 use passerelle_core::sync::VersionVector;
@@ -90,8 +91,23 @@ pub struct StatusAnswer {
     pub waiting_for_dependencies: u64,
     pub unreadable_yet: u64,
     pub equivocations: Vec<Equivocation>,
+    /// Nodes the ministry removed from the mechanism (a stolen laptop, a partner that left).
+    #[serde(default)]
+    pub removed_nodes: Vec<RemovedNode>,
     pub sync: SyncView,
     pub network: NetworkView,
+}
+
+/// A node removed from the mechanism: its events up to `last_seq` stand, later ones are refused
+/// everywhere, and it is disconnected and refused as a peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemovedNode {
+    pub node: String,
+    pub org: String,
+    /// The last of its events still accepted (0: none).
+    pub last_seq: u64,
+    /// How far this node holds its log.
+    pub held_seq: u64,
 }
 
 /// Two events one author signed at the same sequence (the evidence is kept).
@@ -181,9 +197,32 @@ pub(super) fn status(engine: &Engine, ctx: &Context, now: OffsetDateTime) -> Res
         waiting_for_dependencies: counts.waiting,
         unreadable_yet: counts.unread,
         equivocations,
+        removed_nodes: m.map(|m| removed_nodes(m, &ours)).unwrap_or_default(),
         sync: sync_view(&ours),
         network,
     })
+}
+
+/// The configuration's removals, each with how much of the removed node's log is held here.
+fn removed_nodes(m: &Mechanism, ours: &VersionVector) -> Vec<RemovedNode> {
+    m.doc
+        .removals
+        .iter()
+        .map(|r| {
+            let node = r.node.to_string();
+            let held_seq = ours
+                .entries
+                .iter()
+                .find(|(author, _)| node_of(author) == node)
+                .map_or(0, |(_, (seq, _))| *seq);
+            RemovedNode {
+                node,
+                org: r.org.clone(),
+                last_seq: r.last_seq,
+                held_seq,
+            }
+        })
+        .collect()
 }
 
 /// The daemon's view of its peers, with what `status` adds: how long ago each was heard, whether

@@ -102,17 +102,69 @@ pub(super) async fn cases(
 #[template(path = "case_new.html")]
 struct CaseNewPage {
     page: PageCtx,
-    case_types: Vec<(String, String)>,
+    /// (id, name, whether its people are children whatever their age).
+    case_types: Vec<(String, String, bool)>,
     sites: Vec<(String, String)>,
     categories: Vec<(String, String)>,
-    user: String,
+    languages: Vec<(String, String)>,
+    sexes: Vec<(String, String)>,
+    /// The SOP's age below which a guardian's consent is needed (empty: none).
+    guardian_age: String,
+    consent_required: bool,
+    /// What was typed, shown again after an error.
+    typed: Typed,
+    warn_consent: bool,
+    warn_guardian: bool,
     error: Option<String>,
+}
+
+/// What the caseworker typed in a form, to show it again after an error: nothing typed is lost.
+pub(super) struct Typed(pub(super) HashMap<String, String>);
+
+impl Typed {
+    /// A text field's value, empty when none was typed.
+    pub(super) fn v(&self, k: &str) -> &str {
+        self.0.get(k).map_or("", String::as_str)
+    }
+
+    /// Whether a select or a radio had this value.
+    pub(super) fn is(&self, k: &str, value: &str) -> bool {
+        self.v(k) == value
+    }
+
+    /// Whether a checkbox was ticked.
+    pub(super) fn on(&self, k: &str) -> bool {
+        self.0.contains_key(k)
+    }
+
+    /// Whether the checkbox `prefix` + `id` (a need, a language) was ticked.
+    pub(super) fn on_in(&self, prefix: &str, id: &str) -> bool {
+        self.on(&format!("{prefix}{id}"))
+    }
+}
+
+/// The consent rules the form checks as it is filled: (no consent of the person while the SOP
+/// needs it, a child's case without the guardian's consent).
+fn consent_warnings(
+    m: &passerelle_core::config::Mechanism,
+    form: &HashMap<String, String>,
+) -> (bool, bool) {
+    let sop = &m.doc.sop;
+    let age = field(form, "age").and_then(|a| a.parse::<u32>().ok());
+    let child = field(form, "case_type")
+        .and_then(|ct| m.case_type(&ct))
+        .is_some_and(|ct| ct.needs_guardian(sop, age));
+    (
+        sop.consent_required && !form.contains_key("consent_given"),
+        sop.consent_required && child && !form.contains_key("guardian_given"),
+    )
 }
 
 async fn case_new_page(
     state: &WebState,
     headers: &HeaderMap,
     session: &Session,
+    typed: HashMap<String, String>,
     error: Option<String>,
 ) -> Response {
     let p = page(headers, Some(session), &state.org, "nav-new-case");
@@ -120,16 +172,43 @@ async fn case_new_page(
         return message(StatusCode::SERVICE_UNAVAILABLE, p, "not joined".into());
     };
     let lang = p.lang;
+    // A new form: nothing to warn of before anything is typed.
+    let (warn_consent, warn_guardian) = if error.is_some() {
+        consent_warnings(&m, &typed)
+    } else {
+        (false, false)
+    };
     let mut r = render(CaseNewPage {
         case_types: m
             .doc
             .case_types
             .iter()
-            .map(|c| (c.id.clone(), c.name.get(lang).to_string()))
+            .map(|c| {
+                (
+                    c.id.clone(),
+                    c.name.get(lang).to_string(),
+                    c.guardian_consent,
+                )
+            })
             .collect(),
         sites: options_sites(&m, lang),
         categories: options_categories(&m, lang),
-        user: session.user.clone(),
+        languages: super::directory::options_languages(lang),
+        sexes: i18n::SEX_CODES
+            .iter()
+            .map(|c| (c.to_string(), i18n::sex(lang, c)))
+            .collect(),
+        guardian_age: m
+            .doc
+            .sop
+            .guardian_consent_under_age
+            .map(|a| a.to_string())
+            // No age rule: the form checks the case type alone.
+            .unwrap_or_default(),
+        consent_required: m.doc.sop.consent_required,
+        typed: Typed(typed),
+        warn_consent,
+        warn_guardian,
         error: error.clone(),
         page: p,
     });
@@ -142,28 +221,35 @@ async fn case_new_page(
 pub(super) async fn case_new(State(state): State<WebState>, headers: HeaderMap) -> Response {
     let session = session_or_login!(state, headers);
     require_cases!(state, headers, session);
-    case_new_page(&state, &headers, &session, None).await
+    let typed = HashMap::from([("explained_by".to_string(), session.user.clone())]);
+    case_new_page(&state, &headers, &session, typed, None).await
 }
 
 pub(super) async fn case_create(
     State(state): State<WebState>,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    Form(mut form): Form<HashMap<String, String>>,
 ) -> Response {
     let session = session_or_login!(state, headers);
     require_cases!(state, headers, session);
     check_csrf!(state, headers, session, form_csrf(&form));
-    let needs: Vec<String> = form
-        .keys()
-        .filter_map(|k| k.strip_prefix("need_").map(str::to_string))
-        .collect();
-    let data = case_data(&form, needs);
+    // The token is not typed: the page carries a fresh one.
+    form.remove("csrf");
+    let lang = lang_of(&headers);
+    let data = case_data(&form);
     if let Err(e) = data.validate() {
-        return case_new_page(&state, &headers, &session, Some(e.to_string())).await;
+        return case_new_page(&state, &headers, &session, form, Some(e.to_string())).await;
+    }
+    if let Some(m) = state.mechanism().await
+        && consent_warnings(&m, &form).1
+        && !form.contains_key("save_without_guardian")
+    {
+        let e = i18n::t(lang, "consent-confirm-missing", &[]);
+        return case_new_page(&state, &headers, &session, form, Some(e)).await;
     }
     match state
         .call_in::<CaseOpened>(
-            Some(lang_of(&headers)),
+            Some(lang),
             &session.user,
             Request::CaseOpen {
                 data: Box::new(data),
@@ -172,12 +258,31 @@ pub(super) async fn case_create(
         .await
     {
         Ok(CaseOpened { case }) => Redirect::to(&format!("/cases/{case}")).into_response(),
-        Err(e) => case_new_page(&state, &headers, &session, Some(e)).await,
+        Err(e) => case_new_page(&state, &headers, &session, form, Some(e)).await,
     }
 }
 
+/// The languages ticked in the form, then those typed as codes.
+fn form_languages(form: &HashMap<String, String>) -> Vec<String> {
+    let mut codes: Vec<String> = i18n::PERSON_LANGUAGES
+        .iter()
+        .filter(|c| form.contains_key(&format!("lang_{c}")))
+        .map(|c| c.to_string())
+        .collect();
+    for other in list(form, "languages_other") {
+        if !codes.contains(&other) {
+            codes.push(other);
+        }
+    }
+    codes
+}
+
 /// The case the new-case form describes.
-fn case_data(form: &HashMap<String, String>, needs: Vec<String>) -> CaseData {
+fn case_data(form: &HashMap<String, String>) -> CaseData {
+    let needs: Vec<String> = form
+        .keys()
+        .filter_map(|k| k.strip_prefix("need_").map(str::to_string))
+        .collect();
     let guardian_given = (form.contains_key("guardian_given")
         || field(form, "guardian_name").is_some())
     .then(|| form.contains_key("guardian_given"));
@@ -192,7 +297,7 @@ fn case_data(form: &HashMap<String, String>, needs: Vec<String>) -> CaseData {
             age: field(form, "age").and_then(|a| a.parse::<u32>().ok()),
             sex: field(form, "sex"),
             nationality: field(form, "nationality"),
-            languages: list(form, "languages"),
+            languages: form_languages(form),
             phone: field(form, "phone"),
             location: field(form, "location"),
             health: field(form, "health"),
@@ -412,11 +517,13 @@ fn person_fields(p: &PageCtx, person: &Person) -> Vec<(String, String, bool)> {
         ("protection", "field-protection"),
     ] {
         if let Some(v) = person.field(k).filter(|v| !v.is_empty()) {
+            let v = if k == "sex" { i18n::sex(p.lang, &v) } else { v };
             fields.push((p.t(label), v, super::reads_ltr(k)));
         }
     }
     if !person.languages.is_empty() {
-        fields.push((p.t("col-languages"), person.languages.join(", "), true));
+        let names = i18n::language_names(p.lang, &person.languages);
+        fields.push((p.t("col-languages"), names, false));
     }
     fields
 }

@@ -30,6 +30,7 @@ struct DirectoryPage {
     page: PageCtx,
     categories: Vec<(String, String)>,
     sites: Vec<(String, String)>,
+    languages: Vec<(String, String)>,
     category: String,
     site: String,
     language: String,
@@ -41,8 +42,9 @@ struct DirectoryPage {
 pub(super) struct DirQuery {
     #[serde(default)]
     pub(super) category: String,
+    /// None when the page is first opened: the node's own site is shown, not the whole map.
     #[serde(default)]
-    pub(super) site: String,
+    pub(super) site: Option<String>,
     #[serde(default)]
     pub(super) language: String,
     #[serde(default)]
@@ -96,7 +98,7 @@ fn dir_row(e: Entry, lang: &str, m: &passerelle_core::config::Mechanism) -> DirR
         ),
         capacity: i18n::t(lang, &format!("capacity-{capacity}"), &[]),
         capacity_class: capacity.to_string(),
-        languages: svc.languages.join(", "),
+        languages: i18n::language_names(lang, &svc.languages),
         contact,
         verified: svc.verified,
     }
@@ -110,6 +112,14 @@ pub(super) fn options_categories(
         .taxonomy
         .iter()
         .map(|c| (c.id.clone(), c.name.get(lang).to_string()))
+        .collect()
+}
+
+/// The languages a person may speak, named in `lang`, for a select.
+pub(super) fn options_languages(lang: &str) -> Vec<(String, String)> {
+    i18n::PERSON_LANGUAGES
+        .iter()
+        .map(|c| (c.to_string(), i18n::language_name(lang, c)))
         .collect()
 }
 
@@ -135,9 +145,16 @@ pub(super) async fn directory(
         return message(StatusCode::SERVICE_UNAVAILABLE, p, "not joined".into());
     };
     let open_now = q.open_now.is_some();
+    // First opened, the directory shows the site this organisation works at; "(any)" shows
+    // the whole map.
+    let site = q.site.unwrap_or_else(|| {
+        m.org(&state.org)
+            .and_then(|o| o.sites.first().cloned())
+            .unwrap_or_default()
+    });
     let request = Request::MapSearch(rpc::map::Search {
         category: nonempty(&q.category),
-        site: nonempty(&q.site),
+        site: nonempty(&site),
         language: nonempty(&q.language),
         open_now,
         capacity: None,
@@ -151,9 +168,10 @@ pub(super) async fn directory(
     render(DirectoryPage {
         categories: options_categories(&m, p.lang),
         sites: options_sites(&m, p.lang),
+        languages: options_languages(p.lang),
         page: p,
         category: q.category,
-        site: q.site,
+        site,
         language: q.language,
         open_now,
         rows,
@@ -228,10 +246,27 @@ pub(super) async fn poster(
 #[template(path = "gaps.html")]
 struct GapsPage {
     page: PageCtx,
+    categories: Vec<(String, String)>,
+    sites: Vec<(String, String)>,
+    category: String,
+    site: String,
+    /// (site, category, how many of its services are full).
     rows: Vec<(String, String, String)>,
 }
 
-pub(super) async fn gaps(State(state): State<WebState>, headers: HeaderMap) -> Response {
+#[derive(Deserialize, Default)]
+pub(super) struct GapsQuery {
+    #[serde(default)]
+    category: String,
+    #[serde(default)]
+    site: String,
+}
+
+pub(super) async fn gaps(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Query(q): Query<GapsQuery>,
+) -> Response {
     let session = session_or_login!(state, headers);
     let p = page(&headers, Some(&session), &state.org, "gaps-title");
     let Some(m) = state.mechanism().await else {
@@ -243,6 +278,8 @@ pub(super) async fn gaps(State(state): State<WebState>, headers: HeaderMap) -> R
     );
     let rows = found
         .into_iter()
+        .filter(|g| q.site.is_empty() || g.site == q.site)
+        .filter(|g| q.category.is_empty() || g.category == q.category)
         .map(|g| {
             (
                 m.site(&g.site)
@@ -250,16 +287,19 @@ pub(super) async fn gaps(State(state): State<WebState>, headers: HeaderMap) -> R
                 m.category(&g.category)
                     .map_or(g.category.clone(), |c| c.name.get(p.lang).to_string()),
                 if g.unavailable > 0 {
-                    format!(
-                        "{} ({})",
-                        g.unavailable,
-                        i18n::t(p.lang, "capacity-full", &[])
-                    )
+                    g.unavailable.to_string()
                 } else {
                     String::new()
                 },
             )
         })
         .collect();
-    render(GapsPage { page: p, rows })
+    render(GapsPage {
+        categories: options_categories(&m, p.lang),
+        sites: options_sites(&m, p.lang),
+        category: q.category,
+        site: q.site,
+        page: p,
+        rows,
+    })
 }

@@ -390,7 +390,7 @@ fn readable(text: Option<&str>, zone: i16) -> String {
 /// number or a date in an Arabic page must not be mirrored ("+216 …" with its "+" on the
 /// right is a misdialing risk). Names and free text take their own direction (`<bdi>`).
 fn reads_ltr(field: &str) -> bool {
-    matches!(field, "phone" | "date_of_birth" | "age" | "languages")
+    matches!(field, "phone" | "date_of_birth" | "age")
 }
 
 fn nonempty(s: &str) -> Option<String> {

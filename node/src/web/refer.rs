@@ -8,7 +8,7 @@ use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 
-use super::cases::person_name;
+use super::cases::{Typed, person_name};
 use super::directory::{DirQuery, options_categories, options_sites, search_rows};
 use super::session::Session;
 use super::{PageCtx, WebState, field, form_csrf, lang_of, message, nonempty, page, render};
@@ -41,9 +41,12 @@ struct ReferPage {
     category: String,
     site: String,
     language: String,
+    languages: Vec<(String, String)>,
     proposals: Vec<Proposal>,
     /// (field id, its label in the page's language).
     shareable: Vec<(&'static str, String)>,
+    /// What was chosen and typed, shown again after an error.
+    typed: Typed,
     error: Option<String>,
 }
 
@@ -53,6 +56,7 @@ async fn refer_page(
     session: &Session,
     case: &str,
     q: DirQuery,
+    typed: HashMap<String, String>,
     error: Option<String>,
 ) -> Response {
     let p = page(headers, Some(session), &state.org, "refer-title");
@@ -81,11 +85,8 @@ async fn refer_page(
                 // A mechanism without categories: none chosen, and the map proposes nothing.
                 .unwrap_or_default()
         });
-    let site = if q.site.is_empty() && q.category.is_empty() {
-        c.data.site.clone()
-    } else {
-        q.site.clone()
-    };
+    // First opened, the map proposes partners at the case's site; "(any)" looks everywhere.
+    let site = q.site.clone().unwrap_or_else(|| c.data.site.clone());
     let search = rpc::map::Search {
         category: Some(category.clone()),
         site: nonempty(&site),
@@ -102,11 +103,13 @@ async fn refer_page(
         category,
         site,
         language: q.language,
+        languages: super::directory::options_languages(lang),
         proposals,
         shareable: passerelle_core::payload::SHAREABLE_FIELDS
             .iter()
             .map(|f| (*f, i18n::field(lang, f)))
             .collect(),
+        typed: Typed(typed),
         error: error.clone(),
         page: p,
     });
@@ -150,18 +153,20 @@ pub(super) async fn refer_form(
 ) -> Response {
     let session = session_or_login!(state, headers);
     require_cases!(state, headers, session);
-    refer_page(&state, &headers, &session, &id, q, None).await
+    refer_page(&state, &headers, &session, &id, q, HashMap::new(), None).await
 }
 
 pub(super) async fn refer_send(
     State(state): State<WebState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
+    Form(mut form): Form<HashMap<String, String>>,
 ) -> Response {
     let session = session_or_login!(state, headers);
     require_cases!(state, headers, session);
     check_csrf!(state, headers, session, form_csrf(&form));
+    // The token is not typed: the page carries a fresh one.
+    form.remove("csrf");
     let share: Vec<String> = form
         .keys()
         .filter_map(|k| k.strip_prefix("share_").map(str::to_string))
@@ -198,7 +203,7 @@ pub(super) async fn refer_send(
                 category,
                 ..DirQuery::default()
             };
-            refer_page(&state, &headers, &session, &id, q, Some(e)).await
+            refer_page(&state, &headers, &session, &id, q, form, Some(e)).await
         }
     }
 }

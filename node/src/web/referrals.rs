@@ -192,11 +192,7 @@ async fn referral_page(
     let mut r = render(ReferralPage {
         r: ref_row(&v, m.as_deref(), lang, zone),
         readable: v.readable,
-        shared: v
-            .shared
-            .iter()
-            .map(|(k, value)| (i18n::field(lang, k), value.clone(), super::reads_ltr(k)))
-            .collect(),
+        shared: shared_rows(lang, &v),
         not_shared: not_shared(lang, &v),
         sealed: if sender || receiver {
             p.t("detail-awaiting-key")
@@ -230,6 +226,33 @@ async fn referral_page(
         *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
     }
     r
+}
+
+/// The shared fields: (label, value, whether it reads left to right), in the page's language.
+fn shared_rows(lang: &str, v: &ReferralView) -> Vec<(String, String, bool)> {
+    v.shared
+        .iter()
+        .map(|(k, value)| {
+            (
+                i18n::field(lang, k),
+                shared_value(lang, k, value),
+                super::reads_ltr(k),
+            )
+        })
+        .collect()
+}
+
+/// A shared field's value as the page shows it: languages and sex named in the page's
+/// language, the rest as the sender recorded it.
+fn shared_value(lang: &str, field: &str, value: &str) -> String {
+    match field {
+        "languages" => {
+            let codes: Vec<String> = value.split(',').map(|c| c.trim().to_string()).collect();
+            i18n::language_names(lang, &codes)
+        }
+        "sex" => i18n::sex(lang, value),
+        _ => value.to_string(),
+    }
 }
 
 /// What the page says above itself: nothing, the step just taken, or why it was refused.

@@ -17,6 +17,8 @@ struct StatusPage {
     expired: bool,
     log: String,
     peers: Vec<(String, String, String, String, String)>,
+    /// (node, organisation, what its removal means here).
+    removed: Vec<(String, String, String)>,
 }
 
 pub(super) async fn status(State(state): State<WebState>, headers: HeaderMap) -> Response {
@@ -27,7 +29,8 @@ pub(super) async fn status(State(state): State<WebState>, headers: HeaderMap) ->
         Err(e) => return message(StatusCode::SERVICE_UNAVAILABLE, p, e),
     };
     let lang = p.lang;
-    let zone = zone(state.mechanism().await.as_deref(), &state.org);
+    let m = state.mechanism().await;
+    let zone = zone(m.as_deref(), &state.org);
     // A number the node does not know (not joined, a peer never heard from): an empty cell.
     let count = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
     render(StatusPage {
@@ -73,6 +76,25 @@ pub(super) async fn status(State(state): State<WebState>, headers: HeaderMap) ->
                     ),
                     readable(peer.last_seen.as_deref(), zone),
                     format!("↑{} ↓{}", count(peer.they_lack), count(peer.we_lack)),
+                )
+            })
+            .collect(),
+        removed: st
+            .removed_nodes
+            .iter()
+            .map(|r| {
+                (
+                    r.node.chars().take(16).collect(),
+                    m.as_deref()
+                        .map_or(r.org.clone(), |m| m.org_name(&r.org).to_string()),
+                    i18n::t(
+                        lang,
+                        "status-removed-detail",
+                        &[
+                            ("last", &r.last_seq.to_string()),
+                            ("held", &r.held_seq.to_string()),
+                        ],
+                    ),
                 )
             })
             .collect(),

@@ -209,6 +209,19 @@ pub struct CaseType {
     /// Organisations that may determine this status; each must hold `determine_status`.
     #[serde(default)]
     pub status_authorities: Vec<String>,
+    /// Cases of this type are children's whatever the recorded age: a referral needs a
+    /// guardian's consent (for an unaccompanied child, the delegate's) recorded on the case.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub guardian_consent: bool,
+}
+
+impl CaseType {
+    /// Whether a referral of a person of `age` (when recorded) under this case type needs a
+    /// guardian's consent, by the case type or by the SOP's age of majority.
+    pub fn needs_guardian(&self, sop: &Sop, age: Option<u32>) -> bool {
+        self.guardian_consent
+            || matches!((sop.guardian_consent_under_age, age), (Some(adult), Some(a)) if a < adult)
+    }
 }
 
 /// The standard operating procedures the ministry sets.
@@ -222,6 +235,11 @@ pub struct Sop {
     /// Roles whose holders may record an emergency override of consent.
     #[serde(default)]
     pub emergency_override_roles: Vec<Role>,
+    /// The age below which a person's referral also needs a guardian's consent (none: only
+    /// the case types marked `guardian_consent`). Checked by the node that refers, which alone
+    /// reads the age.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardian_consent_under_age: Option<u32>,
     /// Days after a closed case's last activity before every node drops the bodies of its
     /// events (headers stay; the clear facts reports need stay).
     pub retention_days: u32,

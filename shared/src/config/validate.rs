@@ -357,6 +357,16 @@ fn check_sop(doc: &Document) -> Result<(), ConfigError> {
             "must be between 1 and 86400 seconds",
         ));
     }
+    if doc
+        .sop
+        .guardian_consent_under_age
+        .is_some_and(|a| a == 0 || a > 30)
+    {
+        return Err(invalid(
+            "sop.guardian_consent_under_age",
+            "must be an age between 1 and 30",
+        ));
+    }
     if doc.sop.open_case_inactive_days == Some(0) {
         return Err(invalid("sop.open_case_inactive_days", "must be at least 1"));
     }

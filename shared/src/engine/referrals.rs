@@ -8,7 +8,9 @@ use crate::config::{Mechanism, Role};
 use crate::event::{EventId, Kind, Transition, Urgency};
 use crate::fold::Decrypted;
 use crate::keys::{self};
-use crate::payload::{EmergencyOverride, ReferralPayload, ReferralUpdatePayload, SHAREABLE_FIELDS};
+use crate::payload::{
+    CaseData, EmergencyOverride, ReferralPayload, ReferralUpdatePayload, SHAREABLE_FIELDS,
+};
 
 use super::{Draft, Engine, EngineError, invalid};
 
@@ -113,6 +115,7 @@ impl Engine {
             ))
         })?;
         self.check_receiver(&m, &request.to_org)?;
+        check_guardian(&m, &data, request.emergency_override.is_some())?;
         let mut shared = BTreeMap::new();
         for field in &request.share {
             if !SHAREABLE_FIELDS.contains(&field.as_str()) {
@@ -205,4 +208,24 @@ impl Engine {
         };
         self.append(Draft::new(kind, Some(referral), orgs, payload), now)
     }
+}
+
+/// A child's referral needs a guardian's consent recorded on the case, where the SOP needs
+/// consent at all: by the case type, or by an age under the SOP's (the age is read here, at the
+/// referring node, and nowhere else). An emergency override stands in for it as for the person's.
+fn check_guardian(m: &Mechanism, data: &CaseData, overridden: bool) -> Result<(), EngineError> {
+    let child = m
+        .case_type(&data.case_type)
+        .is_some_and(|ct| ct.needs_guardian(&m.doc.sop, data.person.age));
+    if m.doc.sop.consent_required
+        && child
+        && data.consent.guardian_given != Some(true)
+        && !overridden
+    {
+        return Err(invalid(
+            "the person is a child under this mechanism's SOP: record a guardian's consent on \
+             the case (for an unaccompanied child, the delegate's) before referring",
+        ));
+    }
+    Ok(())
 }

@@ -46,7 +46,7 @@ pub(super) fn case_data(rng: &mut impl Rng, case_type: &str, consent: bool) -> C
         .filter(|_| rng.gen_bool(0.4))
         .map(|c| c.to_string())
         .collect();
-    CaseData {
+    let mut data = CaseData {
         case_type: case_type.into(),
         site: SITES[rng.gen_range(0..SITES.len())].into(),
         person: Person {
@@ -70,7 +70,12 @@ pub(super) fn case_data(rng: &mut impl Rng, case_type: &str, consent: bool) -> C
             ..Consent::default()
         },
         notes: String::new(),
+    };
+    // A child's consent goes with a guardian's, as the SOP asks (the referring node checks it).
+    if data.person.age.is_some_and(|a| a < 18) || case_type == "unaccompanied_child" {
+        data.consent.guardian_given = Some(consent);
     }
+    data
 }
 
 /// Records the outcome of an operation: an acknowledged event, a refusal, or a storage failure.
