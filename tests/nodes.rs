@@ -257,6 +257,55 @@ fn a_node_reachable_by_nobody_catches_up_by_bundle_and_bad_bundles_lose_nothing(
     );
 }
 
+/// Issue 15: beside a running daemon, `mechanism next` asks it how far it holds the removed
+/// node's log, and proposes that as the cut-off.
+fn mechanism_next_asks_the_daemon_for_the_cutoff(setup: &Setup, iom1: &str) {
+    let _ = setup.open_case("iom1", "Amal", "general");
+    let held = wait_for(30, "iom1's case at the hub", || {
+        let st = status(setup, "aicha");
+        st["sync"]["vector"]
+            .as_array()?
+            .iter()
+            .find(|e| e["node"] == iom1)
+            .and_then(|e| e["seq"].as_u64())
+            .filter(|seq| *seq >= 1)
+    });
+    let proposed = setup
+        .run(&[
+            "--data-dir",
+            "node-aicha",
+            "mechanism",
+            "next",
+            "v1.signed",
+            "--remove-node",
+            iom1,
+            "--out",
+            "v2-proposed.toml",
+        ])
+        .expect_ok();
+    assert!(
+        proposed.stderr.contains(&format!(
+            "Cut-off for {iom1}: sequence {held}, from this node's view"
+        )),
+        "{}",
+        proposed.stderr
+    );
+}
+
+/// Issue 15: status shows the removal, not just a peer that went missing.
+fn status_shows_the_removal(setup: &Setup, iom1: &str) {
+    let removed = &status(setup, "nurse")["removed_nodes"];
+    assert_eq!(removed[0]["node"], iom1, "{removed}");
+    assert_eq!(removed[0]["org"], "iom", "{removed}");
+    assert_eq!(removed[0]["last_seq"], 0, "{removed}");
+    let told = setup.node_run("nurse", &["status"]).expect_ok().stdout;
+    assert!(
+        told.lines()
+            .any(|l| l.starts_with("Removed") && l.contains(iom1) && l.contains("after #0")),
+        "{told}"
+    );
+}
+
 #[test]
 fn a_removed_node_is_disconnected_and_its_new_events_are_refused() {
     let setup = mechanism(
@@ -273,38 +322,7 @@ fn a_removed_node_is_disconnected_and_its_new_events_are_refused() {
             .then_some(())
     });
     let iom1 = node_id(&setup, "iom1");
-    // Issue 15: beside a running daemon, `mechanism next` asks it how far it holds the
-    // removed node's log, and proposes that as the cut-off.
-    let _ = setup.open_case("iom1", "Amal", "general");
-    let held = wait_for(30, "iom1's case at the hub", || {
-        let st = status(&setup, "aicha");
-        st["sync"]["vector"]
-            .as_array()?
-            .iter()
-            .find(|e| e["node"] == iom1.as_str())
-            .and_then(|e| e["seq"].as_u64())
-            .filter(|seq| *seq >= 1)
-    });
-    let proposed = setup
-        .run(&[
-            "--data-dir",
-            "node-aicha",
-            "mechanism",
-            "next",
-            "v1.signed",
-            "--remove-node",
-            &iom1,
-            "--out",
-            "v2-proposed.toml",
-        ])
-        .expect_ok();
-    assert!(
-        proposed.stderr.contains(&format!(
-            "Cut-off for {iom1}: sequence {held}, from this node's view"
-        )),
-        "{}",
-        proposed.stderr
-    );
+    mechanism_next_asks_the_daemon_for_the_cutoff(&setup, &iom1);
     // Version 2 removes iom1 (none of its events to accept) and carries iom's next key epoch.
     setup
         .run(&[
@@ -335,17 +353,7 @@ fn a_removed_node_is_disconnected_and_its_new_events_are_refused() {
     wait_for(30, "iom1 disconnected", || {
         (!connected_peers(&setup, "aicha").contains(&"iom1".to_string())).then_some(())
     });
-    // Issue 15: status shows the removal, not just a peer that went missing.
-    let removed = &status(&setup, "nurse")["removed_nodes"];
-    assert_eq!(removed[0]["node"], iom1.as_str(), "{removed}");
-    assert_eq!(removed[0]["org"], "iom", "{removed}");
-    assert_eq!(removed[0]["last_seq"], 0, "{removed}");
-    let told = setup.node_run("nurse", &["status"]).expect_ok().stdout;
-    assert!(
-        told.lines()
-            .any(|l| l.starts_with("Removed") && l.contains(&iom1) && l.contains("after #0")),
-        "{told}"
-    );
+    status_shows_the_removal(&setup, &iom1);
     iom.stop();
     // iom1 keeps writing on its own (it may not have heard), and carries it by bundle.
     let _ = setup.open_case("iom1", "Hawa", "general");
