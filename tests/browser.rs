@@ -92,6 +92,12 @@ impl Browser {
         v["value"].clone()
     }
 
+    /// Forgets every cookie of the page's site (a new visitor: logged out, no language chosen).
+    pub fn clear_cookies(&self) {
+        let url = format!("{}/session/{}/cookie", self.base, self.session);
+        self.agent.delete(&url).call().expect("webdriver request");
+    }
+
     pub fn goto(&self, url: &str) {
         self.post("/url", &json!({ "url": url }));
     }

@@ -23,3 +23,4 @@ mod partition;
 mod readme;
 mod sync_rounds;
 mod web;
+mod web_tour;

@@ -10,13 +10,13 @@ use passerelle_tests::{Daemon, ReferralSend, Setup, mechanism};
 
 use crate::browser::Browser;
 
-fn screenshots() -> PathBuf {
+pub(crate) fn screenshots() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-fn add_user(setup: &Setup, node: &str, name: &str, role: &str, password: &str) {
+pub(crate) fn add_user(setup: &Setup, node: &str, name: &str, role: &str, password: &str) {
     let file = format!("{name}.password");
     setup.write(&file, password);
     setup
@@ -35,7 +35,7 @@ fn add_user(setup: &Setup, node: &str, name: &str, role: &str, password: &str) {
         .expect_ok();
 }
 
-fn login(b: &Browser, base: &str, user: &str, password: &str) {
+pub(crate) fn login(b: &Browser, base: &str, user: &str, password: &str) {
     b.goto(&format!("{base}/login"));
     b.fill("#user", user);
     b.fill("#password", password);
@@ -205,9 +205,9 @@ fn the_nurse_accepts_it(b: &Browser, n: &str, shots: &Path) {
         "no link to a case not held here"
     );
     assert!(
-        b.text("#case-link").contains("MAS"),
+        b.text("#case-elsewhere").contains("MAS"),
         "{}",
-        b.text("#case-link")
+        b.text("#case-elsewhere")
     );
     // Sent: acknowledge, accept or decline; nothing else.
     offered(b, &["#step-ack", "#step-accept", "#step-decline"]);

@@ -134,6 +134,14 @@ pub fn status(lang: &str, status: Status) -> String {
     t(lang, &format!("referral-status-{}", status.as_str()), &[])
 }
 
+/// A referral status given as its word (`accepted`, as reports carry it) in `lang`; a word
+/// that is not a status stays as it is.
+pub fn status_word(lang: &str, word: &str) -> String {
+    let key = format!("referral-status-{word}");
+    let text = t(lang, &key, &[]);
+    if text == key { word.to_string() } else { text }
+}
+
 /// A case's status in a person's language.
 pub fn case_status(lang: &str, status: CaseStatus) -> String {
     t(lang, &format!("case-status-{}", status.as_str()), &[])

@@ -71,6 +71,7 @@ fn report_charts(
     p: &PageCtx,
     report: &passerelle_core::report::Report,
     cat_name: &dyn Fn(&str) -> String,
+    reason_name: &dyn Fn(&str) -> String,
 ) -> Vec<Chart> {
     vec![
         chart(
@@ -100,7 +101,7 @@ fn report_charts(
             report
                 .by_status
                 .iter()
-                .map(|(k, n)| (k.clone(), n.to_string(), *n))
+                .map(|(k, n)| (crate::i18n::status_word(p.lang, k), n.to_string(), *n))
                 .collect(),
         ),
         chart(
@@ -108,7 +109,7 @@ fn report_charts(
             report
                 .declines_by_reason
                 .iter()
-                .map(|(k, n)| (k.clone(), n.to_string(), *n))
+                .map(|(k, n)| (reason_name(k), n.to_string(), *n))
                 .collect(),
         ),
     ]
@@ -176,7 +177,12 @@ pub(super) async fn indicators(
             p.t("indicators-within"),
         )
     };
-    let charts = report_charts(&p, &report, &cat_name);
+    let reason_name = |r: &str| {
+        m.as_ref()
+            .and_then(|m| m.doc.sop.decline_reasons.iter().find(|x| x.id == r))
+            .map_or_else(|| r.to_string(), |x| x.name.get(lang).to_string())
+    };
+    let charts = report_charts(&p, &report, &cat_name, &reason_name);
     render(IndicatorsPage {
         from: from.date().to_string(),
         to: to.date().to_string(),

@@ -209,7 +209,8 @@ async fn referral_page(
         // Not completed, or not readable here: no outcome line.
         outcome: v.outcome.clone().unwrap_or_default(),
         case_link: sender.then(|| format!("/cases/{}", v.case)),
-        case_elsewhere: if sender {
+        // Said to the receiver only: a bystander holds nothing sent to it.
+        case_elsewhere: if sender || !receiver {
             String::new()
         } else {
             i18n::t(
