@@ -215,7 +215,8 @@ pub fn happened(lang: &str, happened: &Happened, org: impl Fn(&str) -> String) -
 
 /// What this node could read of a timeline entry, in a person's language: who wrote what, or
 /// why it cannot be shown (never a blank where something was written).
-pub fn detail(lang: &str, detail: &Detail) -> String {
+/// `name` gives a category's or a case type's name for its id (the CLI passes the id back).
+pub fn detail(lang: &str, detail: &Detail, name: &dyn Fn(&str) -> String) -> String {
     match detail {
         Detail::Clear => String::new(),
         Detail::NotAddressed => t(lang, "detail-not-addressed", &[]),
@@ -224,7 +225,7 @@ pub fn detail(lang: &str, detail: &Detail) -> String {
         Detail::Read(w) => {
             let mut text = t(lang, "detail-by", &[("by", &w.by)]);
             if let Some(category) = &w.category {
-                text.push_str(&format!(" ({category})"));
+                text.push_str(&format!(" ({})", name(category)));
             }
             if let Some((case_type, determined)) = &w.determination {
                 let key = if *determined {
@@ -232,9 +233,12 @@ pub fn detail(lang: &str, detail: &Detail) -> String {
                 } else {
                     "detail-not-confirmed"
                 };
-                text.push_str(&format!(" {}", t(lang, key, &[("type", case_type)])));
+                let case_type = name(case_type);
+                text.push_str(&format!(" {}", t(lang, key, &[("type", &case_type)])));
             }
-            text.push_str(&format!(": {}", w.note));
+            if !w.note.is_empty() {
+                text.push_str(&format!(": {}", w.note));
+            }
             if let Some(outcome) = &w.outcome {
                 text.push_str(&format!(
                     " — {}",

@@ -359,7 +359,7 @@ fn print_case(c: &CaseView, names: &Names) {
             date(&t.at),
             i18n::happened(CLI_LANG, &t.happened, |o| names.org(o)),
             names.org(&t.org),
-            i18n::detail(CLI_LANG, &t.detail),
+            i18n::detail(CLI_LANG, &t.detail, &str::to_string),
             match &t.invalid {
                 Some(rule) => format!("  [INVALID: {rule}]"),
                 None => String::new(),

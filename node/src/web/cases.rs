@@ -357,12 +357,22 @@ pub(super) async fn case_show(
         m.as_ref()
             .map_or(o.to_string(), |m| m.org_name(o).to_string())
     };
+    // A category or case type named in the timeline: its name in the page's language.
+    let names = |id: &str| {
+        m.as_ref()
+            .and_then(|m| {
+                m.category(id)
+                    .map(|c| c.name.get(lang).to_string())
+                    .or_else(|| m.case_type(id).map(|t| t.name.get(lang).to_string()))
+            })
+            .unwrap_or_else(|| id.to_string())
+    };
     render(CasePage {
         short: c.id.chars().take(12).collect(),
         name: person_name(person),
         id: c.id.clone(),
         person: person_fields(&p, person),
-        consent: consent_text(&c.data.consent),
+        consent: consent_text(&p, zone, &c.data.consent),
         determinations: c
             .determinations
             .iter()
@@ -377,7 +387,7 @@ pub(super) async fn case_show(
         timeline: c
             .timeline
             .iter()
-            .map(|t| timeline_row(lang, zone, t, org))
+            .map(|t| timeline_row(lang, zone, t, org, &names))
             .collect(),
         partners: m.as_ref().map_or_else(Vec::new, |m| {
             m.doc
@@ -528,14 +538,24 @@ fn person_fields(p: &PageCtx, person: &Person) -> Vec<(String, String, bool)> {
     fields
 }
 
-/// The consent in one line: given or not, who explained it, when it was recorded.
-fn consent_text(consent: &Consent) -> String {
-    format!(
+/// The consent in one line: given or not, who explained it, when it was recorded (in the
+/// site's time zone), and the guardian's where one is involved.
+fn consent_text(p: &PageCtx, zone: i16, consent: &Consent) -> String {
+    let mark = |given: bool| if given { "✓" } else { "✗" };
+    let mut text = format!(
         "{} — {} ({})",
-        if consent.given { "✓" } else { "✗" },
+        mark(consent.given),
         consent.explained_by,
-        consent.recorded_at
-    )
+        readable(Some(&consent.recorded_at), zone)
+    );
+    if let Some(guardian) = consent.guardian_given {
+        text.push_str(&format!(
+            " · {} {}",
+            p.t("consent-guardian"),
+            mark(guardian)
+        ));
+    }
+    text
 }
 
 /// One step of the case's timeline in `lang`: (when, what happened, by which organisation,
@@ -545,6 +565,7 @@ fn timeline_row(
     zone: i16,
     t: &TimelineEntry,
     org: impl Fn(&str) -> String + Copy,
+    names: &dyn Fn(&str) -> String,
 ) -> (String, String, String, String) {
     let mut what = i18n::happened(lang, &t.happened, org);
     if let Some(rule) = &t.invalid {
@@ -561,7 +582,7 @@ fn timeline_row(
         readable(Some(&t.at), zone),
         what,
         org(&t.org),
-        i18n::detail(lang, &t.detail),
+        i18n::detail(lang, &t.detail, names),
     )
 }
 

@@ -231,8 +231,17 @@ async fn referral_page(
 
 /// The shared fields: (label, value, whether it reads left to right), in the page's language.
 fn shared_rows(lang: &str, v: &ReferralView) -> Vec<(String, String, bool)> {
-    v.shared
-        .iter()
+    // In the order the case page lists a person's fields, not the keys' alphabetical one.
+    let rank = |k: &str| {
+        passerelle_core::payload::SHAREABLE_FIELDS
+            .iter()
+            .position(|f| *f == k)
+            .unwrap_or(usize::MAX)
+    };
+    let mut fields: Vec<(&String, &String)> = v.shared.iter().collect();
+    fields.sort_by_key(|(k, _)| rank(k));
+    fields
+        .into_iter()
         .map(|(k, value)| {
             (
                 i18n::field(lang, k),
