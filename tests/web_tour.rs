@@ -211,6 +211,16 @@ fn every_page_in_three_languages_without_english_left_in_french_or_arabic() {
 
         login(&b, a, "coord", "coord-password-1");
         visit(&b, a, "/indicators", "indicators", lang, &english);
+        // Every chart label is drawn whole, inside its chart, in either direction.
+        let cut = b.script(
+            "return [...document.querySelectorAll('svg')].flatMap(svg => {
+               const w = svg.viewBox.baseVal.width;
+               return [...svg.querySelectorAll('text')].filter(t => {
+                 const r = t.getBBox(); return r.x < 0 || r.x + r.width > w;
+               }).map(t => t.textContent);
+             });",
+        );
+        assert_eq!(cut, serde_json::json!([]), "{lang}: chart labels cut off");
 
         let n = &tour.bases["nurse"];
         b.goto(&format!("{n}/lang/{lang}"));

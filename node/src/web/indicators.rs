@@ -10,12 +10,21 @@ use super::{PageCtx, WebState, message, page, render};
 use crate::rpc::Request;
 use passerelle_core::store::UserRole;
 
+/// One bar, placed for the page's direction: the label at the start of the line, the bar
+/// growing from the axis towards the end (right to left in Arabic), its value beyond it.
 pub struct Bar {
     label: String,
     value: String,
     y: u32,
     width: u32,
+    label_x: u32,
+    rect_x: u32,
+    value_x: u32,
 }
+
+/// The chart's width and where the bars start, in its coordinates.
+const CHART_WIDTH: u32 = 640;
+const AXIS_X: u32 = 230;
 
 pub struct Chart {
     title: String,
@@ -23,16 +32,29 @@ pub struct Chart {
     bars: Vec<Bar>,
 }
 
-fn chart(title: String, data: Vec<(String, String, u64)>) -> Chart {
+fn chart(rtl: bool, title: String, data: Vec<(String, String, u64)>) -> Chart {
     let max = data.iter().map(|d| d.2).max().unwrap_or(1).max(1);
     let bars: Vec<Bar> = data
         .into_iter()
         .enumerate()
-        .map(|(i, (label, value, n))| Bar {
-            label: label.chars().take(32).collect(),
-            value,
-            y: 8 + 22 * i as u32,
-            width: ((n as f64 / max as f64) * 360.0).round().max(1.0) as u32,
+        .map(|(i, (label, value, n))| {
+            let width = ((n as f64 / max as f64) * 360.0).round().max(1.0) as u32;
+            // Text anchors at its start, which is its right end in a right-to-left page.
+            let (label_x, rect_x, value_x) = if rtl {
+                let axis = CHART_WIDTH - AXIS_X;
+                (CHART_WIDTH - 6, axis - width, axis - width - 6)
+            } else {
+                (6, AXIS_X, AXIS_X + width + 6)
+            };
+            Bar {
+                label: label.chars().take(32).collect(),
+                value,
+                y: 8 + 22 * i as u32,
+                width,
+                label_x,
+                rect_x,
+                value_x,
+            }
         })
         .collect();
     Chart {
@@ -75,6 +97,7 @@ fn report_charts(
 ) -> Vec<Chart> {
     vec![
         chart(
+            p.dir == "rtl",
             p.t("indicators-by-category"),
             report
                 .by_category
@@ -89,6 +112,7 @@ fn report_charts(
                 .collect(),
         ),
         chart(
+            p.dir == "rtl",
             p.t("indicators-by-receiver"),
             report
                 .by_receiver
@@ -97,6 +121,7 @@ fn report_charts(
                 .collect(),
         ),
         chart(
+            p.dir == "rtl",
             p.t("indicators-by-status"),
             report
                 .by_status
@@ -105,6 +130,7 @@ fn report_charts(
                 .collect(),
         ),
         chart(
+            p.dir == "rtl",
             p.t("indicators-declines"),
             report
                 .declines_by_reason
