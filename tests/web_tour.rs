@@ -160,6 +160,33 @@ fn visit(b: &Browser, base: &str, path: &str, name: &str, lang: &str, english: &
     b.screenshot(&screenshots().join(format!("tour-{name}-{lang}.png")));
 }
 
+/// The poster of a site: its own page, in the language asked for, compact on screen.
+fn the_poster_is_compact(b: &Browser, a: &str, lang: &str) {
+    b.goto(&format!("{a}/posters/medenine?lang={lang}"));
+    b.find("section.site");
+    let height = b.script("return document.documentElement.scrollHeight;");
+    let height = height.as_u64().unwrap_or(u64::MAX);
+    println!("poster of medenine in {lang}: {height} px high on a 1280 px wide screen");
+    assert!(height < 3000, "the on-screen poster is {height} px high");
+    b.screenshot(&screenshots().join(format!("tour-poster-{lang}.png")));
+}
+
+/// The coordinator's indicators: every chart label drawn whole, inside its chart, in either
+/// direction.
+fn the_coordinators_charts(b: &Browser, a: &str, lang: &str, english: &[String]) {
+    login(b, a, "coord", "coord-password-1");
+    visit(b, a, "/indicators", "indicators", lang, english);
+    let cut = b.script(
+        "return [...document.querySelectorAll('svg')].flatMap(svg => {
+           const w = svg.viewBox.baseVal.width;
+           return [...svg.querySelectorAll('text')].filter(t => {
+             const r = t.getBBox(); return r.x < 0 || r.x + r.width > w;
+           }).map(t => t.textContent);
+         });",
+    );
+    assert_eq!(cut, serde_json::json!([]), "{lang}: chart labels cut off");
+}
+
 #[test]
 fn every_page_in_three_languages_without_english_left_in_french_or_arabic() {
     let tour = three_partners();
@@ -200,27 +227,8 @@ fn every_page_in_three_languages_without_english_left_in_french_or_arabic() {
             "{lang}: the timeline: {page}"
         );
 
-        // The poster of a site: its own page, in the language asked for, compact on screen.
-        b.goto(&format!("{a}/posters/medenine?lang={lang}"));
-        b.find("section.site");
-        let height = b.script("return document.documentElement.scrollHeight;");
-        let height = height.as_u64().unwrap_or(u64::MAX);
-        println!("poster of medenine in {lang}: {height} px high on a 1280 px wide screen");
-        assert!(height < 3000, "the on-screen poster is {height} px high");
-        b.screenshot(&screenshots().join(format!("tour-poster-{lang}.png")));
-
-        login(&b, a, "coord", "coord-password-1");
-        visit(&b, a, "/indicators", "indicators", lang, &english);
-        // Every chart label is drawn whole, inside its chart, in either direction.
-        let cut = b.script(
-            "return [...document.querySelectorAll('svg')].flatMap(svg => {
-               const w = svg.viewBox.baseVal.width;
-               return [...svg.querySelectorAll('text')].filter(t => {
-                 const r = t.getBBox(); return r.x < 0 || r.x + r.width > w;
-               }).map(t => t.textContent);
-             });",
-        );
-        assert_eq!(cut, serde_json::json!([]), "{lang}: chart labels cut off");
+        the_poster_is_compact(&b, a, lang);
+        the_coordinators_charts(&b, a, lang, &english);
 
         let n = &tour.bases["nurse"];
         b.goto(&format!("{n}/lang/{lang}"));
