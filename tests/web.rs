@@ -980,6 +980,40 @@ fn the_new_case_form_checks_consent_as_typed_and_keeps_what_was_typed() {
         .expect_refused("guardian");
 }
 
+/// Issue 15: a partner without a profile on the map can still be referred to (listed apart,
+/// to be called first); sending without a partner says so, in the page's language, and keeps
+/// what was typed.
+#[test]
+fn a_partner_off_the_map_is_offered_and_a_missing_choice_keeps_the_form() {
+    let setup = mechanism(&["mas", "mdm"], &[("aicha", "mas"), ("nurse", "mdm")], &[]);
+    add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");
+    let case = setup.open_case("aicha", "Samir", "general");
+    let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
+    let a = format!("http://{}", hub.api);
+    let b = Browser::start();
+    login(&b, &a, "aicha", "aicha-password-1");
+    b.goto(&format!("{a}/lang/fr"));
+    b.goto(&format!("{a}/cases/{case}/refer"));
+    assert!(
+        b.text("#referral-form")
+            .contains("Aucun partenaire de l'annuaire")
+    );
+    assert_eq!(b.count("#other-partners[open] input[value=mdm]"), 1);
+    b.fill("#note", "à appeler avant");
+    b.click("input[name=share_first_name]");
+    b.click("#send-referral");
+    assert!(b.text(".error").contains("Choisissez le partenaire"));
+    let kept = b.script(
+        "return [document.querySelector('#note').value,
+                 document.querySelector('input[name=share_first_name]').checked];",
+    );
+    assert_eq!(kept, serde_json::json!(["à appeler avant", true]));
+    b.click("#other-partners input[value=mdm]");
+    b.click("#send-referral");
+    b.find("#referral-status");
+    assert_eq!(b.text("#referral-status"), "envoyée");
+}
+
 /// Issue 15: notifications while the UI is open, from the node itself (server-sent events):
 /// the nurse's open inbox hears of a new referral, Aïcha's open outbox of the nurse's
 /// acceptance. Each appears without reloading the page; the time it took is printed.

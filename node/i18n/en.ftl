@@ -291,3 +291,6 @@ col-unavailable = Full services
 node-removed = removed from the mechanism
 status-removed = Removed nodes
 status-removed-detail = Its events after no. { $last } are refused everywhere (held here up to no. { $held }); it is no longer a peer.
+refer-others = Other partners (not on the map for this search: call them before referring)
+refer-none-on-map = No partner on the map for this search.
+refer-choose-partner = Choose the partner to refer to.

@@ -291,3 +291,6 @@ col-unavailable = Services complets
 node-removed = retiré du mécanisme
 status-removed = Nœuds retirés
 status-removed-detail = Ses événements après le n° { $last } sont refusés partout (reçus ici jusqu'au n° { $held }) ; il n'est plus un pair.
+refer-others = Autres partenaires (absents de l'annuaire pour cette recherche : appelez-les avant d'orienter)
+refer-none-on-map = Aucun partenaire de l'annuaire pour cette recherche.
+refer-choose-partner = Choisissez le partenaire vers qui orienter.

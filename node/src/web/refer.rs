@@ -43,6 +43,9 @@ struct ReferPage {
     language: String,
     languages: Vec<(String, String)>,
     proposals: Vec<Proposal>,
+    /// The other partners that provide services and can read a referral, not on the map for
+    /// this search: (id, name).
+    others: Vec<(String, String)>,
     /// (field id, its label in the page's language).
     shareable: Vec<(&'static str, String)>,
     /// What was chosen and typed, shown again after an error.
@@ -95,6 +98,7 @@ async fn refer_page(
     };
     let lang = p.lang;
     let proposals = proposals(state, &session.user, lang, &m, search).await;
+    let others = other_partners(&m, &state.org, &proposals);
     let mut r = render(ReferPage {
         id: c.id.clone(),
         name: person_name(&c.data.person),
@@ -105,6 +109,7 @@ async fn refer_page(
         language: q.language,
         languages: super::directory::options_languages(lang),
         proposals,
+        others,
         shareable: passerelle_core::payload::SHAREABLE_FIELDS
             .iter()
             .map(|f| (*f, i18n::field(lang, f)))
@@ -117,6 +122,23 @@ async fn refer_page(
         *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
     }
     r
+}
+
+/// The members a referral may go to that the map does not propose here (no profile yet, no
+/// service at the site): they provide services and hold a key, and are not this organisation.
+fn other_partners(
+    m: &passerelle_core::config::Mechanism,
+    me: &str,
+    proposed: &[Proposal],
+) -> Vec<(String, String)> {
+    m.doc
+        .organisations
+        .iter()
+        .filter(|o| o.id != me && o.has_role(passerelle_core::config::Role::ProvideServices))
+        .filter(|o| m.current_epoch(&o.id).is_some())
+        .filter(|o| !proposed.iter().any(|p| p.org_id == o.id))
+        .map(|o| (o.id.clone(), o.name.clone()))
+        .collect()
 }
 
 /// The partners the map proposes for a referral: one service per organisation, not this one's.
@@ -174,6 +196,15 @@ pub(super) async fn refer_send(
     // A field left empty is an empty text: the engine refuses an empty category or partner
     // as unknown, and its reason is shown on the form; the note may be empty.
     let category = field(&form, "category").unwrap_or_default();
+    let lang = lang_of(&headers);
+    if field(&form, "to_org").is_none() {
+        let e = i18n::t(lang, "refer-choose-partner", &[]);
+        let q = DirQuery {
+            category,
+            ..DirQuery::default()
+        };
+        return refer_page(&state, &headers, &session, &id, q, form, Some(e)).await;
+    }
     let urgency = field(&form, "urgency").map_or(Ok(Urgency::Routine), |u| words::parse(&u));
     let request = urgency.map(|urgency| {
         Request::ReferralSend(rpc::referral::Send {
@@ -187,11 +218,7 @@ pub(super) async fn refer_send(
         })
     });
     let answer = match request {
-        Ok(request) => {
-            state
-                .call_in(Some(lang_of(&headers)), &session.user, request)
-                .await
-        }
+        Ok(request) => state.call_in(Some(lang), &session.user, request).await,
         Err(e) => Err(e),
     };
     match answer {
