@@ -973,7 +973,13 @@ fn the_new_case_form_checks_consent_as_typed_and_keeps_what_was_typed() {
     );
     let case = b.url().rsplit('/').next().unwrap().to_string();
 
-    // The referring node holds the rule: no referral of the child without the guardian.
+    // The referring node holds the rule: no referral of the child without the guardian,
+    // said in the page's language.
+    b.goto(&format!("{a}/cases/{case}/refer"));
+    b.click("#other-partners input[value=mdm]");
+    b.click("#send-referral");
+    let refused = b.text(".error");
+    assert!(refused.contains("consentement d'un tuteur"), "{refused}");
     let referral = ReferralSend::new(&case, "mdm", "health").share("first_name");
     setup
         .send_referral("aicha", &referral)

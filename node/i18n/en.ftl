@@ -200,6 +200,7 @@ rule-bad_payload = its content does not read or does not fit its kind.
 rule-map_not_allowed = this organisation may not change that map profile.
 rule-map_wrong_actor = the map change was written under another node's name.
 rule-map_too_large = the map change would make the profile too large.
+rule-no_guardian_consent = the person is a child under the SOP: a guardian's consent (for an unaccompanied child, the delegate's) must be recorded on the case.
 rule-case_erased = the case was erased: nothing more is added to it.
 rule-consent_withdrawn = the person withdrew consent for this partner or category.
 

@@ -200,6 +200,7 @@ rule-bad_payload = son contenu est illisible ou ne correspond pas à son type.
 rule-map_not_allowed = cette organisation ne peut pas modifier ce profil de la carte.
 rule-map_wrong_actor = la modification de la carte a été écrite au nom d'un autre nœud.
 rule-map_too_large = la modification rendrait le profil trop volumineux.
+rule-no_guardian_consent = la personne est un enfant selon les procédures : le consentement d'un tuteur (pour un enfant non accompagné, celui du délégué) doit être enregistré dans le dossier.
 rule-case_erased = le dossier a été effacé : plus rien n'y est ajouté.
 rule-consent_withdrawn = la personne a retiré son consentement pour ce partenaire ou cette catégorie.
 

@@ -222,10 +222,7 @@ fn check_guardian(m: &Mechanism, data: &CaseData, overridden: bool) -> Result<()
         && data.consent.guardian_given != Some(true)
         && !overridden
     {
-        return Err(invalid(
-            "the person is a child under this mechanism's SOP: record a guardian's consent on \
-             the case (for an unaccompanied child, the delegate's) before referring",
-        ));
+        return Err(EngineError::Rule(crate::fold::Rule::NoGuardianConsent));
     }
     Ok(())
 }

@@ -71,6 +71,10 @@ pub enum Rule {
     /// The person withdrew consent for this referral's partner or category (and no allowed
     /// emergency override was recorded).
     ConsentWithdrawn,
+    /// A child's referral without a guardian's recorded consent, where the SOP needs it (the
+    /// case type or the age). Judged by the referring node alone, which reads the age: it
+    /// refuses the referral, and no other node sees one.
+    NoGuardianConsent,
 }
 
 impl Rule {
@@ -101,6 +105,7 @@ impl Rule {
             Rule::MapWrongActor => "map_wrong_actor",
             Rule::MapTooLarge => "map_too_large",
             Rule::CaseErased => "case_erased",
+            Rule::NoGuardianConsent => "no_guardian_consent",
             Rule::ConsentWithdrawn => "consent_withdrawn",
         }
     }
@@ -153,6 +158,9 @@ impl fmt::Display for Rule {
             Rule::MapWrongActor => "its map change is written as another node's",
             Rule::MapTooLarge => "it would grow the profile's document past its bound",
             Rule::CaseErased => "the case was erased: nothing more is added to it",
+            Rule::NoGuardianConsent => {
+                "the person is a child under the SOP: a guardian's consent (for an unaccompanied child, the delegate's) must be recorded on the case"
+            }
             Rule::ConsentWithdrawn => {
                 "the person withdrew consent for this partner or category, and no allowed emergency override was recorded"
             }
