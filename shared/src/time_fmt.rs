@@ -67,7 +67,7 @@ mod tests {
 
     #[test]
     fn times_read_in_the_sites_zone_with_the_zone_named() {
-        let t = parse_rfc3339("2026-11-27T23:35:00Z").unwrap();
+        let t = parse_rfc3339("2026-11-27T23:35:00Z").expect("a valid RFC 3339 time");
         assert_eq!(readable_in(t, 60), "2026-11-28 00:35 UTC+1");
         assert_eq!(readable_in(t, 0), "2026-11-27 23:35 UTC");
         assert_eq!(readable_in(t, -180), "2026-11-27 20:35 UTC-3");
