@@ -23,7 +23,12 @@ pub fn bin() -> &'static Path {
                 "--bin",
                 "passerelle",
             ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            // The directory `cargo test` runs us from, rather than the one this library was
+            // built in: a target directory shared between clones may hold a build made elsewhere.
+            .current_dir(
+                std::env::var_os("CARGO_MANIFEST_DIR")
+                    .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from),
+            )
             .status();
         assert!(
             matches!(status, Ok(s) if s.success()),

@@ -266,6 +266,95 @@ fn every_page_in_three_languages_without_english_left_in_french_or_arabic() {
     }
 }
 
+/// A catalogue's sentence with its placeables filled, as the page shows it.
+fn said(lang: &str, key: &str, args: &[(&str, &str)]) -> String {
+    let mut text = catalogue(lang)[key].clone();
+    for (name, value) in args {
+        text = text.replace(&format!("{{ ${name} }}"), value);
+    }
+    text
+}
+
+/// The page's error, checked against the sentence `lang`'s catalogue gives and for English
+/// left in it.
+fn refused_as(b: &Browser, lang: &str, expected: &str, english: &[String]) {
+    let error = b.text(".error");
+    assert_eq!(error, expected, "in {lang}");
+    let left: Vec<&String> = english.iter().filter(|e| has_words(&error, e)).collect();
+    assert!(left.is_empty(), "{error} ({lang}) shows English: {left:?}");
+}
+
+/// Issue 15: what the engine refuses for what was typed (an id that is none, a field too
+/// long, a note too long) is said in the page's language — the engine's refusals are typed,
+/// not English sentences — and the refused form keeps what was typed.
+#[test]
+fn the_engines_refusals_are_said_in_the_pages_language() {
+    let setup = mechanism(&["mas", "mdm"], &[("aicha", "mas"), ("nurse", "mdm")], &[]);
+    add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");
+    let case = setup.open_case("aicha", "Samir", "general");
+    let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
+    let a = format!("http://{}", hub.api);
+    let b = Browser::start();
+    login(&b, &a, "aicha", "aicha-password-1");
+    for lang in ["fr", "ar"] {
+        let english = english_only(lang);
+        b.goto(&format!("{a}/lang/{lang}"));
+
+        b.goto(&format!("{a}/cases/zz"));
+        refused_as(
+            &b,
+            lang,
+            &said(lang, "refusal-not_an_id", &[("id", "zz")]),
+            &english,
+        );
+
+        // A first name longer than a short field may be: the field named as the form names it.
+        b.goto(&format!("{a}/cases/new"));
+        let long_name = "A".repeat(201);
+        b.fill("#first_name", &long_name);
+        b.click("input[name=need_health]");
+        b.click("#consent_given");
+        b.fill("#explained_by", "Aïcha");
+        b.click("#save-case");
+        let problem = said(lang, "problem-longer_than", &[("n", "200")]);
+        let label = said(lang, "field-first-name", &[]);
+        let expected = said(
+            lang,
+            "refusal-field",
+            &[("field", &label), ("problem", &problem)],
+        );
+        refused_as(&b, lang, &expected, &english);
+        let kept = b.script("return document.querySelector('#first_name').value;");
+        assert_eq!(kept, serde_json::json!(long_name), "the form kept the name");
+
+        // A note longer than the engine takes: refused in the page's language, nothing sent.
+        b.goto(&format!("{a}/cases/{case}/refer"));
+        b.click("#other-partners input[value=mdm]");
+        b.script("document.querySelector('#note').value = 'n'.repeat(8001);");
+        b.click("#send-referral");
+        refused_as(
+            &b,
+            lang,
+            &said(lang, "refusal-note_too_long", &[]),
+            &english,
+        );
+        b.screenshot(&screenshots().join(format!("ui-refused-note-{lang}.png")));
+    }
+    assert_eq!(
+        setup.node_json("aicha", &["referral", "list", "--json"]),
+        serde_json::json!([]),
+        "a refused referral sends nothing"
+    );
+    assert_eq!(
+        setup
+            .node_json("aicha", &["case", "list", "--json"])
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "a refused case saves nothing"
+    );
+}
+
 #[test]
 fn the_english_pieces_are_found_as_whole_words() {
     assert_eq!(

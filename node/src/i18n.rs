@@ -6,9 +6,11 @@ use std::sync::OnceLock;
 
 use fluent_bundle::concurrent::FluentBundle;
 use fluent_bundle::{FluentArgs, FluentResource, FluentValue};
-use passerelle_core::engine::{CaseStatus, Detail, Happened};
+use passerelle_core::engine::{CaseStatus, Detail, EngineError, Happened, Refusal};
+use passerelle_core::event::EraseReason;
 use passerelle_core::event::Urgency;
 use passerelle_core::fold::{Overdue, Rule, Status};
+use passerelle_core::payload::{PayloadError, Problem};
 use unic_langid::LanguageIdentifier;
 
 /// The languages Passerelle speaks.
@@ -166,6 +168,99 @@ pub fn rule(lang: &str, rule: &Rule) -> String {
     t(lang, &format!("rule-{}", rule.code()), &[])
 }
 
+/// An engine's refusal in a person's language, when it is one a person can act on (a rule of
+/// the mechanism, an unknown id, a field too long…); `None` for a fault of the node, which
+/// stays in the node's own words.
+pub fn refusal(lang: &str, e: &EngineError) -> Option<String> {
+    let said = match e {
+        EngineError::Rule(rule) => t(lang, "rule-refused", &[("rule", &self::rule(lang, rule))]),
+        EngineError::Refused(r) => refused(lang, r),
+        EngineError::NoCase(id) => t(lang, "refusal-no_case", &[("id", id)]),
+        EngineError::NoReferral(id) => t(lang, "refusal-no_referral", &[("id", id)]),
+        EngineError::Erased { case, at, cause } => {
+            let why = match cause {
+                passerelle_core::fold::PurgeCause::Erased(reason) => erase_reason(lang, *reason),
+                passerelle_core::fold::PurgeCause::Retention => t(lang, "purge-retention", &[]),
+            };
+            t(
+                lang,
+                "refusal-erased",
+                &[("id", case), ("at", at), ("why", &why)],
+            )
+        }
+        EngineError::ConfigExpired { version, expired } => t(
+            lang,
+            "refusal-config_expired",
+            &[("version", &version.to_string()), ("at", expired)],
+        ),
+        EngineError::ReadOnly => t(lang, "refusal-read_only", &[]),
+        EngineError::Payload(p) => payload(lang, p)?,
+        _ => return None,
+    };
+    Some(said)
+}
+
+/// A typed refusal of the engine in `lang`.
+pub fn refused(lang: &str, r: &Refusal) -> String {
+    let key = format!("refusal-{}", r.code());
+    match r.value() {
+        Some(value) => t(lang, &key, &[("id", value)]),
+        None => t(lang, &key, &[]),
+    }
+}
+
+/// Why a case's data is refused, in `lang` (`None`: a fault of the node, not of what was typed).
+pub fn payload(lang: &str, e: &PayloadError) -> Option<String> {
+    Some(match e {
+        PayloadError::Invalid { field, problem } => {
+            let problem = self::problem(lang, *problem);
+            t(
+                lang,
+                "refusal-field",
+                &[
+                    ("field", &payload_field(lang, field)),
+                    ("problem", &problem),
+                ],
+            )
+        }
+        PayloadError::TooLarge => t(lang, "refusal-payload_too_large", &[]),
+        PayloadError::CannotDecrypt => t(lang, "refusal-cannot_decrypt", &[]),
+        PayloadError::Encrypt(_) | PayloadError::Malformed => return None,
+    })
+}
+
+/// A payload field's problem in `lang`.
+pub fn problem(lang: &str, problem: Problem) -> String {
+    let key = format!("problem-{}", problem.code());
+    match problem.number() {
+        Some(n) => t(lang, &key, &[("n", &n.to_string())]),
+        None => t(lang, &key, &[]),
+    }
+}
+
+/// The label of a payload's field (`person.first_name`, `consent.explained_by`, `needs`) in
+/// `lang`, as the forms name it.
+fn payload_field(lang: &str, field: &str) -> String {
+    let key = match field {
+        "consent.explained_by" => "consent-explained-by",
+        "consent.explained" => "consent-explained",
+        "consent.guardian_name" => "consent-guardian-name",
+        "consent.recorded_at" => "consent-recorded-at",
+        "consent.scope_orgs" => "consent-scope-orgs",
+        "consent.scope_categories" => "consent-scope-categories",
+        "case_type" => "field-case-type",
+        "site" => "field-site",
+        "notes" => "field-notes",
+        other => return self::field(lang, other.strip_prefix("person.").unwrap_or(other)),
+    };
+    t(lang, key, &[])
+}
+
+/// Why a case was erased, in `lang`.
+pub fn erase_reason(lang: &str, reason: EraseReason) -> String {
+    t(lang, &format!("erase-reason-{}", reason.as_str()), &[])
+}
+
 /// What a timeline entry records; `org` names an organisation for a person.
 pub fn happened(lang: &str, happened: &Happened, org: impl Fn(&str) -> String) -> String {
     match happened {
@@ -192,7 +287,7 @@ pub fn happened(lang: &str, happened: &Happened, org: impl Fn(&str) -> String) -
             }
         }
         Happened::Erased { reason } => {
-            let reason = t(lang, &format!("erase-reason-{}", reason.as_str()), &[]);
+            let reason = erase_reason(lang, *reason);
             t(lang, "timeline-erased", &[("reason", &reason)])
         }
         Happened::ReferralSent { to_org } => {
@@ -276,6 +371,57 @@ mod tests {
         assert_eq!(
             t("en", "poster-site", &[("site", "Zarzis")]),
             "Site: Zarzis"
+        );
+    }
+
+    /// Every refusal a person can act on is said in each language, with the value it names,
+    /// and the French and Arabic sentences are not the English one.
+    #[test]
+    fn every_refusal_is_said_in_every_language() {
+        let mut refusals: Vec<EngineError> = Refusal::one_of_each()
+            .into_iter()
+            .map(EngineError::Refused)
+            .collect();
+        for problem in [
+            Problem::LongerThan(120),
+            Problem::ControlCharacters,
+            Problem::MoreItemsThan(64),
+            Problem::AtMost(130),
+            Problem::NoExplainer,
+            Problem::NotATime,
+        ] {
+            refusals.push(EngineError::Payload(PayloadError::Invalid {
+                field: "person.first_name".into(),
+                problem,
+            }));
+        }
+        refusals.push(EngineError::Payload(PayloadError::TooLarge));
+        refusals.push(EngineError::NoCase("abc123".into()));
+        refusals.push(EngineError::ReadOnly);
+        for e in &refusals {
+            let en = refusal("en", e).unwrap_or_else(|| panic!("{e:?} is not said"));
+            assert!(!en.contains("refusal-") && !en.contains("problem-"), "{en}");
+            for lang in ["fr", "ar"] {
+                let said = refusal(lang, e).unwrap_or_default();
+                assert!(
+                    !said.contains("refusal-") && !said.contains("problem-"),
+                    "{said}"
+                );
+                assert_ne!(said, en, "{e:?} in {lang}");
+            }
+        }
+        let e = EngineError::Refused(Refusal::UnknownOrg("mdm".into()));
+        assert_eq!(
+            refusal("fr", &e).as_deref(),
+            Some("Organisation inconnue : mdm.")
+        );
+        let e = EngineError::Payload(PayloadError::Invalid {
+            field: "consent.explained_by".into(),
+            problem: Problem::LongerThan(120),
+        });
+        assert_eq!(
+            refusal("fr", &e).as_deref(),
+            Some("Expliqué par : plus de 120 caractères.")
         );
     }
 }

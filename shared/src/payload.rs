@@ -19,7 +19,7 @@ pub const PAD_BYTES: usize = 256;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PayloadError {
     #[error("{field}: {problem}")]
-    Invalid { field: String, problem: String },
+    Invalid { field: String, problem: Problem },
     #[error("the payload is larger than {PAYLOAD_SIZE_MAX_BYTES} bytes")]
     TooLarge,
     #[error("the payload could not be encrypted: {0}")]
@@ -30,10 +30,51 @@ pub enum PayloadError {
     Malformed,
 }
 
-fn invalid(field: &str, problem: impl Into<String>) -> PayloadError {
+/// What is wrong with a field of a payload, typed: interfaces say it in a person's language
+/// (`problem-*` in `node/i18n`); `Display` is the command line's English.
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
+pub enum Problem {
+    #[error("longer than {0} characters")]
+    LongerThan(usize),
+    #[error("must not contain control characters")]
+    ControlCharacters,
+    #[error("more than {0} items")]
+    MoreItemsThan(usize),
+    #[error("must be at most {0}")]
+    AtMost(u32),
+    #[error("say who explained the referral to the person")]
+    NoExplainer,
+    #[error("must be an RFC 3339 time such as 2026-11-27T09:30:00Z")]
+    NotATime,
+}
+
+impl Problem {
+    /// The problem's code, as catalogues name it (`problem-CODE`).
+    pub fn code(self) -> &'static str {
+        match self {
+            Problem::LongerThan(_) => "longer_than",
+            Problem::ControlCharacters => "control_characters",
+            Problem::MoreItemsThan(_) => "more_items_than",
+            Problem::AtMost(_) => "at_most",
+            Problem::NoExplainer => "no_explainer",
+            Problem::NotATime => "not_a_time",
+        }
+    }
+
+    /// The number a problem's sentence carries, if any (`$n` in catalogues).
+    pub fn number(self) -> Option<u64> {
+        match self {
+            Problem::LongerThan(n) | Problem::MoreItemsThan(n) => u64::try_from(n).ok(),
+            Problem::AtMost(n) => Some(u64::from(n)),
+            Problem::ControlCharacters | Problem::NoExplainer | Problem::NotATime => None,
+        }
+    }
+}
+
+fn invalid(field: &str, problem: Problem) -> PayloadError {
     PayloadError::Invalid {
         field: field.to_string(),
-        problem: problem.into(),
+        problem,
     }
 }
 
@@ -141,7 +182,7 @@ impl Person {
         }
         list("person.languages", &self.languages)?;
         if self.age.is_some_and(|a| a > 130) {
-            return Err(invalid("person.age", "must be at most 130"));
+            return Err(invalid("person.age", Problem::AtMost(130)));
         }
         Ok(())
     }
@@ -150,13 +191,10 @@ impl Person {
 fn short(field: &str, value: Option<&str>) -> Result<(), PayloadError> {
     if let Some(v) = value {
         if v.chars().count() > SHORT_FIELD_MAX_CHARS {
-            return Err(invalid(
-                field,
-                format!("longer than {SHORT_FIELD_MAX_CHARS} characters"),
-            ));
+            return Err(invalid(field, Problem::LongerThan(SHORT_FIELD_MAX_CHARS)));
         }
         if v.chars().any(char::is_control) {
-            return Err(invalid(field, "must not contain control characters"));
+            return Err(invalid(field, Problem::ControlCharacters));
         }
     }
     Ok(())
@@ -166,17 +204,14 @@ fn text(field: &str, value: Option<&str>) -> Result<(), PayloadError> {
     if let Some(v) = value
         && v.chars().count() > TEXT_FIELD_MAX_CHARS
     {
-        return Err(invalid(
-            field,
-            format!("longer than {TEXT_FIELD_MAX_CHARS} characters"),
-        ));
+        return Err(invalid(field, Problem::LongerThan(TEXT_FIELD_MAX_CHARS)));
     }
     Ok(())
 }
 
 fn list(field: &str, items: &[String]) -> Result<(), PayloadError> {
     if items.len() > LIST_ITEMS_MAX {
-        return Err(invalid(field, format!("more than {LIST_ITEMS_MAX} items")));
+        return Err(invalid(field, Problem::MoreItemsThan(LIST_ITEMS_MAX)));
     }
     for item in items {
         short(field, Some(item))?;
@@ -241,18 +276,12 @@ impl Consent {
     fn validate(&self) -> Result<(), PayloadError> {
         short("consent.explained_by", Some(&self.explained_by))?;
         if self.explained_by.trim().is_empty() {
-            return Err(invalid(
-                "consent.explained_by",
-                "say who explained the referral to the person",
-            ));
+            return Err(invalid("consent.explained_by", Problem::NoExplainer));
         }
         text("consent.explained", Some(&self.explained))?;
         short("consent.guardian_name", self.guardian_name.as_deref())?;
         if crate::time_fmt::parse_rfc3339(&self.recorded_at).is_none() {
-            return Err(invalid(
-                "consent.recorded_at",
-                "must be an RFC 3339 time such as 2026-11-27T09:30:00Z",
-            ));
+            return Err(invalid("consent.recorded_at", Problem::NotATime));
         }
         list("consent.scope_orgs", &self.scope_orgs)?;
         list("consent.scope_categories", &self.scope_categories)

@@ -12,8 +12,8 @@ use super::directory::{options_categories, options_sites};
 use super::referrals::{RefRow, ref_row};
 use super::session::Session;
 use super::{
-    PageCtx, WebState, field, form_csrf, lang_of, list, message, nonempty, or_nothing, page,
-    readable, render, zone,
+    PageCtx, WebState, field, form_csrf, lang_of, list, message, nonempty, not_joined, or_nothing,
+    page, readable, render, zone,
 };
 use crate::i18n;
 use crate::rpc::Request;
@@ -169,7 +169,7 @@ async fn case_new_page(
 ) -> Response {
     let p = page(headers, Some(session), &state.org, "nav-new-case");
     let Some(m) = state.mechanism().await else {
-        return message(StatusCode::SERVICE_UNAVAILABLE, p, "not joined".into());
+        return not_joined(p);
     };
     let lang = p.lang;
     // A new form: nothing to warn of before anything is typed.
@@ -238,7 +238,8 @@ pub(super) async fn case_create(
     let lang = lang_of(&headers);
     let data = case_data(&form);
     if let Err(e) = data.validate() {
-        return case_new_page(&state, &headers, &session, form, Some(e.to_string())).await;
+        let said = i18n::payload(lang, &e).unwrap_or_else(|| e.to_string());
+        return case_new_page(&state, &headers, &session, form, Some(said)).await;
     }
     if let Some(m) = state.mechanism().await
         && consent_warnings(&m, &form).1
@@ -249,7 +250,7 @@ pub(super) async fn case_create(
     }
     match state
         .call_in::<CaseOpened>(
-            Some(lang),
+            lang,
             &session.user,
             Request::CaseOpen {
                 data: Box::new(data),
@@ -346,7 +347,10 @@ pub(super) async fn case_show(
     require_cases!(state, headers, session);
     let p = page(&headers, Some(&session), &state.org, "nav-cases");
     let m = state.mechanism().await;
-    let c: CaseView = match state.call(&session.user, Request::CaseShow { id }).await {
+    let c: CaseView = match state
+        .call_in(p.lang, &session.user, Request::CaseShow { id })
+        .await
+    {
         Ok(c) => c,
         Err(e) => return message(StatusCode::NOT_FOUND, p, e),
     };
@@ -473,7 +477,7 @@ async fn case_step(
         note: String::new(),
     };
     let answer = state
-        .call_in::<EventMade>(Some(lang_of(headers)), &session.user, request)
+        .call_in::<EventMade>(lang_of(headers), &session.user, request)
         .await;
     match answer {
         Ok(_) if erase => Redirect::to("/cases").into_response(),
@@ -496,7 +500,10 @@ pub(super) async fn case_export(
     require_cases!(state, headers, session);
     let p = page(&headers, Some(&session), &state.org, "nav-cases");
     let m = state.mechanism().await;
-    let c: CaseView = match state.call(&session.user, Request::CaseExport { id }).await {
+    let c: CaseView = match state
+        .call_in(p.lang, &session.user, Request::CaseExport { id })
+        .await
+    {
         Ok(c) => c,
         Err(e) => return message(StatusCode::NOT_FOUND, p, e),
     };

@@ -6,9 +6,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{PageCtx, WebState, message, nonempty, or_nothing, page, render, secure_headers};
+use super::{
+    PageCtx, WebState, message, nonempty, not_joined, or_nothing, page, render, secure_headers,
+};
 use crate::i18n;
 use crate::rpc::{self, Request};
+use passerelle_core::engine::Refusal;
 use passerelle_core::map::{Entry, Gap};
 
 pub struct DirRow {
@@ -142,7 +145,7 @@ pub(super) async fn directory(
     let session = session_or_login!(state, headers);
     let p = page(&headers, Some(&session), &state.org, "nav-directory");
     let Some(m) = state.mechanism().await else {
-        return message(StatusCode::SERVICE_UNAVAILABLE, p, "not joined".into());
+        return not_joined(p);
     };
     let open_now = q.open_now.is_some();
     // First opened, the directory shows the site this organisation works at; "(any)" shows
@@ -189,7 +192,7 @@ pub(super) async fn posters(State(state): State<WebState>, headers: HeaderMap) -
     let session = session_or_login!(state, headers);
     let p = page(&headers, Some(&session), &state.org, "nav-posters");
     let Some(m) = state.mechanism().await else {
-        return message(StatusCode::SERVICE_UNAVAILABLE, p, "not joined".into());
+        return not_joined(p);
     };
     render(PostersPage {
         sites: options_sites(&m, p.lang),
@@ -214,17 +217,28 @@ pub(super) async fn poster(
     let session = session_or_login!(state, headers);
     let p = page(&headers, Some(&session), &state.org, "nav-posters");
     let Some(m) = state.mechanism().await else {
-        return message(StatusCode::SERVICE_UNAVAILABLE, p, "not joined".into());
+        return not_joined(p);
     };
     let profiles = state.engine.directory().await.map(|d| (*d).clone());
     let Ok(profiles) = profiles else {
-        return message(StatusCode::SERVICE_UNAVAILABLE, p, "directory".into());
+        return {
+            let said = p.t("error-directory-unreadable");
+            message(StatusCode::SERVICE_UNAVAILABLE, p, said)
+        };
     };
     let size = if q.size.is_empty() {
         "a4"
     } else {
         q.size.as_str()
     };
+    if m.site(&site).is_none() {
+        let said = i18n::refused(p.lang, &Refusal::naming(Refusal::UnknownSite, &site));
+        return message(StatusCode::NOT_FOUND, p, said);
+    }
+    if crate::poster::page_size(size).is_err() {
+        let said = p.t("error-poster-size");
+        return message(StatusCode::NOT_FOUND, p, said);
+    }
     match crate::poster::render(
         &m,
         &profiles,
@@ -270,7 +284,7 @@ pub(super) async fn gaps(
     let session = session_or_login!(state, headers);
     let p = page(&headers, Some(&session), &state.org, "gaps-title");
     let Some(m) = state.mechanism().await else {
-        return message(StatusCode::SERVICE_UNAVAILABLE, p, "not joined".into());
+        return not_joined(p);
     };
     let found: Vec<Gap> = or_nothing(
         "the map's gaps",

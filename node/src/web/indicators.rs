@@ -172,7 +172,8 @@ pub(super) async fn indicators(
     let from = crate::util::parse_date(&q.from).unwrap_or(now - time::Duration::days(30));
     let to = crate::util::parse_date(&q.to).unwrap_or(now + time::Duration::days(1));
     let report = state
-        .call(
+        .call_in(
+            p.lang,
             &session.user,
             Request::Report {
                 from: from.replace_nanosecond(0).unwrap_or(from),

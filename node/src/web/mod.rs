@@ -26,7 +26,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use passerelle_core::engine::EngineError;
-use passerelle_core::fold::Rule;
 use passerelle_core::store::UserRole;
 use rand::RngCore;
 
@@ -253,17 +252,15 @@ fn message(status: StatusCode, page: PageCtx, message: String) -> Response {
     r
 }
 
-/// The rule of the mechanism that refused a request, if that is why it failed.
-fn rule_of(e: &anyhow::Error) -> Option<Rule> {
-    match e.downcast_ref::<EngineError>() {
-        Some(EngineError::Rule(rule)) => Some(rule.clone()),
-        _ => None,
-    }
+/// The page shown while this node has joined no mechanism.
+pub(super) fn not_joined(page: PageCtx) -> Response {
+    let said = page.t("error-not-joined");
+    message(StatusCode::SERVICE_UNAVAILABLE, page, said)
 }
 
-/// A rule violation in a person's language.
-fn say_rule(lang: &str, rule: Rule) -> String {
-    i18n::t(lang, "rule-refused", &[("rule", &i18n::rule(lang, &rule))])
+/// A refusal of the engine in the page's language, when it is one a person can act on.
+fn say_refusal(lang: &str, e: &anyhow::Error) -> Option<String> {
+    i18n::refusal(lang, e.downcast_ref::<EngineError>()?)
 }
 
 pub fn router(state: WebState) -> Router {
@@ -297,14 +294,14 @@ impl WebState {
     /// Runs a request as the session's user and returns its typed answer (`T`); a refusal is
     /// the node's own sentence.
     async fn call<T: Answer>(&self, user: &str, request: Request) -> Result<T, String> {
-        self.call_in(None, user, request).await
+        self.call_in("en", user, request).await
     }
 
     /// Runs a request that creates events: a rule of the mechanism that refuses it is told in
     /// `lang`, the page's language.
     async fn call_in<T: Answer>(
         &self,
-        lang: Option<&str>,
+        lang: &str,
         user: &str,
         request: Request,
     ) -> Result<T, String> {
@@ -324,10 +321,9 @@ impl WebState {
         };
         match self.engine.rpc(ctx, request, None).await {
             Ok(answer) => answer.into_answer().map_err(|e| e.to_string()),
-            Err(JobError::Refused(e)) => Err(match (lang, rule_of(&e)) {
-                (Some(lang), Some(rule)) => say_rule(lang, rule),
-                _ => crate::one_sentence(&e),
-            }),
+            Err(JobError::Refused(e)) => {
+                Err(say_refusal(lang, &e).unwrap_or_else(|| crate::one_sentence(&e)))
+            }
             Err(e) => Err(e.to_string()),
         }
     }

@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use super::cases::{Typed, person_name};
 use super::directory::{DirQuery, options_categories, options_sites, search_rows};
 use super::session::Session;
-use super::{PageCtx, WebState, field, form_csrf, lang_of, message, nonempty, page, render};
+use super::{
+    PageCtx, WebState, field, form_csrf, lang_of, message, nonempty, not_joined, page, render,
+};
 use crate::i18n;
 use crate::rpc::referral::ReferralSent;
 use crate::rpc::words;
@@ -64,10 +66,11 @@ async fn refer_page(
 ) -> Response {
     let p = page(headers, Some(session), &state.org, "refer-title");
     let Some(m) = state.mechanism().await else {
-        return message(StatusCode::SERVICE_UNAVAILABLE, p, "not joined".into());
+        return not_joined(p);
     };
     let c: CaseView = match state
-        .call(
+        .call_in(
+            p.lang,
             &session.user,
             Request::CaseShow {
                 id: case.to_string(),
@@ -218,7 +221,7 @@ pub(super) async fn refer_send(
         })
     });
     let answer = match request {
-        Ok(request) => state.call_in(Some(lang), &session.user, request).await,
+        Ok(request) => state.call_in(lang, &session.user, request).await,
         Err(e) => Err(e),
     };
     match answer {

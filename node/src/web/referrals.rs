@@ -155,7 +155,11 @@ async fn referral_page(
     let mut p = page(headers, Some(session), &state.org, "nav-inbox");
     let m = state.mechanism().await;
     let v: ReferralView = match state
-        .call(&session.user, Request::ReferralShow { id: id.to_string() })
+        .call_in(
+            p.lang,
+            &session.user,
+            Request::ReferralShow { id: id.to_string() },
+        )
         .await
     {
         Ok(v) => v,
@@ -388,7 +392,7 @@ pub(super) async fn referral_step(
     let answer = match request {
         Ok(request) => {
             state
-                .call_in::<rpc::referral::Stepped>(Some(lang_of(&headers)), &session.user, request)
+                .call_in::<rpc::referral::Stepped>(lang_of(&headers), &session.user, request)
                 .await
         }
         Err(e) => Err(e),

@@ -24,7 +24,7 @@ struct StatusPage {
 pub(super) async fn status(State(state): State<WebState>, headers: HeaderMap) -> Response {
     let session = session_or_login!(state, headers);
     let p = page(&headers, Some(&session), &state.org, "nav-status");
-    let st: StatusAnswer = match state.call(&session.user, Request::Status).await {
+    let st: StatusAnswer = match state.call_in(p.lang, &session.user, Request::Status).await {
         Ok(st) => st,
         Err(e) => return message(StatusCode::SERVICE_UNAVAILABLE, p, e),
     };

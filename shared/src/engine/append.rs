@@ -9,7 +9,7 @@ use crate::payload::{self};
 use crate::store::StoreError;
 use crate::time_fmt;
 
-use super::{Engine, EngineError, META_EXPIRY_OVERRIDE, META_READ_ONLY, invalid, now_ms};
+use super::{Engine, EngineError, META_EXPIRY_OVERRIDE, META_READ_ONLY, Refusal, invalid, now_ms};
 use crate::config::Mechanism;
 
 /// An event about to be created: its kind, what it is about, whom it is addressed to, and
@@ -239,11 +239,9 @@ impl Prepared {
             if !seen.insert(org.clone()) {
                 continue;
             }
-            let (epoch, recipient) = m.current_epoch(org).ok_or_else(|| {
-                invalid(format!(
-                    "`{org}` has no encryption key in the configuration yet: it cannot be sent case data"
-                ))
-            })?;
+            let (epoch, recipient) = m
+                .current_epoch(org)
+                .ok_or_else(|| Refusal::NoKeyYet(org.clone()))?;
             addressed.push(Addressed {
                 org: org.clone(),
                 epoch,

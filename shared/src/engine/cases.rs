@@ -4,13 +4,13 @@
 use time::OffsetDateTime;
 
 use crate::event::{CaseAction, EraseReason, EventId, Kind};
-use crate::fold::{CaseRecord, Decrypted, PurgeCause};
+use crate::fold::{CaseRecord, Decrypted};
 use crate::keys::{self};
 use crate::payload::{
     self, CaseData, CaseOpenPayload, CaseUpdatePayload, Consent, DeterminationPayload,
 };
 
-use super::{CASE_CACHE_MAX, Draft, Engine, EngineError, invalid, now_ms};
+use super::{CASE_CACHE_MAX, Draft, Engine, EngineError, Refusal, now_ms};
 
 impl Engine {
     /// Opens a case. The case is addressed to this organisation (its first case manager) and,
@@ -25,25 +25,14 @@ impl Engine {
         let m = self.store.config().require()?.clone();
         let case_type = m
             .case_type(&data.case_type)
-            .ok_or_else(|| {
-                invalid(format!(
-                    "unknown case type `{}`",
-                    keys::truncate_for_error(&data.case_type)
-                ))
-            })?
+            .ok_or_else(|| Refusal::naming(Refusal::UnknownCaseType, &data.case_type))?
             .clone();
         if m.site(&data.site).is_none() {
-            return Err(invalid(format!(
-                "unknown site `{}`",
-                keys::truncate_for_error(&data.site)
-            )));
+            return Err(Refusal::naming(Refusal::UnknownSite, &data.site).into());
         }
         for need in &data.needs {
             if m.category(need).is_none() {
-                return Err(invalid(format!(
-                    "needs: unknown service category `{}`",
-                    keys::truncate_for_error(need)
-                )));
+                return Err(Refusal::naming(Refusal::UnknownNeed, need).into());
             }
         }
         let mut orgs = vec![self.org.clone()];
@@ -103,12 +92,7 @@ impl Engine {
             return Err(EngineError::Erased {
                 case: case.short(),
                 at: crate::time_fmt::readable(purge.at.to_datetime()),
-                why: match purge.cause {
-                    PurgeCause::Erased(EraseReason::PersonAsked) => "erased: the person asked",
-                    PurgeCause::Erased(EraseReason::Duplicate) => "erased: a duplicate",
-                    PurgeCause::Erased(EraseReason::Error) => "erased: opened in error",
-                    PurgeCause::Retention => "its retention period ran out",
-                },
+                cause: purge.cause,
             });
         }
         Ok(record)
@@ -131,20 +115,16 @@ impl Engine {
         for org in &orgs {
             if m.org(org).is_none() {
                 let org = keys::truncate_for_error(org);
-                return Err(invalid(format!("unknown organisation `{org}`")));
+                return Err(Refusal::naming(Refusal::UnknownOrg, &org).into());
             }
         }
         for category in &categories {
             match m.category(category) {
                 None => {
-                    let category = keys::truncate_for_error(category);
-                    return Err(invalid(format!("unknown service category `{category}`")));
+                    return Err(Refusal::naming(Refusal::UnknownCategory, category).into());
                 }
                 Some(c) if c.sensitive => {
-                    return Err(invalid(format!(
-                        "`{}` is sensitive and is never named in clear: withdraw consent for the partner, or for all",
-                        c.id
-                    )));
+                    return Err(Refusal::SensitiveCategory(c.id.clone()).into());
                 }
                 Some(_) => {}
             }

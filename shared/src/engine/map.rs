@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use crate::event::{EventId, Kind};
 
-use super::{Engine, EngineError, invalid};
+use super::{Engine, EngineError, Refusal, invalid};
 
 impl Engine {
     // ----- The partner map -----
@@ -61,12 +61,8 @@ impl Engine {
 
     pub(super) fn map_doc_for(&self, org: &str) -> Result<automerge::AutoCommit, EngineError> {
         let m = self.store.config().require()?.clone();
-        crate::map::may_edit(&m, &self.org, org).map_err(|_| {
-            invalid(format!(
-                "this node (of `{}`) may not change the profile of `{org}`: only its own nodes may, or a coordinator for an organisation without nodes",
-                self.org
-            ))
-        })?;
+        crate::map::may_edit(&m, &self.org, org)
+            .map_err(|_| Refusal::naming(Refusal::NotProfileEditor, org))?;
         let mut doc = self.store.map_doc(org)?.unwrap_or_default();
         doc.set_actor(automerge::ActorId::from(self.keys.node_key.to_vec()));
         Ok(doc)
@@ -129,9 +125,7 @@ impl Engine {
         let heads = doc.get_heads();
         let body = doc.save();
         if body.len() > crate::limits::EVENT_BODY_SIZE_MAX_BYTES {
-            return Err(invalid(format!(
-                "the profile of `{org}` is larger than an event may carry"
-            )));
+            return Err(Refusal::naming(Refusal::ProfileTooLarge, org).into());
         }
         self.append_map(
             Kind::MapSnapshot {

@@ -23,10 +23,12 @@ mod append;
 mod cases;
 mod map;
 mod referrals;
+mod refusal;
 mod views;
 
 pub use append::Draft;
 pub use referrals::{ReferralRequest, Step};
+pub use refusal::Refusal;
 pub use views::{
     CaseStatus, CaseSummary, CaseView, Detail, Happened, ReferralView, StepView, TimelineEntry,
     Written,
@@ -45,6 +47,9 @@ pub enum EngineError {
         "this node was restored from a backup and stays read-only until it has learned its own latest events from a peer"
     )]
     ReadOnly,
+    /// A request refused for what it asks (an unknown id, a note too long…), typed.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     #[error("{0}")]
     Invalid(String),
     #[error(
@@ -54,11 +59,11 @@ pub enum EngineError {
     #[error("no referral {0} known to this node")]
     NoReferral(String),
     /// The case was purged (erased by its manager, or past retention): no node keeps its data.
-    #[error("case {case} was purged on {at} ({why}): no node keeps its data")]
+    #[error("case {case} was purged on {at} ({why}): no node keeps its data", why = purge_why(*cause))]
     Erased {
         case: String,
         at: String,
-        why: &'static str,
+        cause: crate::fold::PurgeCause,
     },
     /// The rule of the mechanism the event would break, typed: interfaces translate it.
     #[error("the event would break a rule of the mechanism: {0}")]
@@ -84,6 +89,18 @@ impl From<crate::store::LocalRefusal> for EngineError {
             crate::store::LocalRefusal::Broken(rule) => EngineError::Rule(rule),
             crate::store::LocalRefusal::NotAccepted(reason) => EngineError::NotAccepted(reason),
         }
+    }
+}
+
+/// Why a case was purged, in the command line's English.
+fn purge_why(cause: crate::fold::PurgeCause) -> &'static str {
+    use crate::event::EraseReason;
+    use crate::fold::PurgeCause;
+    match cause {
+        PurgeCause::Erased(EraseReason::PersonAsked) => "erased: the person asked",
+        PurgeCause::Erased(EraseReason::Duplicate) => "erased: a duplicate",
+        PurgeCause::Erased(EraseReason::Error) => "erased: opened in error",
+        PurgeCause::Retention => "its retention period ran out",
     }
 }
 

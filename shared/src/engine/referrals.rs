@@ -7,12 +7,11 @@ use time::OffsetDateTime;
 use crate::config::{Mechanism, Role};
 use crate::event::{EventId, Kind, Transition, Urgency};
 use crate::fold::Decrypted;
-use crate::keys::{self};
 use crate::payload::{
     CaseData, EmergencyOverride, ReferralPayload, ReferralUpdatePayload, SHAREABLE_FIELDS,
 };
 
-use super::{Draft, Engine, EngineError, invalid};
+use super::{Draft, Engine, EngineError, Refusal};
 
 /// A new referral as the caseworker asks for it.
 #[derive(Debug, Clone)]
@@ -79,23 +78,14 @@ impl Engine {
 
     /// The receiving organisation exists, is another one, and provides services.
     fn check_receiver(&self, m: &Mechanism, to_org: &str) -> Result<(), EngineError> {
-        let receiver = m.org(to_org).ok_or_else(|| {
-            invalid(format!(
-                "unknown organisation `{}`",
-                keys::truncate_for_error(to_org)
-            ))
-        })?;
+        let receiver = m
+            .org(to_org)
+            .ok_or_else(|| Refusal::naming(Refusal::UnknownOrg, to_org))?;
         if receiver.id == self.org {
-            return Err(invalid(format!(
-                "`{}` is this node's own organisation: a referral goes to another partner",
-                receiver.id
-            )));
+            return Err(Refusal::OwnOrg(receiver.id.clone()).into());
         }
         if !receiver.has_role(Role::ProvideServices) {
-            return Err(invalid(format!(
-                "`{}` does not provide services in this mechanism",
-                receiver.id
-            )));
+            return Err(Refusal::NotAProvider(receiver.id.clone()).into());
         }
         Ok(())
     }
@@ -108,22 +98,15 @@ impl Engine {
         let m = self.store.config().require()?.clone();
         let record = self.readable_case_record(&request.case)?;
         let data = self.case_data(&record)?;
-        let category = m.category(&request.category).ok_or_else(|| {
-            invalid(format!(
-                "unknown service category `{}`",
-                keys::truncate_for_error(&request.category)
-            ))
-        })?;
+        let category = m
+            .category(&request.category)
+            .ok_or_else(|| Refusal::naming(Refusal::UnknownCategory, &request.category))?;
         self.check_receiver(&m, &request.to_org)?;
         check_guardian(&m, &data, request.emergency_override.is_some())?;
         let mut shared = BTreeMap::new();
         for field in &request.share {
             if !SHAREABLE_FIELDS.contains(&field.as_str()) {
-                return Err(invalid(format!(
-                    "--share: unknown field `{}` (fields: {})",
-                    keys::truncate_for_error(field),
-                    SHAREABLE_FIELDS.join(", ")
-                )));
+                return Err(Refusal::naming(Refusal::UnknownSharedField, field).into());
             }
             let value = match field.as_str() {
                 "needs" => Some(data.needs.join(", ")),
@@ -135,7 +118,7 @@ impl Engine {
             }
         }
         if request.note.chars().count() > crate::limits::TEXT_FIELD_MAX_CHARS {
-            return Err(invalid("the note is too long"));
+            return Err(Refusal::NoteTooLong.into());
         }
         // The status determinations this referral relies on.
         let deps: Vec<EventId> = record
@@ -191,10 +174,10 @@ impl Engine {
             .referral_record(&referral)?
             .ok_or_else(|| EngineError::NoReferral(referral.short()))?;
         if step.transition == Transition::Decline && step.reason.is_none() {
-            return Err(invalid("a decline needs a reason code (--reason)"));
+            return Err(Refusal::DeclineNeedsReason.into());
         }
         if step.note.chars().count() > crate::limits::TEXT_FIELD_MAX_CHARS {
-            return Err(invalid("the note is too long"));
+            return Err(Refusal::NoteTooLong.into());
         }
         let payload = Decrypted::ReferralUpdate(ReferralUpdatePayload {
             note: step.note,

@@ -8,10 +8,9 @@ use time::OffsetDateTime;
 use crate::config::Mechanism;
 use crate::event::{CaseAction, EventId, Kind, Transition, Urgency};
 use crate::fold::{self, Decrypted, Overdue, ReferralRecord, Rule, Status, Verdict};
-use crate::keys::{self};
 use crate::payload::CaseData;
 
-use super::{Engine, EngineError, hlc_text, invalid};
+use super::{Engine, EngineError, Refusal, hlc_text};
 
 /// Whether a case is open or closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -427,10 +426,7 @@ impl Engine {
     pub fn resolve_id(&self, prefix: &str, referral: bool) -> Result<EventId, EngineError> {
         let prefix = prefix.trim().to_ascii_lowercase();
         if prefix.len() < 6 || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(invalid(format!(
-                "`{}` is not an id (at least 6 hex digits, as printed in lists)",
-                keys::truncate_for_error(&prefix)
-            )));
+            return Err(Refusal::naming(Refusal::NotAnId, &prefix).into());
         }
         let ids: Vec<EventId> = if referral {
             self.store
@@ -453,9 +449,7 @@ impl Engine {
             [one] => Ok(*one),
             [] if referral => Err(EngineError::NoReferral(prefix)),
             [] => Err(EngineError::NoCase(prefix)),
-            _ => Err(invalid(format!(
-                "`{prefix}` matches several; give more digits"
-            ))),
+            _ => Err(Refusal::AmbiguousId(prefix.to_string()).into()),
         }
     }
 
