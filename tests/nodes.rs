@@ -562,3 +562,19 @@ fn members_that_cannot_reach_each_other_connect_through_a_members_relay() {
         (list(&setup, "nurse", &["referral", "list", "--inbox", "--json"]).len() == 1).then_some(())
     });
 }
+
+/// Issue 13: the daemon's store cache is bounded by `--cache-mib`: a daemon given the smallest
+/// cache serves its API and its cases; a size out of bounds is refused before anything opens.
+#[test]
+fn a_daemon_runs_within_the_store_cache_it_is_given() {
+    let setup = mechanism(&["mas", "mdm"], &[("aicha", "mas"), ("nurse", "mdm")], &[]);
+    let case = setup.open_case("aicha", "Samir", "general");
+    for refused in ["2", "20000", "lots"] {
+        let out = setup.node_run("aicha", &["run", "--cache-mib", refused]);
+        assert_eq!(out.code, Some(2), "--cache-mib {refused}: {}", out.stderr);
+        assert!(out.stderr.contains("--cache-mib"), "{}", out.stderr);
+    }
+    let _hub = Daemon::start(setup.path(), "aicha", &[], &["--cache-mib", "4"]);
+    let cases = setup.node_json("aicha", &["case", "list", "--json"]);
+    assert!(cases.to_string().contains(&case), "{cases}");
+}

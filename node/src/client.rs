@@ -136,14 +136,15 @@ fn open_engine_once(dir: &DataDir, pass: &Passphrases) -> Result<Engine> {
     Ok(Engine::open(store, secrets, &public.org)?)
 }
 
-/// Opens this node's engine in-process (no daemon runs), waiting a little if another command
-/// holds the database for a moment.
-pub fn open_engine(dir: &DataDir, pass: &Passphrases) -> Result<Engine> {
+/// Opens this node's engine in-process, with a store page cache of `cache_mib` MiB
+/// (`passerelle run --cache-mib`), waiting a little if another command holds the database for a
+/// moment.
+pub fn open_engine(dir: &DataDir, pass: &Passphrases, cache_mib: usize) -> Result<Engine> {
     let public = dir.public()?;
     // Another command may hold the database for a moment: wait a little before giving up.
     let deadline = std::time::Instant::now() + STORE_BUSY_WAIT;
     let store = loop {
-        match dir.store() {
+        match dir.store_with_cache(cache_mib) {
             Ok(s) => break s,
             Err(e) => {
                 let in_use = matches!(e.downcast_ref::<StoreError>(), Some(StoreError::InUse));

@@ -137,9 +137,14 @@ impl DataDir {
     /// Opens the node's database. A directory or store made before files were kept private
     /// (0700 and 0600) is tightened first.
     pub fn store(&self) -> Result<Store> {
+        self.store_with_cache(passerelle_core::limits::STORE_CACHE_MIB_DEFAULT)
+    }
+
+    /// [`DataDir::store`] with a page cache of `cache_mib` MiB.
+    pub fn store_with_cache(&self, cache_mib: usize) -> Result<Store> {
         self.public()?;
         self.keep_private()?;
-        Ok(Store::open(&self.store_path())?)
+        Ok(Store::open_with_cache(&self.store_path(), cache_mib)?)
     }
 
     /// The directory 0700, the files directly in it 0600: only this node's user reads them.

@@ -44,6 +44,7 @@ impl LocalDaemon {
             peers: crate::daemon::parse_addrs(&peers, "peer")?,
             mdns: false,
             relay: false,
+            cache_mib: passerelle_core::limits::STORE_CACHE_MIB_DEFAULT,
         };
         let (tx, rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(crate::daemon::run(listeners, options, rx));

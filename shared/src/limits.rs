@@ -116,6 +116,14 @@ pub const MAP_CHANGES_PER_SNAPSHOT_MAX: usize = 100_000;
 pub const MAP_CHUNKS_MAX: usize = 64;
 /// Partner-map documents kept loaded in memory between events.
 pub const MAP_CACHE_DOCS_MAX: usize = 64;
+/// The store's page cache by default, in MiB: redb's own default is 1 GiB, which a long-running
+/// daemon fills and keeps whatever the laptop has. 64 MiB holds the interior pages of the
+/// tables of millions of events (what every lookup touches); `passerelle run --cache-mib` sets
+/// another.
+pub const STORE_CACHE_MIB_DEFAULT: usize = 64;
+/// The bounds `--cache-mib` accepts.
+pub const STORE_CACHE_MIB_MIN: usize = 4;
+pub const STORE_CACHE_MIB_MAX: usize = 16 * 1024;
 /// Requests remembered by their idempotency key (the oldest are forgotten past it).
 pub const REQUESTS_KEPT_MAX: u64 = 10_000;
 /// Largest partner-map profile file, in bytes.

@@ -588,6 +588,86 @@ impl Sim {
     }
 }
 
+/// A valid history generated a chunk at a time, for filling a store to millions of events
+/// without holding them all: the same five events per case as [`Sim::history`], each
+/// (identifier, provider) pair on its own thread, the writers kept between chunks so the logs
+/// chain on. Each case starts `step_ms` after the one before it in its pair, from `start`.
+#[derive(Debug)]
+pub struct HistoryStream {
+    m: Mechanism,
+    writers: Vec<(EventWriter, EventWriter)>,
+    note_bytes: usize,
+    step_ms: u64,
+}
+
+impl HistoryStream {
+    pub fn new(
+        sim: &Sim,
+        pairs: &[(&str, &str)],
+        note_bytes: usize,
+        start: OffsetDateTime,
+        step_ms: u64,
+    ) -> Result<Self, SimError> {
+        let m = sim.mechanism()?;
+        let (version, id) = (m.doc.version, sim.mechanism_id());
+        let mut writers = Vec::new();
+        for (identifier, provider) in pairs {
+            let mut fa = EventWriter::new(sim.node(identifier)?, id, version, start);
+            let mut fp = EventWriter::new(sim.node(provider)?, id, version, start);
+            // Only nodes that cannot read the events, or read them all alike, receive these.
+            fa.reuse_bodies = true;
+            fp.reuse_bodies = true;
+            writers.push((fa, fp));
+        }
+        Ok(Self {
+            m,
+            writers,
+            note_bytes,
+            step_ms,
+        })
+    }
+
+    /// The next `cases_per_pair` cases of every pair, pair after pair.
+    pub fn next_cases(&mut self, cases_per_pair: usize) -> Result<Vec<Event>, SimError> {
+        let (m, note_bytes, step_ms) = (&self.m, self.note_bytes, self.step_ms);
+        let results: Vec<Result<Vec<Event>, SimError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .writers
+                .iter_mut()
+                .map(|(fa, fp)| {
+                    scope.spawn(move || -> Result<Vec<Event>, SimError> {
+                        let mut out = Vec::with_capacity(cases_per_pair * 5);
+                        for _ in 0..cases_per_pair {
+                            out.extend(generated_case_life(m, fa, fp, note_bytes)?);
+                            let next = fa.hlc.ms.max(fp.hlc.ms) + step_ms;
+                            for w in [&mut *fa, &mut *fp] {
+                                w.hlc = Hlc {
+                                    ms: next,
+                                    counter: 0,
+                                };
+                            }
+                        }
+                        Ok(out)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(SimError::Other("a generator thread failed".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut all = Vec::new();
+        for r in results {
+            all.extend(r?);
+        }
+        Ok(all)
+    }
+}
+
 /// Object-safe encoding of payloads, for the generator.
 mod erased {
     pub trait Encode {

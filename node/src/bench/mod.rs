@@ -3,7 +3,8 @@
 //!
 //! Build with `--release` for real figures. `--quick` runs smaller sizes (a minute or so).
 //! This file runs the sections; `event_log`, `net`, `map` and `coordination` hold the
-//! event-log, sync, map and report figures; `retention` the cost of erasure and purging.
+//! event-log, sync, map and report figures; `retention` the cost of erasure and purging;
+//! `scale` how a node's costs grow as its store fills (`--events N`).
 
 mod coordination;
 mod event_log;
@@ -11,6 +12,7 @@ mod hsds;
 mod map;
 mod net;
 mod retention;
+mod scale;
 
 use std::path::Path;
 
@@ -32,7 +34,9 @@ pub struct Figure {
     pub met: Option<bool>,
 }
 
-pub fn run(quick: bool, json: bool, only: Option<&str>) -> Result<()> {
+/// Runs the sections (`only`: one of them); `events` is the size the scale section fills a
+/// store to (default 1,000,000, or 200,000 with `quick`).
+pub fn run(quick: bool, json: bool, only: Option<&str>, events: Option<u64>) -> Result<()> {
     let dir = tempfile::tempdir().context("a temporary directory for the benchmark")?;
     let mut figures = Vec::new();
     if !json {
@@ -70,6 +74,12 @@ pub fn run(quick: bool, json: bool, only: Option<&str>) -> Result<()> {
             std::fs::remove_dir_all(&path)
                 .with_context(|| format!("removing the {name} section's files"))?;
         }
+    }
+    if wanted("scale") {
+        let path = section_dir("scale")?;
+        let events = events.unwrap_or(if quick { 200_000 } else { 1_000_000 });
+        scale::run(&path, events, &mut figures, json)?;
+        std::fs::remove_dir_all(&path).context("removing the scale section's files")?;
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&figures)?);

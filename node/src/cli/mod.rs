@@ -29,6 +29,11 @@ use crate::rpc::words;
 
 /// Passerelle: a referral mechanism between the organisations that assist migrants, with
 /// ministry-signed configuration, end-to-end encrypted referrals and peer-to-peer sync.
+/// `passerelle run --cache-mib` by default: the store's own default.
+const CACHE_MIB_DEFAULT: u16 = 64;
+const _: () =
+    assert!(CACHE_MIB_DEFAULT as usize == passerelle_core::limits::STORE_CACHE_MIB_DEFAULT);
+
 #[derive(Debug, Parser)]
 #[command(name = "passerelle", version, about, max_term_width = 100)]
 pub struct Cli {
@@ -88,30 +93,7 @@ pub enum Command {
         files: Vec<PathBuf>,
     },
     /// Run the node: peer-to-peer sync, the local API and web UI. Stops on Ctrl-C or SIGTERM.
-    Run {
-        /// Where to listen for peers (libp2p multiaddr); may repeat.
-        /// Default: /ip4/0.0.0.0/tcp/4010 and /ip4/0.0.0.0/udp/4010/quic-v1.
-        #[arg(long = "listen", value_name = "MULTIADDR")]
-        listen: Vec<String>,
-        /// A peer to connect to (libp2p multiaddr, with or without /p2p/NODE_ID); may repeat.
-        #[arg(long = "peer", value_name = "MULTIADDR")]
-        peers: Vec<String>,
-        /// The local API and web UI address (default 127.0.0.1:4011; port 0 picks one).
-        #[arg(long, value_name = "ADDR")]
-        api: Option<String>,
-        /// Discover member nodes on the local network by mDNS (field LANs).
-        #[arg(long)]
-        mdns: bool,
-        /// Relay connections between member nodes that cannot reach each other directly (run it
-        /// on a node with a public address or a port forward, e.g. a regional office).
-        #[arg(long)]
-        relay: bool,
-        /// Also serve the public directory alone — the read-only HSDS API under /hsds/, and
-        /// nothing else of the node — on this address (e.g. 0.0.0.0:8080), for publishing the
-        /// partner map beyond this machine.
-        #[arg(long, value_name = "ADDR")]
-        hsds_listen: Option<String>,
-    },
+    Run(RunFlags),
     /// This node's configuration version and expiry, peers, what is pending, and warnings.
     Status {
         /// Print JSON instead of the table.
@@ -188,9 +170,13 @@ pub enum Command {
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,
-        /// Run one section only: event-log, sync, map or report.
-        #[arg(long, value_parser = ["event-log", "sync", "map", "report", "retention"])]
+        /// Run one section only: event-log, sync, map, report, retention or scale.
+        #[arg(long, value_parser = ["event-log", "sync", "map", "report", "retention", "scale"])]
         only: Option<String>,
+        /// The number of events the scale section fills a node's store with (at least 200,000;
+        /// default 1,000,000, 200,000 with --quick).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(200_000..=100_000_000))]
+        events: Option<u64>,
     },
     /// Fuzz the decoders and fold inputs: run a target (or `all`, one after another) for a
     /// given time; crashing inputs are saved and the exit code is non-zero.
@@ -722,6 +708,51 @@ pub enum OrgCmd {
     },
 }
 
+/// `passerelle run`'s options.
+#[derive(Debug, Args)]
+pub struct RunFlags {
+    /// Where to listen for peers (libp2p multiaddr); may repeat.
+    /// Default: /ip4/0.0.0.0/tcp/4010 and /ip4/0.0.0.0/udp/4010/quic-v1.
+    #[arg(long = "listen", value_name = "MULTIADDR")]
+    pub listen: Vec<String>,
+    /// A peer to connect to (libp2p multiaddr, with or without /p2p/NODE_ID); may repeat.
+    #[arg(long = "peer", value_name = "MULTIADDR")]
+    pub peers: Vec<String>,
+    /// The local API and web UI address (default 127.0.0.1:4011; port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    pub api: Option<String>,
+    /// Discover member nodes on the local network by mDNS (field LANs).
+    #[arg(long)]
+    pub mdns: bool,
+    /// Relay connections between member nodes that cannot reach each other directly (run it
+    /// on a node with a public address or a port forward, e.g. a regional office).
+    #[arg(long)]
+    pub relay: bool,
+    /// Also serve the public directory alone — the read-only HSDS API under /hsds/, and
+    /// nothing else of the node — on this address (e.g. 0.0.0.0:8080), for publishing the
+    /// partner map beyond this machine.
+    #[arg(long, value_name = "ADDR")]
+    pub hsds_listen: Option<String>,
+    /// The store's page cache in MiB (4 to 16384): what the daemon keeps of its database in
+    /// memory, beyond which pages are read again from disk.
+    #[arg(long, value_name = "MIB", default_value_t = CACHE_MIB_DEFAULT, value_parser = clap::value_parser!(u16).range(4..=16384))]
+    pub cache_mib: u16,
+}
+
+impl From<RunFlags> for crate::daemon::Flags {
+    fn from(f: RunFlags) -> Self {
+        Self {
+            listen: f.listen,
+            peers: f.peers,
+            api: f.api,
+            mdns: f.mdns,
+            relay: f.relay,
+            hsds_listen: f.hsds_listen,
+            cache_mib: usize::from(f.cache_mib),
+        }
+    }
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     let passphrases = Passphrases {
@@ -743,25 +774,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Org(cmd) => cmd_org::run(cmd, data_dir, &passphrases, &user),
         Command::Join { files } => cmd_node::join(&data_dir()?, &files, &passphrases, &user),
         Command::Status { json } => cmd_node::status(&data_dir()?, &passphrases, &user, json),
-        Command::Run {
-            listen,
-            peers,
-            api,
-            mdns,
-            relay,
-            hsds_listen,
-        } => crate::daemon::run_blocking(
-            data_dir()?,
-            passphrases,
-            crate::daemon::Flags {
-                listen,
-                peers,
-                api,
-                mdns,
-                relay,
-                hsds_listen,
-            },
-        ),
+        Command::Run(flags) => crate::daemon::run_blocking(data_dir()?, passphrases, flags.into()),
         Command::Case(cmd) => cmd_case::case(cmd, &data_dir()?, &passphrases, &user),
         Command::Referral(cmd) => cmd_case::referral(cmd, &data_dir()?, &passphrases, &user),
         Command::Audit { json, limit } => {
@@ -777,7 +790,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Report { from, to, format } => {
             cmd_report::run(&data_dir()?, &passphrases, &user, from, to, &format)
         }
-        Command::Bench { quick, json, only } => crate::bench::run(quick, json, only.as_deref()),
+        Command::Bench {
+            quick,
+            json,
+            only,
+            events,
+        } => crate::bench::run(quick, json, only.as_deref(), events),
         Command::Demo { exit, dir } => crate::demo::run(dir, exit),
         Command::Fuzz {
             target,

@@ -33,6 +33,8 @@ pub struct Flags {
     pub relay: bool,
     /// Where to serve the public directory alone (the HSDS API).
     pub hsds_listen: Option<String>,
+    /// The store's page cache, in MiB.
+    pub cache_mib: usize,
 }
 
 /// What the daemon listens on, from its caller.
@@ -60,6 +62,8 @@ pub struct Options {
     pub mdns: bool,
     /// Serve as a circuit relay for member nodes.
     pub relay: bool,
+    /// The store's page cache, in MiB.
+    pub cache_mib: usize,
 }
 
 /// Where a started daemon listens: what `passerelle run` prints as its ready line, and what
@@ -170,6 +174,7 @@ pub fn run_blocking(dir: DataDir, pass: Passphrases, flags: Flags) -> Result<()>
             peers,
             mdns: flags.mdns,
             relay: flags.relay,
+            cache_mib: flags.cache_mib,
         };
         run(listeners, options, rx).await
     })
@@ -263,7 +268,7 @@ pub async fn run(
         bail!("the local API listens only on a loopback address (127.0.0.1 or ::1)");
     }
     let dir = options.dir;
-    let engine = crate::client::open_engine(&dir, &options.pass)?;
+    let engine = crate::client::open_engine(&dir, &options.pass, options.cache_mib)?;
     if engine.current_config().is_none() {
         bail!("this node has not joined a mechanism: run `passerelle join GENESIS.signed` first");
     }

@@ -178,7 +178,19 @@ impl Store {
     }
 
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = redb::Database::builder().create(path)?;
+        Self::open_with_cache(path, crate::limits::STORE_CACHE_MIB_DEFAULT)
+    }
+
+    /// [`Store::open`] with a page cache of `cache_mib` MiB (bounded by
+    /// [`crate::limits::STORE_CACHE_MIB_MIN`] and [`crate::limits::STORE_CACHE_MIB_MAX`]).
+    pub fn open_with_cache(path: &Path, cache_mib: usize) -> Result<Self, StoreError> {
+        let mib = cache_mib.clamp(
+            crate::limits::STORE_CACHE_MIB_MIN,
+            crate::limits::STORE_CACHE_MIB_MAX,
+        );
+        let db = redb::Database::builder()
+            .set_cache_size(mib * 1024 * 1024)
+            .create(path)?;
         held::drop_v1(&db)?;
         let config = config_store::load(&db)?;
         let hlc_seen = log::max_hlc(&db)?;

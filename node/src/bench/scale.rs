@@ -1,0 +1,302 @@
+//! `passerelle bench --only scale --events N`: how a node's costs grow with its store. A node of
+//! the referring organisation (`mas3`, holding its keys) receives a generated history through
+//! the real receive path — signatures checked on all cores, then `Engine::receive` in chunks as
+//! a sync cuts them — until it holds N events (1,000,000 by default, 200,000 with `--quick`).
+//!
+//! It prints a row per checkpoint (the first 100,000 events, then every million, or every fifth
+//! of N below two million): the ingest rate of the events since the last checkpoint, the store
+//! file's bytes per event beside the encoded bytes per event, and the process's resident memory
+//! (the engine runs in this process, as in the daemon). Then each figure at N beside the same
+//! figure measured at 100,000 events in the same run: ingest rate, bytes on disk, memory,
+//! start-up (opening the store and the engine, what `passerelle run` does before it serves),
+//! the open outbox, a case's timeline, the case list and the report over the last month.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use passerelle_core::engine::Engine;
+use passerelle_core::event::Event;
+use passerelle_core::fold::Status;
+use passerelle_core::sim::{HistoryStream, Sim};
+use passerelle_core::store::Store;
+use time::OffsetDateTime;
+
+use super::{Figure, report};
+use crate::samples;
+
+/// The first checkpoint, and the baseline of every figure.
+const FIRST: u64 = 100_000;
+/// Cases per pair in one generated chunk: 2 pairs × 5 events × 820 ≈ 8,200 events.
+const CASES_PER_CHUNK: usize = 820;
+/// Simulated time between two cases of a pair.
+const STEP_MS: u64 = 10_000;
+/// The reading node, of the referring organisation.
+const READER: &str = "mas3";
+
+/// What was measured at one checkpoint.
+#[derive(Debug, Clone, Copy, Default)]
+struct Point {
+    events: u64,
+    /// Events per second since the previous checkpoint.
+    rate: f64,
+    file_bytes: u64,
+    encoded_bytes: u64,
+    rss_bytes: u64,
+    startup: Duration,
+    outbox: Duration,
+    timeline: Duration,
+    case_list: Duration,
+    report: Duration,
+}
+
+struct Fill {
+    sim: Sim,
+    stream: HistoryStream,
+    path: std::path::PathBuf,
+    now: OffsetDateTime,
+    held: u64,
+    encoded_bytes: u64,
+    a_case: Option<passerelle_core::event::EventId>,
+}
+
+pub fn run(dir: &Path, events: u64, figures: &mut Vec<Figure>, json: bool) -> Result<()> {
+    let events = events.max(FIRST * 2);
+    let now = OffsetDateTime::now_utc();
+    let sim = Sim::new(
+        samples::MECHANISM,
+        &["mas", "mdm"],
+        &[
+            ("mas1", "mas"),
+            ("mas2", "mas"),
+            ("mdm1", "mdm"),
+            ("mdm2", "mdm"),
+            (READER, "mas"),
+        ],
+        now,
+    )?;
+    // The history ends about now: cases every STEP_MS per pair, back from the present.
+    let span_ms = events / 10 * STEP_MS + 3_600_000;
+    let start = now - time::Duration::milliseconds(i64::try_from(span_ms).unwrap_or(i64::MAX));
+    let stream = HistoryStream::new(
+        &sim,
+        &[("mas1", "mdm1"), ("mas2", "mdm2")],
+        200,
+        start,
+        STEP_MS,
+    )?;
+    let path = dir.join("scale.redb");
+    let mut fill = Fill {
+        stream,
+        path,
+        now,
+        held: 0,
+        encoded_bytes: 0,
+        a_case: None,
+        sim,
+    };
+    let step = if events >= 2_000_000 {
+        1_000_000
+    } else {
+        (events / 5).max(FIRST)
+    };
+    let mut engine = fill.sim.engine_at(READER, &fill.path, true, now)?;
+    if !json {
+        eprintln!(
+            "[scale] filling {READER}'s store to {events} events (events held | ingest rate since the last row | bytes on disk per event (encoded) | resident memory)"
+        );
+    }
+    let mut points = Vec::new();
+    let mut target = FIRST;
+    loop {
+        let started = Instant::now();
+        let before = fill.held;
+        engine = fill.to(engine, target)?;
+        let rate = (fill.held - before) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let first_or_last = points.is_empty() || fill.held >= events;
+        let (e, point) = measure(&fill, engine, rate, first_or_last)?;
+        engine = e;
+        if !json {
+            eprintln!(
+                "[scale] {:>10} events | {:>9.0} events/s | {:>6.0} B ({:.0} B encoded, {:.2}×) | {:>5.0} MB",
+                point.events,
+                point.rate,
+                point.file_bytes as f64 / point.events as f64,
+                point.encoded_bytes as f64 / point.events as f64,
+                point.file_bytes as f64 / point.encoded_bytes.max(1) as f64,
+                point.rss_bytes as f64 / 1e6
+            );
+        }
+        points.push(point);
+        if fill.held >= events {
+            break;
+        }
+        // The first checkpoint is 100,000; then the multiples of the step.
+        target = ((target / step + 1) * step).min(events);
+    }
+    let (first, last) = (points[0], points[points.len() - 1]);
+    for figure in figures_of(first, last) {
+        report(figures, figure, json);
+    }
+    Ok(())
+}
+
+impl Fill {
+    /// Receives generated events until the store holds at least `target`.
+    fn to(&mut self, mut engine: Engine, target: u64) -> Result<Engine> {
+        while self.held < target {
+            let generated = self.stream.next_cases(CASES_PER_CHUNK)?;
+            // Fresh copies, nothing verified yet, as they arrive from the network.
+            let mut batch = Vec::with_capacity(generated.len());
+            for e in &generated {
+                let bytes = e.encode();
+                self.encoded_bytes += bytes.len() as u64;
+                batch.push(Event::decode(&bytes)?);
+            }
+            drop(generated);
+            if self.a_case.is_none() {
+                self.a_case = batch.first().map(Event::id);
+            }
+            Event::verify_all(&batch);
+            let got = engine.receive(&batch, self.now)?;
+            anyhow::ensure!(
+                got.admitted.len() == batch.len(),
+                "the generated history was not all admitted ({} of {})",
+                got.admitted.len(),
+                batch.len()
+            );
+            self.held += batch.len() as u64;
+        }
+        Ok(engine)
+    }
+}
+
+/// The figures of one checkpoint; with `reads`, the start-up and the reads too.
+fn measure(fill: &Fill, engine: Engine, rate: f64, reads: bool) -> Result<(Engine, Point)> {
+    let mut point = Point {
+        events: fill.held,
+        rate,
+        file_bytes: std::fs::metadata(&fill.path)?.len(),
+        encoded_bytes: fill.encoded_bytes,
+        rss_bytes: rss_bytes(),
+        ..Point::default()
+    };
+    if !reads {
+        return Ok((engine, point));
+    }
+    drop(engine);
+    let node = fill.sim.node(READER)?;
+    let started = Instant::now();
+    let store = Store::open(&fill.path)?;
+    let engine = Engine::open(store, node.secrets.clone(), &node.org)?;
+    point.startup = started.elapsed();
+    let now = OffsetDateTime::now_utc();
+    let timed = |f: &dyn Fn() -> Result<usize>| -> Result<(Duration, usize)> {
+        let started = Instant::now();
+        let n = f()?;
+        Ok((started.elapsed(), n))
+    };
+    (point.outbox, _) = timed(&|| {
+        Ok(engine
+            .referrals(true, Some(Status::Sent), false, now)?
+            .len())
+    })?;
+    let case = fill.a_case.context("a case was generated")?;
+    (point.timeline, _) = timed(&|| Ok(engine.case(&case, now)?.timeline.len()))?;
+    let (took, cases) = timed(&|| Ok(engine.cases(None)?.len()))?;
+    anyhow::ensure!(
+        cases as u64 == fill.held / 5,
+        "the case list has every case"
+    );
+    point.case_list = took;
+    let month = now - time::Duration::days(30);
+    (point.report, _) = timed(&|| Ok(engine.report(month, now, now)?.referrals as usize))?;
+    Ok((engine, point))
+}
+
+/// This process's resident memory, from /proc (0 where there is none).
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn figures_of(first: Point, last: Point) -> Vec<Figure> {
+    let at = |p: Point| format!("at {} events", p.events);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let latency = |name: &str, of: fn(Point) -> Duration, target_ms: f64, target: &str| Figure {
+        section: "scale".into(),
+        name: format!("{name} {}", at(last)),
+        unit: "ms".into(),
+        value: ms(of(last)),
+        baseline_name: format!("the same {}", at(first)),
+        baseline: ms(of(first)),
+        ratio: ms(of(last)) / ms(of(first)).max(1e-6),
+        target: target.into(),
+        met: Some(ms(of(last)) <= target_ms),
+    };
+    let per_event = |p: Point| p.file_bytes as f64 / p.events as f64;
+    let encoded = last.encoded_bytes as f64 / last.events as f64;
+    vec![
+        Figure {
+            section: "scale".into(),
+            name: format!("ingest rate of the last events received, {}", at(last)),
+            unit: "events/s".into(),
+            value: last.rate,
+            baseline_name: "the rate of the first 100,000".into(),
+            baseline: first.rate,
+            ratio: last.rate / first.rate.max(1e-9),
+            target: "ratio ≥ 0.8".into(),
+            met: Some(last.rate >= 0.8 * first.rate),
+        },
+        Figure {
+            section: "scale".into(),
+            name: format!("bytes on disk per event {}", at(last)),
+            unit: "B".into(),
+            value: per_event(last),
+            baseline_name: "the encoded bytes per event".into(),
+            baseline: encoded,
+            ratio: per_event(last) / encoded.max(1e-9),
+            target: "ratio ≤ 1.3".into(),
+            met: Some(per_event(last) <= 1.3 * encoded),
+        },
+        Figure {
+            section: "scale".into(),
+            name: format!("resident memory of the process {}", at(last)),
+            unit: "MB".into(),
+            value: last.rss_bytes as f64 / 1e6,
+            baseline_name: format!("the same {}", at(first)),
+            baseline: first.rss_bytes as f64 / 1e6,
+            ratio: last.rss_bytes as f64 / (first.rss_bytes as f64).max(1.0),
+            target: "≤ 300 MB".into(),
+            met: Some(last.rss_bytes <= 300_000_000),
+        },
+        latency(
+            "start-up (store and engine opened)",
+            |p| p.startup,
+            2_000.0,
+            "≤ 2 s",
+        ),
+        latency(
+            "open outbox of the organisation",
+            |p| p.outbox,
+            50.0,
+            "≤ 50 ms",
+        ),
+        latency("a case's timeline", |p| p.timeline, 50.0, "≤ 50 ms"),
+        Figure {
+            met: None,
+            target: "printed, no target".into(),
+            ..latency("the case list (every case)", |p| p.case_list, 0.0, "")
+        },
+        latency(
+            "the report over the last month",
+            |p| p.report,
+            2_000.0,
+            "≤ 2 s",
+        ),
+    ]
+}
