@@ -680,3 +680,34 @@ mod erased {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A streamed history chains on between chunks and its cases are `step_ms` apart: a store
+    /// filled with it holds events up to the time asked, never ahead of it.
+    #[test]
+    fn a_streamed_history_keeps_its_times() {
+        let now = OffsetDateTime::now_utc();
+        let sim = Sim::new(
+            include_str!("../../config/mechanism.toml"),
+            &["mas", "mdm"],
+            &[("mas1", "mas"), ("mdm1", "mdm")],
+            now,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let start = now - time::Duration::hours(1);
+        let mut stream = HistoryStream::new(&sim, &[("mas1", "mdm1")], 10, start, 1_000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let first = stream.next_cases(3).unwrap_or_else(|e| panic!("{e}"));
+        let second = stream.next_cases(3).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((first.len(), second.len()), (15, 15));
+        assert_eq!(second[0].header().seq, first[11].header().seq + 1);
+        let ms = |e: &Event| e.header().hlc.ms;
+        let start_ms = u64::try_from(start.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        assert_eq!(ms(&first[0]), start_ms);
+        assert_eq!(ms(&second[0]), start_ms + 3_000);
+        assert_eq!(ms(&second[14]), start_ms + 5_000);
+    }
+}

@@ -75,8 +75,10 @@ pub fn run(dir: &Path, events: u64, figures: &mut Vec<Figure>, json: bool) -> Re
         ],
         now,
     )?;
-    // The history ends about now: cases every STEP_MS per pair, back from the present.
-    let span_ms = events / 10 * STEP_MS + 3_600_000;
+    // The history ends before now: cases every STEP_MS per pair (two pairs, five events a
+    // case), back from the present, with room for the last chunk's overshoot and an hour.
+    let cases_per_pair = events / 10 + CASES_PER_CHUNK as u64;
+    let span_ms = cases_per_pair * STEP_MS + 3_600_000;
     let start = now - time::Duration::milliseconds(i64::try_from(span_ms).unwrap_or(i64::MAX));
     let stream = HistoryStream::new(
         &sim,
@@ -161,9 +163,14 @@ impl Fill {
             let got = engine.receive(&batch, self.now)?;
             anyhow::ensure!(
                 got.admitted.len() == batch.len(),
-                "the generated history was not all admitted ({} of {})",
+                "the generated history was not all admitted ({} of {}; {} duplicates, {} held, first {:?}; {} refused, first {:?})",
                 got.admitted.len(),
-                batch.len()
+                batch.len(),
+                got.duplicates,
+                got.held.len(),
+                got.held.first().map(|(_, h)| h),
+                got.refused.len(),
+                got.refused.first().map(|(_, r)| r.to_string()),
             );
             self.held += batch.len() as u64;
         }
