@@ -195,7 +195,11 @@ pub fn refusal(lang: &str, e: &EngineError) -> Option<String> {
         ),
         EngineError::ReadOnly => t(lang, "refusal-read_only", &[]),
         EngineError::Payload(p) => payload(lang, p)?,
-        _ => return None,
+        // Faults of the node or of a peer, not of what a person asked: the node's own words.
+        EngineError::Store(_)
+        | EngineError::Invalid(_)
+        | EngineError::NotAccepted(_)
+        | EngineError::Event(_) => return None,
     };
     Some(said)
 }

@@ -219,12 +219,13 @@ pub(super) async fn poster(
     let Some(m) = state.mechanism().await else {
         return not_joined(p);
     };
-    let profiles = state.engine.directory().await.map(|d| (*d).clone());
-    let Ok(profiles) = profiles else {
-        return {
+    let profiles = match state.engine.directory().await {
+        Ok(d) => (*d).clone(),
+        Err(e) => {
+            tracing::warn!("web: the partner map could not be read for a poster: {e}");
             let said = p.t("error-directory-unreadable");
-            message(StatusCode::SERVICE_UNAVAILABLE, p, said)
-        };
+            return message(StatusCode::SERVICE_UNAVAILABLE, p, said);
+        }
     };
     let size = if q.size.is_empty() {
         "a4"
