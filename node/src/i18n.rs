@@ -406,7 +406,8 @@ mod tests {
             let en = refusal("en", e).unwrap_or_else(|| panic!("{e:?} is not said"));
             assert!(!en.contains("refusal-") && !en.contains("problem-"), "{en}");
             for lang in ["fr", "ar"] {
-                let said = refusal(lang, e).unwrap_or_default();
+                let said =
+                    refusal(lang, e).unwrap_or_else(|| panic!("{e:?} is not said in {lang}"));
                 assert!(
                     !said.contains("refusal-") && !said.contains("problem-"),
                     "{said}"
