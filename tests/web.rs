@@ -986,18 +986,42 @@ fn the_new_case_form_checks_consent_as_typed_and_keeps_what_was_typed() {
         .expect_refused("guardian");
 }
 
+/// Aïcha, a caseworker at mas (mdm the other partner), logged in to her node's UI in a real
+/// browser, with Samir's general case open.
+pub(crate) struct AichaWithACase {
+    pub setup: Setup,
+    pub _hub: Daemon,
+    pub base: String,
+    pub browser: Browser,
+    pub case: String,
+}
+
+impl AichaWithACase {
+    pub fn start() -> Self {
+        let setup = mechanism(&["mas", "mdm"], &[("aicha", "mas"), ("nurse", "mdm")], &[]);
+        add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");
+        let case = setup.open_case("aicha", "Samir", "general");
+        let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
+        let base = format!("http://{}", hub.api);
+        let browser = Browser::start();
+        login(&browser, &base, "aicha", "aicha-password-1");
+        Self {
+            setup,
+            _hub: hub,
+            base,
+            browser,
+            case,
+        }
+    }
+}
+
 /// Issue 15: a partner without a profile on the map can still be referred to (listed apart,
 /// to be called first); sending without a partner says so, in the page's language, and keeps
 /// what was typed.
 #[test]
 fn a_partner_off_the_map_is_offered_and_a_missing_choice_keeps_the_form() {
-    let setup = mechanism(&["mas", "mdm"], &[("aicha", "mas"), ("nurse", "mdm")], &[]);
-    add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");
-    let case = setup.open_case("aicha", "Samir", "general");
-    let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
-    let a = format!("http://{}", hub.api);
-    let b = Browser::start();
-    login(&b, &a, "aicha", "aicha-password-1");
+    let aicha = AichaWithACase::start();
+    let (a, b, case) = (&aicha.base, &aicha.browser, &aicha.case);
     b.goto(&format!("{a}/lang/fr"));
     b.goto(&format!("{a}/cases/{case}/refer"));
     assert!(

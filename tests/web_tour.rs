@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use passerelle_tests::{Daemon, ReferralSend, Setup, mechanism, wait_for};
 
 use crate::browser::Browser;
-use crate::web::{add_user, login, screenshots};
+use crate::web::{AichaWithACase, add_user, login, screenshots};
 
 const CATALOGUES: [(&str, &str); 3] = [
     ("en", include_str!("../node/i18n/en.ftl")),
@@ -289,20 +289,15 @@ fn refused_as(b: &Browser, lang: &str, expected: &str, english: &[String]) {
 /// not English sentences — and the refused form keeps what was typed.
 #[test]
 fn the_engines_refusals_are_said_in_the_pages_language() {
-    let setup = mechanism(&["mas", "mdm"], &[("aicha", "mas"), ("nurse", "mdm")], &[]);
-    add_user(&setup, "aicha", "aicha", "caseworker", "aicha-password-1");
-    let case = setup.open_case("aicha", "Samir", "general");
-    let hub = Daemon::start(setup.path(), "aicha", &[], &[]);
-    let a = format!("http://{}", hub.api);
-    let b = Browser::start();
-    login(&b, &a, "aicha", "aicha-password-1");
+    let aicha = AichaWithACase::start();
+    let (setup, a, b, case) = (&aicha.setup, &aicha.base, &aicha.browser, &aicha.case);
     for lang in ["fr", "ar"] {
         let english = english_only(lang);
         b.goto(&format!("{a}/lang/{lang}"));
 
         b.goto(&format!("{a}/cases/zz"));
         refused_as(
-            &b,
+            b,
             lang,
             &said(lang, "refusal-not_an_id", &[("id", "zz")]),
             &english,
@@ -323,7 +318,7 @@ fn the_engines_refusals_are_said_in_the_pages_language() {
             "refusal-field",
             &[("field", &label), ("problem", &problem)],
         );
-        refused_as(&b, lang, &expected, &english);
+        refused_as(b, lang, &expected, &english);
         let kept = b.script("return document.querySelector('#first_name').value;");
         assert_eq!(kept, serde_json::json!(long_name), "the form kept the name");
 
@@ -332,12 +327,7 @@ fn the_engines_refusals_are_said_in_the_pages_language() {
         b.click("#other-partners input[value=mdm]");
         b.script("document.querySelector('#note').value = 'n'.repeat(8001);");
         b.click("#send-referral");
-        refused_as(
-            &b,
-            lang,
-            &said(lang, "refusal-note_too_long", &[]),
-            &english,
-        );
+        refused_as(b, lang, &said(lang, "refusal-note_too_long", &[]), &english);
         b.screenshot(&screenshots().join(format!("ui-refused-note-{lang}.png")));
     }
     assert_eq!(

@@ -553,7 +553,7 @@ impl Sim {
         for (identifier, provider) in pairs {
             jobs.push((self.node(identifier)?.clone(), self.node(provider)?.clone()));
         }
-        let results: Vec<Result<Vec<Event>, SimError>> = std::thread::scope(|scope| {
+        std::thread::scope(|scope| {
             let handles: Vec<_> = jobs
                 .into_iter()
                 .map(|(a, p)| {
@@ -571,20 +571,8 @@ impl Sim {
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(SimError::Other("a generator thread failed".into()))
-                    })
-                })
-                .collect()
-        });
-        let mut all = Vec::new();
-        for r in results {
-            all.extend(r?);
-        }
-        Ok(all)
+            joined(handles)
+        })
     }
 }
 
@@ -630,7 +618,7 @@ impl HistoryStream {
     /// The next `cases_per_pair` cases of every pair, pair after pair.
     pub fn next_cases(&mut self, cases_per_pair: usize) -> Result<Vec<Event>, SimError> {
         let (m, note_bytes, step_ms) = (&self.m, self.note_bytes, self.step_ms);
-        let results: Vec<Result<Vec<Event>, SimError>> = std::thread::scope(|scope| {
+        std::thread::scope(|scope| {
             let handles: Vec<_> = self
                 .writers
                 .iter_mut()
@@ -651,21 +639,24 @@ impl HistoryStream {
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(SimError::Other("a generator thread failed".into()))
-                    })
-                })
-                .collect()
-        });
-        let mut all = Vec::new();
-        for r in results {
-            all.extend(r?);
-        }
-        Ok(all)
+            joined(handles)
+        })
     }
+}
+
+/// The events of every generator thread, thread after thread; a thread that failed or
+/// panicked fails the whole.
+fn joined(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, Result<Vec<Event>, SimError>>>,
+) -> Result<Vec<Event>, SimError> {
+    let mut all = Vec::new();
+    for h in handles {
+        let events = h
+            .join()
+            .unwrap_or_else(|_| Err(SimError::Other("a generator thread failed".into())))?;
+        all.extend(events);
+    }
+    Ok(all)
 }
 
 /// Object-safe encoding of payloads, for the generator.
