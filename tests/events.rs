@@ -2,7 +2,7 @@
 //! temp directories) exchanging their logs in process: scenario 3, admission refusals, rule
 //! violations marked on every node, key shares, removal and rotation.
 
-use passerelle_core::engine::{Engine, ReferralRequest, Step};
+use passerelle_core::engine::{Engine, ReferralRequest, Step, Which};
 use passerelle_core::event::{CaseAction, Event, EventId, Kind, Transition, Urgency};
 use passerelle_core::fold::{Rule, Status};
 use passerelle_core::payload::{self, CaseData, Consent, Person};
@@ -172,7 +172,7 @@ fn step_the_referral_waits_for_the_status_determination(
 /// case itself.
 fn step_the_nurse_sees_only_the_fields_shared(e: &[Engine], case: EventId) {
     let inbox = e[2]
-        .referrals(false, None, true, now())
+        .referrals(false, Which::All, usize::MAX, true, now())
         .unwrap_or_else(|x| panic!("{x}"));
     assert_eq!(inbox.len(), 1);
     let r = &inbox[0];
@@ -214,7 +214,7 @@ fn step_the_nurse_acknowledges_accepts_and_completes(e: &mut [Engine], referral:
 /// Aïcha sees each step in her outbox and in the case's timeline.
 fn step_aicha_sees_each_step(e: &[Engine], case: EventId) {
     let outbox = e[0]
-        .referrals(true, None, true, now())
+        .referrals(true, Which::All, usize::MAX, true, now())
         .unwrap_or_else(|x| panic!("{x}"));
     assert_eq!(outbox.len(), 1);
     assert_eq!(outbox[0].status, Status::Completed);
@@ -1246,4 +1246,98 @@ fn step_a_gap_fills_and_an_orphan_expires(
         0,
         "expired"
     );
+}
+
+/// Issue 13: the open referrals of a box (and those of any one status) are read from an index
+/// keyed by status, which follows every step on both sides and is built again on open when
+/// it does not match the referrals held (a store from before it, or one restored from such a
+/// backup).
+#[test]
+fn the_status_index_follows_every_step_and_is_built_again_when_missing() {
+    let (sim, dir, mut e) = scenario();
+    let mut sent = Vec::new();
+    for name in ["Amal", "Badr", "Chaima"] {
+        let mut data = boy();
+        data.case_type = "general".into();
+        data.person.first_name = Some(name.into());
+        let case = e[0]
+            .open_case(data, "aicha", now())
+            .unwrap_or_else(|x| panic!("{x}"));
+        sent.push(
+            e[0].send_referral(health_referral(case), "aicha", now())
+                .unwrap_or_else(|x| panic!("{x}")),
+        );
+    }
+    sync(&mut e);
+    e[2].referral_step(
+        sent[0],
+        Step::new(Transition::Acknowledge, ""),
+        "nurse",
+        now(),
+    )
+    .unwrap_or_else(|x| panic!("{x}"));
+    let decline = Step {
+        reason: Some("no_capacity".into()),
+        ..Step::new(Transition::Decline, "full this week")
+    };
+    e[2].referral_step(sent[1], decline, "nurse", now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    sync(&mut e);
+    let ids = |engine: &Engine, outbox: bool, which: Which, limit: usize| -> Vec<String> {
+        engine
+            .referrals(outbox, which, limit, false, now())
+            .unwrap_or_else(|x| panic!("{x}"))
+            .into_iter()
+            .map(|v| v.id)
+            .collect()
+    };
+    let hex = |i: usize| sent[i].to_hex();
+    let check = |engine: &Engine, outbox: bool| {
+        // Newest first: the third referral was sent last.
+        assert_eq!(
+            ids(engine, outbox, Which::Open, usize::MAX),
+            [hex(2), hex(0)]
+        );
+        assert_eq!(
+            ids(engine, outbox, Which::Status(Status::Declined), 9),
+            [hex(1)]
+        );
+        assert_eq!(
+            ids(engine, outbox, Which::Status(Status::Sent), 9),
+            [hex(2)]
+        );
+        assert_eq!(
+            ids(engine, outbox, Which::Status(Status::Acknowledged), 9),
+            [hex(0)]
+        );
+        assert_eq!(
+            ids(engine, outbox, Which::All, usize::MAX),
+            [hex(2), hex(1), hex(0)]
+        );
+        assert_eq!(ids(engine, outbox, Which::All, 2), [hex(2), hex(1)]);
+        assert_eq!(ids(engine, outbox, Which::Open, 1), [hex(2)]);
+        // The other box of the same organisation holds none of them.
+        assert!(ids(engine, !outbox, Which::Open, usize::MAX).is_empty());
+    };
+    check(&e[0], true);
+    check(&e[2], false);
+    // A bystander's node indexes the clear facts too (its own boxes stay empty).
+    assert!(ids(&e[3], true, Which::Open, usize::MAX).is_empty());
+
+    // The nurse's store loses its index (as a store written before it): opening builds it
+    // again, and the lists are as before.
+    let path = dir.path().join("nurse.redb");
+    drop(e.remove(2));
+    {
+        let db = redb::Database::open(&path).unwrap_or_else(|x| panic!("{x}"));
+        let tx = db.begin_write().unwrap_or_else(|x| panic!("{x}"));
+        let table: redb::TableDefinition<(&str, u8, u8, u64, [u8; 32]), ()> =
+            redb::TableDefinition::new("referrals_by_status-1");
+        assert!(tx.delete_table(table).unwrap_or_else(|x| panic!("{x}")));
+        tx.commit().unwrap_or_else(|x| panic!("{x}"));
+    }
+    let nurse = sim
+        .engine("nurse", dir.path(), false, now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    check(&nurse, false);
 }

@@ -2,7 +2,7 @@
 //! converge, idle rounds are small, forks are caught across peers, the configuration travels
 //! first, and a restored node becomes writable only after learning its own log from a peer.
 
-use passerelle_core::engine::Engine;
+use passerelle_core::engine::{Engine, Which};
 use passerelle_core::event::Kind;
 use passerelle_core::round::run_round;
 use passerelle_core::sim::Forger;
@@ -30,7 +30,10 @@ fn a_round_brings_both_sides_level_and_an_idle_round_is_small() {
     assert_eq!(digest(&a[0]), digest(&rest[1]));
     // The nurse now has the referral in her inbox.
     assert_eq!(
-        rest[1].referrals(false, None, false, now()).unwrap().len(),
+        rest[1]
+            .referrals(false, Which::All, usize::MAX, false, now())
+            .unwrap()
+            .len(),
         1
     );
     let (report, sent, received) = run_round(&mut a[0], &mut rest[1], now()).unwrap();

@@ -1114,6 +1114,17 @@ fn an_open_page_is_told_of_a_new_referral_and_of_a_partners_step() {
         assert!(started.elapsed() < Duration::from_secs(5));
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A step that closes the referral is news too, though the stream watches only the open
+    // referrals (it looks up again the ones that were open at its last look).
+    setup
+        .node_run("nurse", &["referral", "complete", &referral])
+        .expect_ok();
+    b.find(".notification.step");
+    let text = b.text(".notification.step");
+    assert!(
+        text.starts_with("اكتمال الإحالة"),
+        "completed, in Arabic: {text}"
+    );
 }
 
 /// The notification stream is for a live session of a role that sees cases, bounded per

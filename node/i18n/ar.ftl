@@ -232,6 +232,9 @@ referral-not-shared = لم يُرسَل (أو لم يُسجَّل): { $fields }
 # The referral page and the inbox/outbox rows.
 col-person = الشخص
 col-due = الموعد النهائي
+referrals-open-only = المنتظرة فقط
+referrals-all = الكل
+referrals-newest = تُعرض أحدث { $n } فقط.
 col-when = متى
 col-step = الخطوة
 col-by = بواسطة

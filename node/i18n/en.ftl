@@ -232,6 +232,9 @@ referral-not-shared = Not shared (or not recorded): { $fields }
 # The referral page and the inbox/outbox rows.
 col-person = Person
 col-due = Due
+referrals-open-only = Waiting only
+referrals-all = All
+referrals-newest = Only the newest { $n } are shown.
 col-when = When
 col-step = Step
 col-by = By

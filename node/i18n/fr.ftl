@@ -232,6 +232,9 @@ referral-not-shared = Non transmis (ou non renseigné) : { $fields }
 # The referral page and the inbox/outbox rows.
 col-person = Personne
 col-due = Échéance
+referrals-open-only = En attente seulement
+referrals-all = Toutes
+referrals-newest = Seules les { $n } plus récentes sont affichées.
 col-when = Quand
 col-step = Étape
 col-by = Par

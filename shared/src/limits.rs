@@ -52,6 +52,9 @@ pub const TEXT_FIELD_MAX_CHARS: usize = 8000;
 pub const SHORT_FIELD_MAX_CHARS: usize = 200;
 /// Most items in one list of a case (needs, vulnerabilities, languages, scope entries).
 pub const LIST_ITEMS_MAX: usize = 64;
+/// Most referrals of a box the web UI's inbox and outbox pages show, the newest (a node holding
+/// a mechanism's years of referrals must not build them all for one page).
+pub const REFERRAL_PAGE_ROWS: usize = 200;
 /// Most events of endorsed authors held back at admission (waiting for a configuration
 /// version, an earlier event of their author, or their time to come); past it an event is not
 /// held (it comes again with a later sync) and its batch goes on.

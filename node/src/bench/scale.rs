@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use passerelle_core::engine::Engine;
+use passerelle_core::engine::{Engine, Which};
 use passerelle_core::event::Event;
 use passerelle_core::fold::Status;
 use passerelle_core::sim::{HistoryStream, Sim};
@@ -211,7 +211,7 @@ fn measure(fill: &Fill, engine: Engine, rate: f64, reads: bool) -> Result<(Engin
     };
     (point.outbox, _) = timed(&|| {
         Ok(engine
-            .referrals(true, Some(Status::Sent), false, now)?
+            .referrals(true, Which::Status(Status::Sent), usize::MAX, false, now)?
             .len())
     })?;
     let case = fill.a_case.context("a case was generated")?;

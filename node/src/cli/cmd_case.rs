@@ -452,8 +452,23 @@ pub fn referral(cmd: ReferralCmd, dir: &DataDir, pass: &Passphrases, user: &str)
             inbox,
             outbox,
             status,
+            open,
+            limit,
             json,
-        } => return referral_list(dir, pass, user, (inbox, outbox), status, json),
+        } => {
+            let direction = match (inbox, outbox) {
+                (true, false) => Direction::Inbox,
+                (false, true) => Direction::Outbox,
+                _ => Direction::All,
+            };
+            let request = Request::ReferralList {
+                direction,
+                status,
+                open,
+                limit: limit.map(|n| n as usize),
+            };
+            return referral_list(dir, pass, user, request, json);
+        }
         ReferralCmd::Show { id, json } => return referral_show(dir, pass, user, id, json),
         ReferralCmd::Ack { id, note } => step(id, Transition::Acknowledge, None, note, None),
         ReferralCmd::Accept { id, note } => step(id, Transition::Accept, None, note, None),
@@ -474,17 +489,10 @@ fn referral_list(
     dir: &DataDir,
     pass: &Passphrases,
     user: &str,
-    (inbox, outbox): (bool, bool),
-    status: Option<passerelle_core::fold::Status>,
+    request: Request,
     json: bool,
 ) -> Result<()> {
-    let direction = match (inbox, outbox) {
-        (true, false) => Direction::Inbox,
-        (false, true) => Direction::Outbox,
-        _ => Direction::All,
-    };
-    let list: Vec<ReferralView> =
-        client::call(dir, pass, user, Request::ReferralList { direction, status })?;
+    let list: Vec<ReferralView> = client::call(dir, pass, user, request)?;
     if json {
         print_json(&list)?;
     } else if list.is_empty() {

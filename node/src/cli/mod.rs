@@ -434,6 +434,12 @@ pub enum ReferralCmd {
         /// Only referrals in this status (sent, acknowledged, accepted, declined, completed, withdrawn).
         #[arg(long, value_name = "S", value_parser = words::parse::<Status>)]
         status: Option<Status>,
+        /// Only the referrals still waiting for the receiver (sent, acknowledged or accepted).
+        #[arg(long, conflicts_with = "status")]
+        open: bool,
+        /// At most N referrals of each box, the newest.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        limit: Option<u32>,
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use anyhow::Result;
 use libp2p::PeerId;
 use passerelle_core::config::{Hash32, Mechanism};
-use passerelle_core::engine::Engine;
+use passerelle_core::engine::{Engine, Which};
 use passerelle_core::event::Event;
 use passerelle_core::keys::NodeId;
 use passerelle_core::map::Profile;
@@ -150,7 +150,10 @@ enum Job {
     /// What the log holds (the benchmark, tests).
     LogCounts { reply: Reply<LogCounts> },
     /// This organisation's referrals, from their headers (the web UI's notifications).
-    Watched { reply: Reply<Vec<Watched>> },
+    Watched {
+        known: Vec<Hash32>,
+        reply: Reply<Vec<Watched>>,
+    },
     /// Answers at once: the health check asks whether the engine answers at all.
     Ping { reply: Reply<()> },
     /// Panics inside the engine (tests of the recovery).
@@ -166,14 +169,26 @@ pub struct Watched {
     pub inbox: bool,
 }
 
-fn watched(engine: &Engine, now: OffsetDateTime) -> Result<Vec<Watched>> {
+/// The open referrals of this organisation, and those of `known` (the ones open at the last
+/// look) that have closed since: read from the index of open referrals, not a scan of all.
+fn watched(engine: &Engine, known: &[Hash32], now: OffsetDateTime) -> Result<Vec<Watched>> {
     if engine.current_config().is_none() {
         // Not joined yet: no referrals to watch.
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
     for (sent, inbox) in [(false, true), (true, false)] {
-        for view in engine.referrals(sent, None, false, now)? {
+        for view in engine.referrals(sent, Which::Open, usize::MAX, false, now)? {
+            out.push(Watched { view, inbox });
+        }
+    }
+    let open: std::collections::HashSet<String> = out.iter().map(|w| w.view.id.clone()).collect();
+    for id in known {
+        if open.contains(&id.to_hex()) {
+            continue;
+        }
+        if let Some(view) = engine.referral_brief(id, now)? {
+            let inbox = view.to_org == engine.org();
             out.push(Watched { view, inbox });
         }
     }
@@ -252,7 +267,7 @@ fn run_job(engine: &mut Engine, job: Job, rx: &mut mpsc::Receiver<Job>) -> Optio
         Job::Mechanism { reply } => answer(reply, Ok(engine.current_config())),
         Job::Directory { reply } => answer(reply, engine.directory().map_err(Into::into)),
         Job::LogCounts { reply } => answer(reply, engine.log_counts().map_err(Into::into)),
-        Job::Watched { reply } => answer(reply, watched(engine, now)),
+        Job::Watched { known, reply } => answer(reply, watched(engine, &known, now)),
         Job::Ping { reply } => answer(reply, Ok(())),
         #[cfg(test)]
         Job::Panic { reply } => {
@@ -466,10 +481,11 @@ impl EngineHandle {
         self.changes.clone()
     }
 
-    /// This organisation's referrals as the notifications compare them: clear headers only
-    /// (nothing decrypted, so nothing for the audit log).
-    pub async fn watched(&self) -> Result<Vec<Watched>, JobError> {
-        self.ask(|reply| Job::Watched { reply }).await
+    /// This organisation's open referrals as the notifications compare them, with those of
+    /// `known` that closed since: clear headers only (nothing decrypted, so nothing for the
+    /// audit log).
+    pub async fn watched(&self, known: Vec<Hash32>) -> Result<Vec<Watched>, JobError> {
+        self.ask(|reply| Job::Watched { known, reply }).await
     }
 
     /// Whether the engine's thread is running, and how many jobs failed inside it.

@@ -138,6 +138,8 @@ pub(super) async fn follow_up(demo: &mut Demo<'_>, referral: &str) -> Result<()>
             .call(Request::ReferralList {
                 direction: Direction::Inbox,
                 status: None,
+                open: false,
+                limit: None,
             })
             .await?;
         if !inbox.is_empty() {

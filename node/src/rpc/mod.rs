@@ -95,6 +95,12 @@ pub enum Request {
         direction: referral::Direction,
         #[serde(with = "words::opt", default)]
         status: Option<Status>,
+        /// Only the referrals still waiting for the receiver (not with `status`).
+        #[serde(default)]
+        open: bool,
+        /// At most this many of each box, newest first (all when absent).
+        #[serde(default)]
+        limit: Option<usize>,
     },
     ReferralShow {
         id: String,
@@ -495,8 +501,15 @@ fn dispatch_cases_and_map(
         Request::ReferralSend(send) => {
             Response::ReferralSent(referral::send(engine, ctx, send, now)?)
         }
-        Request::ReferralList { direction, status } => {
-            Response::Referrals(referral::list(engine, ctx, direction, status, now)?)
+        Request::ReferralList {
+            direction,
+            status,
+            open,
+            limit,
+        } => {
+            let which = referral::which(status, open)?;
+            let limit = limit.unwrap_or(usize::MAX);
+            Response::Referrals(referral::list(engine, ctx, direction, which, limit, now)?)
         }
         Request::ReferralShow { id } => {
             Response::Referral(Box::new(referral::show(engine, ctx, &id, now)?))
@@ -547,7 +560,9 @@ mod tests {
             list,
             Request::ReferralList {
                 direction: referral::Direction::Inbox,
-                status: None
+                status: None,
+                open: false,
+                limit: None,
             }
         ));
         assert!(serde_json::from_str::<Request>(r#"{"op": "status"}"#).is_ok());

@@ -1,7 +1,7 @@
 //! Referrals: send one, list the inbox and outbox, show one, take a step in its life.
 
-use anyhow::Result;
-use passerelle_core::engine::{Engine, ReferralRequest, ReferralView, Step};
+use anyhow::{Result, bail};
+use passerelle_core::engine::{Engine, ReferralRequest, ReferralView, Step, Which};
 use passerelle_core::event::Transition;
 use passerelle_core::fold::Status;
 use serde::{Deserialize, Serialize};
@@ -84,19 +84,30 @@ pub(super) fn send(
     })
 }
 
+/// Which referrals a list request asks for: one status, the open ones, or all.
+pub(super) fn which(status: Option<Status>, open: bool) -> Result<Which> {
+    Ok(match (status, open) {
+        (Some(_), true) => bail!("ask for one status or for the open referrals, not both"),
+        (Some(s), false) => Which::Status(s),
+        (None, true) => Which::Open,
+        (None, false) => Which::All,
+    })
+}
+
 pub(super) fn list(
     engine: &mut Engine,
     ctx: &Context,
     direction: Direction,
-    status: Option<Status>,
+    which: Which,
+    limit: usize,
     now: OffsetDateTime,
 ) -> Result<Vec<ReferralView>> {
     let mut list = Vec::new();
     if direction != Direction::Outbox {
-        list.extend(engine.referrals(false, status, true, now)?);
+        list.extend(engine.referrals(false, which, limit, true, now)?);
     }
     if direction != Direction::Inbox {
-        list.extend(engine.referrals(true, status, true, now)?);
+        list.extend(engine.referrals(true, which, limit, true, now)?);
     }
     let readable: Vec<_> = list
         .iter()

@@ -115,7 +115,7 @@ pub(super) async fn events(State(state): State<WebState>, headers: HeaderMap) ->
         )
             .into_response();
     };
-    let Ok(first) = state.engine.watched().await else {
+    let Ok(first) = state.engine.watched(Vec::new()).await else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
     let watcher = Watcher {
@@ -170,7 +170,12 @@ impl Watcher {
                 }
             }
             self.state.session_untouched(&self.headers).await?;
-            let now = self.state.engine.watched().await.ok()?;
+            let known = self
+                .seen
+                .keys()
+                .filter_map(|id| passerelle_core::config::Hash32::from_hex(id))
+                .collect();
+            let now = self.state.engine.watched(known).await.ok()?;
             let m = self.state.mechanism().await;
             let notices = notices(&self.seen, &now, m.as_deref(), self.lang);
             self.seen = seen_of(&now);
@@ -181,8 +186,11 @@ impl Watcher {
     }
 }
 
+/// What to remember of a look: the referrals still open (a closed one has no step or deadline
+/// left to tell of).
 fn seen_of(list: &[Watched]) -> Seen {
     list.iter()
+        .filter(|w| w.view.status.is_open())
         .map(|w| (w.view.id.clone(), (w.view.status, w.view.overdue)))
         .collect()
 }

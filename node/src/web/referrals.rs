@@ -18,6 +18,7 @@ use crate::rpc::words;
 use crate::rpc::{self, Request};
 use passerelle_core::engine::{ReferralView, StepView};
 use passerelle_core::event::Transition;
+use passerelle_core::limits::REFERRAL_PAGE_ROWS;
 
 #[derive(Template)]
 #[template(path = "referrals.html")]
@@ -25,12 +26,21 @@ struct ReferralsPage {
     page: PageCtx,
     heading: String,
     rows: Vec<RefRow>,
+    /// `box=…` of this page, for the filter's links.
+    which_box: &'static str,
+    /// Only the referrals still waiting for the receiver.
+    open: bool,
+    /// "Only the newest N are shown", when the page is full.
+    cut: String,
 }
 
 #[derive(Deserialize)]
 pub(super) struct BoxQuery {
     #[serde(default)]
     r#box: String,
+    /// `1`: only the referrals still waiting for the receiver.
+    #[serde(default)]
+    open: String,
 }
 
 pub(super) async fn referrals(
@@ -41,6 +51,7 @@ pub(super) async fn referrals(
     let session = session_or_login!(state, headers);
     require_cases!(state, headers, session);
     let outbox = q.r#box == "outbox";
+    let open = q.open == "1";
     let p = page(
         &headers,
         Some(&session),
@@ -60,18 +71,32 @@ pub(super) async fn referrals(
                         Direction::Inbox
                     },
                     status: None,
+                    open,
+                    limit: Some(REFERRAL_PAGE_ROWS),
                 },
             )
             .await,
     );
     let lang = p.lang;
     let zone = zone(m.as_deref(), &state.org);
+    let cut = if list.len() >= REFERRAL_PAGE_ROWS {
+        i18n::t(
+            lang,
+            "referrals-newest",
+            &[("n", &REFERRAL_PAGE_ROWS.to_string())],
+        )
+    } else {
+        String::new()
+    };
     render(ReferralsPage {
         heading: p.title.clone(),
         rows: list
             .iter()
             .map(|r| ref_row(r, m.as_deref(), lang, zone))
             .collect(),
+        which_box: if outbox { "outbox" } else { "inbox" },
+        open,
+        cut,
         page: p,
     })
 }

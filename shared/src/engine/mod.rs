@@ -31,7 +31,7 @@ pub use referrals::{ReferralRequest, Step};
 pub use refusal::Refusal;
 pub use views::{
     CaseStatus, CaseSummary, CaseView, Detail, Happened, ReferralView, StepView, TimelineEntry,
-    Written,
+    Which, Written,
 };
 
 /// Why an operation was refused. Each is one sentence for a caseworker.

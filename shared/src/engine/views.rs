@@ -185,6 +185,16 @@ impl Detail {
     }
 }
 
+/// Which of an organisation's referrals a list holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    All,
+    /// Those in one status.
+    Status(Status),
+    /// Those still waiting for the receiver ([`Status::OPEN`]).
+    Open,
+}
+
 /// A referral as a caseworker sees it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReferralView {
@@ -326,27 +336,47 @@ impl Engine {
         Ok(view)
     }
 
-    /// Referrals in this organisation's inbox (`sent = false`) or outbox, newest first.
-    /// With `decrypt`, the shared fields are opened (the caller records that in the audit log).
+    /// Referrals in this organisation's inbox (`sent = false`) or outbox, newest first, at
+    /// most `limit` of them. With `decrypt`, the shared fields are opened (the caller records
+    /// that in the audit log). A status filter reads only that status's rows of the index.
     pub fn referrals(
         &self,
         sent: bool,
-        status: Option<Status>,
+        which: Which,
+        limit: usize,
         decrypt: bool,
         now: OffsetDateTime,
     ) -> Result<Vec<ReferralView>, EngineError> {
         let m = self.store.config().require()?.clone();
-        let mut out = Vec::new();
-        for id in self.store.referrals_of_org(&self.org, sent)? {
-            let Some(record) = self.store.referral_record(&id)? else {
-                continue;
-            };
-            if status.is_some_and(|s| s != record.status) {
-                continue;
+        let ids = match which {
+            Which::All => self.store.referrals_of_org(&self.org, sent, limit)?,
+            Which::Status(s) => self
+                .store
+                .referrals_of_org_in(&self.org, sent, &[s], limit)?,
+            Which::Open => self
+                .store
+                .referrals_of_org_in(&self.org, sent, &Status::OPEN, limit)?,
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(record) = self.store.referral_record(&id)? {
+                out.push(self.referral_view(&record, &m, now, decrypt)?);
             }
-            out.push(self.referral_view(&record, &m, now, decrypt)?);
         }
         Ok(out)
+    }
+
+    /// One referral's clear facts (nothing decrypted, no steps), if this node holds it.
+    pub fn referral_brief(
+        &self,
+        id: &EventId,
+        now: OffsetDateTime,
+    ) -> Result<Option<ReferralView>, EngineError> {
+        let m = self.store.config().require()?.clone();
+        match self.store.referral_record(id)? {
+            Some(record) => Ok(Some(self.referral_view(&record, &m, now, false)?)),
+            None => Ok(None),
+        }
     }
 
     /// One referral, decrypted where this node may read it.

@@ -336,9 +336,12 @@ impl Status {
         .find(|st| st.as_str() == s)
     }
 
+    /// The statuses of a referral that still waits for the receiver.
+    pub const OPEN: [Status; 3] = [Status::Sent, Status::Acknowledged, Status::Accepted];
+
     /// Whether the referral still waits for the receiver.
     pub fn is_open(&self) -> bool {
-        matches!(self, Status::Sent | Status::Acknowledged | Status::Accepted)
+        Status::OPEN.contains(self)
     }
 
     /// Whether a referral in this status may take `step` (by the organisation the step belongs

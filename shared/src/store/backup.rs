@@ -125,6 +125,7 @@ impl Store {
         copy(&src, &tx, CASES)?;
         copy(&src, &tx, REFERRALS)?;
         copy(&src, &tx, BY_ORG)?;
+        copy(&src, &tx, super::log::BY_STATUS)?;
         copy(&src, &tx, UNREAD)?;
         copy(&src, &tx, META)?;
         copy(&src, &tx, SHARES)?;

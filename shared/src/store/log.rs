@@ -13,7 +13,7 @@ use crate::config::{ConfigState, Hash32};
 use crate::event::{Event, EventId, Header, Hlc};
 use crate::fold::{
     CaseRecord, Decrypted, Fold, FoldKeys, FoldStore, Link, Lookup, MapBody, MapFold,
-    ReferralRecord, Verdict,
+    ReferralRecord, Status, Verdict,
 };
 use crate::limits::EQUIVOCATIONS_PER_AUTHOR_MAX;
 
@@ -39,6 +39,11 @@ pub(crate) const REFERRALS: TableDefinition<Id, &[u8]> = TableDefinition::new("r
 /// Inbox and outbox: (organisation, 0 = received / 1 = sent, sent ms, referral id) → ().
 pub(crate) const BY_ORG: TableDefinition<(&str, u8, u64, Id), ()> =
     TableDefinition::new("referrals_by_org-1");
+/// Inbox and outbox by status: (organisation, 0 = received / 1 = sent, [`status_code`], sent
+/// ms, referral id) → (). A referral's rows move when its status does, so the open referrals
+/// of an organisation (and any one status) are read without scanning the rest.
+pub(crate) const BY_STATUS: TableDefinition<(&str, u8, u8, u64, Id), ()> =
+    TableDefinition::new("referrals_by_status-1");
 /// Events addressed to this node's organisation that it cannot read yet: id → key epoch.
 pub(crate) const UNREAD: TableDefinition<Id, u32> = TableDefinition::new("unread-1");
 /// What belongs to a case or referral: (case or referral id, event id) → link kind
@@ -120,6 +125,7 @@ pub(crate) struct Tables<'t> {
     pub cases: redb::Table<'t, Id, &'static [u8]>,
     pub referrals: redb::Table<'t, Id, &'static [u8]>,
     pub by_org: redb::Table<'t, (&'static str, u8, u64, Id), ()>,
+    pub by_status: redb::Table<'t, (&'static str, u8, u8, u64, Id), ()>,
     pub unread: redb::Table<'t, Id, u32>,
     pub org_keys: redb::Table<'t, u32, &'static [u8]>,
     pub shares: redb::Table<'t, (Id, u32), ()>,
@@ -155,6 +161,7 @@ impl<'t> Tables<'t> {
             cases: tx.open_table(CASES)?,
             referrals: tx.open_table(REFERRALS)?,
             by_org: tx.open_table(BY_ORG)?,
+            by_status: tx.open_table(BY_STATUS)?,
             unread: tx.open_table(UNREAD)?,
             org_keys: tx.open_table(ORG_KEYS)?,
             shares: tx.open_table(SHARES)?,
@@ -224,7 +231,17 @@ impl<'t> Tables<'t> {
     }
 
     fn put_referral(&mut self, record: &ReferralRecord) -> Result<(), StoreError> {
-        self.referrals.insert(record.id.0, enc(record).as_slice())?;
+        let before = self
+            .referrals
+            .insert(record.id.0, enc(record).as_slice())?
+            .map(|old| dec::<ReferralRecord>(old.value(), "referral").map(|r| r.status))
+            .transpose()?;
+        if before != Some(record.status) {
+            if let Some(old) = before {
+                index_status(&mut self.by_status, record, old, false)?;
+            }
+            index_status(&mut self.by_status, record, record.status, true)?;
+        }
         let row = crate::report::ReportRow::from_record(record);
         self.report_index
             .insert((record.sent_at.ms, record.id.0), enc(&row).as_slice())?;
@@ -242,6 +259,76 @@ impl<'t> Tables<'t> {
             .map(|b| dec(b.value(), "verdict"))
             .transpose()
     }
+}
+
+/// A referral's status as the [`BY_STATUS`] index keys it (stable: stored on disk).
+pub(crate) fn status_code(status: Status) -> u8 {
+    match status {
+        Status::Sent => 0,
+        Status::Acknowledged => 1,
+        Status::Accepted => 2,
+        Status::Declined => 3,
+        Status::Completed => 4,
+        Status::Withdrawn => 5,
+        Status::Invalid => 6,
+    }
+}
+
+/// Puts (`insert`) or takes out a referral's two [`BY_STATUS`] rows under `status`: the
+/// receiver's inbox and the sender's outbox.
+fn index_status(
+    table: &mut redb::Table<'_, (&'static str, u8, u8, u64, Id), ()>,
+    record: &ReferralRecord,
+    status: Status,
+    insert: bool,
+) -> Result<(), StoreError> {
+    let (code, ms, id) = (status_code(status), record.sent_at.ms, record.id.0);
+    for key in [
+        (record.receiver_org.as_str(), 0, code, ms, id),
+        (record.sender_org.as_str(), 1, code, ms, id),
+    ] {
+        if insert {
+            table.insert(key, ())?;
+        } else {
+            table.remove(key)?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds the [`BY_STATUS`] index again when it does not hold two rows per referral: a store
+/// written before the index existed, or restored from such a backup. One transaction, so a
+/// store killed half-way builds it again on the next open. Returns the referrals indexed.
+pub(crate) fn index_statuses(db: &redb::Database) -> Result<u64, StoreError> {
+    use redb::ReadableDatabase;
+    {
+        let tx = db.begin_read()?;
+        let referrals = match super::read_table(&tx, REFERRALS)? {
+            Some(t) => t.len()?,
+            None => 0,
+        };
+        let indexed = match super::read_table(&tx, BY_STATUS)? {
+            Some(t) => t.len()?,
+            None => 0,
+        };
+        if indexed == referrals * 2 {
+            return Ok(0);
+        }
+    }
+    let tx = db.begin_write()?;
+    tx.delete_table(BY_STATUS)?;
+    let mut rows = 0;
+    {
+        let referrals = tx.open_table(REFERRALS)?;
+        let mut by_status = tx.open_table(BY_STATUS)?;
+        for row in referrals.iter()? {
+            let record: ReferralRecord = dec(row?.1.value(), "referral")?;
+            index_status(&mut by_status, &record, record.status, true)?;
+            rows += 1;
+        }
+    }
+    tx.commit()?;
+    Ok(rows)
 }
 
 /// Admission's view of the log, over the open tables (heads move as a batch is admitted).

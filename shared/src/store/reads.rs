@@ -164,8 +164,14 @@ impl Store {
         Ok(out)
     }
 
-    /// Referral ids in an organisation's inbox (`sent = false`) or outbox, newest first.
-    pub fn referrals_of_org(&self, org: &str, sent: bool) -> Result<Vec<EventId>, StoreError> {
+    /// Referral ids in an organisation's inbox (`sent = false`) or outbox, newest first; at
+    /// most `limit` of them.
+    pub fn referrals_of_org(
+        &self,
+        org: &str,
+        sent: bool,
+        limit: usize,
+    ) -> Result<Vec<EventId>, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
         let Some(table) = super::read_table(&tx, BY_ORG)? else {
@@ -173,11 +179,42 @@ impl Store {
         };
         let dir = u8::from(sent);
         let mut out = Vec::new();
-        for row in table.range((org, dir, 0, [0u8; 32])..=(org, dir, u64::MAX, [255u8; 32]))? {
+        let rows = table.range((org, dir, 0, [0u8; 32])..=(org, dir, u64::MAX, [255u8; 32]))?;
+        for row in rows.rev().take(limit) {
             out.push(Hash32(row?.0.value().3));
         }
-        out.reverse();
         Ok(out)
+    }
+
+    /// Referral ids in an organisation's inbox (`sent = false`) or outbox whose status is one
+    /// of `statuses`, newest first; at most `limit` of them. Reads only those statuses' rows.
+    pub fn referrals_of_org_in(
+        &self,
+        org: &str,
+        sent: bool,
+        statuses: &[crate::fold::Status],
+        limit: usize,
+    ) -> Result<Vec<EventId>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        let Some(table) = super::read_table(&tx, super::log::BY_STATUS)? else {
+            return Ok(Vec::new());
+        };
+        let dir = u8::from(sent);
+        let mut found: Vec<(u64, Id)> = Vec::new();
+        for status in statuses {
+            let code = super::log::status_code(*status);
+            let rows = table
+                .range((org, dir, code, 0, [0u8; 32])..=(org, dir, code, u64::MAX, [255u8; 32]))?;
+            for row in rows.rev().take(limit) {
+                let (_, _, _, ms, id) = row?.0.value();
+                found.push((ms, id));
+            }
+        }
+        found.sort_unstable_by(|a, b| b.cmp(a));
+        found.dedup();
+        found.truncate(limit);
+        Ok(found.into_iter().map(|(_, id)| Hash32(id)).collect())
     }
 
     /// Counts for `status`: events held back, events waiting for dependencies, equivocation
