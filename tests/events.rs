@@ -191,7 +191,7 @@ fn step_the_nurse_sees_only_the_fields_shared(e: &[Engine], case: EventId) {
     assert!(!r.shared.contains_key("last_name"));
     // The health partner cannot read the case itself.
     assert!(e[2].case(&case, now()).is_err());
-    assert!(e[2].cases(None).unwrap_or_default().is_empty());
+    assert!(e[2].cases(None, usize::MAX).unwrap_or_default().is_empty());
 }
 
 fn step_the_nurse_acknowledges_accepts_and_completes(e: &mut [Engine], referral: EventId) {
@@ -235,7 +235,7 @@ fn step_the_bystander_holds_only_ciphertext_and_clear_facts(
     referral: EventId,
 ) {
     let iom = &e[3];
-    assert!(iom.cases(None).unwrap_or_default().is_empty());
+    assert!(iom.cases(None, usize::MAX).unwrap_or_default().is_empty());
     assert!(iom.case(&case, now()).is_err());
     let record = iom
         .store()
@@ -894,7 +894,10 @@ fn step_a_new_node_reads_earlier_cases_after_the_key_share(
         .receive(&events, now())
         .unwrap_or_else(|x| panic!("{x}"));
     assert!(
-        newcomer.cases(None).unwrap_or_default().is_empty(),
+        newcomer
+            .cases(None, usize::MAX)
+            .unwrap_or_default()
+            .is_empty(),
         "no key yet"
     );
     assert!(newcomer.store().unread_count().unwrap_or(0) > 0);
@@ -910,7 +913,7 @@ fn step_a_new_node_reads_earlier_cases_after_the_key_share(
         .receive(&events, now())
         .unwrap_or_else(|x| panic!("{x}"));
     assert_eq!(report.keys_installed, vec![1]);
-    let cases = newcomer.cases(None).unwrap_or_default();
+    let cases = newcomer.cases(None, usize::MAX).unwrap_or_default();
     assert_eq!(cases.len(), 1, "the earlier case is readable now");
     assert_eq!(cases[0].id, case.to_hex());
     // Others cannot use the key share: iom1 holds it as ciphertext addressed to another node.
@@ -1097,7 +1100,7 @@ fn a_backup_restores_everything_and_starts_read_only() {
     let mut engine =
         Engine::open(restored, node.secrets.clone(), "mas").unwrap_or_else(|x| panic!("{x}"));
     assert_eq!(
-        engine.cases(None).unwrap_or_default().len(),
+        engine.cases(None, usize::MAX).unwrap_or_default().len(),
         1,
         "cases and keys came back"
     );
@@ -1253,7 +1256,7 @@ fn step_a_gap_fills_and_an_orphan_expires(
 /// it does not match the referrals held (a store from before it, or one restored from such a
 /// backup).
 #[test]
-fn the_status_index_follows_every_step_and_is_built_again_when_missing() {
+fn the_status_and_activity_indexes_follow_every_step_and_are_built_again_when_missing() {
     let (sim, dir, mut e) = scenario();
     let mut sent = Vec::new();
     for name in ["Amal", "Badr", "Chaima"] {
@@ -1326,18 +1329,54 @@ fn the_status_index_follows_every_step_and_is_built_again_when_missing() {
 
     // The nurse's store loses its index (as a store written before it): opening builds it
     // again, and the lists are as before.
-    let path = dir.path().join("nurse.redb");
     drop(e.remove(2));
-    {
-        let db = redb::Database::open(&path).unwrap_or_else(|x| panic!("{x}"));
-        let tx = db.begin_write().unwrap_or_else(|x| panic!("{x}"));
-        let table: redb::TableDefinition<(&str, u8, u8, u64, [u8; 32]), ()> =
-            redb::TableDefinition::new("referrals_by_status-1");
-        assert!(tx.delete_table(table).unwrap_or_else(|x| panic!("{x}")));
-        tx.commit().unwrap_or_else(|x| panic!("{x}"));
-    }
+    drop_tables(&dir.path().join("nurse.redb"), &["referrals_by_status-1"]);
     let nurse = sim
         .engine("nurse", dir.path(), false, now())
         .unwrap_or_else(|x| panic!("{x}"));
     check(&nurse, false);
+
+    // The case list reads the most recently active first and stops at its limit: the
+    // declined referral's case moved last, then the acknowledged one's.
+    let names = |engine: &Engine, limit: usize| -> Vec<String> {
+        engine
+            .cases(None, limit)
+            .unwrap_or_else(|x| panic!("{x}"))
+            .into_iter()
+            .map(|c| c.name)
+            .collect()
+    };
+    let order = ["Badr B.", "Amal B.", "Chaima B."];
+    assert_eq!(names(&e[0], usize::MAX), order);
+    assert_eq!(names(&e[0], 2), order[..2]);
+    let found = e[0]
+        .cases(Some("chaima"), 5)
+        .unwrap_or_else(|x| panic!("{x}"));
+    assert_eq!(found.len(), 1);
+    // Aïcha's store loses both indexes: opening builds them again.
+    drop(e.remove(0));
+    drop_tables(
+        &dir.path().join("aicha.redb"),
+        &["referrals_by_status-1", "cases_by_activity-1"],
+    );
+    let aicha = sim
+        .engine("aicha", dir.path(), false, now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    check(&aicha, true);
+    assert_eq!(names(&aicha, usize::MAX), order);
+}
+
+/// Deletes tables of a store that is not open (as a store written before they existed).
+fn drop_tables(path: &std::path::Path, names: &[&str]) {
+    let db = redb::Database::open(path).unwrap_or_else(|x| panic!("{x}"));
+    let tx = db.begin_write().unwrap_or_else(|x| panic!("{x}"));
+    for name in names {
+        // The key and value types do not matter to a deletion.
+        let table: redb::TableDefinition<u64, ()> = redb::TableDefinition::new(name);
+        assert!(
+            tx.delete_table(table).unwrap_or_else(|x| panic!("{x}")),
+            "{name}"
+        );
+    }
+    tx.commit().unwrap_or_else(|x| panic!("{x}"));
 }

@@ -38,6 +38,41 @@ fn connected_peers(setup: &Setup, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Accepted: still waiting for the receiver, so in the open list, and not in another status.
+/// Then the nurse completes it: aïcha sees it completed, and no longer open.
+fn the_open_list_holds_it_until_completed(setup: &Setup, referral: &str) {
+    let open = list(setup, "nurse", &["referral", "list", "--open", "--json"]);
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0]["status"], "accepted");
+    let sent = [
+        "referral", "list", "--status", "sent", "--limit", "5", "--json",
+    ];
+    assert!(list(setup, "nurse", &sent).is_empty());
+    assert_eq!(
+        setup
+            .node_run("nurse", &["referral", "list", "--open", "--status", "sent"])
+            .code,
+        Some(2),
+        "--open and --status together are refused"
+    );
+    let complete = [
+        "referral",
+        "complete",
+        &referral[..12],
+        "--outcome",
+        "treated",
+    ];
+    setup.node_run("nurse", &complete).expect_ok();
+    wait_for(30, "aicha to see the referral completed", || {
+        let l = list(setup, "aicha", &["referral", "list", "--outbox", "--json"]);
+        (l.first().and_then(|r| r["status"].as_str()) == Some("completed")).then_some(())
+    });
+    assert!(
+        list(setup, "aicha", &["referral", "list", "--open", "--json"]).is_empty(),
+        "a completed referral is no longer open"
+    );
+}
+
 fn send_referral(setup: &Setup, node: &str, case: &str) -> String {
     let referral = ReferralSend::new(&case[..12], "mdm", "health")
         .urgency("urgent")
@@ -91,22 +126,7 @@ fn referrals_flow_between_daemons_and_bystanders_hold_only_ciphertext() {
             .node_run("nurse", &["referral", step, &referral[..12]])
             .expect_ok();
     }
-    setup
-        .node_run(
-            "nurse",
-            &[
-                "referral",
-                "complete",
-                &referral[..12],
-                "--outcome",
-                "treated",
-            ],
-        )
-        .expect_ok();
-    wait_for(30, "aicha to see the referral completed", || {
-        let l = list(&setup, "aicha", &["referral", "list", "--outbox", "--json"]);
-        (l.first().and_then(|r| r["status"].as_str()) == Some("completed")).then_some(())
-    });
+    the_open_list_holds_it_until_completed(&setup, &referral);
 
     // The bystander holds every event but reads nothing. It waits for the completion itself:
     // a count of events would also count a key share, and could pass before it arrives.

@@ -98,7 +98,7 @@ fn the_configuration_travels_first() {
     assert_eq!(b[0].store().config().highest(), 2);
     run_round(&mut b[0], &mut newcomer, now()).unwrap();
     assert_eq!(
-        b[0].cases(None).unwrap().len(),
+        b[0].cases(None, usize::MAX).unwrap().len(),
         0,
         "dpe cannot read mas's general case"
     );

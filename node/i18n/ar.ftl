@@ -235,6 +235,7 @@ col-due = الموعد النهائي
 referrals-open-only = المنتظرة فقط
 referrals-all = الكل
 referrals-newest = تُعرض أحدث { $n } فقط.
+cases-newest = تُعرض أحدث { $n } حالة نشاطًا فقط: ابحث للعثور على غيرها.
 col-when = متى
 col-step = الخطوة
 col-by = بواسطة

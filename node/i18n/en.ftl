@@ -235,6 +235,7 @@ col-due = Due
 referrals-open-only = Waiting only
 referrals-all = All
 referrals-newest = Only the newest { $n } are shown.
+cases-newest = Only the { $n } most recently active are shown: search to find others.
 col-when = When
 col-step = Step
 col-by = By

@@ -235,6 +235,7 @@ col-due = Échéance
 referrals-open-only = En attente seulement
 referrals-all = Toutes
 referrals-newest = Seules les { $n } plus récentes sont affichées.
+cases-newest = Seuls les { $n } dossiers les plus récemment actifs sont affichés : cherchez pour trouver les autres.
 col-when = Quand
 col-step = Étape
 col-by = Par

@@ -55,6 +55,8 @@ pub const LIST_ITEMS_MAX: usize = 64;
 /// Most referrals of a box the web UI's inbox and outbox pages show, the newest (a node holding
 /// a mechanism's years of referrals must not build them all for one page).
 pub const REFERRAL_PAGE_ROWS: usize = 200;
+/// Most cases the web UI's case list shows, the most recently active.
+pub const CASE_PAGE_ROWS: usize = 200;
 /// Most events of endorsed authors held back at admission (waiting for a configuration
 /// version, an earlier event of their author, or their time to come); past it an event is not
 /// held (it comes again with a later sync) and its batch goes on.

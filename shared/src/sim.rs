@@ -422,8 +422,8 @@ impl std::ops::DerefMut for Forger {
     }
 }
 
-/// Payloads for generated histories.
-fn generated_case(site: &str) -> crate::payload::CaseData {
+/// Payloads for generated histories (and for a benchmark's own cases).
+pub fn generated_case(site: &str) -> crate::payload::CaseData {
     use crate::payload::{CaseData, Consent, Person};
     CaseData {
         case_type: "general".into(),

@@ -10,7 +10,9 @@
 //! (the engine runs in this process, as in the daemon). Then each figure at N beside the same
 //! figure measured at 100,000 events in the same run: ingest rate, bytes on disk, memory,
 //! start-up (opening the store and the engine, what `passerelle run` does before it serves),
-//! the open outbox, a case's timeline, the case list and the report over the last month.
+//! the open referrals of the outbox and a page of it, a case's timeline, a page of the case list
+//! and the report over the last month. Before each measure of the reads the reader sends a
+//! hundred referrals itself, so its outbox holds some waiting among the closed.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -18,7 +20,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use passerelle_core::engine::{Engine, Which};
 use passerelle_core::event::Event;
-use passerelle_core::fold::Status;
 use passerelle_core::sim::{HistoryStream, Sim};
 use passerelle_core::store::Store;
 use time::OffsetDateTime;
@@ -34,6 +35,11 @@ const CASES_PER_CHUNK: usize = 820;
 const STEP_MS: u64 = 10_000;
 /// The reading node, of the referring organisation.
 const READER: &str = "mas3";
+/// Referrals the reader sends itself before each measure of the reads: the generated history
+/// is all completed, and an outbox holds some waiting ones among the closed.
+const OPEN_REFERRALS: usize = 100;
+/// Rows of a page of the outbox and of the case list (what the web UI shows).
+const PAGE: usize = passerelle_core::limits::REFERRAL_PAGE_ROWS;
 
 /// What was measured at one checkpoint.
 #[derive(Debug, Clone, Copy, Default)]
@@ -45,9 +51,13 @@ struct Point {
     encoded_bytes: u64,
     rss_bytes: u64,
     startup: Duration,
+    /// Every open referral of the outbox.
     outbox: Duration,
+    /// The outbox page: the newest [`PAGE`], decrypted.
+    outbox_page: Duration,
     timeline: Duration,
-    case_list: Duration,
+    /// The case list's page: the [`PAGE`] most recently active, decrypted.
+    case_page: Duration,
     report: Duration,
 }
 
@@ -197,6 +207,8 @@ fn measure(fill: &Fill, engine: Engine, rate: f64, reads: bool) -> Result<(Engin
     if !reads {
         return Ok((engine, point));
     }
+    let mut engine = engine;
+    send_open_referrals(&mut engine, fill.now)?;
     drop(engine);
     let node = fill.sim.node(READER)?;
     let started = Instant::now();
@@ -209,22 +221,51 @@ fn measure(fill: &Fill, engine: Engine, rate: f64, reads: bool) -> Result<(Engin
         let n = f()?;
         Ok((started.elapsed(), n))
     };
-    (point.outbox, _) = timed(&|| {
+    let open;
+    (point.outbox, open) = timed(&|| {
         Ok(engine
-            .referrals(true, Which::Status(Status::Sent), usize::MAX, false, now)?
+            .referrals(true, Which::Open, usize::MAX, false, now)?
             .len())
     })?;
+    anyhow::ensure!(
+        open % OPEN_REFERRALS == 0 && open > 0,
+        "the open outbox holds the referrals sent (found {open})"
+    );
+    let page;
+    (point.outbox_page, page) =
+        timed(&|| Ok(engine.referrals(true, Which::All, PAGE, true, now)?.len()))?;
+    anyhow::ensure!(page == PAGE, "a full page of the outbox");
     let case = fill.a_case.context("a case was generated")?;
     (point.timeline, _) = timed(&|| Ok(engine.case(&case, now)?.timeline.len()))?;
-    let (took, cases) = timed(&|| Ok(engine.cases(None)?.len()))?;
-    anyhow::ensure!(
-        cases as u64 == fill.held / 5,
-        "the case list has every case"
-    );
-    point.case_list = took;
+    let cases;
+    (point.case_page, cases) = timed(&|| Ok(engine.cases(None, PAGE)?.len()))?;
+    anyhow::ensure!(cases == PAGE, "a full page of the case list");
     let month = now - time::Duration::days(30);
     (point.report, _) = timed(&|| Ok(engine.report(month, now, now)?.referrals as usize))?;
     Ok((engine, point))
+}
+
+/// The reader opens [`OPEN_REFERRALS`] cases and refers each to the provider, through the
+/// engine as a caseworker would: its outbox then holds that many waiting referrals.
+fn send_open_referrals(engine: &mut Engine, now: OffsetDateTime) -> Result<()> {
+    for _ in 0..OPEN_REFERRALS {
+        let case = engine.open_case(
+            passerelle_core::sim::generated_case("medenine"),
+            "bench",
+            now,
+        )?;
+        let request = passerelle_core::engine::ReferralRequest {
+            case,
+            to_org: "mdm".into(),
+            category: "health".into(),
+            urgency: passerelle_core::event::Urgency::Urgent,
+            share: vec!["first_name".into()],
+            note: String::new(),
+            emergency_override: None,
+        };
+        engine.send_referral(request, "bench", now)?;
+    }
+    Ok(())
 }
 
 /// This process's resident memory, from /proc (0 where there is none).
@@ -239,6 +280,9 @@ fn rss_bytes() -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }
+
+/// A latency figure: its name, where a point keeps it, and its target in ms.
+type Latency = (&'static str, fn(Point) -> Duration, f64);
 
 fn figures_of(first: Point, last: Point) -> Vec<Figure> {
     let at = |p: Point| format!("at {} events", p.events);
@@ -256,7 +300,7 @@ fn figures_of(first: Point, last: Point) -> Vec<Figure> {
     };
     let per_event = |p: Point| p.file_bytes as f64 / p.events as f64;
     let encoded = last.encoded_bytes as f64 / last.events as f64;
-    vec![
+    let mut figures = vec![
         Figure {
             section: "scale".into(),
             name: format!("ingest rate of the last events received, {}", at(last)),
@@ -290,29 +334,34 @@ fn figures_of(first: Point, last: Point) -> Vec<Figure> {
             target: "≤ 300 MB".into(),
             met: Some(last.rss_bytes <= 300_000_000),
         },
-        latency(
-            "start-up (store and engine opened)",
-            |p| p.startup,
-            2_000.0,
-            "≤ 2 s",
-        ),
-        latency(
-            "open outbox of the organisation",
+    ];
+    let latencies: [Latency; 6] = [
+        ("start-up (store and engine opened)", |p| p.startup, 2_000.0),
+        (
+            "the open referrals of the outbox (waiting among the closed)",
             |p| p.outbox,
             50.0,
-            "≤ 50 ms",
         ),
-        latency("a case's timeline", |p| p.timeline, 50.0, "≤ 50 ms"),
-        Figure {
-            met: None,
-            target: "printed, no target".into(),
-            ..latency("the case list (every case)", |p| p.case_list, 0.0, "")
-        },
-        latency(
-            "the report over the last month",
-            |p| p.report,
-            2_000.0,
-            "≤ 2 s",
+        (
+            "a page of the outbox (newest 200, decrypted)",
+            |p| p.outbox_page,
+            50.0,
         ),
-    ]
+        ("a case's timeline", |p| p.timeline, 50.0),
+        (
+            "a page of the case list (200 most recently active, decrypted)",
+            |p| p.case_page,
+            50.0,
+        ),
+        ("the report over the last month", |p| p.report, 2_000.0),
+    ];
+    figures.extend(latencies.into_iter().map(|(name, of, target_ms)| {
+        let target = if target_ms >= 1_000.0 {
+            format!("≤ {} s", target_ms / 1_000.0)
+        } else {
+            format!("≤ {target_ms} ms")
+        };
+        latency(name, of, target_ms, &target)
+    }));
+    figures
 }

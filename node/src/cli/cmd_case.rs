@@ -84,15 +84,12 @@ fn short(id: &str) -> String {
 pub fn case(cmd: CaseCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Result<()> {
     match cmd {
         CaseCmd::Open { from } => case_open(dir, pass, user, &from),
-        CaseCmd::List { search, json } => case_list(dir, pass, user, search, json),
-        CaseCmd::Show { id, json } => {
-            let out: CaseView = client::call(dir, pass, user, Request::CaseShow { id })?;
-            if json {
-                return print_json(&out);
-            }
-            print_case(&out, &Names::load(dir));
-            Ok(())
-        }
+        CaseCmd::List {
+            search,
+            limit,
+            json,
+        } => case_list(dir, pass, user, (search, limit), json),
+        CaseCmd::Show { id, json } => case_show(dir, pass, user, id, json),
         CaseCmd::Export { id, out, lang } => case_export(dir, pass, user, id, &out, &lang),
         CaseCmd::Note { id, note } => {
             let out: EventMade = client::call(
@@ -161,6 +158,16 @@ pub fn case(cmd: CaseCmd, dir: &DataDir, pass: &Passphrases, user: &str) -> Resu
     }
 }
 
+/// `case show ID`: the person, consent, timeline and referrals.
+fn case_show(dir: &DataDir, pass: &Passphrases, user: &str, id: String, json: bool) -> Result<()> {
+    let out: CaseView = client::call(dir, pass, user, Request::CaseShow { id })?;
+    if json {
+        return print_json(&out);
+    }
+    print_case(&out, &Names::load(dir));
+    Ok(())
+}
+
 /// `case open --from CASE.json`: prints the new case's id.
 fn case_open(dir: &DataDir, pass: &Passphrases, user: &str, from: &Path) -> Result<()> {
     let data: CaseData = client::read_json(from, CASE_FILE_MAX_BYTES)?;
@@ -181,10 +188,11 @@ fn case_list(
     dir: &DataDir,
     pass: &Passphrases,
     user: &str,
-    search: Option<String>,
+    (search, limit): (Option<String>, Option<u32>),
     json: bool,
 ) -> Result<()> {
-    let out: Vec<CaseSummary> = client::call(dir, pass, user, Request::CaseList { search })?;
+    let limit = limit.map(|n| n as usize);
+    let out: Vec<CaseSummary> = client::call(dir, pass, user, Request::CaseList { search, limit })?;
     if json {
         return print_json(&out);
     }

@@ -299,6 +299,9 @@ pub enum CaseCmd {
         /// Only cases whose data contains this text.
         #[arg(long)]
         search: Option<String>,
+        /// At most N cases, the most recently active.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        limit: Option<u32>,
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,

@@ -38,8 +38,9 @@ pub(super) fn list(
     engine: &mut Engine,
     ctx: &Context,
     search: Option<&str>,
+    limit: usize,
 ) -> Result<Vec<CaseSummary>> {
-    let cases = engine.cases(search)?;
+    let cases = engine.cases(search, limit)?;
     let ids: Vec<_> = cases.iter().map(|c| c.id[..12].to_string()).collect();
     audit(
         engine,

@@ -70,6 +70,9 @@ pub enum Request {
     },
     CaseList {
         search: Option<String>,
+        /// At most this many, the most recently active first (all when absent).
+        #[serde(default)]
+        limit: Option<usize>,
     },
     /// A case by its id or an id prefix (resolved against this node's cases).
     CaseShow {
@@ -480,9 +483,12 @@ fn dispatch_cases_and_map(
 ) -> Result<Response> {
     Ok(match request {
         Request::CaseOpen { data } => Response::CaseOpened(case::open(engine, ctx, *data, now)?),
-        Request::CaseList { search } => {
-            Response::Cases(case::list(engine, ctx, search.as_deref())?)
-        }
+        Request::CaseList { search, limit } => Response::Cases(case::list(
+            engine,
+            ctx,
+            search.as_deref(),
+            limit.unwrap_or(usize::MAX),
+        )?),
         Request::CaseShow { id } => Response::Case(Box::new(case::show(engine, ctx, &id, now)?)),
         Request::CaseExport { id } => {
             Response::Case(Box::new(case::export(engine, ctx, &id, now)?))

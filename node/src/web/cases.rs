@@ -20,6 +20,7 @@ use crate::rpc::Request;
 use crate::rpc::case::{CaseOpened, CaseStep, EventMade};
 use passerelle_core::engine::{CaseSummary, CaseView, TimelineEntry};
 use passerelle_core::event::EraseReason;
+use passerelle_core::limits::CASE_PAGE_ROWS;
 use passerelle_core::payload::{CaseData, Consent, Person};
 use passerelle_core::words::{self, Word};
 
@@ -39,6 +40,8 @@ struct CasesPage {
     page: PageCtx,
     search: String,
     rows: Vec<CaseRow>,
+    /// "Only the N most recently active are shown", when the page is full.
+    cut: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -63,11 +66,12 @@ pub(super) async fn cases(
                 &session.user,
                 Request::CaseList {
                     search: nonempty(&q.search),
+                    limit: Some(CASE_PAGE_ROWS),
                 },
             )
             .await,
     );
-    let rows = list
+    let rows: Vec<CaseRow> = list
         .into_iter()
         .map(|c| {
             let ct = c.case_type;
@@ -91,10 +95,20 @@ pub(super) async fn cases(
             }
         })
         .collect();
+    let cut = if rows.len() >= CASE_PAGE_ROWS {
+        i18n::t(
+            p.lang,
+            "cases-newest",
+            &[("n", &CASE_PAGE_ROWS.to_string())],
+        )
+    } else {
+        String::new()
+    };
     render(CasesPage {
         page: p,
         search: q.search,
         rows,
+        cut,
     })
 }
 

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use crate::config::Mechanism;
 use crate::event::{CaseAction, EventId, Kind, Transition, Urgency};
-use crate::fold::{self, Decrypted, Overdue, ReferralRecord, Rule, Status, Verdict};
+use crate::fold::{self, CaseRecord, Decrypted, Overdue, ReferralRecord, Rule, Status, Verdict};
 use crate::payload::CaseData;
 
 use super::{Engine, EngineError, Refusal, hlc_text};
@@ -483,57 +483,73 @@ impl Engine {
         }
     }
 
-    /// The cases this node can read, optionally filtered by a search over their data.
-    pub fn cases(&self, search: Option<&str>) -> Result<Vec<CaseSummary>, EngineError> {
+    /// The cases this organisation reads, the most recently active first, at most `limit` of
+    /// them; with `search`, only those whose clear text contains it. The list walks the index
+    /// of last activity and stops at `limit`, so a page costs `limit` decryptions, not one per
+    /// case held (a search still opens each case until it has found `limit`).
+    pub fn cases(
+        &self,
+        search: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<CaseSummary>, EngineError> {
         let needle = search.map(|s| s.to_lowercase());
         let mut out = Vec::new();
-        for record in self.store.case_records()? {
-            if !record.valid
-                || record.purged.is_some()
-                || !record.readers.iter().any(|r| r == &self.org)
-            {
-                continue;
-            }
-            let Ok(data) = self.case_data(&record) else {
-                continue; // Addressed to us but not readable yet (no key).
-            };
-            if let Some(needle) = &needle {
-                let haystack = format!(
-                    "{} {} {} {} {}",
-                    data.person.search_text(),
-                    data.case_type,
-                    data.site,
-                    data.needs.join(" "),
-                    record.id.to_hex()
-                )
-                .to_lowercase();
-                if !haystack.contains(needle.as_str()) {
-                    continue;
-                }
-            }
-            let name = [
-                data.person.first_name.clone(),
-                data.person.last_name.clone(),
-            ]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(" ");
-            out.push(CaseSummary {
-                id: record.id.to_hex(),
-                opened_at: hlc_text(record.opened_at),
-                manager: record.manager_org.clone(),
-                status: CaseStatus::of(record.closed),
-                case_type: data.case_type,
-                site: data.site,
-                name,
-                needs: data.needs,
-                referrals: record.referral_count as usize,
-                last_activity: hlc_text(record.last_activity),
-            });
+        if limit == 0 {
+            return Ok(out);
         }
-        out.sort_by(|a, b| b.last_activity.cmp(&a.last_activity));
+        self.store.cases_by_activity(|record| {
+            if let Some(summary) = self.case_summary(&record, needle.as_deref()) {
+                out.push(summary);
+            }
+            Ok(out.len() < limit)
+        })?;
         Ok(out)
+    }
+
+    /// A case's line in the case list, if this organisation reads it and it matches `needle`.
+    fn case_summary(&self, record: &CaseRecord, needle: Option<&str>) -> Option<CaseSummary> {
+        if !record.valid
+            || record.purged.is_some()
+            || !record.readers.iter().any(|r| r == &self.org)
+        {
+            return None;
+        }
+        // Addressed to us but not readable yet (no key): not listed.
+        let data = self.case_data(record).ok()?;
+        if let Some(needle) = needle {
+            let haystack = format!(
+                "{} {} {} {} {}",
+                data.person.search_text(),
+                data.case_type,
+                data.site,
+                data.needs.join(" "),
+                record.id.to_hex()
+            )
+            .to_lowercase();
+            if !haystack.contains(needle) {
+                return None;
+            }
+        }
+        let name = [
+            data.person.first_name.clone(),
+            data.person.last_name.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+        Some(CaseSummary {
+            id: record.id.to_hex(),
+            opened_at: hlc_text(record.opened_at),
+            manager: record.manager_org.clone(),
+            status: CaseStatus::of(record.closed),
+            case_type: data.case_type,
+            site: data.site,
+            name,
+            needs: data.needs,
+            referrals: record.referral_count as usize,
+            last_activity: hlc_text(record.last_activity),
+        })
     }
 
     /// One case with its timeline and referrals, decrypted.

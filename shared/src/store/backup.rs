@@ -126,6 +126,7 @@ impl Store {
         copy(&src, &tx, REFERRALS)?;
         copy(&src, &tx, BY_ORG)?;
         copy(&src, &tx, super::log::BY_STATUS)?;
+        copy(&src, &tx, super::log::CASES_BY_ACTIVITY)?;
         copy(&src, &tx, UNREAD)?;
         copy(&src, &tx, META)?;
         copy(&src, &tx, SHARES)?;

@@ -44,6 +44,10 @@ pub(crate) const BY_ORG: TableDefinition<(&str, u8, u64, Id), ()> =
 /// of an organisation (and any one status) are read without scanning the rest.
 pub(crate) const BY_STATUS: TableDefinition<(&str, u8, u8, u64, Id), ()> =
     TableDefinition::new("referrals_by_status-1");
+/// Cases by their last activity: (ms, counter, case id) → (), so the case list reads the most
+/// recently active first and stops at a page.
+pub(crate) const CASES_BY_ACTIVITY: TableDefinition<(u64, u32, Id), ()> =
+    TableDefinition::new("cases_by_activity-1");
 /// Events addressed to this node's organisation that it cannot read yet: id → key epoch.
 pub(crate) const UNREAD: TableDefinition<Id, u32> = TableDefinition::new("unread-1");
 /// What belongs to a case or referral: (case or referral id, event id) → link kind
@@ -126,6 +130,7 @@ pub(crate) struct Tables<'t> {
     pub referrals: redb::Table<'t, Id, &'static [u8]>,
     pub by_org: redb::Table<'t, (&'static str, u8, u64, Id), ()>,
     pub by_status: redb::Table<'t, (&'static str, u8, u8, u64, Id), ()>,
+    pub by_activity: redb::Table<'t, (u64, u32, Id), ()>,
     pub unread: redb::Table<'t, Id, u32>,
     pub org_keys: redb::Table<'t, u32, &'static [u8]>,
     pub shares: redb::Table<'t, (Id, u32), ()>,
@@ -162,6 +167,7 @@ impl<'t> Tables<'t> {
             referrals: tx.open_table(REFERRALS)?,
             by_org: tx.open_table(BY_ORG)?,
             by_status: tx.open_table(BY_STATUS)?,
+            by_activity: tx.open_table(CASES_BY_ACTIVITY)?,
             unread: tx.open_table(UNREAD)?,
             org_keys: tx.open_table(ORG_KEYS)?,
             shares: tx.open_table(SHARES)?,
@@ -226,7 +232,20 @@ impl<'t> Tables<'t> {
     }
 
     fn put_case(&mut self, record: &CaseRecord) -> Result<(), StoreError> {
-        self.cases.insert(record.id.0, enc(record).as_slice())?;
+        let before = self
+            .cases
+            .insert(record.id.0, enc(record).as_slice())?
+            .map(|old| decode_case(old.value()).map(|r| r.last_activity))
+            .transpose()?;
+        let now = record.last_activity;
+        if before != Some(now) {
+            if let Some(old) = before {
+                self.by_activity
+                    .remove((old.ms, old.counter, record.id.0))?;
+            }
+            self.by_activity
+                .insert((now.ms, now.counter, record.id.0), ())?;
+        }
         Ok(())
     }
 
@@ -296,34 +315,51 @@ fn index_status(
     Ok(())
 }
 
-/// Builds the [`BY_STATUS`] index again when it does not hold two rows per referral: a store
-/// written before the index existed, or restored from such a backup. One transaction, so a
-/// store killed half-way builds it again on the next open. Returns the referrals indexed.
-pub(crate) fn index_statuses(db: &redb::Database) -> Result<u64, StoreError> {
+/// Builds an index again when it does not hold as many rows as it must: [`BY_STATUS`] two per
+/// referral, [`CASES_BY_ACTIVITY`] one per case (a store written before they existed, or
+/// restored from such a backup). One transaction, so a store killed half-way builds them again
+/// on the next open. Returns the rows written.
+pub(crate) fn build_indexes(db: &redb::Database) -> Result<u64, StoreError> {
     use redb::ReadableDatabase;
-    {
+    let (statuses_ok, activity_ok) = {
         let tx = db.begin_read()?;
-        let referrals = match super::read_table(&tx, REFERRALS)? {
-            Some(t) => t.len()?,
-            None => 0,
-        };
-        let indexed = match super::read_table(&tx, BY_STATUS)? {
-            Some(t) => t.len()?,
-            None => 0,
-        };
-        if indexed == referrals * 2 {
-            return Ok(0);
+        fn len<K: redb::Key + 'static, V: redb::Value + 'static>(
+            tx: &redb::ReadTransaction,
+            def: TableDefinition<K, V>,
+        ) -> Result<u64, StoreError> {
+            Ok(match super::read_table(tx, def)? {
+                Some(t) => t.len()?,
+                None => 0,
+            })
         }
+        (
+            len(&tx, BY_STATUS)? == 2 * len(&tx, REFERRALS)?,
+            len(&tx, CASES_BY_ACTIVITY)? == len(&tx, CASES)?,
+        )
+    };
+    if statuses_ok && activity_ok {
+        return Ok(0);
     }
     let tx = db.begin_write()?;
-    tx.delete_table(BY_STATUS)?;
     let mut rows = 0;
-    {
+    if !statuses_ok {
+        tx.delete_table(BY_STATUS)?;
         let referrals = tx.open_table(REFERRALS)?;
         let mut by_status = tx.open_table(BY_STATUS)?;
         for row in referrals.iter()? {
             let record: ReferralRecord = dec(row?.1.value(), "referral")?;
             index_status(&mut by_status, &record, record.status, true)?;
+            rows += 2;
+        }
+    }
+    if !activity_ok {
+        tx.delete_table(CASES_BY_ACTIVITY)?;
+        let cases = tx.open_table(CASES)?;
+        let mut by_activity = tx.open_table(CASES_BY_ACTIVITY)?;
+        for row in cases.iter()? {
+            let record = decode_case(row?.1.value())?;
+            let at = record.last_activity;
+            by_activity.insert((at.ms, at.counter, record.id.0), ())?;
             rows += 1;
         }
     }

@@ -192,7 +192,7 @@ impl Store {
             .set_cache_size(mib * 1024 * 1024)
             .create(path)?;
         held::drop_v1(&db)?;
-        log::index_statuses(&db)?;
+        log::build_indexes(&db)?;
         let config = config_store::load(&db)?;
         let hlc_seen = log::max_hlc(&db)?;
         Ok(Self {

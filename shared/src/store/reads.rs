@@ -142,6 +142,35 @@ impl Store {
         self.all_records(CASES, super::log::decode_case)
     }
 
+    /// Case records, the most recently active first, handed to `visit` until it returns false
+    /// (the case list stops at a page without reading the rest).
+    pub fn cases_by_activity(
+        &self,
+        mut visit: impl FnMut(CaseRecord) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        let (Some(index), Some(cases)) = (
+            super::read_table(&tx, super::log::CASES_BY_ACTIVITY)?,
+            super::read_table(&tx, CASES)?,
+        ) else {
+            return Ok(());
+        };
+        for row in index.iter()?.rev() {
+            let (_, _, id) = row?.0.value();
+            let Some(bytes) = cases.get(id)? else {
+                return Err(StoreError::Corrupt(format!(
+                    "case {} is indexed but not held",
+                    Hash32(id).short()
+                )));
+            };
+            if !visit(super::log::decode_case(bytes.value())?)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Every referral record.
     pub fn referral_records(&self) -> Result<Vec<ReferralRecord>, StoreError> {
         self.all_records(REFERRALS, |b| dec(b, "referral"))
