@@ -1258,34 +1258,7 @@ fn step_a_gap_fills_and_an_orphan_expires(
 #[test]
 fn the_status_and_activity_indexes_follow_every_step_and_are_built_again_when_missing() {
     let (sim, dir, mut e) = scenario();
-    let mut sent = Vec::new();
-    for name in ["Amal", "Badr", "Chaima"] {
-        let mut data = boy();
-        data.case_type = "general".into();
-        data.person.first_name = Some(name.into());
-        let case = e[0]
-            .open_case(data, "aicha", now())
-            .unwrap_or_else(|x| panic!("{x}"));
-        sent.push(
-            e[0].send_referral(health_referral(case), "aicha", now())
-                .unwrap_or_else(|x| panic!("{x}")),
-        );
-    }
-    sync(&mut e);
-    e[2].referral_step(
-        sent[0],
-        Step::new(Transition::Acknowledge, ""),
-        "nurse",
-        now(),
-    )
-    .unwrap_or_else(|x| panic!("{x}"));
-    let decline = Step {
-        reason: Some("no_capacity".into()),
-        ..Step::new(Transition::Decline, "full this week")
-    };
-    e[2].referral_step(sent[1], decline, "nurse", now())
-        .unwrap_or_else(|x| panic!("{x}"));
-    sync(&mut e);
+    let sent = three_referrals_one_acknowledged_one_declined(&mut e);
     let ids = |engine: &Engine, outbox: bool, which: Which, limit: usize| -> Vec<String> {
         engine
             .referrals(outbox, which, limit, false, now())
@@ -1364,6 +1337,40 @@ fn the_status_and_activity_indexes_follow_every_step_and_are_built_again_when_mi
         .unwrap_or_else(|x| panic!("{x}"));
     check(&aicha, true);
     assert_eq!(names(&aicha, usize::MAX), order);
+}
+
+/// Aïcha refers Amal, Badr and Chaima to the nurse, who acknowledges the first and declines
+/// the second; returns the referrals in the order sent.
+fn three_referrals_one_acknowledged_one_declined(e: &mut [Engine]) -> Vec<EventId> {
+    let mut sent = Vec::new();
+    for name in ["Amal", "Badr", "Chaima"] {
+        let mut data = boy();
+        data.case_type = "general".into();
+        data.person.first_name = Some(name.into());
+        let case = e[0]
+            .open_case(data, "aicha", now())
+            .unwrap_or_else(|x| panic!("{x}"));
+        sent.push(
+            e[0].send_referral(health_referral(case), "aicha", now())
+                .unwrap_or_else(|x| panic!("{x}")),
+        );
+    }
+    sync(e);
+    e[2].referral_step(
+        sent[0],
+        Step::new(Transition::Acknowledge, ""),
+        "nurse",
+        now(),
+    )
+    .unwrap_or_else(|x| panic!("{x}"));
+    let decline = Step {
+        reason: Some("no_capacity".into()),
+        ..Step::new(Transition::Decline, "full this week")
+    };
+    e[2].referral_step(sent[1], decline, "nurse", now())
+        .unwrap_or_else(|x| panic!("{x}"));
+    sync(e);
+    sent
 }
 
 /// Deletes tables of a store that is not open (as a store written before they existed).
