@@ -250,14 +250,24 @@ impl<'t> Tables<'t> {
     }
 
     fn put_referral(&mut self, record: &ReferralRecord) -> Result<(), StoreError> {
-        let before = self
+        let before: Option<ReferralRecord> = self
             .referrals
             .insert(record.id.0, enc(record).as_slice())?
-            .map(|old| dec::<ReferralRecord>(old.value(), "referral").map(|r| r.status))
+            .map(|old| dec(old.value(), "referral"))
             .transpose()?;
-        if before != Some(record.status) {
-            if let Some(old) = before {
-                index_status(&mut self.by_status, record, old, false)?;
+        // The rows by status move when a fact they are keyed by changes (the status, in
+        // practice): the earlier rows are taken out under the earlier record's own facts.
+        let key = |r: &ReferralRecord| {
+            (
+                r.status,
+                r.sent_at.ms,
+                r.sender_org.clone(),
+                r.receiver_org.clone(),
+            )
+        };
+        if before.as_ref().map(key) != Some(key(record)) {
+            if let Some(old) = &before {
+                index_status(&mut self.by_status, old, old.status, false)?;
             }
             index_status(&mut self.by_status, record, record.status, true)?;
         }
