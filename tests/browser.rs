@@ -127,6 +127,20 @@ impl Browser {
         self.get("/source").as_str().unwrap_or_default().to_string()
     }
 
+    /// Waits up to 10 s for the page to contain `text` (after a form posts back to the same
+    /// address, the page before it has the same elements).
+    pub fn wait_source(&self, text: &str) {
+        let started = Instant::now();
+        while !self.source().contains(text) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no {text:?} in the page:\n{}",
+                self.source()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The element matching a CSS selector, waiting up to `secs` for it.
     pub fn find(&self, css: &str) -> String {
         let started = Instant::now();

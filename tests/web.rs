@@ -838,17 +838,7 @@ fn a_case_manager_withdraws_consent_and_erases_a_case_in_the_ui_issue_12() {
     b.click("#data-protection summary");
     b.click("input[name=org][value=mdm]");
     b.click("#withdraw-consent");
-    // The form posts and comes back to the same address: wait for the page that says so (the
-    // one before it has the same elements).
-    let started = Instant::now();
-    while !b.source().contains("Consentement retiré pour") {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{}",
-            b.source()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    b.wait_source("Consentement retiré pour");
     let r = setup.node_json("aicha", &["referral", "show", &referral[..12], "--json"]);
     assert_eq!(r["status"], "withdrawn", "{r}");
 

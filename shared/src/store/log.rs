@@ -333,18 +333,9 @@ pub(crate) fn build_indexes(db: &redb::Database) -> Result<u64, StoreError> {
     use redb::ReadableDatabase;
     let (statuses_ok, activity_ok) = {
         let tx = db.begin_read()?;
-        fn len<K: redb::Key + 'static, V: redb::Value + 'static>(
-            tx: &redb::ReadTransaction,
-            def: TableDefinition<K, V>,
-        ) -> Result<u64, StoreError> {
-            Ok(match super::read_table(tx, def)? {
-                Some(t) => t.len()?,
-                None => 0,
-            })
-        }
         (
-            len(&tx, BY_STATUS)? == 2 * len(&tx, REFERRALS)?,
-            len(&tx, CASES_BY_ACTIVITY)? == len(&tx, CASES)?,
+            super::table_len(&tx, BY_STATUS)? == 2 * super::table_len(&tx, REFERRALS)?,
+            super::table_len(&tx, CASES_BY_ACTIVITY)? == super::table_len(&tx, CASES)?,
         )
     };
     if statuses_ok && activity_ok {

@@ -68,6 +68,18 @@ fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     }
 }
 
+/// The rows of a table (0 when it does not exist yet).
+fn table_len<K: redb::Key + 'static, V: redb::Value + 'static>(
+    tx: &redb::ReadTransaction,
+    def: redb::TableDefinition<K, V>,
+) -> Result<u64, StoreError> {
+    use redb::ReadableTableMetadata;
+    match read_table(tx, def)? {
+        Some(t) => Ok(t.len()?),
+        None => Ok(0),
+    }
+}
+
 /// Why the store could not do what was asked. redb's own errors are kept whole (with their
 /// sources), one variant per redb error type.
 #[derive(Debug, thiserror::Error)]

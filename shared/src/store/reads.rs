@@ -2,7 +2,7 @@
 //! heads, events and log ranges, verdicts, case and referral records, inboxes and outboxes,
 //! counts, equivocation evidence, key shares, node-local settings, links and report rows.
 
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 
 use super::log::{
     BY_ORG, CASES, EQUIVOCATIONS, EVENTS, HEADS, Id, LINK_CASE_EVENT, LINK_REFERRAL, LINK_STEP,
@@ -251,21 +251,14 @@ impl Store {
     pub fn log_counts(&self) -> Result<LogCounts, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
-        fn count<K: redb::Key + 'static, V: redb::Value + 'static>(
-            tx: &redb::ReadTransaction,
-            def: TableDefinition<K, V>,
-        ) -> Result<u64, StoreError> {
-            match super::read_table(tx, def)? {
-                Some(t) => Ok(t.len()?),
-                None => Ok(0),
-            }
-        }
         Ok(LogCounts {
-            events: count(&tx, EVENTS)?,
-            held: count(&tx, super::held::HELD)? + count(&tx, super::held::HELD_STRANGERS)?,
-            waiting: count(&tx, WAITING)? + count(&tx, super::maps::MAP_WAITING)?,
-            equivocations: count(&tx, EQUIVOCATIONS)?,
-            unread: count(&tx, UNREAD)?,
+            events: super::table_len(&tx, EVENTS)?,
+            held: super::table_len(&tx, super::held::HELD)?
+                + super::table_len(&tx, super::held::HELD_STRANGERS)?,
+            waiting: super::table_len(&tx, WAITING)?
+                + super::table_len(&tx, super::maps::MAP_WAITING)?,
+            equivocations: super::table_len(&tx, EQUIVOCATIONS)?,
+            unread: super::table_len(&tx, UNREAD)?,
         })
     }
 
