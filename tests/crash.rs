@@ -253,3 +253,174 @@ fn each_acknowledged_case_once(cases: &[serde_json::Value], acknowledged: &[(usi
         assert_eq!(found[0]["name"], format!("Person{i}"));
     }
 }
+
+const MOVE_CHILD_ENV: &str = "PASSERELLE_MOVE_CHILD_DB";
+/// Events in the store the move test moves: five chunks and a part.
+const MOVE_EVENTS: usize = 5 * passerelle_core::store::MOVE_CHUNK_EVENTS + 1_000;
+
+/// The move test's child: opens the store (which moves it to the current format) and says so.
+/// Does nothing in a normal run.
+#[test]
+fn move_child_entry_point() {
+    let Some(path) = std::env::var_os(MOVE_CHILD_ENV) else {
+        return;
+    };
+    println!("OPENING");
+    let store = Store::open(std::path::Path::new(&path)).unwrap_or_else(|e| panic!("{e}"));
+    println!("OPENED {}", store.format_report().moved);
+}
+
+/// Issue 13: a store written in format 1 moves to format 2 when it opens. Killed with SIGKILL
+/// again and again while it moves, it never holds an event twice or loses one; a format-1
+/// binary is kept out from the first commit on, with an error naming the newer format; and
+/// the moved store holds every event, verdict and log as before.
+#[test]
+fn a_store_killed_while_it_moves_to_format_2_loses_nothing() {
+    let sim = Sim::new(
+        crate::events::SAMPLE,
+        &["mas", "mdm"],
+        &[("mas1", "mas"), ("mdm1", "mdm"), ("reader", "mas")],
+        now(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("reader.redb");
+    let events = sim
+        .history_with(&[("mas1", "mdm1")], MOVE_EVENTS / 5, 0, true, now())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let before = {
+        let mut engine = sim
+            .engine("reader", dir.path(), true, now())
+            .unwrap_or_else(|e| panic!("{e}"));
+        for chunk in events.chunks(4_096) {
+            let got = engine
+                .receive(chunk, now())
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(got.admitted.len(), chunk.len());
+        }
+        held_now(engine.store(), &events)
+    };
+    let moved =
+        passerelle_core::store::write_back_to_format_1(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(moved as usize, events.len());
+    assert_eq!(
+        passerelle_core::store::move_state(&path).unwrap_or_else(|e| panic!("{e}")),
+        (events.len() as u64, 0)
+    );
+
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    let (mut kills, mut half_way, mut wait) = (0, 0, Duration::from_millis(2));
+    loop {
+        if run_child_to_open(&exe, &path, wait) {
+            break;
+        }
+        kills += 1;
+        let (old, new) =
+            passerelle_core::store::move_state(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            old + new,
+            events.len() as u64,
+            "kill {kills}: every event is in exactly one format ({old} + {new})"
+        );
+        if old > 0 && new > 0 {
+            half_way += 1;
+            assert_format_1_binary_is_kept_out(&path);
+        }
+        wait = wait * 3 / 2;
+        assert!(kills < 60, "the move never finished");
+    }
+    assert!(half_way >= 1, "no kill landed half-way ({kills} kills)");
+    assert_format_1_binary_is_kept_out(&path);
+    let store = Store::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.format_report().moved, 0, "nothing is left to move");
+    assert_eq!(held_now(&store, &events), before);
+    eprintln!("{kills} kills, {half_way} half-way");
+}
+
+/// What a store holds of `events`: each one's bytes and verdict, each author's log, the counts.
+fn held_now(store: &Store, events: &[passerelle_core::event::Event]) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in events {
+        let stored = store.event(&e.id()).unwrap_or_else(|x| panic!("{x}"));
+        let verdict = store.verdict(&e.id()).unwrap_or_else(|x| panic!("{x}"));
+        assert!(stored.is_some() && verdict.is_some(), "event and verdict");
+        out.push(format!(
+            "{:?} {:?}",
+            stored.map(|s| s.encode()),
+            verdict.map(|v| v.is_valid())
+        ));
+    }
+    for (author, seq, head) in store.heads().unwrap_or_else(|x| panic!("{x}")) {
+        let log = store.log_range(&author, 1, usize::MAX).unwrap_or_default();
+        assert_eq!(log.len() as u64, seq);
+        out.push(format!("{seq} {}", head.to_hex()));
+    }
+    out.push(format!(
+        "{:?}",
+        store.log_counts().unwrap_or_else(|x| panic!("{x}"))
+    ));
+    out
+}
+
+/// Runs the child until it opened the store (true) or `wait` passed after it began opening,
+/// then kills it with SIGKILL (false).
+fn run_child_to_open(exe: &std::path::Path, db: &std::path::Path, wait: Duration) -> bool {
+    let mut child = Command::new(exe)
+        .args([
+            "--exact",
+            "crash::move_child_entry_point",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(MOVE_CHILD_ENV, db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("stdout"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The test harness prints its own lines first.
+    loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line.ends_with("OPENING") => break,
+            Ok(_) => {}
+            Err(e) => panic!("the child did not start opening: {e}"),
+        }
+    }
+    let opened = match rx.recv_timeout(wait) {
+        Ok(line) => {
+            assert!(line.starts_with("OPENED"), "{line}");
+            true
+        }
+        Err(_) => {
+            child.kill().unwrap_or_else(|e| panic!("kill: {e}")); // SIGKILL
+            false
+        }
+    };
+    let _ = child.wait();
+    let _ = reader.join();
+    opened
+}
+
+/// What a format-1 binary does when it opens the store: its events table has other types, so
+/// the open fails, and the error says why.
+fn assert_format_1_binary_is_kept_out(db: &std::path::Path) {
+    const EVENTS_V1: redb::TableDefinition<[u8; 32], &[u8]> =
+        redb::TableDefinition::new("events-1");
+    use redb::ReadableDatabase;
+    let redb = redb::Database::open(db).unwrap_or_else(|e| panic!("{e}"));
+    let tx = redb.begin_read().unwrap_or_else(|e| panic!("{e}"));
+    let error = tx
+        .open_table(EVENTS_V1)
+        .err()
+        .unwrap_or_else(|| panic!("a format-1 binary opened the events table"));
+    assert!(
+        error.to_string().contains("passerelle store format 2"),
+        "{error}"
+    );
+}

@@ -328,16 +328,16 @@ struct RawParts {
 const RAW: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("raw");
 
 /// The rows a referral's append writes: (table, key shape, value bytes; `EVENT` for the
-/// event's own bytes). Mirrors the store (event, its log position and the author's head, its verdict, the referral
-/// record, inbox and outbox rows and their rows by status, the case link, the case record and
+/// event's own bytes). Mirrors the store (the event under its rising position, its id row with
+/// the verdict beside it, its log position and the author's head, the referral record, inbox and outbox rows and their rows by status, the case link, the case record and
 /// its row by last activity, the report row), with keys shaped alike: random where the store
 /// keys by event id, rising where it keys by sequence or time, one fixed key where it updates
 /// one case. (The case's earlier activity row, which the store also takes out, is not.)
 const VIEW_ROWS: [(&str, KeyShape, usize); 13] = [
-    ("events", KeyShape::Random, EVENT),
+    ("events", KeyShape::Rising, EVENT),
+    ("event_ids", KeyShape::Random, 12),
     ("log", KeyShape::Rising, 32),
     ("heads", KeyShape::Fixed, 48),
-    ("verdicts", KeyShape::Random, 4),
     ("referrals", KeyShape::Random, 260),
     ("by_org", KeyShape::Rising, 0),
     ("by_org", KeyShape::Rising, 0),

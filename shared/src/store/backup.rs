@@ -19,8 +19,8 @@ use super::META_READ_ONLY;
 use super::audit::AUDIT;
 use super::config_store::CONFIG;
 use super::log::{
-    BY_ORG, CASES, EQUIVOCATIONS, EVENTS, HEADS, LINKS, LOG, MAP_EVENTS, MAP_HASHES, MAPS, META,
-    REFERRALS, REPORT_INDEX, SHARES, UNREAD, VERDICTS, WAITING,
+    BY_ORG, CASES, EQUIVOCATIONS, EVENT_IDS, EVENTS, HEADS, LINKS, LOG, MAP_EVENTS, MAP_HASHES,
+    MAPS, META, REFERRALS, REPORT_INDEX, SHARES, UNREAD, WAITING,
 };
 use super::org_keys::ORG_KEYS;
 use super::users::USERS;
@@ -111,9 +111,9 @@ impl Store {
         copy(&src, &tx, CONFIG)?;
         copy(&src, &tx, ORG_KEYS)?;
         let events = copy(&src, &tx, EVENTS)?;
+        copy(&src, &tx, EVENT_IDS)?;
         copy(&src, &tx, LOG)?;
         copy(&src, &tx, HEADS)?;
-        copy(&src, &tx, VERDICTS)?;
         copy(&src, &tx, WAITING)?;
         copy(&src, &tx, super::held::HELD)?;
         copy(&src, &tx, super::requests::REQUESTS)?;

@@ -19,14 +19,16 @@ use crate::limits::EQUIVOCATIONS_PER_AUTHOR_MAX;
 
 pub(crate) type Id = [u8; 32];
 
-/// Every admitted event: id → wire bytes.
-pub(crate) const EVENTS: TableDefinition<Id, &[u8]> = TableDefinition::new("events-1");
+/// Every admitted event, under the local position it was stored at → its stored bytes.
+/// Positions only rise, so the events a transaction appends fill one run of leaves.
+pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events-2");
+/// Where each event is and what the fold judged: id → [`id_row`] (its position, then its
+/// verdict once folded). The only table an event adds a random-keyed row to.
+pub(crate) const EVENT_IDS: TableDefinition<Id, &[u8]> = TableDefinition::new("event_ids-2");
 /// Each author's log: (author key, seq) → event id.
 pub(crate) const LOG: TableDefinition<(Id, u64), Id> = TableDefinition::new("log-1");
 /// Each author's head: author key → (seq, event id, claimed configuration version).
 pub(crate) const HEADS: TableDefinition<Id, (u64, Id, u64)> = TableDefinition::new("heads-1");
-/// The fold's verdict on each folded event (presence means folded).
-pub(crate) const VERDICTS: TableDefinition<Id, &[u8]> = TableDefinition::new("verdicts-1");
 /// Events waiting for a dependency: (missing dependency, waiting event) → ().
 pub(crate) const WAITING: TableDefinition<(Id, Id), ()> = TableDefinition::new("waiting-1");
 /// Equivocation evidence: (author, seq, conflicting event id) → its wire bytes.
@@ -114,12 +116,55 @@ pub(crate) fn read_back(
     Ok(event)
 }
 
+/// An [`EVENT_IDS`] value: the event's position (8 bytes, big-endian), then the postcard
+/// verdict once it is folded (nothing before).
+pub(crate) fn id_row(pos: u64, verdict: Option<&Verdict>) -> Vec<u8> {
+    let mut row = pos.to_be_bytes().to_vec();
+    if let Some(verdict) = verdict {
+        row.extend_from_slice(&enc(verdict));
+    }
+    row
+}
+
+/// An [`EVENT_IDS`] value read back: (position, verdict if folded).
+pub(crate) fn split_row(row: &[u8]) -> Result<(u64, Option<Verdict>), StoreError> {
+    let verdict = &row[8.min(row.len())..];
+    let verdict = (!verdict.is_empty())
+        .then(|| dec(verdict, "verdict"))
+        .transpose()?;
+    Ok((row_pos(row)?, verdict))
+}
+
+/// The position in an [`EVENT_IDS`] value.
+fn row_pos(row: &[u8]) -> Result<u64, StoreError> {
+    row.first_chunk::<8>()
+        .map(|pos| u64::from_be_bytes(*pos))
+        .ok_or_else(|| StoreError::Corrupt("an event's position".into()))
+}
+
+/// An event's stored bytes, found through its id (works on read-only and open tables alike).
+pub(crate) fn stored<'e>(
+    ids: &impl ReadableTable<Id, &'static [u8]>,
+    events: &'e impl ReadableTable<u64, &'static [u8]>,
+    id: &EventId,
+) -> Result<Option<redb::AccessGuard<'e, &'static [u8]>>, StoreError> {
+    let Some(row) = ids.get(id.0)? else {
+        return Ok(None);
+    };
+    let pos = row_pos(row.value())?;
+    Ok(Some(events.get(pos)?.ok_or_else(|| {
+        StoreError::Corrupt(format!("event {} has no bytes", id.short()))
+    })?))
+}
+
 /// The tables of one write transaction.
 pub(crate) struct Tables<'t> {
-    pub events: redb::Table<'t, Id, &'static [u8]>,
+    pub events: redb::Table<'t, u64, &'static [u8]>,
+    pub ids: redb::Table<'t, Id, &'static [u8]>,
+    /// The position the next event stored in this transaction takes.
+    next_pos: u64,
     pub log: redb::Table<'t, (Id, u64), Id>,
     pub heads: redb::Table<'t, Id, (u64, Id, u64)>,
-    pub verdicts: redb::Table<'t, Id, &'static [u8]>,
     pub waiting: redb::Table<'t, (Id, Id), ()>,
     pub held: redb::Table<'t, (Id, u64, Id), &'static [u8]>,
     pub held_strangers: redb::Table<'t, (Id, u64, Id), &'static [u8]>,
@@ -152,11 +197,14 @@ const HEADER_CACHE_MAX: usize = 65_536;
 
 impl<'t> Tables<'t> {
     pub fn open(tx: &'t WriteTransaction) -> Result<Self, StoreError> {
+        let events = tx.open_table(EVENTS)?;
+        let next_pos = events.last()?.map_or(0, |(pos, _)| pos.value() + 1);
         Ok(Self {
-            events: tx.open_table(EVENTS)?,
+            events,
+            ids: tx.open_table(EVENT_IDS)?,
+            next_pos,
             log: tx.open_table(LOG)?,
             heads: tx.open_table(HEADS)?,
-            verdicts: tx.open_table(VERDICTS)?,
             waiting: tx.open_table(WAITING)?,
             held: tx.open_table(super::held::HELD)?,
             held_strangers: tx.open_table(super::held::HELD_STRANGERS)?,
@@ -184,10 +232,34 @@ impl<'t> Tables<'t> {
     }
 
     pub(crate) fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
-        match self.events.get(id.0)? {
+        match stored(&self.ids, &self.events, id)? {
             Some(bytes) => read_back(id, Event::decode_stored(bytes.value())).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Stores an admitted event at the next position.
+    fn store_event(&mut self, id: &EventId, bytes: &[u8]) -> Result<(), StoreError> {
+        let pos = self.next_pos;
+        self.events.insert(pos, bytes)?;
+        self.ids.insert(id.0, id_row(pos, None).as_slice())?;
+        self.next_pos += 1;
+        Ok(())
+    }
+
+    /// Rewrites a stored event in place (its body pruned), keeping its position and verdict.
+    pub(crate) fn replace_event(&mut self, id: &EventId, bytes: &[u8]) -> Result<(), StoreError> {
+        let pos = self.position(id)?;
+        self.events.insert(pos, bytes)?;
+        Ok(())
+    }
+
+    fn position(&self, id: &EventId) -> Result<u64, StoreError> {
+        let row = self
+            .ids
+            .get(id.0)?
+            .ok_or_else(|| StoreError::Corrupt(format!("event {} is not stored", id.short())))?;
+        row_pos(row.value())
     }
 
     /// The events linked to a case or referral with the given link kind.
@@ -277,16 +349,20 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
+    /// Keeps the fold's verdict beside the event's position (the row the append just wrote,
+    /// so in the same transaction its page is written once).
     fn put_verdict(&mut self, id: &EventId, verdict: &Verdict) -> Result<(), StoreError> {
-        self.verdicts.insert(id.0, enc(verdict).as_slice())?;
+        let pos = self.position(id)?;
+        self.ids
+            .insert(id.0, id_row(pos, Some(verdict)).as_slice())?;
         Ok(())
     }
 
     fn verdict_of(&self, id: &EventId) -> Result<Option<Verdict>, StoreError> {
-        self.verdicts
-            .get(id.0)?
-            .map(|b| dec(b.value(), "verdict"))
-            .transpose()
+        match self.ids.get(id.0)? {
+            Some(row) => Ok(split_row(row.value())?.1),
+            None => Ok(None),
+        }
     }
 }
 
@@ -440,7 +516,11 @@ impl FoldStore for TxStore<'_, '_> {
     }
 
     fn is_folded(&self, id: &EventId) -> Result<bool, StoreError> {
-        Ok(self.t.verdicts.get(id.0)?.is_some())
+        Ok(self
+            .t
+            .ids
+            .get(id.0)?
+            .is_some_and(|row| row.value().len() > 8))
     }
 
     fn put_verdict(&mut self, id: &EventId, verdict: &Verdict) -> Result<(), StoreError> {
@@ -548,9 +628,7 @@ impl FoldStore for TxStore<'_, '_> {
         if let Some(event) = self.t.event(id)?
             && event.body().is_some()
         {
-            self.t
-                .events
-                .insert(id.0, event.pruned().encode().as_slice())?;
+            self.t.replace_event(id, &event.pruned().encode())?;
         }
         Ok(())
     }
@@ -610,8 +688,7 @@ impl<'a, 't> Ingest<'a, 't> {
         let h = event.header();
         match &admission {
             Admission::Admit => {
-                let bytes = event.encode();
-                self.t.events.insert(event.id().0, bytes.as_slice())?;
+                self.t.store_event(&event.id(), &event.encode())?;
                 self.t.log.insert((h.author, h.seq), event.id().0)?;
                 self.t
                     .heads
@@ -947,8 +1024,9 @@ fn observe_hlc(seen: &mut Hlc, hlc: Hlc) {
 pub(crate) fn max_hlc(db: &redb::Database) -> Result<Hlc, StoreError> {
     use redb::ReadableDatabase;
     let tx = db.begin_read()?;
-    let (Some(heads), Some(events)) = (
+    let (Some(heads), Some(ids), Some(events)) = (
         super::read_table(&tx, HEADS)?,
+        super::read_table(&tx, EVENT_IDS)?,
         super::read_table(&tx, EVENTS)?,
     ) else {
         return Ok(Hlc::default());
@@ -956,7 +1034,7 @@ pub(crate) fn max_hlc(db: &redb::Database) -> Result<Hlc, StoreError> {
     let mut max = Hlc::default();
     for row in heads.iter()? {
         let (_, id, _) = row?.1.value();
-        if let Some(bytes) = events.get(id)? {
+        if let Some(bytes) = stored(&ids, &events, &Hash32(id))? {
             let event = Event::decode(bytes.value())
                 .map_err(|e| StoreError::Corrupt(format!("event: {e}")))?;
             max = max.max(event.header().hlc);

@@ -262,9 +262,7 @@ impl TxStore<'_, '_> {
             })
             .unwrap_or(false);
             if held {
-                self.t
-                    .events
-                    .insert(id.0, event.pruned().encode().as_slice())?;
+                self.t.replace_event(&id, &event.pruned().encode())?;
             }
         }
         Ok(())

@@ -8,6 +8,7 @@
 mod audit;
 mod backup;
 mod config_store;
+mod format;
 mod held;
 mod log;
 mod maps;
@@ -24,6 +25,9 @@ pub use crate::fold::{FoldKeys, decrypt_event};
 pub use audit::AuditEntry;
 pub use backup::BACKUP_MAGIC;
 pub use config_store::ApplyOutcome;
+pub use format::{FormatReport, MOVE_CHUNK_EVENTS, STORE_FORMAT};
+#[cfg(feature = "sim")]
+pub use format::{move_state, write_back_to_format_1};
 pub use log::{IngestReport, LocalRefusal, LogCounts, META_READ_ONLY};
 pub use org_keys::ImportOutcome;
 pub use requests::{RequestId, RequestRecord};
@@ -178,6 +182,8 @@ pub struct Store {
     pub(crate) map_cache: maps::MapCache,
     /// The idempotency key of the request being carried out, recorded with its events.
     pub(crate) pending_request: Option<requests::RequestId>,
+    /// What opening did to the store's format.
+    pub(crate) opened: FormatReport,
 }
 
 impl Store {
@@ -203,6 +209,7 @@ impl Store {
         let db = redb::Database::builder()
             .set_cache_size(mib * 1024 * 1024)
             .create(path)?;
+        let moved = format::bring_up(&db)?;
         held::drop_v1(&db)?;
         log::build_indexes(&db)?;
         let config = config_store::load(&db)?;
@@ -213,7 +220,13 @@ impl Store {
             hlc_seen,
             map_cache: maps::MapCache::default(),
             pending_request: None,
+            opened: moved,
         })
+    }
+
+    /// What opening did to the store's format (events moved from format 1).
+    pub fn format_report(&self) -> FormatReport {
+        self.opened
     }
 
     /// The configuration chain held.

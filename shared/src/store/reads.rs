@@ -5,9 +5,9 @@
 use redb::{ReadableTable, TableDefinition};
 
 use super::log::{
-    BY_ORG, CASES, EQUIVOCATIONS, EVENTS, HEADS, Id, LINK_CASE_EVENT, LINK_REFERRAL, LINK_STEP,
-    LINKS, LOG, LogCounts, META, REFERRALS, REPORT_INDEX, SHARES, UNREAD, VERDICTS, WAITING,
-    read_back,
+    BY_ORG, CASES, EQUIVOCATIONS, EVENT_IDS, EVENTS, HEADS, Id, LINK_CASE_EVENT, LINK_REFERRAL,
+    LINK_STEP, LINKS, LOG, LogCounts, META, REFERRALS, REPORT_INDEX, SHARES, UNREAD, WAITING,
+    read_back, split_row, stored,
 };
 use super::{Store, StoreError, decode as dec};
 use crate::config::Hash32;
@@ -48,10 +48,13 @@ impl Store {
     pub fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
-        let Some(table) = super::read_table(&tx, EVENTS)? else {
+        let (Some(ids), Some(events)) = (
+            super::read_table(&tx, EVENT_IDS)?,
+            super::read_table(&tx, EVENTS)?,
+        ) else {
             return Ok(None);
         };
-        match table.get(id.0)? {
+        match stored(&ids, &events, id)? {
             Some(bytes) => read_back(id, Event::decode(bytes.value())).map(Some),
             None => Ok(None),
         }
@@ -81,8 +84,9 @@ impl Store {
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
-        let (Some(log), Some(events)) = (
+        let (Some(log), Some(ids), Some(events)) = (
             super::read_table(&tx, LOG)?,
+            super::read_table(&tx, EVENT_IDS)?,
             super::read_table(&tx, EVENTS)?,
         ) else {
             return Ok(Vec::new());
@@ -93,7 +97,7 @@ impl Store {
                 break;
             }
             let (key, id) = row?;
-            if let Some(bytes) = events.get(id.value())? {
+            if let Some(bytes) = stored(&ids, &events, &Hash32(id.value()))? {
                 out.push((key.value().1, bytes.value().to_vec()));
             }
         }
@@ -104,13 +108,13 @@ impl Store {
     pub fn verdict(&self, id: &EventId) -> Result<Option<Verdict>, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
-        let Some(table) = super::read_table(&tx, VERDICTS)? else {
+        let Some(table) = super::read_table(&tx, EVENT_IDS)? else {
             return Ok(None);
         };
-        table
-            .get(id.0)?
-            .map(|b| dec(b.value(), "verdict"))
-            .transpose()
+        match table.get(id.0)? {
+            Some(row) => Ok(split_row(row.value())?.1),
+            None => Ok(None),
+        }
     }
 
     /// A case's clear record.
@@ -252,7 +256,7 @@ impl Store {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
         Ok(LogCounts {
-            events: super::table_len(&tx, EVENTS)?,
+            events: super::table_len(&tx, EVENT_IDS)?,
             held: super::table_len(&tx, super::held::HELD)?
                 + super::table_len(&tx, super::held::HELD_STRANGERS)?,
             waiting: super::table_len(&tx, WAITING)?
