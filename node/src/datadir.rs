@@ -144,7 +144,16 @@ impl DataDir {
     pub fn store_with_cache(&self, cache_mib: usize) -> Result<Store> {
         self.public()?;
         self.keep_private()?;
-        Ok(Store::open_with_cache(&self.store_path(), cache_mib)?)
+        let store = Store::open_with_cache(&self.store_path(), cache_mib)?;
+        let moved = store.format_report().moved;
+        if moved > 0 {
+            // Once per node, on the first open by this version: a count, nothing personal.
+            eprintln!(
+                "passerelle: the node's database moved to store format {} ({moved} events)",
+                passerelle_core::store::STORE_FORMAT
+            );
+        }
+        Ok(store)
     }
 
     /// The directory 0700, the files directly in it 0600: only this node's user reads them.
