@@ -147,6 +147,9 @@ pub fn run(dir: &Path, events: u64, figures: &mut Vec<Figure>, json: bool) -> Re
         // The first checkpoint is 100,000; then the multiples of the step.
         target = ((target / step + 1) * step).min(events);
     }
+    if !json {
+        print_table_sizes(&engine, &fill.path)?;
+    }
     let (first, last) = (points[0], points[points.len() - 1]);
     for figure in figures_of(first, last) {
         report(figures, figure, json);
@@ -364,4 +367,34 @@ fn figures_of(first: Point, last: Point) -> Vec<Figure> {
         latency(name, of, target_ms, &target)
     }));
     figures
+}
+
+/// Where the file's bytes are: each table's rows, the bytes its leaves hold, the pages it takes
+/// and the unused bytes in them (redb's accounting), then the file beside the pages in tables.
+fn print_table_sizes(engine: &Engine, path: &Path) -> Result<()> {
+    const PAGE_BYTES: u64 = 4096;
+    let sizes = engine.store().table_sizes()?;
+    eprintln!(
+        "[scale] where the bytes are (table | rows | bytes stored | pages × 4 KiB | unused in those pages)"
+    );
+    let mb = |b: u64| b as f64 / 1e6;
+    for t in sizes.iter().filter(|t| t.rows > 0) {
+        eprintln!(
+            "[scale]   {:<24} {:>10} | {:>9.1} MB | {:>9.1} MB | {:>8.1} MB",
+            t.name,
+            t.rows,
+            mb(t.stored_bytes),
+            mb(t.pages * PAGE_BYTES),
+            mb(t.fragmented_bytes)
+        );
+    }
+    let in_tables: u64 = sizes.iter().map(|t| t.pages * PAGE_BYTES).sum();
+    let stored: u64 = sizes.iter().map(|t| t.stored_bytes).sum();
+    eprintln!(
+        "[scale]   file {:.1} MB; pages in tables {:.1} MB, holding {:.1} MB; the rest is free pages and redb's own",
+        mb(std::fs::metadata(path)?.len()),
+        mb(in_tables),
+        mb(stored)
+    );
+    Ok(())
 }

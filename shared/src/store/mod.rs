@@ -30,6 +30,7 @@ pub use format::{FormatReport, MOVE_CHUNK_EVENTS, STORE_FORMAT};
 pub use format::{move_state, write_back_to_format_1};
 pub use log::{IngestReport, LocalRefusal, LogCounts, META_READ_ONLY};
 pub use org_keys::ImportOutcome;
+pub use reads::TableSize;
 pub use requests::{RequestId, RequestRecord};
 pub use users::{USER_NAME_MAX_BYTES, User, UserRole, verify_password};
 

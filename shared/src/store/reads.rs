@@ -266,6 +266,28 @@ impl Store {
         })
     }
 
+    /// What each table takes in the file, largest first (redb's own accounting: the bytes
+    /// stored in leaves, the pages the tree takes, and the bytes in them that hold nothing).
+    pub fn table_sizes(&self) -> Result<Vec<TableSize>, StoreError> {
+        use redb::{ReadableDatabase, ReadableTableMetadata, TableHandle};
+        let tx = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for handle in tx.list_tables()? {
+            let name = handle.name().to_string();
+            let table = tx.open_untyped_table(handle)?;
+            let stats = table.stats()?;
+            out.push(TableSize {
+                name,
+                rows: table.len()?,
+                stored_bytes: stats.stored_bytes(),
+                pages: stats.leaf_pages() + stats.branch_pages(),
+                fragmented_bytes: stats.fragmented_bytes(),
+            });
+        }
+        out.sort_by(|a, b| b.pages.cmp(&a.pages));
+        Ok(out)
+    }
+
     /// The authors flagged for equivocation, with the sequence numbers involved.
     pub fn equivocations(&self) -> Result<Vec<([u8; 32], u64, EventId)>, StoreError> {
         use redb::ReadableDatabase;
@@ -381,4 +403,17 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// What one table takes in the store's file ([`Store::table_sizes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSize {
+    pub name: String,
+    pub rows: u64,
+    /// Keys and values as stored in the leaves.
+    pub stored_bytes: u64,
+    /// Leaf and branch pages.
+    pub pages: u64,
+    /// Bytes in those pages that hold nothing.
+    pub fragmented_bytes: u64,
 }
