@@ -284,7 +284,7 @@ impl Store {
                 fragmented_bytes: stats.fragmented_bytes(),
             });
         }
-        out.sort_by(|a, b| b.pages.cmp(&a.pages));
+        out.sort_by_key(|t| std::cmp::Reverse(t.pages));
         Ok(out)
     }
 
