@@ -19,8 +19,9 @@ use std::cmp::Ordering;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle, TypeName};
 
-use super::log::{EVENT_IDS, EVENTS, Id, META, id_row};
-use super::{StoreError, decode as dec};
+use super::log::{EVENT_IDS, EVENTS, Id, META};
+use super::{StoreError, decode as dec, encode as enc};
+use crate::event::EventId;
 use crate::fold::Verdict;
 
 /// The format this binary writes and reads.
@@ -74,6 +75,47 @@ impl redb::Key for Moved {
     fn compare(_: &[u8], _: &[u8]) -> Ordering {
         Ordering::Equal
     }
+}
+
+/// An [`EVENT_IDS`] value: the event's position (8 bytes, big-endian), then the postcard
+/// verdict once it is folded (nothing before).
+pub(crate) fn id_row(pos: u64, verdict: Option<&Verdict>) -> Vec<u8> {
+    let mut row = pos.to_be_bytes().to_vec();
+    if let Some(verdict) = verdict {
+        row.extend_from_slice(&enc(verdict));
+    }
+    row
+}
+
+/// An [`EVENT_IDS`] value read back: (position, verdict if folded).
+pub(crate) fn split_row(row: &[u8]) -> Result<(u64, Option<Verdict>), StoreError> {
+    let verdict = &row[8.min(row.len())..];
+    let verdict = (!verdict.is_empty())
+        .then(|| dec(verdict, "verdict"))
+        .transpose()?;
+    Ok((row_pos(row)?, verdict))
+}
+
+/// The position in an [`EVENT_IDS`] value.
+pub(crate) fn row_pos(row: &[u8]) -> Result<u64, StoreError> {
+    row.first_chunk::<8>()
+        .map(|pos| u64::from_be_bytes(*pos))
+        .ok_or_else(|| StoreError::Corrupt("an event's position".into()))
+}
+
+/// An event's stored bytes, found through its id (works on read-only and open tables alike).
+pub(crate) fn stored<'e>(
+    ids: &impl ReadableTable<Id, &'static [u8]>,
+    events: &'e impl ReadableTable<u64, &'static [u8]>,
+    id: &EventId,
+) -> Result<Option<redb::AccessGuard<'e, &'static [u8]>>, StoreError> {
+    let Some(row) = ids.get(id.0)? else {
+        return Ok(None);
+    };
+    let pos = row_pos(row.value())?;
+    Ok(Some(events.get(pos)?.ok_or_else(|| {
+        StoreError::Corrupt(format!("event {} has no bytes", id.short()))
+    })?))
 }
 
 /// What opening did to the store's format.
@@ -197,13 +239,13 @@ pub fn write_back_to_format_1(path: &std::path::Path) -> Result<u64, StoreError>
         let mut old_verdicts = tx.open_table(VERDICTS_V1)?;
         for row in ids.iter()? {
             let (id, value) = row?;
-            let (pos, verdict) = super::log::split_row(value.value())?;
+            let (pos, verdict) = split_row(value.value())?;
             let Some(bytes) = events.get(pos)? else {
                 return Err(StoreError::Corrupt("an event's position".into()));
             };
             old.insert(id.value(), bytes.value())?;
             if let Some(verdict) = verdict {
-                old_verdicts.insert(id.value(), super::encode(&verdict).as_slice())?;
+                old_verdicts.insert(id.value(), enc(&verdict).as_slice())?;
             }
             moved += 1;
         }

@@ -6,6 +6,8 @@ use std::collections::BTreeSet;
 
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
+use super::format::{id_row, row_pos, split_row, stored};
+use super::indexes::index_status;
 use super::org_keys::ORG_KEYS;
 use super::{Store, StoreError};
 use crate::admission::{self, Admission, Hold, LogView, Refusal};
@@ -13,7 +15,7 @@ use crate::config::{ConfigState, Hash32};
 use crate::event::{Event, EventId, Header, Hlc};
 use crate::fold::{
     CaseRecord, Decrypted, Fold, FoldKeys, FoldStore, Link, Lookup, MapBody, MapFold,
-    ReferralRecord, Status, Verdict,
+    ReferralRecord, Verdict,
 };
 use crate::limits::EQUIVOCATIONS_PER_AUTHOR_MAX;
 
@@ -41,7 +43,7 @@ pub(crate) const REFERRALS: TableDefinition<Id, &[u8]> = TableDefinition::new("r
 /// Inbox and outbox: (organisation, 0 = received / 1 = sent, sent ms, referral id) → ().
 pub(crate) const BY_ORG: TableDefinition<(&str, u8, u64, Id), ()> =
     TableDefinition::new("referrals_by_org-1");
-/// Inbox and outbox by status: (organisation, 0 = received / 1 = sent, [`status_code`], sent
+/// Inbox and outbox by status: (organisation, 0 = received / 1 = sent, [`super::indexes::status_code`], sent
 /// ms, referral id) → (). A referral's rows move when its status does, so the open referrals
 /// of an organisation (and any one status) are read without scanning the rest.
 pub(crate) const BY_STATUS: TableDefinition<(&str, u8, u8, u64, Id), ()> =
@@ -114,47 +116,6 @@ pub(crate) fn read_back(
         )));
     }
     Ok(event)
-}
-
-/// An [`EVENT_IDS`] value: the event's position (8 bytes, big-endian), then the postcard
-/// verdict once it is folded (nothing before).
-pub(crate) fn id_row(pos: u64, verdict: Option<&Verdict>) -> Vec<u8> {
-    let mut row = pos.to_be_bytes().to_vec();
-    if let Some(verdict) = verdict {
-        row.extend_from_slice(&enc(verdict));
-    }
-    row
-}
-
-/// An [`EVENT_IDS`] value read back: (position, verdict if folded).
-pub(crate) fn split_row(row: &[u8]) -> Result<(u64, Option<Verdict>), StoreError> {
-    let verdict = &row[8.min(row.len())..];
-    let verdict = (!verdict.is_empty())
-        .then(|| dec(verdict, "verdict"))
-        .transpose()?;
-    Ok((row_pos(row)?, verdict))
-}
-
-/// The position in an [`EVENT_IDS`] value.
-fn row_pos(row: &[u8]) -> Result<u64, StoreError> {
-    row.first_chunk::<8>()
-        .map(|pos| u64::from_be_bytes(*pos))
-        .ok_or_else(|| StoreError::Corrupt("an event's position".into()))
-}
-
-/// An event's stored bytes, found through its id (works on read-only and open tables alike).
-pub(crate) fn stored<'e>(
-    ids: &impl ReadableTable<Id, &'static [u8]>,
-    events: &'e impl ReadableTable<u64, &'static [u8]>,
-    id: &EventId,
-) -> Result<Option<redb::AccessGuard<'e, &'static [u8]>>, StoreError> {
-    let Some(row) = ids.get(id.0)? else {
-        return Ok(None);
-    };
-    let pos = row_pos(row.value())?;
-    Ok(Some(events.get(pos)?.ok_or_else(|| {
-        StoreError::Corrupt(format!("event {} has no bytes", id.short()))
-    })?))
 }
 
 /// The tables of one write transaction.
@@ -364,84 +325,6 @@ impl<'t> Tables<'t> {
             None => Ok(None),
         }
     }
-}
-
-/// A referral's status as the [`BY_STATUS`] index keys it (stable: stored on disk).
-pub(crate) fn status_code(status: Status) -> u8 {
-    match status {
-        Status::Sent => 0,
-        Status::Acknowledged => 1,
-        Status::Accepted => 2,
-        Status::Declined => 3,
-        Status::Completed => 4,
-        Status::Withdrawn => 5,
-        Status::Invalid => 6,
-    }
-}
-
-/// Puts (`insert`) or takes out a referral's two [`BY_STATUS`] rows under `status`: the
-/// receiver's inbox and the sender's outbox.
-fn index_status(
-    table: &mut redb::Table<'_, (&'static str, u8, u8, u64, Id), ()>,
-    record: &ReferralRecord,
-    status: Status,
-    insert: bool,
-) -> Result<(), StoreError> {
-    let (code, ms, id) = (status_code(status), record.sent_at.ms, record.id.0);
-    for key in [
-        (record.receiver_org.as_str(), 0, code, ms, id),
-        (record.sender_org.as_str(), 1, code, ms, id),
-    ] {
-        if insert {
-            table.insert(key, ())?;
-        } else {
-            table.remove(key)?;
-        }
-    }
-    Ok(())
-}
-
-/// Builds an index again when it does not hold as many rows as it must: [`BY_STATUS`] two per
-/// referral, [`CASES_BY_ACTIVITY`] one per case (a store written before they existed, or
-/// restored from such a backup). One transaction, so a store killed half-way builds them again
-/// on the next open. Returns the rows written.
-pub(crate) fn build_indexes(db: &redb::Database) -> Result<u64, StoreError> {
-    use redb::ReadableDatabase;
-    let (statuses_ok, activity_ok) = {
-        let tx = db.begin_read()?;
-        (
-            super::table_len(&tx, BY_STATUS)? == 2 * super::table_len(&tx, REFERRALS)?,
-            super::table_len(&tx, CASES_BY_ACTIVITY)? == super::table_len(&tx, CASES)?,
-        )
-    };
-    if statuses_ok && activity_ok {
-        return Ok(0);
-    }
-    let tx = db.begin_write()?;
-    let mut rows = 0;
-    if !statuses_ok {
-        tx.delete_table(BY_STATUS)?;
-        let referrals = tx.open_table(REFERRALS)?;
-        let mut by_status = tx.open_table(BY_STATUS)?;
-        for row in referrals.iter()? {
-            let record: ReferralRecord = dec(row?.1.value(), "referral")?;
-            index_status(&mut by_status, &record, record.status, true)?;
-            rows += 2;
-        }
-    }
-    if !activity_ok {
-        tx.delete_table(CASES_BY_ACTIVITY)?;
-        let cases = tx.open_table(CASES)?;
-        let mut by_activity = tx.open_table(CASES_BY_ACTIVITY)?;
-        for row in cases.iter()? {
-            let record = decode_case(row?.1.value())?;
-            let at = record.last_activity;
-            by_activity.insert((at.ms, at.counter, record.id.0), ())?;
-            rows += 1;
-        }
-    }
-    tx.commit()?;
-    Ok(rows)
 }
 
 /// Admission's view of the log, over the open tables (heads move as a batch is admitted).

@@ -10,6 +10,7 @@ mod backup;
 mod config_store;
 mod format;
 mod held;
+mod indexes;
 mod log;
 mod maps;
 mod org_keys;
@@ -212,7 +213,7 @@ impl Store {
             .create(path)?;
         let moved = format::bring_up(&db)?;
         held::drop_v1(&db)?;
-        log::build_indexes(&db)?;
+        indexes::build_indexes(&db)?;
         let config = config_store::load(&db)?;
         let hlc_seen = log::max_hlc(&db)?;
         Ok(Self {

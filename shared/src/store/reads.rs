@@ -4,10 +4,11 @@
 
 use redb::{ReadableTable, TableDefinition};
 
+use super::format::{split_row, stored};
 use super::log::{
     BY_ORG, CASES, EQUIVOCATIONS, EVENT_IDS, EVENTS, HEADS, Id, LINK_CASE_EVENT, LINK_REFERRAL,
     LINK_STEP, LINKS, LOG, LogCounts, META, REFERRALS, REPORT_INDEX, SHARES, UNREAD, WAITING,
-    read_back, split_row, stored,
+    read_back,
 };
 use super::{Store, StoreError, decode as dec};
 use crate::config::Hash32;
@@ -236,7 +237,7 @@ impl Store {
         let dir = u8::from(sent);
         let mut found: Vec<(u64, Id)> = Vec::new();
         for status in statuses {
-            let code = super::log::status_code(*status);
+            let code = super::indexes::status_code(*status);
             let rows = table
                 .range((org, dir, code, 0, [0u8; 32])..=(org, dir, code, u64::MAX, [255u8; 32]))?;
             for row in rows.rev().take(limit) {
