@@ -178,7 +178,8 @@ pub(crate) fn bring_up(db: &Database) -> Result<FormatReport, StoreError> {
         tx.commit()?;
     }
     let mut report = FormatReport::default();
-    while move_chunk(db, &mut report)? {}
+    let moving = named(EVENTS_MOVING.name()) || (format < STORE_FORMAT && named(EVENTS_V1.name()));
+    while moving && move_chunk(db, &mut report)? {}
     Ok(report)
 }
 
