@@ -127,7 +127,7 @@ fn single_append(
     raw: &RawParts,
     n: usize,
     event_bytes: usize,
-) -> Result<[Figure; 2]> {
+) -> Result<[Figure; 3]> {
     let (mut ours, mut commits, mut encrypts, mut signs, mut floors) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..n {
@@ -168,8 +168,9 @@ fn single_append(
     };
 
     // What the store must write per referral bounds the ratio above: its event and the views
-    // the event changes commit together, thirteen rows in eleven tables, and a durable commit's cost
-    // grows with the pages it dirties. No target: it explains the figure above.
+    // the event changes commit together, thirteen rows in twelve tables, and a durable commit's
+    // cost grows with the pages it dirties. Issue 13: that floor ≥ 0.9 × the baseline, and the
+    // append ≥ 0.9 × the floor (what admission, the fold and the views' reads cost on top).
     let floor_total = floor + encrypt + sign;
     let floor_figure = Figure {
         section: "event log".into(),
@@ -182,10 +183,21 @@ fn single_append(
         baseline_name: "the single append's baseline above".into(),
         baseline,
         ratio: baseline / floor_total,
-        target: "none: the best ratio the single append can reach".into(),
-        met: None,
+        target: "ratio ≥ 0.9".into(),
+        met: Some(baseline / floor_total >= 0.9),
     };
-    Ok([append, floor_figure])
+    let over_floor = Figure {
+        section: "event log".into(),
+        name: "single durable append beside the floor of its layout".into(),
+        unit: "µs/event".into(),
+        value: ours,
+        baseline_name: "the floor above".into(),
+        baseline: floor_total,
+        ratio: floor_total / ours,
+        target: "ratio ≥ 0.9".into(),
+        met: Some(floor_total / ours >= 0.9),
+    };
+    Ok([append, floor_figure, over_floor])
 }
 
 /// Batched appends beside raw age, signatures and one commit per batch.
