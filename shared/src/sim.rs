@@ -253,8 +253,21 @@ impl Sim {
         org_keys: bool,
         now: OffsetDateTime,
     ) -> Result<Engine, SimError> {
+        let cache = crate::limits::STORE_CACHE_MIB_DEFAULT;
+        self.engine_with_cache(name, path, org_keys, cache, now)
+    }
+
+    /// [`Sim::engine_at`] with a store page cache of `cache_mib` MiB.
+    pub fn engine_with_cache(
+        &self,
+        name: &str,
+        path: &Path,
+        org_keys: bool,
+        cache_mib: usize,
+        now: OffsetDateTime,
+    ) -> Result<Engine, SimError> {
         let node = self.node(name)?;
-        let mut store = Store::open(path)?;
+        let mut store = Store::open_with_cache(path, cache_mib)?;
         store.apply_config(&self.files, now)?;
         let mut engine = Engine::open(store, node.secrets.clone(), &node.org)?;
         if org_keys {

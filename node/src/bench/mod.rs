@@ -36,7 +36,13 @@ pub struct Figure {
 
 /// Runs the sections (`only`: one of them); `events` is the size the scale section fills a
 /// store to (default 1,000,000, or 200,000 with `quick`).
-pub fn run(quick: bool, json: bool, only: Option<&str>, events: Option<u64>) -> Result<()> {
+pub fn run(
+    quick: bool,
+    json: bool,
+    only: Option<&str>,
+    events: Option<u64>,
+    cache_mib: usize,
+) -> Result<()> {
     let dir = tempfile::tempdir().context("a temporary directory for the benchmark")?;
     let mut figures = Vec::new();
     if !json {
@@ -78,7 +84,7 @@ pub fn run(quick: bool, json: bool, only: Option<&str>, events: Option<u64>) -> 
     if wanted("scale") {
         let path = section_dir("scale")?;
         let events = events.unwrap_or(if quick { 200_000 } else { 1_000_000 });
-        scale::run(&path, events, &mut figures, json)?;
+        scale::run(&path, events, cache_mib, &mut figures, json)?;
         std::fs::remove_dir_all(&path).context("removing the scale section's files")?;
     }
     if json {

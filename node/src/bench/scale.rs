@@ -69,9 +69,17 @@ struct Fill {
     held: u64,
     encoded_bytes: u64,
     a_case: Option<passerelle_core::event::EventId>,
+    /// The store's page cache, MiB.
+    cache_mib: usize,
 }
 
-pub fn run(dir: &Path, events: u64, figures: &mut Vec<Figure>, json: bool) -> Result<()> {
+pub fn run(
+    dir: &Path,
+    events: u64,
+    cache_mib: usize,
+    figures: &mut Vec<Figure>,
+    json: bool,
+) -> Result<()> {
     let events = events.max(FIRST * 2);
     let now = OffsetDateTime::now_utc();
     let sim = Sim::new(
@@ -107,13 +115,16 @@ pub fn run(dir: &Path, events: u64, figures: &mut Vec<Figure>, json: bool) -> Re
         encoded_bytes: 0,
         a_case: None,
         sim,
+        cache_mib,
     };
     let step = if events >= 2_000_000 {
         1_000_000
     } else {
         (events / 5).max(FIRST)
     };
-    let mut engine = fill.sim.engine_at(READER, &fill.path, true, now)?;
+    let mut engine = fill
+        .sim
+        .engine_with_cache(READER, &fill.path, true, cache_mib, now)?;
     if !json {
         eprintln!(
             "[scale] filling {READER}'s store to {events} events (events held | ingest rate since the last row | bytes on disk per event (encoded) | resident memory)"
@@ -215,7 +226,7 @@ fn measure(fill: &Fill, engine: Engine, rate: f64, reads: bool) -> Result<(Engin
     drop(engine);
     let node = fill.sim.node(READER)?;
     let started = Instant::now();
-    let store = Store::open(&fill.path)?;
+    let store = Store::open_with_cache(&fill.path, fill.cache_mib)?;
     let engine = Engine::open(store, node.secrets.clone(), &node.org)?;
     point.startup = started.elapsed();
     let now = OffsetDateTime::now_utc();

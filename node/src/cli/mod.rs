@@ -177,6 +177,10 @@ pub enum Command {
         /// default 1,000,000, 200,000 with --quick).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(200_000..=100_000_000))]
         events: Option<u64>,
+        /// The page cache of the scale section's store in MiB (4 to 16384; default the
+        /// store's own, as `run --cache-mib`).
+        #[arg(long, value_name = "MIB", default_value_t = CACHE_MIB_DEFAULT, value_parser = clap::value_parser!(u16).range(4..=16384))]
+        cache_mib: u16,
     },
     /// Fuzz the decoders and fold inputs: run a target (or `all`, one after another) for a
     /// given time; crashing inputs are saved and the exit code is non-zero.
@@ -804,7 +808,8 @@ pub fn run(cli: Cli) -> Result<()> {
             json,
             only,
             events,
-        } => crate::bench::run(quick, json, only.as_deref(), events),
+            cache_mib,
+        } => crate::bench::run(quick, json, only.as_deref(), events, usize::from(cache_mib)),
         Command::Demo { exit, dir } => crate::demo::run(dir, exit),
         Command::Fuzz {
             target,
