@@ -82,41 +82,7 @@ pub fn run(
 ) -> Result<()> {
     let events = events.max(FIRST * 2);
     let now = OffsetDateTime::now_utc();
-    let sim = Sim::new(
-        samples::MECHANISM,
-        &["mas", "mdm"],
-        &[
-            ("mas1", "mas"),
-            ("mas2", "mas"),
-            ("mdm1", "mdm"),
-            ("mdm2", "mdm"),
-            (READER, "mas"),
-        ],
-        now,
-    )?;
-    // The history ends before now: cases every STEP_MS per pair (two pairs, five events a
-    // case), back from the present, with room for the last chunk's overshoot and an hour.
-    let cases_per_pair = events / 10 + CASES_PER_CHUNK as u64;
-    let span_ms = cases_per_pair * STEP_MS + 3_600_000;
-    let start = now - time::Duration::milliseconds(i64::try_from(span_ms).unwrap_or(i64::MAX));
-    let stream = HistoryStream::new(
-        &sim,
-        &[("mas1", "mdm1"), ("mas2", "mdm2")],
-        200,
-        start,
-        STEP_MS,
-    )?;
-    let path = dir.join("scale.redb");
-    let mut fill = Fill {
-        stream,
-        path,
-        now,
-        held: 0,
-        encoded_bytes: 0,
-        a_case: None,
-        sim,
-        cache_mib,
-    };
+    let mut fill = Fill::new(dir, events, cache_mib, now)?;
     let step = if events >= 2_000_000 {
         1_000_000
     } else {
@@ -169,6 +135,46 @@ pub fn run(
 }
 
 impl Fill {
+    /// A reader's store to fill at `dir`, and the history stream that fills it: cases of two
+    /// pairs ending before `now`.
+    fn new(dir: &Path, events: u64, cache_mib: usize, now: OffsetDateTime) -> Result<Self> {
+        let sim = Sim::new(
+            samples::MECHANISM,
+            &["mas", "mdm"],
+            &[
+                ("mas1", "mas"),
+                ("mas2", "mas"),
+                ("mdm1", "mdm"),
+                ("mdm2", "mdm"),
+                (READER, "mas"),
+            ],
+            now,
+        )?;
+        // The history ends before now: cases every STEP_MS per pair (two pairs, five events a
+        // case), back from the present, with room for the last chunk's overshoot and an hour.
+        let cases_per_pair = events / 10 + CASES_PER_CHUNK as u64;
+        let span_ms = cases_per_pair * STEP_MS + 3_600_000;
+        let start = now - time::Duration::milliseconds(i64::try_from(span_ms).unwrap_or(i64::MAX));
+        let stream = HistoryStream::new(
+            &sim,
+            &[("mas1", "mdm1"), ("mas2", "mdm2")],
+            200,
+            start,
+            STEP_MS,
+        )?;
+        let path = dir.join("scale.redb");
+        Ok(Fill {
+            stream,
+            path,
+            now,
+            held: 0,
+            encoded_bytes: 0,
+            a_case: None,
+            sim,
+            cache_mib,
+        })
+    }
+
     /// Receives generated events until the store holds at least `target`: the engine, and the
     /// time spent receiving (checking signatures and `Engine::receive`; generating is not
     /// counted).
