@@ -168,7 +168,7 @@ fn single_append(
     };
 
     // What the store must write per referral bounds the ratio above: its event and the views
-    // the event changes commit together, thirteen rows in twelve tables, and a durable commit's
+    // the event changes commit together, eleven rows in eleven tables, and a durable commit's
     // cost grows with the pages it dirties. Issue 13: that floor ≥ 0.9 × the baseline, and the
     // append ≥ 0.9 × the floor (what admission, the fold and the views' reads cost on top).
     let floor_total = floor + encrypt + sign;
@@ -341,18 +341,17 @@ const RAW: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("raw")
 
 /// The rows a referral's append writes: (table, key shape, value bytes; `EVENT` for the
 /// event's own bytes). Mirrors the store (the event under its rising position, its id row with
-/// the verdict beside it, its log position and the author's head, the referral record, inbox and outbox rows and their rows by status, the case link, the case record and
-/// its row by last activity, the report row), with keys shaped alike: random where the store
-/// keys by event id, rising where it keys by sequence or time, one fixed key where it updates
-/// one case. (The case's earlier activity row, which the store also takes out, is not.)
-const VIEW_ROWS: [(&str, KeyShape, usize); 13] = [
+/// the verdict beside it, its log position and the author's head, the referral record, its
+/// inbox and outbox rows by status, the case link, the case record and its row by last
+/// activity, the report row), with keys shaped alike: random where the store keys by event id,
+/// rising where it keys by sequence or time, one fixed key where it updates one case. (The
+/// case's earlier activity row, which the store also takes out, is not.)
+const VIEW_ROWS: [(&str, KeyShape, usize); 11] = [
     ("events", KeyShape::Rising, EVENT),
     ("event_ids", KeyShape::Random, 12),
     ("log", KeyShape::Rising, 32),
     ("heads", KeyShape::Fixed, 48),
     ("referrals", KeyShape::Random, 260),
-    ("by_org", KeyShape::Rising, 0),
-    ("by_org", KeyShape::Rising, 0),
     ("by_status", KeyShape::Rising, 0),
     ("by_status", KeyShape::Rising, 0),
     ("by_activity", KeyShape::Rising, 0),

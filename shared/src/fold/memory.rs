@@ -20,7 +20,6 @@ pub(crate) struct MemoryStore {
     pub verdicts: BTreeMap<EventId, Verdict>,
     pub cases: BTreeMap<EventId, CaseRecord>,
     pub referrals: BTreeMap<EventId, ReferralRecord>,
-    pub by_org: BTreeSet<(String, u8, u64, EventId)>,
     pub links: BTreeMap<(EventId, EventId), Link>,
     waiting: BTreeSet<(EventId, EventId)>,
     unread: BTreeMap<EventId, u32>,
@@ -69,15 +68,6 @@ impl FoldStore for MemoryStore {
 
     fn put_referral(&mut self, record: &ReferralRecord) -> Result<(), FoldError> {
         self.referrals.insert(record.id, record.clone());
-        Ok(())
-    }
-
-    fn index_referral(&mut self, record: &ReferralRecord) -> Result<(), FoldError> {
-        let ms = record.sent_at.ms;
-        self.by_org
-            .insert((record.receiver_org.clone(), 0, ms, record.id));
-        self.by_org
-            .insert((record.sender_org.clone(), 1, ms, record.id));
         Ok(())
     }
 

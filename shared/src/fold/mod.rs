@@ -87,8 +87,6 @@ pub trait FoldStore: Lookup {
     fn referral(&self, id: &EventId) -> Result<Option<ReferralRecord>, Self::Error>;
     /// Writes a referral's record (and whatever the store derives from it, e.g. report rows).
     fn put_referral(&mut self, record: &ReferralRecord) -> Result<(), Self::Error>;
-    /// Puts a new referral in its receiver's inbox and its sender's outbox.
-    fn index_referral(&mut self, record: &ReferralRecord) -> Result<(), Self::Error>;
     /// Links an event to a case or referral; returns whether the link is new.
     fn link(&mut self, entity: &EventId, event: &EventId, link: Link) -> Result<bool, Self::Error>;
     /// The events linked to an entity with the given link, in id order.

@@ -323,7 +323,6 @@ impl<S: FoldStore> Fold<'_, S> {
             record.status = Status::Invalid;
         }
         self.store.put_referral(&record)?;
-        self.store.index_referral(&record)?;
         if let Some(mut case) = case
             && self.store.link(&case_id, &seen.id, Link::Referral)?
         {

@@ -19,8 +19,8 @@ use super::META_READ_ONLY;
 use super::audit::AUDIT;
 use super::config_store::CONFIG;
 use super::log::{
-    BY_ORG, CASES, EQUIVOCATIONS, EVENT_IDS, EVENTS, HEADS, LINKS, LOG, MAP_EVENTS, MAP_HASHES,
-    MAPS, META, REFERRALS, REPORT_INDEX, SHARES, UNREAD, WAITING,
+    CASES, EQUIVOCATIONS, EVENT_IDS, EVENTS, HEADS, LINKS, LOG, MAP_EVENTS, MAP_HASHES, MAPS, META,
+    REFERRALS, REPORT_INDEX, SHARES, UNREAD, WAITING,
 };
 use super::org_keys::ORG_KEYS;
 use super::users::USERS;
@@ -124,7 +124,6 @@ impl Store {
         copy(&src, &tx, EQUIVOCATIONS)?;
         copy(&src, &tx, CASES)?;
         copy(&src, &tx, REFERRALS)?;
-        copy(&src, &tx, BY_ORG)?;
         copy(&src, &tx, super::log::BY_STATUS)?;
         copy(&src, &tx, super::log::CASES_BY_ACTIVITY)?;
         copy(&src, &tx, UNREAD)?;

@@ -7,6 +7,9 @@ use super::log::{BY_STATUS, CASES, CASES_BY_ACTIVITY, Id, REFERRALS, decode_case
 use super::{StoreError, decode as dec};
 use crate::fold::{ReferralRecord, Status};
 
+/// Every status code [`status_code`] gives (a new status takes the next code and widens this).
+pub(crate) const STATUS_CODES: std::ops::RangeInclusive<u8> = 0..=6;
+
 /// A referral's status as the [`BY_STATUS`] index keys it (stable: stored on disk).
 pub(crate) fn status_code(status: Status) -> u8 {
     match status {
@@ -83,4 +86,46 @@ pub(crate) fn build_indexes(db: &redb::Database) -> Result<u64, StoreError> {
     }
     tx.commit()?;
     Ok(rows)
+}
+
+/// The index of an earlier format 2: (organisation, box, sent ms, id) → (), now answered by
+/// the rows by status. Dropped on open.
+const BY_ORG_V1: redb::TableDefinition<(&str, u8, u64, Id), ()> =
+    redb::TableDefinition::new("referrals_by_org-1");
+
+/// Drops the tables no view reads any more; returns whether there was one.
+pub(crate) fn drop_unused(db: &redb::Database) -> Result<bool, StoreError> {
+    use redb::{ReadableDatabase, TableHandle};
+    let present = db
+        .begin_read()?
+        .list_tables()?
+        .any(|t| t.name() == BY_ORG_V1.name());
+    if present {
+        let tx = db.begin_write()?;
+        tx.delete_table(BY_ORG_V1)?;
+        tx.commit()?;
+    }
+    Ok(present)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_has_a_code_in_the_range_the_boxes_read() {
+        let all = [
+            Status::Sent,
+            Status::Acknowledged,
+            Status::Accepted,
+            Status::Declined,
+            Status::Completed,
+            Status::Withdrawn,
+            Status::Invalid,
+        ];
+        let mut codes: Vec<u8> = all.iter().map(|s| status_code(*s)).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes, STATUS_CODES.collect::<Vec<_>>());
+    }
 }

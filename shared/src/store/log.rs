@@ -40,9 +40,6 @@ pub(crate) const EQUIVOCATIONS: TableDefinition<(Id, u64, Id), &[u8]> =
 pub(crate) const CASES: TableDefinition<Id, &[u8]> = TableDefinition::new("cases-1");
 /// Referral records (clear state): referral id → postcard.
 pub(crate) const REFERRALS: TableDefinition<Id, &[u8]> = TableDefinition::new("referrals-1");
-/// Inbox and outbox: (organisation, 0 = received / 1 = sent, sent ms, referral id) → ().
-pub(crate) const BY_ORG: TableDefinition<(&str, u8, u64, Id), ()> =
-    TableDefinition::new("referrals_by_org-1");
 /// Inbox and outbox by status: (organisation, 0 = received / 1 = sent, [`super::indexes::status_code`], sent
 /// ms, referral id) → (). A referral's rows move when its status does, so the open referrals
 /// of an organisation (and any one status) are read without scanning the rest.
@@ -134,7 +131,6 @@ pub(crate) struct Tables<'t> {
     pub equivocations: redb::Table<'t, (Id, u64, Id), &'static [u8]>,
     pub cases: redb::Table<'t, Id, &'static [u8]>,
     pub referrals: redb::Table<'t, Id, &'static [u8]>,
-    pub by_org: redb::Table<'t, (&'static str, u8, u64, Id), ()>,
     pub by_status: redb::Table<'t, (&'static str, u8, u8, u64, Id), ()>,
     pub by_activity: redb::Table<'t, (u64, u32, Id), ()>,
     pub unread: redb::Table<'t, Id, u32>,
@@ -174,7 +170,6 @@ impl<'t> Tables<'t> {
             equivocations: tx.open_table(EQUIVOCATIONS)?,
             cases: tx.open_table(CASES)?,
             referrals: tx.open_table(REFERRALS)?,
-            by_org: tx.open_table(BY_ORG)?,
             by_status: tx.open_table(BY_STATUS)?,
             by_activity: tx.open_table(CASES_BY_ACTIVITY)?,
             unread: tx.open_table(UNREAD)?,
@@ -420,17 +415,6 @@ impl FoldStore for TxStore<'_, '_> {
 
     fn put_referral(&mut self, record: &ReferralRecord) -> Result<(), StoreError> {
         self.t.put_referral(record)
-    }
-
-    fn index_referral(&mut self, record: &ReferralRecord) -> Result<(), StoreError> {
-        let ms = record.sent_at.ms;
-        self.t
-            .by_org
-            .insert((record.receiver_org.as_str(), 0, ms, record.id.0), ())?;
-        self.t
-            .by_org
-            .insert((record.sender_org.as_str(), 1, ms, record.id.0), ())?;
-        Ok(())
     }
 
     fn link(&mut self, entity: &EventId, event: &EventId, link: Link) -> Result<bool, StoreError> {

@@ -213,6 +213,7 @@ impl Store {
             .create(path)?;
         let moved = format::bring_up(&db)?;
         held::drop_v1(&db)?;
+        indexes::drop_unused(&db)?;
         indexes::build_indexes(&db)?;
         let config = config_store::load(&db)?;
         let hlc_seen = log::max_hlc(&db)?;

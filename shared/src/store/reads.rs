@@ -6,9 +6,8 @@ use redb::{ReadableTable, TableDefinition};
 
 use super::format::{split_row, stored};
 use super::log::{
-    BY_ORG, CASES, EQUIVOCATIONS, EVENT_IDS, EVENTS, HEADS, Id, LINK_CASE_EVENT, LINK_REFERRAL,
-    LINK_STEP, LINKS, LOG, LogCounts, META, REFERRALS, REPORT_INDEX, SHARES, UNREAD, WAITING,
-    read_back,
+    CASES, EQUIVOCATIONS, EVENT_IDS, EVENTS, HEADS, Id, LINK_CASE_EVENT, LINK_REFERRAL, LINK_STEP,
+    LINKS, LOG, LogCounts, META, REFERRALS, REPORT_INDEX, SHARES, UNREAD, WAITING, read_back,
 };
 use super::{Store, StoreError, decode as dec};
 use crate::config::Hash32;
@@ -199,25 +198,14 @@ impl Store {
     }
 
     /// Referral ids in an organisation's inbox (`sent = false`) or outbox, newest first; at
-    /// most `limit` of them.
+    /// most `limit` of them (the rows by status of every status, merged).
     pub fn referrals_of_org(
         &self,
         org: &str,
         sent: bool,
         limit: usize,
     ) -> Result<Vec<EventId>, StoreError> {
-        use redb::ReadableDatabase;
-        let tx = self.db.begin_read()?;
-        let Some(table) = super::read_table(&tx, BY_ORG)? else {
-            return Ok(Vec::new());
-        };
-        let dir = u8::from(sent);
-        let mut out = Vec::new();
-        let rows = table.range((org, dir, 0, [0u8; 32])..=(org, dir, u64::MAX, [255u8; 32]))?;
-        for row in rows.rev().take(limit) {
-            out.push(Hash32(row?.0.value().3));
-        }
-        Ok(out)
+        self.referrals_by_codes(org, sent, super::indexes::STATUS_CODES, limit)
     }
 
     /// Referral ids in an organisation's inbox (`sent = false`) or outbox whose status is one
@@ -229,6 +217,19 @@ impl Store {
         statuses: &[crate::fold::Status],
         limit: usize,
     ) -> Result<Vec<EventId>, StoreError> {
+        let codes = statuses.iter().map(|s| super::indexes::status_code(*s));
+        self.referrals_by_codes(org, sent, codes, limit)
+    }
+
+    /// The newest `limit` rows by status of a box among the given status codes: the newest
+    /// `limit` of each code's range, merged.
+    fn referrals_by_codes(
+        &self,
+        org: &str,
+        sent: bool,
+        codes: impl IntoIterator<Item = u8>,
+        limit: usize,
+    ) -> Result<Vec<EventId>, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read()?;
         let Some(table) = super::read_table(&tx, super::log::BY_STATUS)? else {
@@ -236,8 +237,7 @@ impl Store {
         };
         let dir = u8::from(sent);
         let mut found: Vec<(u64, Id)> = Vec::new();
-        for status in statuses {
-            let code = super::indexes::status_code(*status);
+        for code in codes {
             let rows = table
                 .range((org, dir, code, 0, [0u8; 32])..=(org, dir, code, u64::MAX, [255u8; 32]))?;
             for row in rows.rev().take(limit) {
