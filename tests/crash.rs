@@ -82,18 +82,7 @@ fn run_and_kill_child(
     trial: usize,
     run_for: Duration,
 ) -> Vec<Hash32> {
-    let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            "crash::crash_child_entry_point",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let mut child = spawn_child(exe, "crash::crash_child_entry_point", CHILD_ENV, dir);
     let stdout = child.stdout.take().unwrap_or_else(|| panic!("stdout"));
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
@@ -365,18 +354,7 @@ fn held_now(store: &Store, events: &[passerelle_core::event::Event]) -> Vec<Stri
 /// Runs the child until it opened the store (true) or `wait` passed after it began opening,
 /// then kills it with SIGKILL (false).
 fn run_child_to_open(exe: &std::path::Path, db: &std::path::Path, wait: Duration) -> bool {
-    let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            "crash::move_child_entry_point",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(MOVE_CHILD_ENV, db)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let mut child = spawn_child(exe, "crash::move_child_entry_point", MOVE_CHILD_ENV, db);
     let stdout = child.stdout.take().unwrap_or_else(|| panic!("stdout"));
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
@@ -423,4 +401,21 @@ fn assert_format_1_binary_is_kept_out(db: &std::path::Path) {
         error.to_string().contains("passerelle store format 2"),
         "{error}"
     );
+}
+
+/// Starts this test binary again running only `test`, with `env` set to `path`, its stdout
+/// piped.
+fn spawn_child(
+    exe: &std::path::Path,
+    test: &str,
+    env: &str,
+    path: &std::path::Path,
+) -> std::process::Child {
+    Command::new(exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(env, path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"))
 }

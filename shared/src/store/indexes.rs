@@ -114,15 +114,7 @@ mod tests {
 
     #[test]
     fn every_status_has_a_code_in_the_range_the_boxes_read() {
-        let all = [
-            Status::Sent,
-            Status::Acknowledged,
-            Status::Accepted,
-            Status::Declined,
-            Status::Completed,
-            Status::Withdrawn,
-            Status::Invalid,
-        ];
+        let all = <Status as crate::words::Word>::ALL;
         let mut codes: Vec<u8> = all.iter().map(|s| status_code(*s)).collect();
         codes.sort_unstable();
         codes.dedup();
